@@ -1,0 +1,217 @@
+/*
+ * filter.h - the filter API: milter-shaped callbacks over one SMTP transaction.
+ *
+ * A filter sees a session and a transaction and returns a verdict; it never
+ * touches a socket or the event loop.  Filters that may block (DNS, sockets,
+ * hashing) set may_block and are run on the worker pool; the session pauses
+ * reading meanwhile and replies stay in order.  At end of message a filter
+ * may queue edits (the milter action set) and record authentication results;
+ * the chain composes one Authentication-Results header from them.
+ *
+ * Ownership: strings handed to callbacks belong to the session and live for
+ * the duration of the call only, except where noted.  Edits and results are
+ * copied into the transaction.
+ */
+#ifndef PORTIER_FILTER_H
+#define PORTIER_FILTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "../smtpd/buf.h"
+#include "../smtpd/conf.h"
+
+struct workers_loop;
+struct spool;
+
+enum filter_verdict {
+	FILTER_CONTINUE,	/* next filter */
+	FILTER_ACCEPT,		/* skip the rest of the chain for this transaction */
+	FILTER_REJECT,		/* 5xx */
+	FILTER_TEMPFAIL,	/* 4xx */
+	FILTER_DISCARD,		/* accept toward the client, deliver nothing */
+	FILTER_QUARANTINE,	/* deliver, marked (X-Portier-Quarantine) */
+};
+
+enum filter_stage {
+	FILTER_STAGE_CONNECT,
+	FILTER_STAGE_HELO,
+	FILTER_STAGE_AUTH,
+	FILTER_STAGE_MAIL,
+	FILTER_STAGE_RCPT,
+	FILTER_STAGE_DATA,	/* headers, eoh, body, eom: run together at end of data */
+	FILTER_STAGE_ABORT,	/* transaction ended without delivery (RSET, QUIT, error) */
+	FILTER_STAGE_CLOSE,	/* session ends */
+};
+
+struct filter_reply {
+	int code;		/* 0: the session's default for the verdict */
+	char ecode[16];		/* "5.7.1" */
+	char text[400];
+};
+
+struct filter_header {
+	char *name;
+	char *value;		/* raw, with folding, without the final CRLF */
+};
+
+enum filter_edit_kind {
+	EDIT_ADD_HEADER,	/* append at end of header */
+	EDIT_INSERT_HEADER,	/* at index (0 = top) */
+	EDIT_CHANGE_HEADER,	/* index-th (1-based) occurrence of name; NULL value deletes */
+	EDIT_DELETE_HEADER,	/* same as change with NULL value */
+	EDIT_REPLACE_BODY,	/* value is the new body (CRLF line ends) */
+	EDIT_CHANGE_FROM,
+	EDIT_ADD_RCPT,
+	EDIT_DELETE_RCPT,
+};
+
+struct filter_edit {
+	enum filter_edit_kind kind;
+	char *name;
+	char *value;
+	size_t value_len;
+	unsigned index;
+};
+
+/* What every filter may read about the session (owned by the session). */
+struct filter_session {
+	uint64_t id;
+	const char *listener;	/* listener name */
+	enum conf_role role;
+	struct sockaddr_storage client_sa;
+	const char *client_addr;	/* "192.0.2.1" */
+	const char *client_name;	/* reverse name or "unknown" */
+	const char *helo;	/* NULL before HELO/EHLO */
+	const char *tls_version;	/* NULL without TLS */
+	const char *tls_cipher;
+	const char *auth_user;	/* NULL unless authenticated */
+	const struct conf *conf;
+};
+
+/* The transaction being filtered (owned by the session). */
+struct filter_txn {
+	char *mail_from;	/* "" for the null sender */
+	char **rcpts;
+	size_t nrcpts;
+	struct filter_header *headers;	/* as received, in order */
+	size_t nheaders;
+	struct spool *body;	/* the message as received, CRLF line ends */
+	size_t body_offset;	/* where the body starts in it (after the header block) */
+	struct filter_edit *edits;
+	size_t nedits;
+	struct buf auth_results;	/* "; spf=pass smtp.mailfrom=..." items */
+	char *quarantine;	/* reason, NULL unless quarantined */
+};
+
+/* Per-callback context: the filter's per-session state and the views. */
+struct filter_ctx {
+	void **priv;		/* the filter's per-session pointer, NULL at connect */
+	const struct filter_session *sess;
+	struct filter_txn *txn;	/* NULL at connect/helo/auth/close */
+};
+
+struct filter_ops {
+	const char *name;
+	bool may_block;
+	/* configure - build an instance from its section (may be NULL); NULL + *err_r on error. */
+	void *(*configure)(const struct conf *conf, const struct conf_section *sec, char **err_r);
+	void (*destroy)(void *inst);
+	enum filter_verdict (*connect)(void *inst, struct filter_ctx *ctx, struct filter_reply *r);
+	enum filter_verdict (*helo)(void *inst, struct filter_ctx *ctx, const char *helo, struct filter_reply *r);
+	enum filter_verdict (*auth)(void *inst, struct filter_ctx *ctx, const char *user, struct filter_reply *r);
+	enum filter_verdict (*mail)(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r);
+	enum filter_verdict (*rcpt)(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r);
+	enum filter_verdict (*header)(void *inst, struct filter_ctx *ctx, const char *name, const char *value, struct filter_reply *r);
+	enum filter_verdict (*eoh)(void *inst, struct filter_ctx *ctx, struct filter_reply *r);
+	enum filter_verdict (*body)(void *inst, struct filter_ctx *ctx, const char *chunk, size_t len, struct filter_reply *r);
+	enum filter_verdict (*eom)(void *inst, struct filter_ctx *ctx, struct filter_reply *r);
+	void (*abort)(void *inst, struct filter_ctx *ctx);
+	void (*close)(void *inst, struct filter_ctx *ctx);
+};
+
+/* A configured chain for one listener (immutable, shared by its sessions). */
+struct filter_chain;
+/* Per-session chain state: per-filter priv pointers, ACCEPT short-circuit. */
+struct filter_state;
+
+struct filter_result {
+	enum filter_verdict verdict;	/* CONTINUE means: all passed */
+	struct filter_reply reply;
+	const char *filter;	/* who decided, NULL if nobody */
+};
+
+/* filter_register - make ops known by ops->name (built-ins register at startup). */
+void filter_register(const struct filter_ops *ops);
+const struct filter_ops *filter_lookup(const char *name);
+
+/*
+ * filter_chain_new - instantiate "filters =" of a listener.  A name "type:inst"
+ * (e.g. "milter:rspamd") configures filter type with section [type inst];
+ * a plain name uses section [filter name] if present, else NULL.
+ * NULL + message on error.
+ */
+struct filter_chain *filter_chain_new(const struct conf *conf, char **names, size_t n, char **err_r);
+void filter_chain_free(struct filter_chain *chain);
+bool filter_chain_empty(const struct filter_chain *chain);
+/* filter_chain_names - "spf,dkim-verify" for the summary log line (owned by chain). */
+const char *filter_chain_names(const struct filter_chain *chain);
+
+struct filter_state *filter_state_new(const struct filter_chain *chain);
+void filter_state_free(struct filter_state *st, struct filter_ctx *ctx);	/* runs close */
+
+/* Completion callback: runs on the session's event loop. */
+typedef void (*filter_done_fn)(uint64_t session_id, void *arg, const struct filter_result *res);
+
+enum filter_run_status { FILTER_RUN_DONE, FILTER_RUN_PENDING };
+
+/*
+ * filter_run - run one stage through the chain.  arg is the stage's string
+ * (helo name, user, sender, recipient; NULL otherwise).  If every filter of
+ * the chain is inline the stage completes now: FILTER_RUN_DONE with *res.
+ * Otherwise FILTER_RUN_PENDING: the blocking filters run on the worker pool
+ * and done(session_id, done_arg, res) is called later on wl's loop, exactly
+ * once, even if the session is closing; the caller must keep st, ctx->sess,
+ * ctx->txn and arg alive until then (a closing session waits for it).
+ */
+enum filter_run_status filter_run(struct filter_state *st, enum filter_stage stage,
+    struct filter_ctx *ctx, const char *arg, struct filter_result *res,
+    struct workers_loop *wl, filter_done_fn done, void *done_arg);
+
+/* filter_txn_reset - clear a transaction (RSET/commit); keeps nothing. */
+void filter_txn_init(struct filter_txn *txn);
+void filter_txn_reset(struct filter_txn *txn);
+
+/* Edits and results, for filters to call from eom. */
+void filter_add_header(struct filter_txn *txn, const char *name, const char *value);
+void filter_insert_header(struct filter_txn *txn, unsigned index, const char *name, const char *value);
+void filter_change_header(struct filter_txn *txn, const char *name, unsigned index, const char *value);
+void filter_delete_header(struct filter_txn *txn, const char *name, unsigned index);
+void filter_replace_body(struct filter_txn *txn, const char *body, size_t len);
+void filter_change_from(struct filter_txn *txn, const char *from);
+void filter_add_rcpt(struct filter_txn *txn, const char *rcpt);
+void filter_delete_rcpt(struct filter_txn *txn, const char *rcpt);
+void filter_auth_result(struct filter_txn *txn, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+/*
+ * filter_parse_headers - split the header block at the start of spooled
+ * message data into txn->headers; returns the header block's length in bytes
+ * (including the empty line), the body starts there.
+ */
+size_t filter_parse_headers(struct filter_txn *txn, const char *msg, size_t len);
+
+/*
+ * filter_compose_headers - the header block to send: txn->headers with the
+ * edits applied, forged Authentication-Results claiming authserv_id removed,
+ * and one Authentication-Results (RFC 8601) from txn->auth_results prepended
+ * when any filter recorded results.  Appends to out, CRLF line ends, without
+ * the empty separator line.
+ */
+void filter_compose_headers(const struct filter_txn *txn, const char *authserv_id, struct buf *out);
+
+/* filter_verdict_name - "reject" etc. for logs. */
+const char *filter_verdict_name(enum filter_verdict v);
+
+#endif

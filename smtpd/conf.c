@@ -1,0 +1,1755 @@
+/*
+ * conf.c - load portier.conf (INI, parsed by inih) into an immutable,
+ * refcounted struct conf, and hold the live snapshot of the daemon.
+ *
+ * Never exits the process and never stops at the first mistake: every error
+ * becomes one line "FILE:LINE: [section] key: what to fix" in the caller's
+ * buffer, and conf_load then returns NULL.  Never opens the files a config
+ * names (certificates, sockets, Maildir): the modules that use them do, and
+ * a config must be checkable (portier -t) on another machine.
+ * conf_load returns a snapshot holding one reference owned by the caller;
+ * the last conf_unref frees everything reachable from it.
+ *
+ * Line numbers: inih counts lines itself but hands its callback no line
+ * number unless built with INI_HANDLER_LINENO, which Debian's libinih is
+ * not.  So inih reads through conf_read_line, which hands it one physical
+ * line at a time, counts them, and catches what inih would reject or
+ * silently mangle (overlong lines, headers without ']', lines without '=')
+ * so that each such line gets its own error.  The reader also tracks
+ * section headers itself: inih never calls back for an empty section.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "conf.h"
+#include "util.h"
+
+#define CONF_SKIP	((size_t)-1)	/* keys of a rejected section are dropped */
+#define CONF_NAME_MAX	64		/* listener, milter... names */
+
+/* One error, kept until the end so that the list comes out in line order. */
+struct conf_err {
+	int line;
+	size_t seq;
+	char *text;		/* the whole line, with '\n' */
+};
+
+/* Parser state for one conf_load call. */
+struct conf_load {
+	struct conf *c;
+	struct conf_err *errv;
+	size_t nerrors;
+	FILE *fp;
+	char *line;		/* getline buffer */
+	size_t linecap;
+	int lineno;		/* physical line last handed to inih */
+	size_t cur;		/* index of the current section, or CONF_SKIP */
+	bool in_section;	/* a header has been read */
+	bool have_key;		/* mirrors inih's prev_name: indented lines continue it */
+	bool continuation;	/* the line just handed to inih continues the last key */
+	bool drop_key;		/* the last key was rejected: drop its continuations */
+};
+
+struct conf_key;
+/* A setter parses value into field; false and a message saying what to fix. */
+typedef bool (*conf_setter)(void *field, const struct conf_key *k, const char *value,
+    char **why_r);
+
+struct conf_key {
+	const char *name;
+	conf_setter set;
+	size_t off;			/* of the field in its struct */
+	unsigned long long min, max;	/* numbers */
+	const char *const *words;	/* enums: names indexed by value */
+	const char *hint;		/* appended to range errors */
+};
+
+enum conf_section_kind { CONF_NONAME, CONF_NAMED };
+
+static const struct {
+	const char *type;
+	enum conf_section_kind kind;
+} conf_section_types[] = {
+	{ "server", CONF_NONAME },
+	{ "listener", CONF_NAMED },
+	{ "tls", CONF_NONAME },
+	{ "backend", CONF_NONAME },
+	{ "redis", CONF_NONAME },
+	{ "auth", CONF_NONAME },
+	{ "milter", CONF_NAMED },
+	{ "filter", CONF_NAMED },
+	{ "policy", CONF_NAMED },
+};
+
+static void conf_error(struct conf_load *ld, int line, const char *type, const char *name,
+    const char *key, const char *fmt, ...) PRINTF_LIKE(6, 7);
+static void conf_free(struct conf *c);
+
+/* conf_default_limits - the RFC 5321 defaults */
+void
+conf_default_limits(struct conf_limits *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->max_command_line = 512;
+	l->max_text_line = 1000;
+	l->max_message_size = 52428800;
+	l->max_recipients = 100;
+	l->max_errors = 10;
+	l->max_pipelined = 100;
+	l->command_timeout = 300;
+	l->data_timeout = 180;
+	l->max_sessions = 5000;
+	l->spool_memory = 1048576;
+}
+
+/* ---- errors ---- */
+
+/* conf_error - append one "FILE:LINE: [type name] key: message" line */
+static void
+conf_error(struct conf_load *ld, int line, const char *type, const char *name,
+    const char *key, const char *fmt, ...)
+{
+	struct conf_err *e;
+	struct buf b;
+	va_list ap;
+	char *msg;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatal("conf_error: bad format");
+	msg = xmalloc((size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(msg, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+
+	buf_init(&b);
+	buf_printf(&b, "%s:%d:", ld->c->path, line);
+	if (type != NULL)
+		buf_printf(&b, " [%s%s%s]", type,
+		    name != NULL && *name != '\0' ? " " : "", name != NULL ? name : "");
+	if (key != NULL)
+		buf_printf(&b, " %s", key);
+	buf_printf(&b, "%s %s\n", type != NULL || key != NULL ? ":" : "", msg);
+	free(msg);
+	ld->errv = xreallocarray(ld->errv, ld->nerrors + 1, sizeof(*ld->errv));
+	e = &ld->errv[ld->nerrors];
+	e->line = line;
+	e->seq = ld->nerrors++;
+	e->text = b.data;
+}
+
+/* conf_err_cmp - qsort order: by line, then as found */
+static int
+conf_err_cmp(const void *a, const void *b)
+{
+	const struct conf_err *x = a, *y = b;
+
+	if (x->line != y->line)
+		return x->line < y->line ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* conf_errors_flush - append the errors, in line order, to the caller's buffer */
+static void
+conf_errors_flush(struct conf_load *ld, struct buf *errors)
+{
+	size_t i;
+
+	qsort(ld->errv, ld->nerrors, sizeof(*ld->errv), conf_err_cmp);
+	for (i = 0; i < ld->nerrors; i++) {
+		buf_puts(errors, ld->errv[i].text);
+		free(ld->errv[i].text);
+	}
+	free(ld->errv);
+}
+
+/* conf_error_at_line - whether some error already names this line */
+static bool
+conf_error_at_line(struct conf_load *ld, int line)
+{
+	size_t i;
+
+	for (i = 0; i < ld->nerrors; i++)
+		if (ld->errv[i].line == line)
+			return true;
+	return false;
+}
+
+/* ---- small helpers ---- */
+
+/* conf_is_space - INI white space */
+static bool
+conf_is_space(int ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\f' || ch == '\v';
+}
+
+/* conf_is_alnum - ASCII letter or digit, locale independent */
+static bool
+conf_is_alnum(int ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	    (ch >= '0' && ch <= '9');
+}
+
+/* conf_name_ok - a section or filter name: letters, digits and chars from extra */
+static bool
+conf_name_ok(const char *s, const char *extra)
+{
+	if (*s == '\0' || strlen(s) > CONF_NAME_MAX)
+		return false;
+	for (; *s != '\0'; s++)
+		if (!conf_is_alnum((unsigned char)*s) && strchr(extra, *s) == NULL)
+			return false;
+	return true;
+}
+
+/* conf_strv_push - append s (taken over) to a string vector */
+static void
+conf_strv_push(char ***v, size_t *n, char *s)
+{
+	*v = xreallocarray(*v, *n + 1, sizeof(**v));
+	(*v)[(*n)++] = s;
+}
+
+/* conf_strv_free - free a string vector and its strings */
+static void
+conf_strv_free(char **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* conf_split - split a list on white space and commas into a new vector */
+static void
+conf_split(const char *value, char ***v_r, size_t *n_r)
+{
+	const char *p = value, *start;
+
+	*v_r = NULL;
+	*n_r = 0;
+	for (;;) {
+		while (*p != '\0' && (conf_is_space((unsigned char)*p) || *p == ','))
+			p++;
+		if (*p == '\0')
+			break;
+		start = p;
+		while (*p != '\0' && !conf_is_space((unsigned char)*p) && *p != ',')
+			p++;
+		conf_strv_push(v_r, n_r, xstrndup(start, (size_t)(p - start)));
+	}
+}
+
+/* conf_is_ipv4 - whether s is a dotted-quad IPv4 literal */
+static bool
+conf_is_ipv4(const char *s)
+{
+	struct in_addr a;
+
+	return inet_pton(AF_INET, s, &a) == 1;
+}
+
+/* conf_is_ipv6 - whether s is an IPv6 literal (no brackets) */
+static bool
+conf_is_ipv6(const char *s)
+{
+	struct in6_addr a;
+
+	return inet_pton(AF_INET6, s, &a) == 1;
+}
+
+/* conf_domain_ok - a host or domain name: labels of letters, digits, '-', '_' */
+static bool
+conf_domain_ok(const char *s)
+{
+	size_t len = strlen(s), label = 0;
+
+	if (len == 0 || len > 253)
+		return false;
+	for (; *s != '\0'; s++) {
+		if (*s == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!conf_is_alnum((unsigned char)*s) && *s != '-' && *s != '_')
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return label > 0;
+}
+
+/* conf_parse_port - a decimal port 1-65535 */
+static bool
+conf_parse_port(const char *s, unsigned *port_r)
+{
+	unsigned long v = 0;
+
+	if (*s == '\0' || strlen(s) > 5)
+		return false;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		v = v * 10 + (unsigned long)(*s - '0');
+	}
+	if (v < 1 || v > 65535)
+		return false;
+	*port_r = (unsigned)v;
+	return true;
+}
+
+enum conf_host { CONF_HOST_BIND, CONF_HOST_ANY };
+
+/*
+ * conf_parse_hostport - split "HOST:PORT" or "[V6]:PORT".  CONF_HOST_BIND
+ * accepts IP literals, "*" and "localhost"; CONF_HOST_ANY IP literals and
+ * domain names.  host_r (unbracketed) and port_r are the caller's to free.
+ */
+static bool
+conf_parse_hostport(const char *s, enum conf_host mode, char **host_r, char **port_r,
+    char **why_r)
+{
+	const char *colon, *end;
+	char *host;
+	unsigned port;
+	bool ok;
+
+	if (*s == '[') {
+		if ((end = strchr(s, ']')) == NULL) {
+			*why_r = xasprintf("\"%s\" has no closing ']'", s);
+			return false;
+		}
+		if (end[1] != ':') {
+			*why_r = xasprintf("\"%s\": write [IPV6]:PORT, e.g. [::1]:25", s);
+			return false;
+		}
+		host = xstrndup(s + 1, (size_t)(end - s - 1));
+		colon = end + 1;
+		if (!conf_is_ipv6(host)) {
+			*why_r = xasprintf("\"%s\" is not an IPv6 address", host);
+			free(host);
+			return false;
+		}
+	} else {
+		if ((colon = strrchr(s, ':')) == NULL) {
+			*why_r = xasprintf("\"%s\" has no port; write HOST:PORT, e.g. "
+			    "127.0.0.1:25", s);
+			return false;
+		}
+		host = xstrndup(s, (size_t)(colon - s));
+		if (strchr(host, ':') != NULL)
+			ok = false;
+		else if (mode == CONF_HOST_BIND)
+			ok = conf_is_ipv4(host) || strcmp(host, "*") == 0 ||
+			    strcmp(host, "localhost") == 0;
+		else
+			ok = conf_is_ipv4(host) || conf_domain_ok(host);
+		if (!ok) {
+			if (strchr(host, ':') != NULL)
+				*why_r = xasprintf("\"%s\": write IPv6 addresses in "
+				    "brackets, e.g. [::1]:25", s);
+			else if (mode == CONF_HOST_BIND)
+				*why_r = xasprintf("\"%s\": the host must be an IP address, "
+				    "\"*\" or \"localhost\"", s);
+			else
+				*why_r = xasprintf("\"%s\": \"%s\" is neither an IP address "
+				    "nor a host name", s, host);
+			free(host);
+			return false;
+		}
+	}
+	if (!conf_parse_port(colon + 1, &port)) {
+		*why_r = xasprintf("\"%s\": the port must be a number from 1 to 65535", s);
+		free(host);
+		return false;
+	}
+	*host_r = host;
+	*port_r = xasprintf("%u", port);
+	return true;
+}
+
+/* conf_parse_number - decimal, overflow-checked; suffix k/m/g (powers of 1024) if allowed */
+static bool
+conf_parse_number(const char *s, bool suffix, unsigned long long *n_r, char **why_r)
+{
+	unsigned long long v = 0;
+	const char *p = s;
+	unsigned shift = 0;
+
+	if (*p < '0' || *p > '9') {
+		*why_r = xasprintf("\"%s\" is not a number; write a decimal integer%s", s,
+		    suffix ? " (k, m or g may follow)" : "");
+		return false;
+	}
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (v > (ULLONG_MAX - (unsigned)(*p - '0')) / 10) {
+			*why_r = xasprintf("\"%s\" is too large", s);
+			return false;
+		}
+		v = v * 10 + (unsigned)(*p - '0');
+	}
+	if (suffix && *p != '\0' && p[1] == '\0') {
+		switch (*p) {
+		case 'k': case 'K': shift = 10; p++; break;
+		case 'm': case 'M': shift = 20; p++; break;
+		case 'g': case 'G': shift = 30; p++; break;
+		}
+	}
+	if (*p != '\0') {
+		*why_r = xasprintf("\"%s\" is not a number; write a decimal integer%s", s,
+		    suffix ? " (k, m or g may follow)" : "");
+		return false;
+	}
+	if (shift != 0 && v > (ULLONG_MAX >> shift)) {
+		*why_r = xasprintf("\"%s\" is too large", s);
+		return false;
+	}
+	*n_r = v << shift;
+	return true;
+}
+
+/* ---- setters: one per kind of value ---- */
+
+/* conf_set_number - shared by the integer setters: parse and range-check */
+static bool
+conf_set_number(const struct conf_key *k, const char *value, bool suffix,
+    unsigned long long *n_r, char **why_r)
+{
+	if (!conf_parse_number(value, suffix, n_r, why_r))
+		return false;
+	if (*n_r < k->min || *n_r > k->max) {
+		*why_r = xasprintf("%s is out of range; use %llu to %llu%s%s", value,
+		    k->min, k->max, k->hint != NULL ? " " : "",
+		    k->hint != NULL ? k->hint : "");
+		return false;
+	}
+	return true;
+}
+
+/* conf_set_uint - an unsigned count or seconds */
+static bool
+conf_set_uint(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	unsigned long long n;
+
+	assert(k->max <= UINT_MAX);
+	if (!conf_set_number(k, value, false, &n, why_r))
+		return false;
+	*(unsigned *)field = (unsigned)n;
+	return true;
+}
+
+/* conf_set_size - a size_t in bytes, k/m/g suffixes allowed */
+static bool
+conf_set_size(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	unsigned long long n;
+
+	assert(k->max <= SIZE_MAX);
+	if (!conf_set_number(k, value, true, &n, why_r))
+		return false;
+	*(size_t *)field = (size_t)n;
+	return true;
+}
+
+/* conf_set_bool - yes/no/true/false/on/off/1/0 */
+static bool
+conf_set_bool(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	static const char *const yes[] = { "yes", "true", "on", "1" };
+	static const char *const no[] = { "no", "false", "off", "0" };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(yes); i++) {
+		if (str_casecmp(value, yes[i]) == 0) {
+			*(bool *)field = true;
+			return true;
+		}
+		if (str_casecmp(value, no[i]) == 0) {
+			*(bool *)field = false;
+			return true;
+		}
+	}
+	*why_r = xasprintf("\"%s\" is not a boolean; write yes or no", value);
+	return false;
+}
+
+/* conf_words_list - "a | b | c" for error messages (caller frees) */
+static char *
+conf_words_list(const char *const *words)
+{
+	struct buf b;
+	size_t i;
+
+	buf_init(&b);
+	for (i = 0; words[i] != NULL; i++)
+		buf_printf(&b, "%s%s", i > 0 ? " | " : "", words[i]);
+	return b.data;
+}
+
+/* conf_find_word - index of value in words (case-insensitive), -1 if absent */
+static int
+conf_find_word(const struct conf_key *k, const char *value, char **why_r)
+{
+	char *list;
+	int i;
+
+	for (i = 0; k->words[i] != NULL; i++)
+		if (str_casecmp(value, k->words[i]) == 0)
+			return i;
+	list = conf_words_list(k->words);
+	*why_r = xasprintf("\"%s\" is not one of %s", value, list);
+	free(list);
+	return -1;
+}
+
+/* conf_set_enum - one of k->words into an enum field */
+static bool
+conf_set_enum(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	int i;
+
+	_Static_assert(sizeof(enum conf_role) == sizeof(int), "enum size");
+	if ((i = conf_find_word(k, value, why_r)) < 0)
+		return false;
+	memcpy(field, &i, sizeof(i));
+	return true;
+}
+
+/* conf_set_word - one of k->words into a string field (stored lower-case) */
+static bool
+conf_set_word(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	int i;
+
+	if ((i = conf_find_word(k, value, why_r)) < 0)
+		return false;
+	free(*(char **)field);
+	*(char **)field = xstrdup(k->words[i]);
+	return true;
+}
+
+/* conf_set_optstr - a string; empty means unset (NULL) */
+static bool
+conf_set_optstr(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	free(*(char **)field);
+	*(char **)field = *value != '\0' ? xstrdup(value) : NULL;
+	return true;
+}
+
+/* conf_set_hostname - our name in the banner, EHLO and Authentication-Results */
+static bool
+conf_set_hostname(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	char *h = xstrdup(value);
+	size_t len = strlen(h);
+
+	if (len > 0 && h[len - 1] == '.')
+		h[len - 1] = '\0';
+	if (!conf_domain_ok(h)) {
+		*why_r = xasprintf("\"%s\" is not a host name; write e.g. mx.example.org",
+		    value);
+		free(h);
+		return false;
+	}
+	free(*(char **)field);
+	*(char **)field = h;
+	return true;
+}
+
+/* conf_set_resolver - "system", or IP addresses with optional @PORT */
+static bool
+conf_set_resolver(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	char **v, *at;
+	size_t n, i;
+	unsigned port;
+	bool ok = true;
+
+	conf_split(value, &v, &n);
+	if (n == 1 && str_casecmp(v[0], "system") == 0) {
+		conf_strv_free(v, n);
+		free(*(char **)field);
+		*(char **)field = xstrdup("system");
+		return true;
+	}
+	for (i = 0; ok && i < n; i++) {
+		if ((at = strchr(v[i], '@')) != NULL) {
+			*at = '\0';
+			ok = conf_parse_port(at + 1, &port);
+		}
+		ok = ok && (conf_is_ipv4(v[i]) || conf_is_ipv6(v[i]));
+	}
+	conf_strv_free(v, n);
+	if (n == 0 || !ok) {
+		*why_r = xasprintf("\"%s\": write system, or IP addresses of DNS servers "
+		    "(ADDRESS or ADDRESS@PORT) separated by spaces", value);
+		return false;
+	}
+	free(*(char **)field);
+	*(char **)field = xstrdup(value);
+	return true;
+}
+
+/* conf_set_metrics - HOST:PORT for the Prometheus endpoint; empty = off (NULL) */
+static bool
+conf_set_metrics(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	char *host, *port;
+
+	if (*value != '\0') {
+		if (!conf_parse_hostport(value, CONF_HOST_BIND, &host, &port, why_r))
+			return false;
+		free(host);
+		free(port);
+	}
+	return conf_set_optstr(field, k, value, why_r);
+}
+
+/* conf_set_domains - local_domains: a list, lower-cased, trailing dot dropped */
+static bool
+conf_set_domains(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	struct conf *c = field;
+	char ***out = &c->local_domains;
+	size_t *nout = &c->nlocal_domains;
+	char **v;
+	size_t n, i, j, len;
+
+	conf_split(value, &v, &n);
+	for (i = 0; i < n; i++) {
+		len = strlen(v[i]);
+		if (len > 1 && v[i][len - 1] == '.')
+			v[i][len - 1] = '\0';
+		str_lower(v[i]);
+		if (!conf_domain_ok(v[i])) {
+			*why_r = xasprintf("\"%s\" is not a domain name", v[i]);
+			conf_strv_free(v, n);
+			return false;
+		}
+	}
+	conf_strv_free(*out, *nout);
+	*out = NULL;
+	*nout = 0;
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < *nout; j++)
+			if (strcmp((*out)[j], v[i]) == 0)
+				break;
+		if (j == *nout)
+			conf_strv_push(out, nout, v[i]);
+		else
+			free(v[i]);
+	}
+	free(v);
+	return true;
+}
+
+/* conf_set_listen - one or more HOST:PORT / [V6]:PORT to bind */
+static bool
+conf_set_listen(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	struct conf_listener *l = field;
+	char **v, *host, *port;
+	size_t n, i, j;
+
+	conf_split(value, &v, &n);
+	if (n == 0) {
+		*why_r = xstrdup("no address; write HOST:PORT, e.g. 0.0.0.0:25 or [::]:25");
+		free(v);
+		return false;
+	}
+	for (i = 0; i < n; i++) {
+		if (!conf_parse_hostport(v[i], CONF_HOST_BIND, &host, &port, why_r)) {
+			conf_strv_free(v, n);
+			return false;
+		}
+		free(host);
+		free(port);
+		for (j = 0; j < i; j++) {
+			if (strcmp(v[i], v[j]) == 0) {
+				*why_r = xasprintf("\"%s\" is listed twice", v[i]);
+				conf_strv_free(v, n);
+				return false;
+			}
+		}
+	}
+	conf_strv_free(l->listen, l->nlisten);
+	l->listen = v;
+	l->nlisten = n;
+	return true;
+}
+
+/* conf_set_filters - the chain, names in order (checked against the registry later) */
+static bool
+conf_set_filters(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	struct conf_listener *l = field;
+	char **v;
+	size_t n, i;
+
+	conf_split(value, &v, &n);
+	for (i = 0; i < n; i++) {
+		if (!conf_name_ok(v[i], "-_.:")) {
+			*why_r = xasprintf("\"%s\" is not a filter name (letters, digits, "
+			    "'-', '_', '.', and ':' as in milter:NAME)", v[i]);
+			conf_strv_free(v, n);
+			return false;
+		}
+	}
+	conf_strv_free(l->filters, l->nfilters);
+	l->filters = v;
+	l->nfilters = n;
+	return true;
+}
+
+/* conf_set_cidrs - proxy_trusted: ADDRESS or ADDRESS/PREFIX, IPv4 or IPv6 */
+static bool
+conf_set_cidrs(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	struct conf_listener *l = field;
+	char **v, *slash, *addr;
+	unsigned long long prefix;
+	size_t n, i;
+	char *ignored = NULL;
+	bool ok, v6;
+
+	conf_split(value, &v, &n);
+	for (i = 0; i < n; i++) {
+		addr = xstrdup(v[i]);
+		prefix = 0;
+		if ((slash = strchr(addr, '/')) != NULL)
+			*slash++ = '\0';
+		v6 = conf_is_ipv6(addr);
+		ok = v6 || conf_is_ipv4(addr);
+		if (ok && slash != NULL) {
+			ok = conf_parse_number(slash, false, &prefix, &ignored) &&
+			    prefix <= (v6 ? 128u : 32u);
+			free(ignored);
+			ignored = NULL;
+		}
+		free(addr);
+		if (!ok) {
+			*why_r = xasprintf("\"%s\" is not an address or network; write "
+			    "e.g. 10.0.0.0/8 or fd00::/8", v[i]);
+			conf_strv_free(v, n);
+			return false;
+		}
+	}
+	conf_strv_free(l->proxy_trusted, l->nproxy_trusted);
+	l->proxy_trusted = v;
+	l->nproxy_trusted = n;
+	return true;
+}
+
+/* conf_relay_clear - free a relay's strings and reset it to RELAY_NONE */
+static void
+conf_relay_clear(struct conf_relay *r)
+{
+	free(r->path);
+	free(r->host);
+	free(r->port);
+	free(r->spec);
+	memset(r, 0, sizeof(*r));
+	r->kind = RELAY_NONE;
+}
+
+/* conf_parse_relay - lmtp:unix:PATH | lmtp:HOST:PORT | smtp:HOST:PORT | maildir:DIR */
+static bool
+conf_parse_relay(const char *value, bool maildir_ok, struct conf_relay *r, char **why_r)
+{
+	const char *rest;
+
+	conf_relay_clear(r);
+	if (strncmp(value, "maildir:", 8) == 0 && maildir_ok) {
+		if (value[8] == '\0') {
+			*why_r = xstrdup("maildir: needs a directory, e.g. maildir:/var/mail");
+			return false;
+		}
+		r->kind = RELAY_MAILDIR;
+		r->path = xstrdup(value + 8);
+	} else if (strncmp(value, "lmtp:unix:", 10) == 0) {
+		if (value[10] == '\0') {
+			*why_r = xstrdup("lmtp:unix: needs a socket path, e.g. "
+			    "lmtp:unix:/run/dovecot/lmtp");
+			return false;
+		}
+		r->kind = RELAY_LMTP;
+		r->is_unix = true;
+		r->path = xstrdup(value + 10);
+	} else if (strncmp(value, "lmtp:", 5) == 0 || strncmp(value, "smtp:", 5) == 0) {
+		rest = value + 5;
+		if (strncmp(rest, "unix:", 5) == 0) {
+			*why_r = xasprintf("\"%s\": unix sockets are for lmtp: only; "
+			    "write lmtp:unix:PATH or smtp:HOST:PORT", value);
+			return false;
+		}
+		if (*rest == '/') {
+			*why_r = xasprintf("\"%s\": a unix socket is written lmtp:unix:%s",
+			    value, rest);
+			return false;
+		}
+		if (!conf_parse_hostport(rest, CONF_HOST_ANY, &r->host, &r->port, why_r))
+			return false;
+		r->kind = value[0] == 'l' ? RELAY_LMTP : RELAY_SMTP;
+	} else {
+		*why_r = xasprintf("\"%s\" is not a relay; write %s", value, maildir_ok ?
+		    "lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT or maildir:DIR" :
+		    "lmtp:unix:PATH, lmtp:HOST:PORT or smtp:HOST:PORT");
+		return false;
+	}
+	r->spec = xstrdup(value);
+	return true;
+}
+
+/* conf_set_relay - the backend */
+static bool
+conf_set_relay(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	if (*value == '\0') {
+		*why_r = xstrdup("empty; write lmtp:unix:PATH, lmtp:HOST:PORT, "
+		    "smtp:HOST:PORT or maildir:DIR");
+		return false;
+	}
+	return conf_parse_relay(value, true, field, why_r);
+}
+
+/* conf_set_bounce - where DSNs go; empty = the relay */
+static bool
+conf_set_bounce(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	if (*value == '\0') {
+		conf_relay_clear(field);
+		return true;
+	}
+	return conf_parse_relay(value, false, field, why_r);
+}
+
+/* conf_set_endpoint - unix:PATH or HOST:PORT (Redis, Dovecot auth); empty = unset */
+static bool
+conf_set_endpoint(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	char *host, *port;
+
+	if (strncmp(value, "unix:", 5) == 0) {
+		if (value[5] == '\0') {
+			*why_r = xstrdup("unix: needs a socket path");
+			return false;
+		}
+	} else if (*value != '\0') {
+		if (!conf_parse_hostport(value, CONF_HOST_ANY, &host, &port, why_r)) {
+			free(*why_r);
+			*why_r = xasprintf("\"%s\": write unix:PATH or HOST:PORT", value);
+			return false;
+		}
+		free(host);
+		free(port);
+	}
+	return conf_set_optstr(field, k, value, why_r);
+}
+
+/* ---- key tables ---- */
+
+static const char *const conf_role_words[] = {
+	[ROLE_MX] = "mx", [ROLE_SUBMISSION] = "submission",
+	[ROLE_SUBMISSIONS] = "submissions", NULL
+};
+static const char *const conf_tls_words[] = {
+	[TLS_NONE] = "none", [TLS_STARTTLS] = "starttls", [TLS_IMPLICIT] = "implicit", NULL
+};
+static const char *const conf_bare_words[] = {
+	[BARE_NEWLINE_REJECT] = "reject", [BARE_NEWLINE_NORMALIZE] = "normalize", NULL
+};
+static const char *const conf_relay_tls_words[] = {
+	[RELAY_TLS_NONE] = "none", [RELAY_TLS_OPPORTUNISTIC] = "opportunistic",
+	[RELAY_TLS_REQUIRED] = "required", NULL
+};
+static const char *const conf_lmtp_mixed_words[] = {
+	[LMTP_MIXED_DSN] = "dsn", [LMTP_MIXED_TEMPFAIL] = "tempfail", NULL
+};
+static const char *const conf_log_words[] = { "stderr", "syslog", NULL };
+
+#define KL(n, fn, lo, hi, hint) \
+	{ #n, fn, offsetof(struct conf_limits, n), lo, hi, NULL, hint }
+#define KC(n, f, fn, lo, hi, words) \
+	{ n, fn, offsetof(struct conf, f), lo, hi, words, NULL }
+#define KLS(n, f, fn, lo, hi, words) \
+	{ n, fn, offsetof(struct conf_listener, f), lo, hi, words, NULL }
+
+/* Limits: in [server], and overridable per [listener]. */
+static const struct conf_key conf_limit_keys[] = {
+	KL(max_message_size, conf_set_size, 1, SIZE_MAX, NULL),
+	KL(max_recipients, conf_set_uint, 1, UINT_MAX, NULL),
+	KL(max_errors, conf_set_uint, 1, UINT_MAX, NULL),
+	KL(max_pipelined, conf_set_uint, 1, UINT_MAX, NULL),
+	KL(max_command_line, conf_set_size, 512, 1048576,
+	    "(RFC 5321 4.5.3.1.4 requires at least 512)"),
+	KL(max_text_line, conf_set_size, 1000, 1048576,
+	    "(RFC 5321 4.5.3.1.6 requires at least 1000)"),
+	KL(command_timeout, conf_set_uint, 1, 86400, NULL),
+	KL(data_timeout, conf_set_uint, 1, 86400, NULL),
+	KL(max_sessions, conf_set_uint, 1, UINT_MAX, NULL),
+	KL(spool_memory, conf_set_size, 0, SIZE_MAX, NULL),
+	{ NULL, NULL, 0, 0, 0, NULL, NULL }
+};
+
+static const struct conf_key conf_server_keys[] = {
+	KC("hostname", hostname, conf_set_hostname, 0, 0, NULL),
+	KC("user", user, conf_set_optstr, 0, 0, NULL),
+	KC("workers", workers, conf_set_uint, 0, 1024, NULL),
+	KC("worker_threads", worker_threads, conf_set_uint, 1, 1024, NULL),
+	KC("resolver", resolver, conf_set_resolver, 0, 0, NULL),
+	KC("log", log, conf_set_word, 0, 0, conf_log_words),
+	KC("metrics", metrics, conf_set_metrics, 0, 0, NULL),
+	{ "local_domains", conf_set_domains, 0, 0, 0, NULL, NULL },	/* whole conf */
+	KC("drain_timeout", drain_timeout, conf_set_uint, 0, 86400, NULL),
+	{ NULL, NULL, 0, 0, 0, NULL, NULL }
+};
+
+/* Setters of whole-listener values get the listener itself (offset 0). */
+static const struct conf_key conf_listener_keys[] = {
+	{ "listen", conf_set_listen, 0, 0, 0, NULL, NULL },
+	KLS("role", role, conf_set_enum, 0, 0, conf_role_words),
+	KLS("tls", tls, conf_set_enum, 0, 0, conf_tls_words),
+	KLS("tls_required", tls_required, conf_set_bool, 0, 0, NULL),
+	KLS("proxy_protocol", proxy_protocol, conf_set_bool, 0, 0, NULL),
+	{ "proxy_trusted", conf_set_cidrs, 0, 0, 0, NULL, NULL },
+	KLS("greet_pause", greet_pause, conf_set_uint, 0, 300, NULL),
+	{ "filters", conf_set_filters, 0, 0, 0, NULL, NULL },
+	KLS("bare_newline", bare_newline, conf_set_enum, 0, 0, conf_bare_words),
+	{ NULL, NULL, 0, 0, 0, NULL, NULL }
+};
+
+static const struct conf_key conf_tls_keys[] = {
+	KC("cert", tls_cert, conf_set_optstr, 0, 0, NULL),
+	KC("key", tls_key, conf_set_optstr, 0, 0, NULL),
+	{ NULL, NULL, 0, 0, 0, NULL, NULL }
+};
+
+static const struct conf_key conf_backend_keys[] = {
+	KC("relay", relay, conf_set_relay, 0, 0, NULL),
+	KC("relay_tls", relay_tls, conf_set_enum, 0, 0, conf_relay_tls_words),
+	KC("bounce_relay", bounce_relay, conf_set_bounce, 0, 0, NULL),
+	KC("lmtp_mixed", lmtp_mixed, conf_set_enum, 0, 0, conf_lmtp_mixed_words),
+	KC("relay_timeout", relay_timeout, conf_set_uint, 1, 3600, NULL),
+	KC("relay_connect_timeout", relay_connect_timeout, conf_set_uint, 1, 3600, NULL),
+	KC("relay_pool", relay_pool, conf_set_uint, 0, 1024, NULL),
+	{ NULL, NULL, 0, 0, 0, NULL, NULL }
+};
+
+static const struct conf_key conf_redis_keys[] = {
+	KC("server", redis_server, conf_set_endpoint, 0, 0, NULL),
+	{ NULL, NULL, 0, 0, 0, NULL, NULL }
+};
+
+static const struct conf_key conf_auth_keys[] = {
+	KC("passwd_file", auth_passwd_file, conf_set_optstr, 0, 0, NULL),
+	KC("dovecot", auth_dovecot, conf_set_endpoint, 0, 0, NULL),
+	{ NULL, NULL, 0, 0, 0, NULL, NULL }
+};
+
+/* ---- reading: inih and its line reader ---- */
+
+/* conf_find_comment - inih's find_chars_or_comment: first of chars, or " ;" */
+static const char *
+conf_find_comment(const char *s, const char *chars)
+{
+	bool was_space = false;
+
+	while (*s != '\0' && (chars == NULL || strchr(chars, *s) == NULL) &&
+	    !(was_space && *s == ';')) {
+		was_space = conf_is_space((unsigned char)*s);
+		s++;
+	}
+	return s;
+}
+
+/* conf_section_type - index in conf_section_types, -1 if unknown */
+static int
+conf_section_type(const char *type)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(conf_section_types); i++)
+		if (strcmp(type, conf_section_types[i].type) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* conf_header_words - split "[type name]" into type_r and name_r; false if > 2 words */
+static bool
+conf_header_words(const char *s, size_t len, char **type_r, char **name_r)
+{
+	char *copy = xstrndup(s, len), **v;
+	struct buf rest;
+	size_t n, i;
+
+	conf_split(copy, &v, &n);
+	free(copy);
+	buf_init(&rest);
+	buf_puts(&rest, "");
+	for (i = 1; i < n; i++)	/* all of it, so that an error shows the header */
+		buf_printf(&rest, "%s%s", i > 1 ? " " : "", v[i]);
+	*type_r = n > 0 ? xstrdup(v[0]) : xstrdup("");
+	*name_r = rest.data;
+	conf_strv_free(v, n);
+	return n <= 2;
+}
+
+/* conf_header_check - why the header [type name] is refused, or NULL if it is fine */
+static char *
+conf_header_check(struct conf_load *ld, const char *type, const char *name, bool two)
+{
+	const struct conf_section *prev;
+	int t;
+
+	if (*type == '\0')
+		return xstrdup("empty section header");
+	if (!two)
+		return xstrdup("a header is [type] or [type name]");
+	if ((t = conf_section_type(type)) < 0)
+		return xstrdup("unknown section; use server, listener NAME, tls, "
+		    "backend, redis, auth, milter NAME, filter NAME or policy NAME");
+	if (conf_section_types[t].kind == CONF_NONAME && *name != '\0')
+		return xasprintf("[%s] takes no name; write [%s]", type, type);
+	if (conf_section_types[t].kind == CONF_NAMED && *name == '\0')
+		return xasprintf("[%s] needs a name, e.g. [%s %s]", type, type,
+		    strcmp(type, "listener") == 0 ? "mx" : "example");
+	if (*name != '\0' && !conf_name_ok(name, "-_."))
+		return xasprintf("\"%s\" is not a name (up to %d letters, digits, "
+		    "'-', '_', '.')", name, CONF_NAME_MAX);
+	if ((prev = conf_section_find(ld->c, type, name)) != NULL)
+		return xasprintf("duplicate section (first at line %d); merge them",
+		    prev->line);
+	return NULL;
+}
+
+/*
+ * conf_header - a line starting with '['.  Returns whether inih may see the
+ * line (it has a ']'); keys under a refused header are dropped.
+ */
+static bool
+conf_header(struct conf_load *ld, const char *s)
+{
+	const char *end, *after;
+	struct conf_section *sec;
+	char *type, *name, *why;
+	bool two;
+
+	ld->in_section = true;
+	ld->cur = CONF_SKIP;
+	end = conf_find_comment(s + 1, "]");
+	if (*end != ']') {
+		conf_error(ld, ld->lineno, NULL, NULL, NULL,
+		    "section header has no closing ']'");
+		return false;
+	}
+	ld->have_key = false;
+	two = conf_header_words(s + 1, (size_t)(end - s - 1), &type, &name);
+	for (after = end + 1; conf_is_space((unsigned char)*after); after++)
+		;
+	if (*after != '\0' && *after != ';' && *after != '#')
+		why = xstrdup("text after ']'; put comments on their own line or after ';'");
+	else
+		why = conf_header_check(ld, type, name, two);
+	if (why != NULL) {
+		conf_error(ld, ld->lineno, type, name, NULL, "%s", why);
+		free(why);
+		free(type);
+		free(name);
+		return true;
+	}
+	ld->c->sections = xreallocarray(ld->c->sections, ld->c->nsections + 1,
+	    sizeof(*ld->c->sections));
+	sec = &ld->c->sections[ld->c->nsections];
+	memset(sec, 0, sizeof(*sec));
+	sec->type = type;
+	sec->name = name;
+	sec->line = ld->lineno;
+	ld->cur = ld->c->nsections++;
+	return true;
+}
+
+/* conf_section_label - type and name of the current section, for line errors */
+static void
+conf_section_label(struct conf_load *ld, const char **type_r, const char **name_r)
+{
+	*type_r = *name_r = NULL;
+	if (ld->cur != CONF_SKIP) {
+		*type_r = ld->c->sections[ld->cur].type;
+		*name_r = ld->c->sections[ld->cur].name;
+	}
+}
+
+/* conf_classify - check a line the way inih will read it; false: hand inih a blank line */
+static bool
+conf_classify(struct conf_load *ld, const char *line, const char *s)
+{
+	const char *end, *k, *type, *name;
+
+	while (conf_is_space((unsigned char)*s))
+		s++;
+	if (*s == '\0' || *s == ';' || *s == '#')
+		return true;
+	if (s > line && ld->have_key) {
+		ld->continuation = true;
+		return true;
+	}
+	if (*s == '[')
+		return conf_header(ld, s);
+	conf_section_label(ld, &type, &name);
+	end = conf_find_comment(s, "=:");
+	if (*end != '=' && *end != ':') {
+		conf_error(ld, ld->lineno, type, name, NULL,
+		    "expected key = value, or a [section] header");
+		return false;
+	}
+	for (k = s; k < end && !conf_is_space((unsigned char)*k); k++)
+		;
+	if (k == s) {
+		conf_error(ld, ld->lineno, type, name, NULL, "missing key before '%c'", *end);
+		return false;
+	}
+	while (k < end && conf_is_space((unsigned char)*k))
+		k++;
+	if (k != end) {
+		conf_error(ld, ld->lineno, type, name, NULL,
+		    "expected key = value: a key is one word (is the '=' missing?)");
+		return false;
+	}
+	if (!ld->in_section) {
+		conf_error(ld, ld->lineno, NULL, NULL, NULL,
+		    "key outside any section; put it under a header such as [server]");
+		return false;
+	}
+	ld->have_key = true;
+	return true;
+}
+
+/* conf_read_line - inih's reader: one physical line per call, counted and pre-checked */
+static char *
+conf_read_line(char *str, int num, void *arg)
+{
+	struct conf_load *ld = arg;
+	const char *start;
+	ssize_t n;
+
+	assert(num >= 3);
+	errno = 0;
+	if ((n = getline(&ld->line, &ld->linecap, ld->fp)) < 0) {
+		if (ferror(ld->fp))
+			conf_error(ld, ld->lineno + 1, NULL, NULL, NULL, "read error: %s",
+			    strerror(errno));
+		return NULL;
+	}
+	ld->lineno++;
+	ld->continuation = false;
+	while (n > 0 && (ld->line[n - 1] == '\n' || ld->line[n - 1] == '\r'))
+		ld->line[--n] = '\0';
+	start = ld->line;
+	if (ld->lineno == 1 && strncmp(start, "\xef\xbb\xbf", 3) == 0)
+		start += 3;	/* UTF-8 BOM, skipped by inih too */
+	if (strlen(ld->line) != (size_t)n) {
+		conf_error(ld, ld->lineno, NULL, NULL, NULL, "NUL byte in the line");
+		goto blank;
+	}
+	if ((size_t)n + 2 > (size_t)num) {
+		conf_error(ld, ld->lineno, NULL, NULL, NULL, "line longer than %d characters; "
+		    "continue a long value on lines that begin with white space", num - 2);
+		goto blank;
+	}
+	if (!conf_classify(ld, ld->line, start))
+		goto blank;
+	memcpy(str, ld->line, (size_t)n);
+	str[n] = '\n';
+	str[n + 1] = '\0';
+	return str;
+blank:
+	ld->continuation = false;
+	str[0] = '\n';
+	str[1] = '\0';
+	return str;
+}
+
+/* conf_handle - inih's callback: record key = value in the current raw section */
+static int
+conf_handle(void *arg, const char *section, const char *name, const char *value)
+{
+	struct conf_load *ld = arg;
+	struct conf_section *s;
+	struct conf_kv *kv;
+	char *joined;
+	size_t i, len;
+
+	if (ld->cur == CONF_SKIP)
+		return 1;
+	s = &ld->c->sections[ld->cur];
+	if (ld->continuation) {
+		if (ld->drop_key || s->nkv == 0)
+			return 1;
+		kv = &s->kv[s->nkv - 1];
+		/* inih r55 leaves inline comments on continuation lines */
+		len = (size_t)(conf_find_comment(value, NULL) - value);
+		while (len > 0 && conf_is_space((unsigned char)value[len - 1]))
+			len--;
+		joined = xasprintf("%s%s%.*s", kv->value, *kv->value != '\0' ? " " : "",
+		    (int)len, value);
+		free(kv->value);
+		kv->value = joined;
+		return 1;
+	}
+	for (i = 0; i < s->nkv; i++) {
+		if (strcmp(s->kv[i].key, name) == 0) {
+			conf_error(ld, ld->lineno, s->type, s->name, name,
+			    "duplicate key (first set at line %d); keep one", s->kv[i].line);
+			ld->drop_key = true;
+			return 1;
+		}
+	}
+	ld->drop_key = false;
+	s->kv = xreallocarray(s->kv, s->nkv + 1, sizeof(*s->kv));
+	kv = &s->kv[s->nkv++];
+	kv->key = xstrdup(name);
+	kv->value = xstrdup(value);
+	kv->line = ld->lineno;
+	return 1;
+}
+
+/* ---- validation: raw sections into struct conf ---- */
+
+/* conf_lookup_key - the table entry for key, or NULL */
+static const struct conf_key *
+conf_lookup_key(const struct conf_key *table, const char *key)
+{
+	for (; table->name != NULL; table++)
+		if (strcmp(table->name, key) == 0)
+			return table;
+	return NULL;
+}
+
+/* conf_distance - edit distance of two short words, capped at 9 */
+static unsigned
+conf_distance(const char *a, const char *b)
+{
+	unsigned row[CONF_NAME_MAX + 1], diag, up, i, j;
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la > CONF_NAME_MAX || lb > CONF_NAME_MAX)
+		return 9;
+	for (j = 0; j <= lb; j++)
+		row[j] = j;
+	for (i = 1; i <= la; i++) {
+		diag = row[0];
+		row[0] = i;
+		for (j = 1; j <= lb; j++) {
+			up = row[j];
+			row[j] = diag + (a[i - 1] != b[j - 1]);
+			if (up + 1 < row[j])
+				row[j] = up + 1;
+			if (row[j - 1] + 1 < row[j])
+				row[j] = row[j - 1] + 1;
+			diag = up;
+		}
+	}
+	return row[lb] < 9 ? row[lb] : 9;
+}
+
+/* conf_suggest - the known key closest to a misspelt one, or NULL */
+static const char *
+conf_suggest(const struct conf_key *table, bool limits, const char *key)
+{
+	const struct conf_key *tables[2] = { table, limits ? conf_limit_keys : NULL };
+	const struct conf_key *k;
+	const char *best = NULL;
+	unsigned d, bestd = 3;	/* at most two edits */
+	size_t t;
+
+	for (t = 0; t < 2 && tables[t] != NULL; t++) {
+		for (k = tables[t]; k->name != NULL; k++) {
+			if ((d = conf_distance(key, k->name)) < bestd) {
+				bestd = d;
+				best = k->name;
+			}
+		}
+	}
+	return best;
+}
+
+/* conf_apply_kv - set one key through the first table that knows it */
+static void
+conf_apply_kv(struct conf_load *ld, const struct conf_section *s, const struct conf_kv *kv,
+    void *obj, const struct conf_key *table, void *limits_obj)
+{
+	const struct conf_key *k;
+	const char *hint;
+	char *why = NULL;
+
+	if ((k = conf_lookup_key(table, kv->key)) == NULL && limits_obj != NULL &&
+	    (k = conf_lookup_key(conf_limit_keys, kv->key)) != NULL)
+		obj = limits_obj;
+	if (k == NULL) {
+		if ((hint = conf_suggest(table, limits_obj != NULL, kv->key)) != NULL)
+			conf_error(ld, kv->line, s->type, s->name, kv->key,
+			    "unknown key; did you mean %s?", hint);
+		else
+			conf_error(ld, kv->line, s->type, s->name, kv->key,
+			    "unknown key; see portier.conf(5) for the keys of [%s]", s->type);
+		return;
+	}
+	if (!k->set((char *)obj + k->off, k, kv->value, &why)) {
+		conf_error(ld, kv->line, s->type, s->name, kv->key, "%s", why);
+		free(why);
+	}
+}
+
+/* conf_apply_section - apply every key of s */
+static void
+conf_apply_section(struct conf_load *ld, const struct conf_section *s, void *obj,
+    const struct conf_key *table, void *limits_obj)
+{
+	size_t i;
+
+	for (i = 0; i < s->nkv; i++)
+		conf_apply_kv(ld, s, &s->kv[i], obj, table, limits_obj);
+}
+
+/* conf_kv_line - line of key in s, or the section's line if the key is absent */
+static int
+conf_kv_line(const struct conf_section *s, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < s->nkv; i++)
+		if (strcmp(s->kv[i].key, key) == 0)
+			return s->kv[i].line;
+	return s->line;
+}
+
+/* conf_add_listener - a listener from its section, inheriting the [server] limits */
+static void
+conf_add_listener(struct conf_load *ld, const struct conf_section *s)
+{
+	struct conf *c = ld->c;
+	struct conf_listener *l;
+
+	c->listeners = xreallocarray(c->listeners, c->nlisteners + 1, sizeof(*c->listeners));
+	l = &c->listeners[c->nlisteners++];
+	memset(l, 0, sizeof(*l));
+	l->name = xstrdup(s->name);
+	l->line = s->line;
+	l->role = ROLE_MX;
+	l->tls = TLS_NONE;
+	l->bare_newline = BARE_NEWLINE_REJECT;
+	l->limits = c->limits;
+	conf_apply_section(ld, s, l, conf_listener_keys, &l->limits);
+	/* submissions is implicit TLS by definition */
+	if (l->role == ROLE_SUBMISSIONS && conf_section_get(s, "tls") == NULL)
+		l->tls = TLS_IMPLICIT;
+}
+
+/* conf_check_listener - what one listener's keys mean together */
+static void
+conf_check_listener(struct conf_load *ld, const struct conf_listener *l,
+    const struct conf_section *s)
+{
+	const struct conf *c = ld->c;
+
+	if (conf_section_get(s, "listen") == NULL)
+		conf_error(ld, s->line, s->type, s->name, "listen",
+		    "missing; add listen = HOST:PORT, e.g. 0.0.0.0:25");
+	if (l->role == ROLE_SUBMISSIONS && l->tls != TLS_IMPLICIT)
+		conf_error(ld, conf_kv_line(s, "tls"), s->type, s->name, "tls",
+		    "role submissions is SMTP over implicit TLS; set tls = implicit "
+		    "or remove the tls line");
+	if (l->tls_required && l->tls == TLS_NONE)
+		conf_error(ld, conf_kv_line(s, "tls_required"), s->type, s->name,
+		    "tls_required", "needs tls = starttls (or implicit)");
+	if ((l->role == ROLE_SUBMISSION || l->role == ROLE_SUBMISSIONS) &&
+	    c->auth_passwd_file == NULL && c->auth_dovecot == NULL)
+		conf_error(ld, conf_kv_line(s, "role"), s->type, s->name, "role",
+		    "%s requires AUTH; add an [auth] section with passwd_file or dovecot",
+		    conf_role_words[l->role]);
+}
+
+/* conf_listen_canon - "HOST|PORT" with the host in canonical form (caller frees) */
+static char *
+conf_listen_canon(const char *spec)
+{
+	char *host, *port, *why = NULL, *out;
+	unsigned char a[sizeof(struct in6_addr)];
+	char text[INET6_ADDRSTRLEN];
+	int af;
+
+	if (!conf_parse_hostport(spec, CONF_HOST_BIND, &host, &port, &why)) {
+		free(why);
+		return xstrdup(spec);
+	}
+	/* the names server.c binds for "*" and "localhost" */
+	if (strcmp(host, "*") == 0 || strcmp(host, "localhost") == 0) {
+		out = xstrdup(*host == '*' ? "0.0.0.0" : "127.0.0.1");
+		free(host);
+		host = out;
+	}
+	af = strchr(host, ':') != NULL ? AF_INET6 : AF_INET;
+	if (inet_pton(af, host, a) == 1 && inet_ntop(af, a, text, sizeof(text)) != NULL)
+		out = xasprintf("%s|%s", text, port);
+	else
+		out = xasprintf("%s|%s", host, port);
+	free(host);
+	free(port);
+	return out;
+}
+
+/* conf_check_addresses - no address may be bound by two listeners */
+static void
+conf_check_addresses(struct conf_load *ld)
+{
+	const struct conf *c = ld->c;
+	const struct conf_section *s;
+	char **seen = NULL, *canon;
+	size_t nseen = 0, *owner = NULL, i, j, k;
+
+	for (i = 0; i < c->nlisteners; i++) {
+		for (j = 0; j < c->listeners[i].nlisten; j++) {
+			canon = conf_listen_canon(c->listeners[i].listen[j]);
+			for (k = 0; k < nseen; k++)
+				if (strcmp(seen[k], canon) == 0 && owner[k] != i)
+					break;
+			if (k < nseen) {
+				s = conf_section_find(c, "listener", c->listeners[i].name);
+				conf_error(ld, conf_kv_line(s, "listen"), s->type, s->name,
+				    "listen", "%s is also bound by [listener %s] (line %d); "
+				    "each address belongs to one listener",
+				    c->listeners[i].listen[j], c->listeners[owner[k]].name,
+				    c->listeners[owner[k]].line);
+				free(canon);
+				continue;
+			}
+			owner = xreallocarray(owner, nseen + 1, sizeof(*owner));
+			owner[nseen] = i;
+			conf_strv_push(&seen, &nseen, canon);
+		}
+	}
+	conf_strv_free(seen, nseen);
+	free(owner);
+}
+
+/* conf_check_tls - a certificate and key when any listener speaks TLS */
+static void
+conf_check_tls(struct conf_load *ld)
+{
+	const struct conf *c = ld->c;
+	const struct conf_listener *l = NULL;
+	const struct conf_section *tls, *s;
+	size_t i;
+	int line;
+
+	for (i = 0; i < c->nlisteners && l == NULL; i++)
+		if (c->listeners[i].tls != TLS_NONE)
+			l = &c->listeners[i];
+	if (l == NULL)
+		return;
+	s = conf_section_find(c, "listener", l->name);
+	tls = conf_section_find(c, "tls", NULL);
+	line = tls != NULL ? tls->line : conf_kv_line(s, "tls");
+	if (c->tls_cert == NULL)
+		conf_error(ld, line, "tls", NULL, "cert", "missing; [listener %s] (line %d) "
+		    "uses TLS: %s cert = /path/to/fullchain.pem", l->name, l->line,
+		    tls != NULL ? "set" : "add a [tls] section with");
+	if (c->tls_key == NULL)
+		conf_error(ld, line, "tls", NULL, "key", "missing; [listener %s] (line %d) "
+		    "uses TLS: %s key = /path/to/privkey.pem", l->name, l->line,
+		    tls != NULL ? "set" : "add a [tls] section with");
+}
+
+/* conf_check_global - what must hold across sections */
+static void
+conf_check_global(struct conf_load *ld)
+{
+	struct conf *c = ld->c;
+	const struct conf_section *s;
+	int last = ld->lineno > 0 ? ld->lineno : 1;
+	size_t i;
+
+	if (c->nlisteners == 0)
+		conf_error(ld, last, "listener", NULL, "listen", "no listener; add a "
+		    "[listener NAME] section with listen = HOST:PORT");
+	for (i = 0; i < c->nlisteners; i++)
+		conf_check_listener(ld, &c->listeners[i],
+		    conf_section_find(c, "listener", c->listeners[i].name));
+	conf_check_addresses(ld);
+	conf_check_tls(ld);
+	s = conf_section_find(c, "backend", NULL);
+	if (s == NULL)
+		conf_error(ld, last, "backend", NULL, "relay", "no [backend]; add one with "
+		    "relay = lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT or maildir:DIR");
+	else if (conf_section_get(s, "relay") == NULL)
+		conf_error(ld, s->line, "backend", NULL, "relay", "missing; set relay = "
+		    "lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT or maildir:DIR");
+	if (c->auth_passwd_file != NULL && c->auth_dovecot != NULL) {
+		s = conf_section_find(c, "auth", NULL);
+		conf_error(ld, conf_kv_line(s, "dovecot"), "auth", NULL, "dovecot",
+		    "set either passwd_file or dovecot, not both");
+	}
+}
+
+/* conf_finish_defaults - defaults that depend on the machine */
+static void
+conf_finish_defaults(struct conf *c)
+{
+	char host[256];
+	long n;
+
+	if (c->hostname == NULL) {
+		if (gethostname(host, sizeof(host)) == 0 && memchr(host, '\0', sizeof(host)) &&
+		    conf_domain_ok(host))
+			c->hostname = xstrdup(host);
+		else
+			c->hostname = xstrdup("localhost");
+	}
+	if (c->workers == 0) {
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+		c->workers = n > 0 && n <= 1024 ? (unsigned)n : 1;
+	}
+}
+
+/* conf_build - validate the raw sections into c: [server] first, so order does not matter */
+static void
+conf_build(struct conf_load *ld)
+{
+	struct conf *c = ld->c;
+	const struct conf_section *s;
+	size_t i;
+
+	conf_default_limits(&c->limits);
+	c->worker_threads = 8;
+	c->resolver = xstrdup("system");
+	c->log = xstrdup("stderr");
+	c->drain_timeout = 30;
+	c->relay.kind = RELAY_NONE;
+	c->bounce_relay.kind = RELAY_NONE;
+	c->relay_tls = RELAY_TLS_NONE;
+	c->lmtp_mixed = LMTP_MIXED_DSN;
+	c->relay_timeout = 120;
+	c->relay_connect_timeout = 30;
+	c->relay_pool = 16;
+
+	if ((s = conf_section_find(c, "server", NULL)) != NULL)
+		conf_apply_section(ld, s, c, conf_server_keys, &c->limits);
+	/* [auth] before listeners: a submission listener needs it */
+	if ((s = conf_section_find(c, "auth", NULL)) != NULL)
+		conf_apply_section(ld, s, c, conf_auth_keys, NULL);
+	for (i = 0; i < c->nsections; i++) {
+		s = &c->sections[i];
+		if (strcmp(s->type, "listener") == 0)
+			conf_add_listener(ld, s);
+		else if (strcmp(s->type, "tls") == 0)
+			conf_apply_section(ld, s, c, conf_tls_keys, NULL);
+		else if (strcmp(s->type, "backend") == 0)
+			conf_apply_section(ld, s, c, conf_backend_keys, NULL);
+		else if (strcmp(s->type, "redis") == 0)
+			conf_apply_section(ld, s, c, conf_redis_keys, NULL);
+		/* server and auth are done; milter, filter, policy: their filters check them */
+	}
+	conf_check_global(ld);
+	conf_finish_defaults(c);
+}
+
+/* conf_load - parse and validate FILE; NULL and one line per error in errors */
+struct conf *
+conf_load(const char *path, struct buf *errors)
+{
+	struct conf_load ld;
+	int rc;
+
+	memset(&ld, 0, sizeof(ld));
+	ld.c = xcalloc(1, sizeof(*ld.c));
+	ld.c->refcnt = 1;
+	ld.c->path = xstrdup(path);
+	ld.cur = CONF_SKIP;
+	if ((ld.fp = fopen(path, "r")) == NULL) {
+		buf_printf(errors, "%s: cannot open: %s\n", path, strerror(errno));
+		conf_free(ld.c);
+		return NULL;
+	}
+	rc = ini_parse_stream(conf_read_line, &ld, conf_handle, &ld);
+	fclose(ld.fp);
+	free(ld.line);
+	if (rc == -2)
+		fatal("conf_load: inih out of memory");
+	if (rc > 0 && !conf_error_at_line(&ld, rc))
+		conf_error(&ld, rc, NULL, NULL, NULL, "syntax error; expected "
+		    "[section] or key = value");
+	conf_build(&ld);
+	if (ld.nerrors > 0) {
+		conf_errors_flush(&ld, errors);
+		conf_free(ld.c);
+		return NULL;
+	}
+	return ld.c;
+}
+
+/* ---- lifetime ---- */
+
+/* conf_free - free a snapshot and everything it owns */
+static void
+conf_free(struct conf *c)
+{
+	size_t i, j;
+
+	for (i = 0; i < c->nsections; i++) {
+		for (j = 0; j < c->sections[i].nkv; j++) {
+			free(c->sections[i].kv[j].key);
+			free(c->sections[i].kv[j].value);
+		}
+		free(c->sections[i].kv);
+		free(c->sections[i].type);
+		free(c->sections[i].name);
+	}
+	free(c->sections);
+	for (i = 0; i < c->nlisteners; i++) {
+		free(c->listeners[i].name);
+		conf_strv_free(c->listeners[i].listen, c->listeners[i].nlisten);
+		conf_strv_free(c->listeners[i].filters, c->listeners[i].nfilters);
+		conf_strv_free(c->listeners[i].proxy_trusted, c->listeners[i].nproxy_trusted);
+	}
+	free(c->listeners);
+	conf_strv_free(c->local_domains, c->nlocal_domains);
+	conf_relay_clear(&c->relay);
+	conf_relay_clear(&c->bounce_relay);
+	free(c->path);
+	free(c->hostname);
+	free(c->user);
+	free(c->resolver);
+	free(c->log);
+	free(c->metrics);
+	free(c->tls_cert);
+	free(c->tls_key);
+	free(c->redis_server);
+	free(c->auth_passwd_file);
+	free(c->auth_dovecot);
+	free(c);
+}
+
+/* conf_ref - take one more reference */
+struct conf *
+conf_ref(struct conf *c)
+{
+	if (c != NULL)
+		__atomic_add_fetch(&c->refcnt, 1, __ATOMIC_RELAXED);
+	return c;
+}
+
+/* conf_unref - drop a reference; the last one frees the snapshot */
+void
+conf_unref(struct conf *c)
+{
+	int n;
+
+	if (c == NULL)
+		return;
+	n = __atomic_sub_fetch(&c->refcnt, 1, __ATOMIC_ACQ_REL);
+	assert(n >= 0);
+	if (n == 0)
+		conf_free(c);
+}
+
+/* ---- queries ---- */
+
+/* conf_section_find - the section "[type name]" (name NULL or "" for none), or NULL */
+const struct conf_section *
+conf_section_find(const struct conf *c, const char *type, const char *name)
+{
+	size_t i;
+
+	if (name == NULL)
+		name = "";
+	for (i = 0; i < c->nsections; i++)
+		if (strcmp(c->sections[i].type, type) == 0 &&
+		    strcmp(c->sections[i].name, name) == 0)
+			return &c->sections[i];
+	return NULL;
+}
+
+/* conf_section_get - value of key in s, or NULL (also when s is NULL) */
+const char *
+conf_section_get(const struct conf_section *s, const char *key)
+{
+	size_t i;
+
+	if (s == NULL)
+		return NULL;
+	for (i = 0; i < s->nkv; i++)
+		if (strcmp(s->kv[i].key, key) == 0)
+			return s->kv[i].value;
+	return NULL;
+}
+
+/* conf_is_local_domain - case-insensitive match against local_domains, trailing dot ignored */
+bool
+conf_is_local_domain(const struct conf *c, const char *domain)
+{
+	size_t len = strlen(domain), i;
+
+	if (len > 1 && domain[len - 1] == '.')
+		len--;
+	for (i = 0; i < c->nlocal_domains; i++)
+		if (strlen(c->local_domains[i]) == len &&
+		    str_ncasecmp(c->local_domains[i], domain, len) == 0)
+			return true;
+	return false;
+}
+
+/* ---- the live snapshot ---- */
+
+static pthread_mutex_t conf_live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct conf *conf_live;
+
+/* conf_current - a new reference to the live snapshot (NULL before the first set) */
+struct conf *
+conf_current(void)
+{
+	struct conf *c;
+
+	pthread_mutex_lock(&conf_live_lock);
+	c = conf_ref(conf_live);
+	pthread_mutex_unlock(&conf_live_lock);
+	return c;
+}
+
+/* conf_set_current - install c (taking over the caller's reference), drop the old one */
+void
+conf_set_current(struct conf *c)
+{
+	struct conf *old;
+
+	pthread_mutex_lock(&conf_live_lock);
+	old = conf_live;
+	conf_live = c;
+	pthread_mutex_unlock(&conf_live_lock);
+	conf_unref(old);
+}

@@ -1,0 +1,135 @@
+/*
+ * conf.h - the configuration snapshot: every setting and every limit, loaded
+ * from an INI file (inih) and immutable once loaded.
+ *
+ * A snapshot is refcounted: sessions hold the one they started with while
+ * SIGHUP swaps in a new one for new sessions.  conf_load never exits the
+ * process; it reports every error as "FILE:LINE: [section] key: message".
+ * (Named conf.h because autoconf owns config.h.)
+ */
+#ifndef PORTIER_CONF_H
+#define PORTIER_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "buf.h"
+
+enum conf_role { ROLE_MX, ROLE_SUBMISSION, ROLE_SUBMISSIONS };
+enum conf_tls { TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
+enum conf_bare_newline { BARE_NEWLINE_REJECT, BARE_NEWLINE_NORMALIZE };
+enum conf_relay_kind { RELAY_NONE, RELAY_LMTP, RELAY_SMTP, RELAY_MAILDIR };
+enum conf_relay_tls { RELAY_TLS_NONE, RELAY_TLS_OPPORTUNISTIC, RELAY_TLS_REQUIRED };
+enum conf_lmtp_mixed { LMTP_MIXED_DSN, LMTP_MIXED_TEMPFAIL };
+
+/* Every limit in one place; [server] sets them, a [listener] may override. */
+struct conf_limits {
+	size_t max_command_line;	/* octets incl. CRLF, RFC 5321 4.5.3.1.4: 512 */
+	size_t max_text_line;		/* octets incl. CRLF, 4.5.3.1.6: 1000 */
+	size_t max_message_size;	/* octets, advertised in SIZE */
+	unsigned max_recipients;	/* per transaction, 4.5.3.1.8: >= 100 */
+	unsigned max_errors;		/* client errors before 421 */
+	unsigned max_pipelined;		/* commands waiting in the input buffer */
+	unsigned command_timeout;	/* seconds waiting for a command, 4.5.3.2: 300 */
+	unsigned data_timeout;		/* seconds between DATA/BDAT blocks: 180 */
+	unsigned max_sessions;		/* per process; new ones get 421 */
+	size_t spool_memory;		/* body bytes held in memory before a temp file */
+};
+
+struct conf_kv {
+	char *key;
+	char *value;
+	int line;
+};
+
+/* A raw section, for filters that configure themselves (e.g. [milter rspamd]). */
+struct conf_section {
+	char *type;		/* "server", "listener", "milter", ... */
+	char *name;		/* the word after the type, "" if none */
+	int line;
+	struct conf_kv *kv;
+	size_t nkv;
+};
+
+struct conf_listener {
+	char *name;
+	int line;		/* of its [listener NAME] header, for error messages */
+	char **listen;		/* "HOST:PORT", "[V6]:PORT" */
+	size_t nlisten;
+	enum conf_role role;
+	enum conf_tls tls;
+	bool tls_required;	/* tls_required = yes: MAIL refused before STARTTLS */
+	bool proxy_protocol;
+	char **proxy_trusted;	/* "ADDR" or "ADDR/PREFIX" (checked); none = any peer */
+	size_t nproxy_trusted;
+	unsigned greet_pause;
+	enum conf_bare_newline bare_newline;
+	char **filters;		/* names from "filters =" in order */
+	size_t nfilters;
+	struct conf_limits limits;
+};
+
+struct conf_relay {
+	enum conf_relay_kind kind;
+	bool is_unix;		/* lmtp:unix:PATH */
+	char *path;		/* unix socket path or Maildir root, else NULL */
+	char *host;		/* HOST:PORT relays (IPv6 without brackets), else NULL */
+	char *port;
+	char *spec;		/* as written, for logs */
+};
+
+/* Optional strings (user, metrics, tls_*, redis_server, auth_*) are NULL when unset or empty. */
+struct conf {
+	int refcnt;		/* atomic; conf_ref/conf_unref */
+	char *path;
+	char *hostname;
+	char *user;
+	unsigned workers;	/* event loops; 0 = one per core (resolved at load) */
+	unsigned worker_threads;	/* blocking-callback pool size */
+	char *resolver;
+	char *log;
+	char *metrics;
+	char **local_domains;	/* lower-case */
+	size_t nlocal_domains;
+	unsigned drain_timeout;	/* seconds SIGTERM waits for live sessions */
+	struct conf_limits limits;
+
+	struct conf_listener *listeners;
+	size_t nlisteners;
+
+	char *tls_cert;
+	char *tls_key;
+
+	struct conf_relay relay;
+	struct conf_relay bounce_relay;	/* kind RELAY_NONE = use relay */
+	enum conf_relay_tls relay_tls;
+	enum conf_lmtp_mixed lmtp_mixed;
+	unsigned relay_timeout;		/* seconds per backend reply */
+	unsigned relay_connect_timeout;
+	unsigned relay_pool;		/* idle backend connections kept per loop */
+
+	char *redis_server;
+	char *auth_passwd_file;
+	char *auth_dovecot;
+
+	struct conf_section *sections;	/* every section as read */
+	size_t nsections;
+};
+
+/* conf_load - parse and validate FILE; NULL and one line per error in errors. */
+struct conf *conf_load(const char *path, struct buf *errors);
+/* conf_default_limits - the RFC 5321 defaults. */
+void conf_default_limits(struct conf_limits *l);
+struct conf *conf_ref(struct conf *c);
+void conf_unref(struct conf *c);
+/* conf_section_find - the section "[type name]", or NULL. */
+const struct conf_section *conf_section_find(const struct conf *c, const char *type, const char *name);
+/* conf_section_get - value of key in s, or NULL. */
+const char *conf_section_get(const struct conf_section *s, const char *key);
+/* conf_is_local_domain - case-insensitive match against local_domains. */
+bool conf_is_local_domain(const struct conf *c, const char *domain);
+
+/* The live snapshot: conf_current returns a new reference. */
+struct conf *conf_current(void);
+void conf_set_current(struct conf *c);	/* takes over the caller's reference */
+
+#endif

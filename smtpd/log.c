@@ -1,0 +1,133 @@
+/*
+ * log.c - event logging to stderr or syslog (see log.h).
+ *
+ * One write(2) per line on stderr so lines from several threads never
+ * interleave.  Never logs anything it was not handed already escaped.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static bool log_syslog;
+static bool log_debug_on;
+
+static const char *const level_names[] = {
+	[LOG_LEVEL_CRIT] = "crit",
+	[LOG_LEVEL_ERR] = "error",
+	[LOG_LEVEL_WARN] = "warning",
+	[LOG_LEVEL_INFO] = "info",
+	[LOG_LEVEL_DEBUG] = "debug",
+};
+
+static const int syslog_prio[] = {
+	[LOG_LEVEL_CRIT] = LOG_CRIT,
+	[LOG_LEVEL_ERR] = LOG_ERR,
+	[LOG_LEVEL_WARN] = LOG_WARNING,
+	[LOG_LEVEL_INFO] = LOG_INFO,
+	[LOG_LEVEL_DEBUG] = LOG_DEBUG,
+};
+
+/* log_init - choose the log target */
+bool
+log_init(const char *target)
+{
+	if (target == NULL || strcmp(target, "stderr") == 0) {
+		log_syslog = false;
+		return true;
+	}
+	if (strcmp(target, "syslog") == 0) {
+		openlog("portier", LOG_PID | LOG_NDELAY, LOG_MAIL);
+		log_syslog = true;
+		return true;
+	}
+	return false;
+}
+
+/* log_set_debug - enable or disable debug lines */
+void
+log_set_debug(bool on)
+{
+	log_debug_on = on;
+}
+
+/* log_msg - write one event line */
+void
+log_msg(enum log_level level, const char *fmt, ...)
+{
+	char line[4096];
+	size_t off = 0;
+	va_list ap;
+	int n;
+
+	if (level == LOG_LEVEL_DEBUG && !log_debug_on)
+		return;
+	if (!log_syslog) {
+		struct timespec ts;
+		struct tm tm;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		off = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+		n = snprintf(line + off, sizeof(line) - off, ".%03ldZ portier[%ld]: %s: ",
+		    ts.tv_nsec / 1000000L, (long)getpid(), level_names[level]);
+		if (n > 0)
+			off += (size_t)n;
+	}
+	va_start(ap, fmt);
+	n = vsnprintf(line + off, sizeof(line) - off - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	off += (size_t)n;
+	if (off > sizeof(line) - 2)
+		off = sizeof(line) - 2;
+	if (log_syslog) {
+		line[off] = '\0';
+		syslog(syslog_prio[level], "%s: %s", level_names[level], line);
+		return;
+	}
+	line[off++] = '\n';
+	if (write(STDERR_FILENO, line, off) < 0) {
+		/* nowhere left to report it */
+	}
+}
+
+/* log_escape - make client text safe for a log line */
+char *
+log_escape(char *dst, size_t dstsize, const char *src, size_t srclen)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0, i;
+
+	if (dstsize == 0)
+		return dst;
+	for (i = 0; i < srclen; i++) {
+		unsigned char c = (unsigned char)src[i];
+		size_t need = (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') ? 4 : 1;
+
+		if (o + need + 4 > dstsize) {
+			if (o + 4 <= dstsize) {
+				memcpy(dst + o, "...", 3);
+				o += 3;
+			}
+			break;
+		}
+		if (need == 1) {
+			dst[o++] = (char)c;
+		} else {
+			dst[o++] = '\\';
+			dst[o++] = 'x';
+			dst[o++] = hex[c >> 4];
+			dst[o++] = hex[c & 15];
+		}
+	}
+	dst[o] = '\0';
+	return dst;
+}

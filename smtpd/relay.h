@@ -1,0 +1,59 @@
+/*
+ * relay.h - the backend side: SMTP/LMTP client and Maildir delivery behind
+ * one asynchronous interface, with a per-loop pool of reusable connections.
+ *
+ * The envelope goes to the backend as it arrives (MAIL, RCPT) so the backend
+ * can refuse at RCPT time; the body goes after the filters passed.  Every
+ * failure of the backend (down, slow, garbled) becomes a 4xx 4.4.x result,
+ * never a 2xx.  Callbacks run on the owning loop, never inside the call that
+ * started the operation; freeing a relay_txn cancels its pending callback.
+ * relay_txn objects belong to their session.
+ */
+#ifndef PORTIER_RELAY_H
+#define PORTIER_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "conf.h"
+
+struct event_base;
+struct workers_loop;
+struct spool;
+struct relay_pool;
+struct relay_txn;
+
+struct relay_result {
+	int code;
+	char ecode[16];		/* always set: backend's or derived from code */
+	char text[512];		/* lines joined by '\n', without codes */
+};
+
+typedef void (*relay_cb)(void *arg, const struct relay_result *res);
+/* One result per accepted recipient (LMTP, Maildir), or one for SMTP. */
+typedef void (*relay_data_cb)(void *arg, const struct relay_result *res, size_t nres);
+
+struct relay_pool *relay_pool_new(struct event_base *base, struct workers_loop *wl);
+void relay_pool_free(struct relay_pool *pool);
+
+/* relay_txn_new - a transaction toward target; connects lazily at relay_mail. */
+struct relay_txn *relay_txn_new(struct relay_pool *pool, const struct conf *conf,
+    const struct conf_relay *target, const char *session_id);
+/* relay_txn_free - give the connection back (RSET unless completed) or close it. */
+void relay_txn_free(struct relay_txn *rt);
+
+/* params: accepted ESMTP parameters "SIZE=1 BODY=8BITMIME ..."; unsupported ones are dropped. */
+void relay_mail(struct relay_txn *rt, const char *from, const char *params, relay_cb cb, void *arg);
+void relay_rcpt(struct relay_txn *rt, const char *rcpt, const char *params, relay_cb cb, void *arg);
+/* relay_data - send head (header block incl. the empty line) then body from off. */
+void relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, size_t off,
+    relay_data_cb cb, void *arg);
+/* relay_is_per_rcpt - true when relay_data gives one result per recipient. */
+bool relay_is_per_rcpt(const struct relay_txn *rt);
+const char *relay_spec(const struct relay_txn *rt);
+
+/* relay_result_set - fill a result (helper for callers and tests). */
+void relay_result_set(struct relay_result *r, int code, const char *ecode, const char *text);
+
+#endif

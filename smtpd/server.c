@@ -1,0 +1,712 @@
+/*
+ * server.c - listeners, event loops, signals and the config snapshot.
+ *
+ * main() hands a checked snapshot to server_run, which binds every listen
+ * address once per loop (SO_REUSEPORT: the kernel spreads connections),
+ * drops privileges for good, then runs one thread per loop while the main
+ * thread waits for signals.  SIGTERM: stop accepting, let sessions finish up
+ * to drain_timeout, then 421 the rest and exit 0.  SIGHUP: load the config
+ * again; new sessions get the new snapshot, live ones keep theirs.
+ *
+ * Must never: serve as root, block a loop, or let a thread other than a
+ * session's own loop touch that session.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <event2/util.h>
+
+#include "filter.h"
+#include "log.h"
+#include "relay.h"
+#include "server.h"
+#include "smtp_session.h"
+#include "util.h"
+#include "workers.h"
+
+struct listen_sock {
+	struct loop *loop;
+	evutil_socket_t fd;
+	size_t li;		/* index into conf->listeners */
+	char addr[128];
+};
+
+struct session_slot {
+	uint64_t id;
+	struct session *s;
+	struct session_slot *next;
+};
+
+struct loop {
+	unsigned index;
+	pthread_t thread;
+	struct event_base *base;
+	struct workers_loop *wl;
+	struct relay_pool *relay;
+	struct evconnlistener **lev;
+	struct listen_sock *socks;	/* this loop's own sockets */
+	size_t nsocks;
+	struct event *ctl;		/* drain/stop requests from the main thread */
+	struct event *drain_timer;
+	atomic_int draining;
+	struct session_slot **buckets;
+	size_t nbuckets;
+	size_t nsessions;
+};
+
+static pthread_mutex_t snap_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct snapshot *snap_current;
+static atomic_uint_fast64_t session_counter;
+static atomic_uint session_count;
+static struct workers *worker_pool;
+
+/* snapshot_new - a config plus its listeners' filter chains */
+struct snapshot *
+snapshot_new(struct conf *conf, char **err_r)
+{
+	struct snapshot *s = xcalloc(1, sizeof(*s));
+	size_t i;
+
+	s->refcnt = 1;
+	s->conf = conf;
+	s->chains = xcalloc(conf->nlisteners, sizeof(*s->chains));
+	for (i = 0; i < conf->nlisteners; i++) {
+		struct conf_listener *l = &conf->listeners[i];
+		char *err = NULL;
+
+		s->chains[i] = filter_chain_new(conf, l->filters, l->nfilters, &err);
+		if (s->chains[i] == NULL) {
+			*err_r = xasprintf("[listener %s] filters: %s", l->name, err ? err : "error");
+			free(err);
+			s->conf = NULL;	/* the caller still owns conf */
+			while (i-- > 0)
+				filter_chain_free(s->chains[i]);
+			free(s->chains);
+			free(s);
+			return NULL;
+		}
+	}
+	return s;
+}
+
+/* snapshot_ref - one more holder */
+struct snapshot *
+snapshot_ref(struct snapshot *s)
+{
+	__atomic_add_fetch(&s->refcnt, 1, __ATOMIC_RELAXED);
+	return s;
+}
+
+/* snapshot_unref - last holder frees chains and config */
+void
+snapshot_unref(struct snapshot *s)
+{
+	size_t i;
+
+	if (s == NULL || __atomic_sub_fetch(&s->refcnt, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	for (i = 0; i < s->conf->nlisteners; i++)
+		filter_chain_free(s->chains[i]);
+	free(s->chains);
+	conf_unref(s->conf);
+	free(s);
+}
+
+/* snapshot_get - the live snapshot, referenced */
+static struct snapshot *
+snapshot_get(void)
+{
+	struct snapshot *s;
+
+	pthread_mutex_lock(&snap_lock);
+	s = snapshot_ref(snap_current);
+	pthread_mutex_unlock(&snap_lock);
+	return s;
+}
+
+/* snapshot_set - install s as live (takes the caller's reference) */
+static void
+snapshot_set(struct snapshot *s)
+{
+	struct snapshot *old;
+
+	pthread_mutex_lock(&snap_lock);
+	old = snap_current;
+	snap_current = s;
+	pthread_mutex_unlock(&snap_lock);
+	if (old)
+		snapshot_unref(old);
+}
+
+struct event_base *
+loop_base(struct loop *l)
+{
+	return l->base;
+}
+
+struct workers_loop *
+loop_workers(struct loop *l)
+{
+	return l->wl;
+}
+
+struct relay_pool *
+loop_relay(struct loop *l)
+{
+	return l->relay;
+}
+
+bool
+loop_draining(const struct loop *l)
+{
+	return atomic_load(&((struct loop *)l)->draining) != 0;
+}
+
+/* server_new_session_id - unique over the process and across restarts */
+uint64_t
+server_new_session_id(void)
+{
+	return atomic_fetch_add(&session_counter, 1);
+}
+
+/* server_session_done - release a max_sessions slot */
+void
+server_session_done(void)
+{
+	atomic_fetch_sub(&session_count, 1);
+}
+
+/* loop_session_add - register s under id */
+void
+loop_session_add(struct loop *l, struct session *s, uint64_t id)
+{
+	struct session_slot *slot;
+	size_t b;
+
+	if (l->nsessions >= l->nbuckets) {
+		size_t i, nb = l->nbuckets ? l->nbuckets * 2 : 256;
+		struct session_slot **nbk = xcalloc(nb, sizeof(*nbk));
+
+		for (i = 0; i < l->nbuckets; i++) {
+			while ((slot = l->buckets[i]) != NULL) {
+				l->buckets[i] = slot->next;
+				slot->next = nbk[slot->id & (nb - 1)];
+				nbk[slot->id & (nb - 1)] = slot;
+			}
+		}
+		free(l->buckets);
+		l->buckets = nbk;
+		l->nbuckets = nb;
+	}
+	slot = xmalloc(sizeof(*slot));
+	slot->id = id;
+	slot->s = s;
+	b = id & (l->nbuckets - 1);
+	slot->next = l->buckets[b];
+	l->buckets[b] = slot;
+	l->nsessions++;
+}
+
+/* loop_session_remove - unregister id */
+void
+loop_session_remove(struct loop *l, struct session *s, uint64_t id)
+{
+	struct session_slot **pp, *slot;
+
+	for (pp = &l->buckets[id & (l->nbuckets - 1)]; (slot = *pp) != NULL; pp = &slot->next) {
+		if (slot->id == id) {
+			*pp = slot->next;
+			free(slot);
+			l->nsessions--;
+			break;
+		}
+	}
+	if (l->nsessions == 0 && atomic_load(&l->draining))
+		event_base_loopbreak(l->base);
+}
+
+/* loop_session_find - the live session with id, or NULL */
+struct session *
+loop_session_find(struct loop *l, uint64_t id)
+{
+	struct session_slot *slot;
+
+	if (l->nbuckets == 0)
+		return NULL;
+	for (slot = l->buckets[id & (l->nbuckets - 1)]; slot; slot = slot->next)
+		if (slot->id == id)
+			return slot->s;
+	return NULL;
+}
+
+/* accept_cb - a new client on one of this loop's sockets */
+static void
+accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen,
+    void *arg)
+{
+	struct listen_sock *ls = arg;
+	struct snapshot *snap = snapshot_get();
+	size_t li = ls->li;
+
+	if (li >= snap->conf->nlisteners) {
+		/* The reloaded config has fewer listeners: keep serving on the old one. */
+		li = snap->conf->nlisteners - 1;
+	}
+	struct bufferevent *bev;
+	int on = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	bev = bufferevent_socket_new(ls->loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		fatal("bufferevent_socket_new failed");
+	atomic_fetch_add(&session_count, 1);
+	session_start(ls->loop, snap, li, bev, sa, (socklen_t)salen);
+	snapshot_unref(snap);
+}
+
+/* session_count_exceeded - max_sessions across all loops */
+bool
+server_over_limit(unsigned max)
+{
+	return atomic_load(&session_count) > max;
+}
+
+/* accept_error_cb - EMFILE and friends: pause briefly, never spin */
+static void
+accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+
+	log_warn("event=accept_error error=\"%s\"", evutil_socket_error_to_string(err));
+}
+
+/* parse_listen - "HOST:PORT" or "[V6]:PORT" into a sockaddr */
+static bool
+parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *len_r)
+{
+	char host[128];
+	const char *colon, *port;
+	struct evutil_addrinfo hints, *ai = NULL;
+
+	if (spec[0] == '[') {
+		const char *rb = strchr(spec, ']');
+
+		if (rb == NULL || rb[1] != ':' || (size_t)(rb - spec - 1) >= sizeof(host))
+			return false;
+		memcpy(host, spec + 1, (size_t)(rb - spec - 1));
+		host[rb - spec - 1] = '\0';
+		port = rb + 2;
+	} else {
+		colon = strrchr(spec, ':');
+		if (colon == NULL || (size_t)(colon - spec) >= sizeof(host))
+			return false;
+		memcpy(host, spec, (size_t)(colon - spec));
+		host[colon - spec] = '\0';
+		port = colon + 1;
+	}
+	if (strcmp(host, "*") == 0)
+		str_copy(host, "0.0.0.0", sizeof(host));
+	else if (strcmp(host, "localhost") == 0)
+		str_copy(host, "127.0.0.1", sizeof(host));
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = EVUTIL_AI_NUMERICHOST | EVUTIL_AI_NUMERICSERV | EVUTIL_AI_PASSIVE;
+	if (evutil_getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL)
+		return false;
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	*len_r = (socklen_t)ai->ai_addrlen;
+	evutil_freeaddrinfo(ai);
+	return true;
+}
+
+/* bind_one - a listening socket with SO_REUSEPORT */
+static evutil_socket_t
+bind_one(const char *spec, char **err_r)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	evutil_socket_t fd;
+	int on = 1;
+
+	if (!parse_listen(spec, &ss, &len)) {
+		*err_r = xasprintf("listen %s: not HOST:PORT with a numeric host", spec);
+		return -1;
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		*err_r = xasprintf("listen %s: socket: %s", spec, strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 1024) < 0) {
+		*err_r = xasprintf("listen %s: %s", spec, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* loops_bind - every listen address, once per loop */
+static bool
+loops_bind(struct loop *loops, unsigned nloops, const struct conf *conf)
+{
+	unsigned i;
+	size_t li, a;
+
+	for (i = 0; i < nloops; i++) {
+		for (li = 0; li < conf->nlisteners; li++) {
+			const struct conf_listener *cl = &conf->listeners[li];
+
+			for (a = 0; a < cl->nlisten; a++) {
+				struct listen_sock *ls;
+				char *err = NULL;
+				evutil_socket_t fd = bind_one(cl->listen[a], &err);
+
+				if (fd < 0) {
+					log_err("event=bind_error listener=%s error=\"%s\"", cl->name, err);
+					free(err);
+					return false;
+				}
+				loops[i].socks = xreallocarray(loops[i].socks, loops[i].nsocks + 1,
+				    sizeof(*loops[i].socks));
+				ls = &loops[i].socks[loops[i].nsocks++];
+				ls->loop = &loops[i];
+				ls->fd = fd;
+				ls->li = li;
+				str_copy(ls->addr, cl->listen[a], sizeof(ls->addr));
+			}
+		}
+	}
+	return true;
+}
+
+/* drop_privileges - become user for good, in every thread (none exist yet) */
+static bool
+drop_privileges(const char *user)
+{
+	struct passwd *pw;
+
+	if (geteuid() != 0)
+		return true;
+	if (user == NULL || *user == '\0') {
+		log_err("event=startup error=\"refusing to serve as root: set user = in [server]\"");
+		return false;
+	}
+	pw = getpwnam(user);
+	if (pw == NULL) {
+		log_err("event=startup error=\"user %s: no such user\"", user);
+		return false;
+	}
+	if (pw->pw_uid == 0) {
+		log_err("event=startup error=\"user %s is root: choose an unprivileged user\"", user);
+		return false;
+	}
+	if (setgroups(1, &pw->pw_gid) < 0 || setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) < 0 ||
+	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0) {
+		log_err("event=startup error=\"cannot drop privileges to %s: %s\"", user,
+		    strerror(errno));
+		return false;
+	}
+	if (setuid(0) == 0) {
+		log_err("event=startup error=\"privilege drop did not stick\"");
+		return false;
+	}
+	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	log_info("event=privileges user=%s uid=%u gid=%u", user, (unsigned)pw->pw_uid,
+	    (unsigned)pw->pw_gid);
+	return true;
+}
+
+/* prepare_maildir - create the Maildir root for the unprivileged user */
+static void
+prepare_maildir(const struct conf *conf)
+{
+	struct passwd *pw;
+	const char *p = conf->relay.path;
+	char path[4096];
+	size_t i;
+
+	if (conf->relay.kind != RELAY_MAILDIR || p == NULL)
+		return;
+	/* mkdir -p */
+	for (i = 0; p[i] && i + 1 < sizeof(path); i++) {
+		path[i] = p[i];
+		if (p[i] == '/' && i > 0) {
+			path[i] = '\0';
+			mkdir(path, 0755);
+			path[i] = '/';
+		}
+	}
+	path[i] = '\0';
+	mkdir(path, 0700);
+	if (geteuid() == 0 && conf->user && (pw = getpwnam(conf->user)) != NULL) {
+		if (chown(path, pw->pw_uid, pw->pw_gid) < 0)
+			log_warn("event=startup path=%s error=\"chown: %s\"", path, strerror(errno));
+	}
+}
+
+/* drain_timer_cb - drain_timeout passed: 421 the rest */
+static void
+drain_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct loop *l = arg;
+	size_t b;
+
+	for (b = 0; b < l->nbuckets; b++) {
+		struct session_slot *slot, *next;
+
+		for (slot = l->buckets[b]; slot; slot = next) {
+			next = slot->next;
+			session_shutdown(slot->s);
+		}
+	}
+}
+
+/* ctl_cb - the main thread asked this loop to drain */
+static void
+ctl_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct loop *l = arg;
+	struct snapshot *snap = snapshot_get();
+	struct timeval tv = { snap->conf->drain_timeout, 0 };
+	size_t i;
+
+	snapshot_unref(snap);
+	for (i = 0; i < l->nsocks; i++) {
+		if (l->lev[i]) {
+			evconnlistener_free(l->lev[i]);
+			l->lev[i] = NULL;
+		}
+	}
+	if (l->nsessions == 0) {
+		event_base_loopbreak(l->base);
+		return;
+	}
+	l->drain_timer = evtimer_new(l->base, drain_timer_cb, l);
+	evtimer_add(l->drain_timer, &tv);
+}
+
+/* loop_main - one event loop thread */
+static void *
+loop_main(void *arg)
+{
+	struct loop *l = arg;
+
+	event_base_dispatch(l->base);
+	return NULL;
+}
+
+/* loop_init - base, worker channel and relay pool (no listeners) */
+static void
+loop_init(struct loop *l, unsigned index, struct event_base *base, struct workers *w)
+{
+	l->index = index;
+	l->base = base;
+	l->wl = workers_attach(w, l->base);
+	l->relay = relay_pool_new(l->base, l->wl);
+	l->ctl = event_new(l->base, -1, 0, ctl_cb, l);
+}
+
+/* loop_new - a loop without listeners on an existing base (tests drive sessions on it) */
+struct loop *
+loop_new(struct event_base *base, struct workers *w)
+{
+	struct loop *l = xcalloc(1, sizeof(*l));
+
+	loop_init(l, 0, base, w);
+	return l;
+}
+
+/* loop_free - undo loop_new; every session must be gone */
+void
+loop_free(struct loop *l)
+{
+	event_free(l->ctl);
+	relay_pool_free(l->relay);
+	workers_detach(l->wl);
+	free(l->buckets);
+	free(l);
+}
+
+/* loop_setup - base, listeners, worker channel and relay pool of one loop */
+static void
+loop_setup(struct loop *l, unsigned index)
+{
+	size_t i;
+	struct event_base *base = event_base_new();
+
+	if (base == NULL)
+		fatal("event_base_new failed");
+	loop_init(l, index, base, worker_pool);
+	l->lev = xcalloc(l->nsocks ? l->nsocks : 1, sizeof(*l->lev));
+	for (i = 0; i < l->nsocks; i++) {
+		l->lev[i] = evconnlistener_new(l->base, accept_cb, &l->socks[i],
+		    LEV_OPT_CLOSE_ON_FREE, -1, l->socks[i].fd);
+		if (l->lev[i] == NULL)
+			fatal("evconnlistener_new failed");
+		evconnlistener_set_error_cb(l->lev[i], accept_error_cb);
+	}
+}
+
+/* loop_teardown - free what loop_setup made */
+static void
+loop_teardown(struct loop *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->nsocks; i++)
+		if (l->lev[i])
+			evconnlistener_free(l->lev[i]);
+	free(l->lev);
+	free(l->socks);
+	if (l->drain_timer)
+		event_free(l->drain_timer);
+	event_free(l->ctl);
+	relay_pool_free(l->relay);
+	workers_detach(l->wl);
+	free(l->buckets);
+	event_base_free(l->base);
+}
+
+struct signal_ctx {
+	struct event_base *base;
+	const char *config_path;
+	struct loop *loops;
+	unsigned nloops;
+	bool draining;
+};
+
+/* sighup_cb - reload: new snapshot for new sessions */
+static void
+sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct signal_ctx *sc = arg;
+	struct buf errors;
+	struct conf *conf;
+	struct snapshot *snap;
+	char *err = NULL;
+
+	buf_init(&errors);
+	conf = conf_load(sc->config_path, &errors);
+	if (conf == NULL) {
+		log_err("event=reload result=failed errors=\"%s\"", errors.data ? errors.data : "");
+		buf_free(&errors);
+		return;
+	}
+	buf_free(&errors);
+	snap = snapshot_new(conf, &err);
+	if (snap == NULL) {
+		log_err("event=reload result=failed error=\"%s\"", err);
+		free(err);
+		conf_unref(conf);
+		return;
+	}
+	conf_set_current(conf_ref(conf));
+	snapshot_set(snap);
+	log_info("event=reload result=ok config=%s", sc->config_path);
+}
+
+/* sigterm_cb - drain every loop */
+static void
+sigterm_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct signal_ctx *sc = arg;
+	unsigned i;
+
+	if (sc->draining)
+		return;
+	sc->draining = true;
+	log_info("event=shutdown signal=%d state=draining", (int)sig);
+	for (i = 0; i < sc->nloops; i++) {
+		atomic_store(&sc->loops[i].draining, 1);
+		event_active(sc->loops[i].ctl, 0, 0);
+	}
+	event_base_loopbreak(sc->base);
+}
+
+/* server_run - serve until SIGTERM */
+int
+server_run(struct snapshot *snap, const char *config_path)
+{
+	struct conf *conf = snap->conf;
+	unsigned nloops = conf->workers ? conf->workers : 1, i;
+	struct loop *loops = xcalloc(nloops, sizeof(*loops));
+	struct signal_ctx sc;
+	struct event *ev_term, *ev_int, *ev_hup;
+	sigset_t all, old;
+
+	evthread_use_pthreads();
+	atomic_store(&session_counter, ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 44));
+	snapshot_set(snapshot_ref(snap));
+	if (!loops_bind(loops, nloops, conf))
+		return 1;
+	prepare_maildir(conf);
+	if (!drop_privileges(conf->user))
+		return 1;
+	signal(SIGPIPE, SIG_IGN);
+	worker_pool = workers_new(conf->worker_threads ? conf->worker_threads : 4, 10000);
+	for (i = 0; i < nloops; i++)
+		loop_setup(&loops[i], i);
+
+	memset(&sc, 0, sizeof(sc));
+	sc.base = event_base_new();
+	sc.config_path = config_path;
+	sc.loops = loops;
+	sc.nloops = nloops;
+	ev_term = evsignal_new(sc.base, SIGTERM, sigterm_cb, &sc);
+	ev_int = evsignal_new(sc.base, SIGINT, sigterm_cb, &sc);
+	ev_hup = evsignal_new(sc.base, SIGHUP, sighup_cb, &sc);
+	evsignal_add(ev_term, NULL);
+	evsignal_add(ev_int, NULL);
+	evsignal_add(ev_hup, NULL);
+
+	/* Loop threads never see signals: the main thread takes them all. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (i = 0; i < nloops; i++)
+		if (pthread_create(&loops[i].thread, NULL, loop_main, &loops[i]) != 0)
+			fatal("pthread_create failed");
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	log_info("event=startup loops=%u listeners=%zu relay=%s", nloops, conf->nlisteners,
+	    conf->relay.spec ? conf->relay.spec : "none");
+
+	event_base_dispatch(sc.base);
+
+	for (i = 0; i < nloops; i++)
+		pthread_join(loops[i].thread, NULL);
+	log_info("event=shutdown state=done");
+	for (i = 0; i < nloops; i++)
+		loop_teardown(&loops[i]);
+	workers_free(worker_pool);
+	event_free(ev_term);
+	event_free(ev_int);
+	event_free(ev_hup);
+	event_base_free(sc.base);
+	free(loops);
+	snapshot_set(NULL);
+	return 0;
+}

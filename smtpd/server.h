@@ -1,0 +1,59 @@
+/*
+ * server.h - processes and loops: the config snapshot with its filter
+ * chains, one event loop per core with its own SO_REUSEPORT listeners, the
+ * session registry of each loop, signals (SIGTERM drains, SIGHUP reloads).
+ *
+ * Only server.c creates threads.  Sessions live on one loop for their whole
+ * life; anything crossing threads (worker completions) finds its session by
+ * 64-bit id through server_session_find, never by pointer.
+ */
+#ifndef PORTIER_SERVER_H
+#define PORTIER_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf.h"
+
+struct event_base;
+struct workers_loop;
+struct relay_pool;
+struct filter_chain;
+struct session;
+
+/* What a session starts with: the config and the chains built from it. */
+struct snapshot {
+	int refcnt;
+	struct conf *conf;
+	struct filter_chain **chains;	/* one per conf->listeners[i] */
+};
+
+struct loop;
+
+struct snapshot *snapshot_new(struct conf *conf, char **err_r);
+struct snapshot *snapshot_ref(struct snapshot *s);
+void snapshot_unref(struct snapshot *s);
+
+/* server_run - bind, drop privileges, serve until SIGTERM; exit status. */
+int server_run(struct snapshot *snap, const char *config_path);
+
+struct workers;
+/* loop_new - a loop on base without listeners (for tests); loop_free undoes it. */
+struct loop *loop_new(struct event_base *base, struct workers *w);
+void loop_free(struct loop *l);
+
+/* Per-loop facilities a session uses. */
+struct event_base *loop_base(struct loop *l);
+struct workers_loop *loop_workers(struct loop *l);
+struct relay_pool *loop_relay(struct loop *l);
+bool loop_draining(const struct loop *l);
+void loop_session_add(struct loop *l, struct session *s, uint64_t id);
+void loop_session_remove(struct loop *l, struct session *s, uint64_t id);
+struct session *loop_session_find(struct loop *l, uint64_t id);
+uint64_t server_new_session_id(void);
+/* server_over_limit - more than max sessions are open (counting the new one). */
+bool server_over_limit(unsigned max);
+/* server_session_done - a session ended: frees its slot in max_sessions. */
+void server_session_done(void);
+
+#endif

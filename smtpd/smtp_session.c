@@ -1,0 +1,1470 @@
+/*
+ * smtp_session.c - one SMTP session: the RFC 5321 state machine.
+ *
+ * Input is parsed from the bufferevent's input buffer one command at a time.
+ * A command that needs the backend or a blocking filter pauses the session:
+ * reading stops, pipelined commands wait (in our buffer or the kernel's),
+ * and the completion resumes processing, so replies always leave in order.
+ * Each verb has a check (state and syntax; replies on failure) and a proceed
+ * (filters, then the relay) step.  The transaction is its own object, freed
+ * on RSET, on HELO/EHLO, and after the final reply to its message.
+ *
+ * Must never: answer 250 to end of data before the backend did, let the
+ * backend see a message the client did not finish (CRLF.CRLF only), free
+ * itself inside one of its own callbacks (it is reaped at the end of the
+ * loop turn), or log client text unescaped.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "data_reader.h"
+#include "dsn.h"
+#include "filter.h"
+#include "log.h"
+#include "relay.h"
+#include "server.h"
+#include "smtp_parse.h"
+#include "smtp_reply.h"
+#include "smtp_session.h"
+#include "spool.h"
+#include "util.h"
+
+#define SESSION_OUT_FLUSH	(64 * 1024)	/* spool decoded data in chunks this big */
+#define SESSION_HEADER_MAX	(256 * 1024)	/* header block examined by filters */
+
+enum session_state {
+	S_GREET_PAUSE,	/* waiting greet_pause; talking now is an error */
+	S_CMD,		/* reading commands */
+	S_DATA,		/* reading DATA content */
+	S_BDAT,		/* reading a BDAT chunk */
+	S_CLOSING,	/* flushing the last reply, then close */
+	S_DEAD,		/* waiting to be reaped */
+};
+
+enum txn_result { TXN_DELIVERED, TXN_REJECTED, TXN_TEMPFAIL, TXN_DISCARDED, TXN_ABORTED };
+
+static const char *const txn_result_names[] = {
+	"delivered", "rejected", "tempfail", "discarded", "aborted",
+};
+
+struct txn {
+	unsigned seq;
+	unsigned long long start_ms;
+	struct smtp_parse_mail mail;
+	char from[SMTP_PARSE_ADDR_SIZE];
+	struct buf mail_params;
+	struct smtp_parse_rcpt rcpt;	/* the RCPT in progress */
+	char rcpt_addr[SMTP_PARSE_ADDR_SIZE];
+	struct buf rcpt_params;
+	struct buf orcpts;		/* per accepted rcpt: ORCPT or "", NUL separated */
+	unsigned rcpt_attempts;
+	struct filter_txn ftx;
+	struct relay_txn *relay;
+	struct spool *spool;
+	struct data_reader dr;
+	struct buf out;			/* decoded content not yet spooled */
+	bool bdat_used;
+	bool data_failed;		/* spool write failed */
+	struct buf head;		/* what goes before the body */
+	size_t body_off;
+	struct relay_txn *dsn_relay;
+	struct spool *dsn_spool;
+	struct buf dsn_head;
+	struct relay_result final;	/* the reply that ends the message */
+	bool had_separator;		/* the header block ended with an empty line */
+};
+
+struct session {
+	uint64_t id;
+	char idstr[20];
+	struct loop *loop;
+	struct snapshot *snap;
+	const struct conf *conf;
+	const struct conf_listener *lconf;
+	const struct conf_limits *lim;
+	const struct filter_chain *chain;
+	struct bufferevent *bev;
+	enum session_state state;
+	struct smtp_parse_reader reader;
+	bool paused;		/* an async step is in progress */
+	bool in_process;	/* session_process is on the stack */
+	bool filter_pending;	/* a filter job references our memory */
+	unsigned errors;
+	unsigned ntxn;
+	char addr[INET6_ADDRSTRLEN];
+	char *helo;
+	bool esmtp;
+	struct filter_session fsess;
+	struct filter_state *fstate;
+	struct txn *txn;
+	struct event *ev;	/* greet pause timer, then the reaper */
+	void (*fnext)(struct session *, const struct filter_result *);	/* after a pending stage */
+	uint64_t bdat_left;	/* octets of the current chunk still to read */
+	bool bdat_last;
+	enum smtp_reply_id bdat_discard;	/* R_MAX, or the error once the chunk is read */
+};
+
+static void session_process(struct session *s);
+static void session_close(struct session *s);
+static void session_resume(struct session *s);
+static void data_end(struct session *s);
+static void txn_end(struct session *s, enum txn_result result, const char *reply);
+
+/* ---- replies -------------------------------------------------------------- */
+
+/* out - the client's output buffer */
+static struct evbuffer *
+out(struct session *s)
+{
+	return bufferevent_get_output(s->bev);
+}
+
+/* reply - a table reply */
+static void
+reply(struct session *s, enum smtp_reply_id id)
+{
+	struct buf b;
+
+	buf_init(&b);
+	smtp_reply_format(&b, id, s->conf->hostname);
+	evbuffer_add(out(s), b.data, b.len);
+	buf_free(&b);
+}
+
+/* reply_custom - a reply with text from a filter or the backend */
+static void
+reply_custom(struct session *s, int code, const char *ecode, const char *text)
+{
+	struct buf b;
+
+	buf_init(&b);
+	smtp_reply_custom(&b, code, ecode, text);
+	evbuffer_add(out(s), b.data, b.len);
+	buf_free(&b);
+}
+
+/* reply_result - a relay result as a reply */
+static void
+reply_result(struct session *s, const struct relay_result *r)
+{
+	reply_custom(s, r->code, r->ecode, r->text[0] ? r->text : "Ok");
+}
+
+/* reply_close - a final reply (421 etc.), then close once it is written */
+static void
+reply_close(struct session *s, enum smtp_reply_id id)
+{
+	reply(s, id);
+	session_close(s);
+}
+
+/* client_error - reply and count toward max_errors */
+static void
+client_error(struct session *s, enum smtp_reply_id id)
+{
+	reply(s, id);
+	if (++s->errors >= s->lim->max_errors) {
+		log_info("id=%s event=too_many_errors client=%s errors=%u", s->idstr, s->addr,
+		    s->errors);
+		reply_close(s, R_TOO_MANY_ERRORS);
+	}
+}
+
+/* reply_filter - a filter's verdict as a reply */
+static void
+reply_filter(struct session *s, const struct filter_result *res)
+{
+	if (res->reply.code)
+		reply_custom(s, res->reply.code, res->reply.ecode, res->reply.text);
+	else
+		reply(s, res->verdict == FILTER_TEMPFAIL ? R_FILTER_TEMPFAIL : R_FILTER_REJECT);
+}
+
+/* ---- lifetime ---------------------------------------------------------------- */
+
+/* txn_free - release a transaction and its backend transaction */
+static void
+txn_free(struct txn *t)
+{
+	if (t == NULL)
+		return;
+	relay_txn_free(t->relay);
+	relay_txn_free(t->dsn_relay);
+	filter_txn_reset(&t->ftx);
+	if (t->spool)
+		spool_free(t->spool);
+	if (t->dsn_spool)
+		spool_free(t->dsn_spool);
+	buf_free(&t->mail_params);
+	buf_free(&t->rcpt_params);
+	buf_free(&t->orcpts);
+	buf_free(&t->out);
+	buf_free(&t->head);
+	buf_free(&t->dsn_head);
+	free(t);
+}
+
+/* session_free - the last step; only from the reaper */
+static void
+session_free(struct session *s)
+{
+	if (s->txn) {
+		txn_end(s, TXN_ABORTED, "");
+	}
+	if (s->fstate) {
+		struct filter_ctx ctx = { NULL, &s->fsess, NULL };
+
+		filter_state_free(s->fstate, &ctx);
+	}
+	log_info("id=%s event=disconnect client=%s transactions=%u errors=%u", s->idstr,
+	    s->addr, s->ntxn, s->errors);
+	loop_session_remove(s->loop, s, s->id);
+	if (s->bev)
+		bufferevent_free(s->bev);
+	if (s->ev)
+		event_free(s->ev);
+	free(s->helo);
+	snapshot_unref(s->snap);
+	free(s);
+	server_session_done();
+}
+
+/* reap_cb - free outside any of the session's own callbacks */
+static void
+reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->filter_pending)
+		return;	/* the filter completion reaps us */
+	session_free(s);
+}
+
+/* session_reap - schedule the free */
+static void
+session_reap(struct session *s)
+{
+	s->state = S_DEAD;
+	if (s->bev)
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	if (s->ev)
+		event_free(s->ev);
+	s->ev = event_new(loop_base(s->loop), -1, 0, reap_cb, s);
+	event_active(s->ev, 0, 0);
+}
+
+/* session_close - stop reading; close once the output is flushed */
+static void
+session_close(struct session *s)
+{
+	if (s->state == S_CLOSING || s->state == S_DEAD)
+		return;
+	s->state = S_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+	if (evbuffer_get_length(out(s)) == 0)
+		session_reap(s);
+	/* else the write callback reaps once the buffer drained */
+}
+
+/* session_shutdown - the drain deadline passed */
+void
+session_shutdown(struct session *s)
+{
+	if (s->state == S_CLOSING || s->state == S_DEAD)
+		return;
+	if (s->paused) {
+		/* Mid-transaction with the backend: let it answer. */
+		return;
+	}
+	reply_close(s, R_SHUTDOWN);
+}
+
+/* set_timeout - command or data deadline on reads */
+static void
+set_timeout(struct session *s, unsigned secs)
+{
+	struct timeval tv = { secs, 0 };
+
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+/* session_pause - stop reading while an async step runs */
+static void
+session_pause(struct session *s)
+{
+	s->paused = true;
+	bufferevent_disable(s->bev, EV_READ);
+}
+
+/* session_resume - the async step finished: go on with buffered input */
+static void
+session_resume(struct session *s)
+{
+	s->paused = false;
+	if (s->state == S_CLOSING || s->state == S_DEAD)
+		return;
+	bufferevent_enable(s->bev, EV_READ);
+	if (!s->in_process)
+		session_process(s);
+}
+
+/* ---- transaction ------------------------------------------------------------ */
+
+/* to_list - "<a>,<b>" for the summary line */
+static void
+to_list(const struct txn *t, struct buf *b)
+{
+	size_t i;
+	char esc[SMTP_PARSE_ADDR_SIZE * 4];
+
+	for (i = 0; i < t->ftx.nrcpts; i++) {
+		const char *r = t->ftx.rcpts[i];
+
+		buf_printf(b, "%s<%s>", i ? "," : "", log_escape(esc, sizeof(esc), r, strlen(r)));
+	}
+}
+
+/* txn_end - log the summary line and drop the transaction */
+static void
+txn_end(struct session *s, enum txn_result result, const char *replytext)
+{
+	struct txn *t = s->txn;
+	struct buf to;
+	char from[SMTP_PARSE_ADDR_SIZE * 4], helo[256], rep[600];
+	unsigned long long delay;
+
+	if (t == NULL)
+		return;
+	s->txn = NULL;
+	if (result != TXN_DELIVERED && result != TXN_DISCARDED && s->fstate) {
+		struct filter_ctx ctx = { NULL, &s->fsess, &t->ftx };
+		struct filter_result res;
+
+		/* Abort never blocks a loop: inline part only, result ignored. */
+		if (filter_run(s->fstate, FILTER_STAGE_ABORT, &ctx, NULL, &res, NULL, NULL,
+		    NULL) == FILTER_RUN_PENDING)
+			log_warn("id=%s event=filter_abort_pending", s->idstr);
+	}
+	buf_init(&to);
+	to_list(t, &to);
+	delay = now_ms() - t->start_ms;
+	log_info("id=%s event=txn txn=%u client=%s helo=%s from=<%s> to=%s size=%llu result=%s "
+	    "relay=%s reply=\"%s\" delay=%llu.%03llu filters=%s",
+	    s->idstr, t->seq, s->addr,
+	    log_escape(helo, sizeof(helo), s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0),
+	    log_escape(from, sizeof(from), t->from, strlen(t->from)),
+	    to.len ? to.data : "none",
+	    (unsigned long long)data_reader_out_octets(&t->dr), txn_result_names[result],
+	    s->conf->relay.spec ? s->conf->relay.spec : "none",
+	    log_escape(rep, sizeof(rep), replytext, strlen(replytext)), delay / 1000,
+	    delay % 1000, filter_chain_names(s->chain)[0] ? filter_chain_names(s->chain) : "none");
+	buf_free(&to);
+	txn_free(t);
+}
+
+/* txn_reset - RSET semantics: drop any transaction without delivery */
+static void
+txn_reset(struct session *s)
+{
+	if (s->txn)
+		txn_end(s, TXN_ABORTED, "");
+}
+
+/* ---- filters ------------------------------------------------------------------- */
+
+typedef void (*stage_next_fn)(struct session *s, const struct filter_result *res);
+
+/* filter_done - a blocking stage finished (on our loop) */
+static void
+filter_done(uint64_t id, void *arg, const struct filter_result *res)
+{
+	struct session *s = loop_session_find(arg, id);
+
+	if (s == NULL)
+		return;
+	s->filter_pending = false;
+	if (s->state == S_DEAD) {
+		session_free(s);
+		return;
+	}
+	s->paused = false;
+	s->fnext(s, res);
+	if (!s->paused)
+		session_resume(s);
+}
+
+/* run_stage - run a filter stage, then next (now, or when the pool is done) */
+static void
+run_stage(struct session *s, enum filter_stage stage, const char *arg, stage_next_fn next)
+{
+	struct filter_ctx ctx = { NULL, &s->fsess, s->txn ? &s->txn->ftx : NULL };
+	struct filter_result res;
+
+	if (filter_chain_empty(s->chain)) {
+		memset(&res, 0, sizeof(res));
+		res.verdict = FILTER_CONTINUE;
+		next(s, &res);
+		return;
+	}
+	if (filter_run(s->fstate, stage, &ctx, arg, &res, loop_workers(s->loop), filter_done,
+	    s->loop) == FILTER_RUN_DONE) {
+		next(s, &res);
+		return;
+	}
+	s->fnext = next;
+	s->filter_pending = true;
+	session_pause(s);
+}
+
+/* verdict_stops - does this verdict end the command with a reply? */
+static bool
+verdict_stops(struct session *s, const struct filter_result *res)
+{
+	if (res->verdict != FILTER_REJECT && res->verdict != FILTER_TEMPFAIL)
+		return false;
+	log_info("id=%s event=filter_%s filter=%s reply=\"%d %s %s\"", s->idstr,
+	    filter_verdict_name(res->verdict), res->filter ? res->filter : "?",
+	    res->reply.code, res->reply.ecode, res->reply.text);
+	reply_filter(s, res);
+	return true;
+}
+
+/* ---- HELO / EHLO ------------------------------------------------------------- */
+
+/* helo_proceed - after the HELO filters */
+static void
+helo_proceed(struct session *s, const struct filter_result *res)
+{
+	if (verdict_stops(s, res)) {
+		free(s->helo);
+		s->helo = NULL;
+		s->fsess.helo = NULL;
+		return;
+	}
+	if (!s->esmtp) {
+		reply(s, R_HELO);
+		return;
+	}
+	evbuffer_add_printf(out(s),
+	    "250-%s\r\n250-PIPELINING\r\n250-SIZE %zu\r\n250-8BITMIME\r\n"
+	    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 DSN\r\n",
+	    s->conf->hostname, s->lim->max_message_size);
+}
+
+/* cmd_helo - HELO and EHLO */
+static void
+cmd_helo(struct session *s, const struct smtp_parse_cmd *cmd, bool esmtp)
+{
+	struct smtp_parse_helo h;
+
+	if (smtp_parse_helo(cmd->args, cmd->argslen, &h) != SMTP_PARSE_OK) {
+		client_error(s, R_HELO_SYNTAX);
+		return;
+	}
+	txn_reset(s);
+	free(s->helo);
+	s->helo = xstrdup(h.name);
+	s->fsess.helo = s->helo;
+	s->esmtp = esmtp;
+	run_stage(s, FILTER_STAGE_HELO, s->helo, helo_proceed);
+}
+
+/* ---- MAIL ---------------------------------------------------------------------- */
+
+/* mail_relayed - the backend answered MAIL */
+static void
+mail_relayed(void *arg, const struct relay_result *r)
+{
+	struct session *s = arg;
+
+	s->paused = false;
+	if (r->code / 100 == 2) {
+		reply(s, R_MAIL_OK);
+	} else {
+		reply_result(s, r);
+		txn_end(s, r->code / 100 == 4 ? TXN_TEMPFAIL : TXN_REJECTED, r->text);
+	}
+	session_resume(s);
+}
+
+/* mail_proceed - after the MAIL filters: open the backend transaction */
+static void
+mail_proceed(struct session *s, const struct filter_result *res)
+{
+	struct txn *t = s->txn;
+
+	if (verdict_stops(s, res)) {
+		txn_end(s, res->verdict == FILTER_TEMPFAIL ? TXN_TEMPFAIL : TXN_REJECTED,
+		    res->reply.text);
+		return;
+	}
+	t->relay = relay_txn_new(loop_relay(s->loop), s->conf, &s->conf->relay, s->idstr);
+	session_pause(s);
+	relay_mail(t->relay, t->from, t->mail_params.data ? t->mail_params.data : "",
+	    mail_relayed, s);
+}
+
+/* mail_status_reply - the reply for a MAIL parse failure */
+static enum smtp_reply_id
+mail_status_reply(enum smtp_parse_status st)
+{
+	switch (st) {
+	case SMTP_PARSE_BAD_PARAM:
+		return R_SYNTAX;
+	case SMTP_PARSE_UNKNOWN_PARAM:
+		return R_PARAM_UNKNOWN;
+	case SMTP_PARSE_NEED_SMTPUTF8:
+		return R_SMTPUTF8_NEEDED;
+	default:
+		return R_FROM_SYNTAX;
+	}
+}
+
+/* cmd_mail - MAIL FROM */
+static void
+cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
+{
+	struct smtp_parse_mail m;
+	enum smtp_parse_status st;
+	struct txn *t;
+	unsigned allowed = SMTP_PARSE_PARAM_SIZE | SMTP_PARSE_PARAM_BODY |
+	    SMTP_PARSE_PARAM_SMTPUTF8 | SMTP_PARSE_PARAM_RET | SMTP_PARSE_PARAM_ENVID;
+
+	if (s->helo == NULL) {
+		client_error(s, R_NEED_HELO);
+		return;
+	}
+	if (s->txn) {
+		client_error(s, R_NESTED_MAIL);
+		return;
+	}
+	if (s->lconf->role != ROLE_MX && s->fsess.auth_user == NULL) {
+		client_error(s, R_AUTH_REQUIRED);
+		return;
+	}
+	if (!s->esmtp)
+		allowed = 0;
+	st = smtp_parse_mail(cmd->args, cmd->argslen, allowed, &m);
+	if (st != SMTP_PARSE_OK) {
+		client_error(s, mail_status_reply(st));
+		return;
+	}
+	if (m.body == SMTP_PARSE_BODY_BINARYMIME) {
+		client_error(s, R_BODY_UNSUPPORTED);
+		return;
+	}
+	if ((m.params & SMTP_PARSE_PARAM_SIZE) && m.size > s->lim->max_message_size) {
+		reply(s, R_SIZE_DECLARED);
+		return;
+	}
+	t = xcalloc(1, sizeof(*t));
+	t->seq = ++s->ntxn;
+	t->start_ms = now_ms();
+	t->mail = m;
+	smtp_parse_addr_format(&m.from, t->from, sizeof(t->from));
+	buf_init(&t->mail_params);
+	smtp_parse_mail_params(&m, &t->mail_params);
+	buf_init(&t->rcpt_params);
+	buf_init(&t->orcpts);
+	buf_init(&t->out);
+	buf_init(&t->head);
+	buf_init(&t->dsn_head);
+	filter_txn_init(&t->ftx);
+	t->ftx.mail_from = xstrdup(t->from);
+	data_reader_init(&t->dr, DATA_READER_DOT, 0, 0, DATA_READER_BARE_REJECT);
+	s->txn = t;
+	run_stage(s, FILTER_STAGE_MAIL, t->from, mail_proceed);
+}
+
+/* ---- RCPT ----------------------------------------------------------------------- */
+
+/* rcpt_relayed - the backend answered RCPT */
+static void
+rcpt_relayed(void *arg, const struct relay_result *r)
+{
+	struct session *s = arg;
+	struct txn *t = s->txn;
+
+	s->paused = false;
+	if (r->code / 100 == 2) {
+		struct filter_txn *f = &t->ftx;
+
+		f->rcpts = xreallocarray(f->rcpts, f->nrcpts + 1, sizeof(*f->rcpts));
+		f->rcpts[f->nrcpts++] = xstrdup(t->rcpt_addr);
+		buf_puts(&t->orcpts, t->rcpt.orcpt);
+		buf_putc(&t->orcpts, '\0');
+		reply(s, R_RCPT_OK);
+	} else {
+		char esc[SMTP_PARSE_ADDR_SIZE * 4];
+
+		log_info("id=%s event=rcpt_refused rcpt=<%s> reply=\"%d %s\"", s->idstr,
+		    log_escape(esc, sizeof(esc), t->rcpt_addr, strlen(t->rcpt_addr)), r->code,
+		    r->ecode);
+		reply_result(s, r);
+	}
+	session_resume(s);
+}
+
+/* rcpt_proceed - after the RCPT filters: ask the backend */
+static void
+rcpt_proceed(struct session *s, const struct filter_result *res)
+{
+	struct txn *t = s->txn;
+
+	if (verdict_stops(s, res))
+		return;
+	session_pause(s);
+	relay_rcpt(t->relay, t->rcpt_addr, t->rcpt_params.data ? t->rcpt_params.data : "",
+	    rcpt_relayed, s);
+}
+
+/* rcpt_allowed - relay control for the listener's role */
+static bool
+rcpt_allowed(struct session *s, const struct smtp_addr *a)
+{
+	if (s->lconf->role != ROLE_MX)
+		return true;	/* submission: authenticated before MAIL */
+	if (a->is_postmaster)
+		return true;
+	return !a->is_literal && conf_is_local_domain(s->conf, a->domain);
+}
+
+/* cmd_rcpt - RCPT TO */
+static void
+cmd_rcpt(struct session *s, const struct smtp_parse_cmd *cmd)
+{
+	struct txn *t = s->txn;
+	enum smtp_parse_status st;
+	unsigned allowed = s->esmtp ? SMTP_PARSE_PARAM_NOTIFY | SMTP_PARSE_PARAM_ORCPT : 0;
+
+	if (t == NULL) {
+		client_error(s, R_NEED_MAIL);
+		return;
+	}
+	if (t->ftx.nrcpts >= s->lim->max_recipients) {
+		reply(s, R_TOO_MANY_RCPTS);
+		return;
+	}
+	st = smtp_parse_rcpt(cmd->args, cmd->argslen, allowed,
+	    (t->mail.params & SMTP_PARSE_PARAM_SMTPUTF8) != 0, &t->rcpt);
+	if (st != SMTP_PARSE_OK) {
+		client_error(s, st == SMTP_PARSE_UNKNOWN_PARAM ? R_PARAM_UNKNOWN :
+		    st == SMTP_PARSE_BAD_PARAM ? R_SYNTAX :
+		    st == SMTP_PARSE_NEED_SMTPUTF8 ? R_SMTPUTF8_NEEDED : R_ADDR_SYNTAX);
+		return;
+	}
+	smtp_parse_addr_format(&t->rcpt.to, t->rcpt_addr, sizeof(t->rcpt_addr));
+	if (!rcpt_allowed(s, &t->rcpt.to)) {
+		char esc[SMTP_PARSE_ADDR_SIZE * 4];
+
+		log_info("id=%s event=relay_denied client=%s rcpt=<%s>", s->idstr, s->addr,
+		    log_escape(esc, sizeof(esc), t->rcpt_addr, strlen(t->rcpt_addr)));
+		client_error(s, R_RELAY_DENIED);
+		return;
+	}
+	t->rcpt_attempts++;
+	buf_reset(&t->rcpt_params);
+	smtp_parse_rcpt_params(&t->rcpt, &t->rcpt_params);
+	run_stage(s, FILTER_STAGE_RCPT, t->rcpt_addr, rcpt_proceed);
+}
+
+/* ---- DATA and BDAT --------------------------------------------------------------- */
+
+/* content_begin - first DATA or BDAT of a transaction */
+static void
+content_begin(struct session *s, enum data_reader_mode mode)
+{
+	struct txn *t = s->txn;
+	enum data_reader_bare bare = s->lconf->bare_newline == BARE_NEWLINE_NORMALIZE ?
+	    DATA_READER_BARE_NORMALIZE : DATA_READER_BARE_REJECT;
+
+	data_reader_init(&t->dr, mode, s->lim->max_text_line, s->lim->max_message_size, bare);
+	t->spool = spool_new(s->lim->spool_memory, NULL);
+	set_timeout(s, s->lim->data_timeout);
+}
+
+/* cmd_data - DATA */
+static void
+cmd_data(struct session *s)
+{
+	struct txn *t = s->txn;
+
+	if (t == NULL) {
+		client_error(s, R_NEED_MAIL);
+		return;
+	}
+	if (t->bdat_used) {
+		client_error(s, R_BDAT_DATA_MIX);
+		return;
+	}
+	if (t->ftx.nrcpts == 0) {
+		client_error(s, R_NEED_RCPT);
+		return;
+	}
+	content_begin(s, DATA_READER_DOT);
+	reply(s, R_DATA_GO);
+	s->state = S_DATA;
+}
+
+/* cmd_bdat - BDAT size [LAST] */
+static void
+cmd_bdat(struct session *s, const struct smtp_parse_cmd *cmd)
+{
+	struct txn *t = s->txn;
+	uint64_t size;
+	bool last;
+
+	if (smtp_parse_bdat(cmd->args, cmd->argslen, &size, &last) != SMTP_PARSE_OK) {
+		/* We cannot know how many octets follow: the session is lost. */
+		reply(s, R_BDAT_SYNTAX);
+		session_close(s);
+		return;
+	}
+	s->state = S_BDAT;
+	s->bdat_left = size;
+	s->bdat_last = last;
+	set_timeout(s, s->lim->data_timeout);
+	if (t == NULL || t->ftx.nrcpts == 0) {
+		/* RFC 3030: read the chunk, throw it away, then refuse. */
+		s->bdat_discard = t == NULL ? R_NEED_MAIL : R_NEED_RCPT;
+		return;
+	}
+	s->bdat_discard = R_MAX;
+	if (!t->bdat_used) {
+		t->bdat_used = true;
+		content_begin(s, DATA_READER_RAW);
+	}
+}
+
+/* spool_flush - move decoded content into the spool */
+static void
+spool_flush(struct session *s)
+{
+	struct txn *t = s->txn;
+	const char *err;
+
+	if (t->out.len == 0)
+		return;
+	if (!t->data_failed && !spool_write(t->spool, t->out.data, t->out.len, &err)) {
+		log_err("id=%s event=spool_error error=\"%s\"", s->idstr, err);
+		t->data_failed = true;
+	}
+	buf_reset(&t->out);
+}
+
+/* read_data - feed DATA content; true when the terminator was seen */
+static bool
+read_data(struct session *s, struct evbuffer *in)
+{
+	struct txn *t = s->txn;
+
+	while (evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec v;
+		size_t used;
+		enum data_reader_status st;
+
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		st = data_reader_feed(&t->dr, v.iov_base, v.iov_len, &t->out, &used);
+		evbuffer_drain(in, used);
+		if (t->out.len >= SESSION_OUT_FLUSH)
+			spool_flush(s);
+		if (st == DATA_READER_END) {
+			spool_flush(s);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* read_bdat - consume the current chunk; true when it is complete */
+static bool
+read_bdat(struct session *s, struct evbuffer *in)
+{
+	while (s->bdat_left > 0 && evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec v;
+		size_t n, used;
+
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		n = v.iov_len;
+		if (n > s->bdat_left)
+			n = (size_t)s->bdat_left;
+		if (s->bdat_discard == R_MAX) {
+			struct txn *t = s->txn;
+
+			data_reader_feed(&t->dr, v.iov_base, n, &t->out, &used);
+			if (t->out.len >= SESSION_OUT_FLUSH)
+				spool_flush(s);
+		}
+		evbuffer_drain(in, n);
+		s->bdat_left -= n;
+	}
+	return s->bdat_left == 0;
+}
+
+/* content_error_reply - the reply for a data_reader error */
+static enum smtp_reply_id
+content_error_reply(enum data_reader_error e)
+{
+	switch (e) {
+	case DATA_READER_LINE_TOO_LONG:
+		return R_LINE_TOO_LONG;
+	case DATA_READER_BARE_NEWLINE:
+		return R_BARE_NEWLINE_DATA;
+	case DATA_READER_NUL:
+		return R_NUL_DATA;
+	case DATA_READER_TOO_BIG:
+		return R_SIZE_EXCEEDED;
+	default:
+		return R_LOCAL_ERROR;
+	}
+}
+
+/* bdat_chunk_done - a complete chunk: acknowledge, or end the message */
+static void
+bdat_chunk_done(struct session *s)
+{
+	struct txn *t = s->txn;
+	enum data_reader_error e;
+	char text[64];
+
+	s->state = S_CMD;
+	set_timeout(s, s->lim->command_timeout);
+	if (s->bdat_discard != R_MAX) {
+		client_error(s, s->bdat_discard);
+		return;
+	}
+	if (s->bdat_last) {
+		data_reader_finish(&t->dr, &t->out);
+		spool_flush(s);
+		data_end(s);
+		return;
+	}
+	e = data_reader_error(&t->dr);
+	if (e != DATA_READER_OK) {
+		/* Refuse now; the rest of this message's chunks are thrown away. */
+		txn_end(s, TXN_REJECTED, data_reader_strerror(e));
+		if (e == DATA_READER_TOO_BIG)
+			reply(s, R_SIZE_EXCEEDED);
+		else
+			client_error(s, content_error_reply(e));
+		return;
+	}
+	snprintf(text, sizeof(text), "%llu octets received",
+	    (unsigned long long)data_reader_wire_octets(&t->dr));
+	reply_custom(s, 250, "2.0.0", text);
+}
+
+/* ---- end of message --------------------------------------------------------------- */
+
+/* rfc5322_date - "Mon, 23 Nov 2026 18:00:00 +0000" */
+static void
+rfc5322_date(char *dst, size_t size)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	strftime(dst, size, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+/* build_head - Received (and Return-Path for Maildir), then the filtered headers */
+static void
+build_head(struct session *s, bool had_separator)
+{
+	struct txn *t = s->txn;
+	char date[64];
+	const char *proto = s->esmtp ? "ESMTP" : "SMTP";
+
+	buf_reset(&t->head);
+	if (s->conf->relay.kind == RELAY_MAILDIR)
+		buf_printf(&t->head, "Return-Path: <%s>\r\n", t->from);
+	rfc5322_date(date, sizeof(date));
+	buf_printf(&t->head, "Received: from %s (%s [%s])\r\n\tby %s (portier) with %s id %s.%u",
+	    s->helo, s->fsess.client_name, s->addr, s->conf->hostname, proto, s->idstr, t->seq);
+	if (t->ftx.nrcpts == 1)
+		buf_printf(&t->head, "\r\n\tfor <%s>", t->ftx.rcpts[0]);
+	buf_printf(&t->head, ";\r\n\t%s\r\n", date);
+	if (t->ftx.quarantine)
+		buf_printf(&t->head, "X-Portier-Quarantine: %s\r\n", t->ftx.quarantine);
+	filter_compose_headers(&t->ftx, s->conf->hostname, &t->head);
+	if (had_separator)
+		buf_puts(&t->head, "\r\n");
+}
+
+/* dsn_relayed - the DSN went out (or not): now answer the client */
+static void
+dsn_data_relayed(void *arg, const struct relay_result *res, size_t n)
+{
+	struct session *s = arg;
+	struct txn *t = s->txn;
+
+	s->paused = false;
+	if (n >= 1 && res[0].code / 100 == 2) {
+		log_info("id=%s event=dsn_sent to=<%s> reply=\"%d %s\"", s->idstr, t->from,
+		    res[0].code, res[0].ecode);
+		reply_result(s, &t->final);
+		txn_end(s, TXN_DELIVERED, t->final.text);
+	} else {
+		log_warn("id=%s event=dsn_failed to=<%s> reply=\"%d %s %s\"", s->idstr, t->from,
+		    n ? res[0].code : 0, n ? res[0].ecode : "", n ? res[0].text : "");
+		reply(s, R_DSN_FAILED);
+		txn_end(s, TXN_TEMPFAIL, "dsn failed");
+	}
+	session_resume(s);
+}
+
+/* dsn_step - MAIL and RCPT of the DSN transaction */
+static void
+dsn_step(void *arg, const struct relay_result *r)
+{
+	struct session *s = arg;
+	struct txn *t = s->txn;
+
+	if (r->code / 100 != 2) {
+		dsn_data_relayed(s, r, 1);
+		return;
+	}
+	if (t->dsn_head.len == 0) {
+		/* MAIL FROM:<> accepted: now the one recipient. */
+		buf_puts(&t->dsn_head, "rcpt");
+		relay_rcpt(t->dsn_relay, t->from, "", dsn_step, s);
+		return;
+	}
+	buf_reset(&t->dsn_head);
+	relay_data(t->dsn_relay, &t->dsn_head, t->dsn_spool, 0, dsn_data_relayed, s);
+}
+
+/* send_dsn - report the refused recipients to the sender, then answer */
+static void
+send_dsn(struct session *s, const struct relay_result *res, size_t n)
+{
+	struct txn *t = s->txn;
+	const struct conf_relay *target = s->conf->bounce_relay.kind != RELAY_NONE ?
+	    &s->conf->bounce_relay : &s->conf->relay;
+	struct dsn_rcpt *dr = xcalloc(n, sizeof(*dr));
+	struct dsn_info info;
+	struct buf msg, hdr;
+	const char *orcpt = t->orcpts.data, *err;
+	size_t i, nd = 0;
+
+	buf_init(&msg);
+	buf_init(&hdr);
+	buf_reserve(&hdr, t->body_off);
+	if (spool_pread(t->spool, hdr.data, t->body_off, 0) == (ssize_t)t->body_off)
+		hdr.len = t->body_off;
+	for (i = 0; i < n && i < t->ftx.nrcpts; i++) {
+		if (res[i].code / 100 != 2) {
+			dr[nd].addr = t->ftx.rcpts[i];
+			dr[nd].orcpt = orcpt && *orcpt ? orcpt : NULL;
+			dr[nd].code = res[i].code;
+			dr[nd].ecode = res[i].ecode;
+			dr[nd].text = res[i].text;
+			nd++;
+		}
+		if (orcpt)
+			orcpt += strlen(orcpt) + 1;
+	}
+	memset(&info, 0, sizeof(info));
+	info.hostname = s->conf->hostname;
+	info.sender = t->from;
+	info.envid = t->mail.envid[0] ? t->mail.envid : NULL;
+	info.remote_mta = s->conf->relay.host ? s->conf->relay.host : s->conf->relay.spec;
+	info.queue_id = s->idstr;
+	info.arrival = time(NULL);
+	info.rcpts = dr;
+	info.nrcpts = nd;
+	info.orig_headers = hdr.data;
+	info.orig_headers_len = hdr.len;
+	dsn_build(&msg, &info);
+	free(dr);
+	buf_free(&hdr);
+	t->dsn_spool = spool_new(s->lim->spool_memory, NULL);
+	if (!spool_write(t->dsn_spool, msg.data, msg.len, &err)) {
+		buf_free(&msg);
+		reply(s, R_DSN_FAILED);
+		txn_end(s, TXN_TEMPFAIL, err);
+		return;
+	}
+	buf_free(&msg);
+	buf_reset(&t->dsn_head);
+	t->dsn_relay = relay_txn_new(loop_relay(s->loop), s->conf, target, s->idstr);
+	session_pause(s);
+	relay_mail(t->dsn_relay, "", "", dsn_step, s);
+}
+
+/* data_relayed - the backend's verdict on the message */
+static void
+data_relayed(void *arg, const struct relay_result *res, size_t n)
+{
+	struct session *s = arg;
+	struct txn *t = s->txn;
+	const struct relay_result *first_ok = NULL, *first_temp = NULL, *first_perm = NULL;
+	size_t i;
+
+	s->paused = false;
+	for (i = 0; i < n; i++) {
+		const struct relay_result *r = &res[i];
+
+		if (r->code / 100 == 2 && first_ok == NULL)
+			first_ok = r;
+		else if (r->code / 100 == 4 && first_temp == NULL)
+			first_temp = r;
+		else if (r->code / 100 != 2 && first_perm == NULL)
+			first_perm = r;
+	}
+	if (first_ok && (first_temp || first_perm)) {
+		/* Mixed per-recipient results: never a silent drop. */
+		t->final = *first_ok;
+		if (s->conf->lmtp_mixed == LMTP_MIXED_TEMPFAIL ||
+		    s->conf->relay.kind == RELAY_MAILDIR) {
+			reply(s, R_LMTP_MIXED);
+			txn_end(s, TXN_TEMPFAIL, "mixed recipient results");
+		} else if (!dsn_owed(t->from)) {
+			log_warn("id=%s event=dsn_suppressed reason=null_sender", s->idstr);
+			reply_result(s, first_ok);
+			txn_end(s, TXN_DELIVERED, first_ok->text);
+		} else {
+			send_dsn(s, res, n);
+			return;
+		}
+	} else if (first_ok) {
+		reply_result(s, first_ok);
+		txn_end(s, TXN_DELIVERED, first_ok->text);
+	} else {
+		const struct relay_result *r = first_temp ? first_temp : first_perm;
+
+		reply_result(s, r);
+		txn_end(s, r->code / 100 == 4 ? TXN_TEMPFAIL : TXN_REJECTED, r->text);
+	}
+	session_resume(s);
+}
+
+/* data_filtered - after the DATA filters: compose and relay */
+static void
+data_filtered(struct session *s, const struct filter_result *res)
+{
+	struct txn *t = s->txn;
+	size_t i;
+
+	if (verdict_stops(s, res)) {
+		txn_end(s, res->verdict == FILTER_TEMPFAIL ? TXN_TEMPFAIL : TXN_REJECTED,
+		    res->reply.text);
+		return;
+	}
+	if (res->verdict == FILTER_DISCARD) {
+		log_info("id=%s event=discard filter=%s", s->idstr, res->filter ? res->filter : "?");
+		reply(s, R_DISCARDED);
+		txn_end(s, TXN_DISCARDED, "discarded");
+		return;
+	}
+	if (res->verdict == FILTER_QUARANTINE && t->ftx.quarantine == NULL)
+		t->ftx.quarantine = xstrdup(res->filter ? res->filter : "filter");
+	for (i = 0; i < t->ftx.nedits; i++) {
+		const struct filter_edit *e = &t->ftx.edits[i];
+
+		if (e->kind == EDIT_REPLACE_BODY) {
+			const char *err;
+			struct spool *nb = spool_new(s->lim->spool_memory, NULL);
+
+			if (!spool_write(nb, e->value, e->value_len, &err)) {
+				spool_free(nb);
+				reply(s, R_LOCAL_ERROR);
+				txn_end(s, TXN_TEMPFAIL, err);
+				return;
+			}
+			spool_free(t->spool);
+			t->spool = nb;
+			t->body_off = 0;
+		} else if (e->kind == EDIT_CHANGE_FROM || e->kind == EDIT_ADD_RCPT ||
+		    e->kind == EDIT_DELETE_RCPT) {
+			/* The envelope already went to the backend at MAIL/RCPT time. */
+			log_err("id=%s event=filter_error error=\"envelope edits are not supported\"",
+			    s->idstr);
+			reply(s, R_LOCAL_ERROR);
+			txn_end(s, TXN_TEMPFAIL, "envelope edit");
+			return;
+		}
+	}
+	build_head(s, t->had_separator);
+	session_pause(s);
+	relay_data(t->relay, &t->head, t->spool, t->body_off, data_relayed, s);
+}
+
+/* data_end - the message is complete (DATA terminator or BDAT LAST) */
+static void
+data_end(struct session *s)
+{
+	struct txn *t = s->txn;
+	enum data_reader_error e = data_reader_error(&t->dr);
+	char *copy = NULL;
+	const char *msg;
+	size_t n;
+	bool sep;
+
+	if (e != DATA_READER_OK) {
+		log_info("id=%s event=content_error error=\"%s\"", s->idstr, data_reader_strerror(e));
+		txn_end(s, TXN_REJECTED, data_reader_strerror(e));
+		if (e == DATA_READER_TOO_BIG)
+			reply(s, R_SIZE_EXCEEDED);
+		else
+			client_error(s, content_error_reply(e));
+		return;
+	}
+	if (t->data_failed) {
+		reply(s, R_LOCAL_ERROR);
+		txn_end(s, TXN_TEMPFAIL, "spool error");
+		return;
+	}
+	n = spool_size(t->spool);
+	msg = spool_mem(t->spool);
+	if (msg == NULL) {
+		ssize_t got;
+
+		if (n > SESSION_HEADER_MAX)
+			n = SESSION_HEADER_MAX;
+		copy = xmalloc(n ? n : 1);
+		got = spool_pread(t->spool, copy, n, 0);
+		n = got > 0 ? (size_t)got : 0;
+		msg = copy;
+	}
+	t->body_off = filter_parse_headers(&t->ftx, msg, n);
+	sep = t->body_off >= 2 && msg[t->body_off - 1] == '\n' &&
+	    (t->body_off == 2 || (t->body_off >= 4 && msg[t->body_off - 3] == '\n'));
+	free(copy);
+	t->had_separator = sep;
+	t->ftx.body = t->spool;
+	t->ftx.body_offset = t->body_off;
+	/* Filters judge what the client sent; our own headers come after them. */
+	run_stage(s, FILTER_STAGE_DATA, NULL, data_filtered);
+}
+
+/* ---- commands ------------------------------------------------------------------------ */
+
+/* syntax_reply - the reply for a command whose arguments are missing or extra */
+static enum smtp_reply_id
+syntax_reply(enum smtp_parse_verb verb)
+{
+	switch (verb) {
+	case SMTP_PARSE_VERB_HELO:
+	case SMTP_PARSE_VERB_EHLO:
+		return R_HELO_SYNTAX;
+	case SMTP_PARSE_VERB_MAIL:
+		return R_FROM_SYNTAX;
+	case SMTP_PARSE_VERB_RCPT:
+		return R_ADDR_SYNTAX;
+	default:
+		return R_SYNTAX;
+	}
+}
+
+/* dispatch - one command line */
+static void
+dispatch(struct session *s, const char *line, size_t len)
+{
+	struct smtp_parse_cmd cmd;
+	enum smtp_parse_status st = smtp_parse_command(line, len, &cmd);
+
+	if (st == SMTP_PARSE_UNKNOWN_CMD) {
+		client_error(s, R_UNKNOWN_CMD);
+		return;
+	}
+	if (st != SMTP_PARSE_OK) {
+		if (cmd.verb == SMTP_PARSE_VERB_BDAT) {
+			reply(s, R_BDAT_SYNTAX);
+			session_close(s);
+			return;
+		}
+		client_error(s, syntax_reply(cmd.verb));
+		return;
+	}
+	switch (cmd.verb) {
+	case SMTP_PARSE_VERB_HELO:
+		cmd_helo(s, &cmd, false);
+		break;
+	case SMTP_PARSE_VERB_EHLO:
+		cmd_helo(s, &cmd, true);
+		break;
+	case SMTP_PARSE_VERB_MAIL:
+		cmd_mail(s, &cmd);
+		break;
+	case SMTP_PARSE_VERB_RCPT:
+		cmd_rcpt(s, &cmd);
+		break;
+	case SMTP_PARSE_VERB_DATA:
+		cmd_data(s);
+		break;
+	case SMTP_PARSE_VERB_BDAT:
+		cmd_bdat(s, &cmd);
+		break;
+	case SMTP_PARSE_VERB_RSET:
+		txn_reset(s);
+		reply(s, R_RSET);
+		break;
+	case SMTP_PARSE_VERB_NOOP:
+		reply(s, R_NOOP);
+		break;
+	case SMTP_PARSE_VERB_QUIT:
+		reply_close(s, R_BYE);
+		break;
+	case SMTP_PARSE_VERB_VRFY:
+		reply(s, R_VRFY);
+		break;
+	case SMTP_PARSE_VERB_HELP:
+		reply(s, R_HELP);
+		break;
+	case SMTP_PARSE_VERB_EXPN:
+	case SMTP_PARSE_VERB_STARTTLS:
+	case SMTP_PARSE_VERB_AUTH:
+	default:
+		client_error(s, R_NOT_IMPLEMENTED);
+		break;
+	}
+}
+
+/* read_command - frame and run one command; false when more input is needed */
+static bool
+read_command(struct session *s, struct evbuffer *in)
+{
+	size_t len = evbuffer_get_length(in), n, linelen = 0, consumed = 0;
+	const char *p, *line = NULL;
+	enum smtp_parse_line_status st;
+
+	if (len == 0)
+		return false;
+	n = len < s->lim->max_command_line ? len : s->lim->max_command_line;
+	p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+	st = smtp_parse_line(&s->reader, p, n, &line, &linelen, &consumed);
+	switch (st) {
+	case SMTP_PARSE_LINE_OK:
+		dispatch(s, line, linelen);
+		evbuffer_drain(in, consumed);
+		return true;
+	case SMTP_PARSE_LINE_NEED_MORE:
+		evbuffer_drain(in, consumed);
+		return false;
+	case SMTP_PARSE_LINE_TOO_LONG:
+		evbuffer_drain(in, consumed);
+		client_error(s, R_CMD_TOO_LONG);
+		return true;
+	case SMTP_PARSE_LINE_BARE_NEWLINE:
+		evbuffer_drain(in, consumed);
+		client_error(s, R_BARE_NEWLINE_CMD);
+		return true;
+	case SMTP_PARSE_LINE_NUL:
+		evbuffer_drain(in, consumed);
+		client_error(s, R_NUL_CMD);
+		return true;
+	}
+	return false;
+}
+
+/* session_process - run buffered input until it runs out or we must wait */
+static void
+session_process(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+
+	s->in_process = true;
+	while (!s->paused) {
+		if (s->state == S_DATA) {
+			if (!read_data(s, in))
+				break;
+			s->state = S_CMD;
+			set_timeout(s, s->lim->command_timeout);
+			data_end(s);
+		} else if (s->state == S_BDAT) {
+			if (!read_bdat(s, in))
+				break;
+			bdat_chunk_done(s);
+		} else if (s->state == S_CMD) {
+			if (!read_command(s, in))
+				break;
+		} else {
+			break;
+		}
+	}
+	s->in_process = false;
+}
+
+/* pipeline_flooded - more complete commands waiting than max_pipelined */
+static bool
+pipeline_flooded(struct session *s, struct evbuffer *in)
+{
+	size_t len = evbuffer_get_length(in), max = s->lim->max_pipelined, n = 0;
+	const char *p, *end, *nl;
+
+	if (len < 2 * max)	/* cannot hold that many lines */
+		return false;
+	if (len > (size_t)max * s->lim->max_command_line)
+		len = (size_t)max * s->lim->max_command_line;
+	p = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+	end = p + len;
+	for (; p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL; p = nl + 1) {
+		/* Content follows DATA or BDAT: those lines are not commands. */
+		if (str_ncasecmp(p, "DATA", 4) == 0 || str_ncasecmp(p, "BDAT", 4) == 0)
+			return false;
+		if (++n > max)
+			return true;
+	}
+	return false;
+}
+
+/* ---- I/O callbacks ---------------------------------------------------------------------- */
+
+/* read_cb - client input */
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == S_GREET_PAUSE) {
+		log_info("id=%s event=greet_pause_violation client=%s", s->idstr, s->addr);
+		reply_close(s, R_GREET_PAUSE);
+		return;
+	}
+	if (s->state == S_CMD && pipeline_flooded(s, bufferevent_get_input(bev))) {
+		log_info("id=%s event=pipeline_flood client=%s", s->idstr, s->addr);
+		txn_reset(s);
+		reply_close(s, R_PIPELINE_FLOOD);
+		return;
+	}
+	if (!s->paused && !s->in_process)
+		session_process(s);
+}
+
+/* write_cb - output drained */
+static void
+write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == S_CLOSING)
+		session_reap(s);
+}
+
+/* event_cb - EOF, error, timeout */
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == S_DEAD)
+		return;
+	if (what & BEV_EVENT_TIMEOUT) {
+		log_info("id=%s event=timeout client=%s state=%s", s->idstr, s->addr,
+		    s->state == S_CMD ? "command" : s->state == S_CLOSING ? "closing" : "data");
+		if (s->state == S_CLOSING) {
+			session_reap(s);
+			return;
+		}
+		txn_reset(s);
+		reply_close(s, R_TIMEOUT);
+		return;
+	}
+	if (s->state == S_DATA || s->state == S_BDAT)
+		log_info("id=%s event=lost_connection client=%s state=data", s->idstr, s->addr);
+	session_reap(s);
+}
+
+/* connect_proceed - after the CONNECT filters: greet or refuse */
+static void
+connect_proceed(struct session *s, const struct filter_result *res)
+{
+	if (res->verdict == FILTER_REJECT || res->verdict == FILTER_TEMPFAIL) {
+		log_info("id=%s event=connect_refused filter=%s", s->idstr,
+		    res->filter ? res->filter : "?");
+		if (res->reply.code)
+			reply_custom(s, res->reply.code, res->reply.ecode, res->reply.text);
+		else
+			reply(s, R_CONNECT_REFUSED);
+		session_close(s);
+		return;
+	}
+	s->state = S_CMD;
+	reply(s, R_BANNER);
+}
+
+/* greet_cb - greet_pause passed quietly */
+static void
+greet_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state != S_GREET_PAUSE)
+		return;
+	run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
+}
+
+/* session_start - a new client */
+void
+session_start(struct loop *loop, struct snapshot *snap, size_t li, struct bufferevent *bev,
+    const struct sockaddr *sa, socklen_t salen)
+{
+	struct session *s = xcalloc(1, sizeof(*s));
+
+	s->loop = loop;
+	s->snap = snapshot_ref(snap);
+	s->conf = snap->conf;
+	s->lconf = &snap->conf->listeners[li];
+	s->lim = &s->lconf->limits;
+	s->chain = snap->chains[li];
+	s->id = server_new_session_id();
+	snprintf(s->idstr, sizeof(s->idstr), "%012llx",
+	    (unsigned long long)(s->id & 0xffffffffffffULL));
+	s->bdat_discard = R_MAX;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->addr,
+		    sizeof(s->addr));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, s->addr,
+		    sizeof(s->addr));
+	else
+		str_copy(s->addr, "unknown", sizeof(s->addr));
+	memcpy(&s->fsess.client_sa, sa, salen < sizeof(s->fsess.client_sa) ? salen :
+	    sizeof(s->fsess.client_sa));
+	s->fsess.id = s->id;
+	s->fsess.listener = s->lconf->name;
+	s->fsess.role = s->lconf->role;
+	s->fsess.client_addr = s->addr;
+	s->fsess.client_name = "unknown";
+	s->fsess.conf = s->conf;
+	smtp_parse_reader_init(&s->reader, s->lim->max_command_line);
+	s->bev = bev;
+	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, 256 * 1024);
+	set_timeout(s, s->lim->command_timeout);
+	loop_session_add(loop, s, s->id);
+	log_info("id=%s event=connect client=%s listener=%s", s->idstr, s->addr, s->lconf->name);
+
+	if (server_over_limit(s->lim->max_sessions)) {
+		log_warn("id=%s event=too_many_sessions client=%s max=%u", s->idstr, s->addr,
+		    s->lim->max_sessions);
+		bufferevent_enable(s->bev, EV_WRITE);
+		reply_close(s, R_TOO_MANY_SESSIONS);
+		return;
+	}
+	if (!filter_chain_empty(s->chain))
+		s->fstate = filter_state_new(s->chain);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	s->state = S_GREET_PAUSE;
+	if (s->lconf->greet_pause > 0) {
+		struct timeval tv = { s->lconf->greet_pause, 0 };
+
+		s->ev = evtimer_new(loop_base(loop), greet_cb, s);
+		evtimer_add(s->ev, &tv);
+		return;
+	}
+	run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
+}

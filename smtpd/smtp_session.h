@@ -1,0 +1,28 @@
+/*
+ * smtp_session.h - one SMTP session: the RFC 5321 state machine between a
+ * client socket, the listener's filter chain and the relay.
+ *
+ * A session belongs to its loop; it frees itself (at the end of a loop turn,
+ * never inside one of its own callbacks) when the client leaves, on error,
+ * or after session_shutdown.
+ */
+#ifndef PORTIER_SMTP_SESSION_H
+#define PORTIER_SMTP_SESSION_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <event2/util.h>
+
+struct loop;
+struct snapshot;
+struct session;
+
+struct bufferevent;
+
+/* session_start - take over a client connection (bev, freed by the session) on listener li. */
+void session_start(struct loop *loop, struct snapshot *snap, size_t li, struct bufferevent *bev,
+    const struct sockaddr *sa, socklen_t salen);
+/* session_shutdown - drain deadline: 421 to an idle client, close. */
+void session_shutdown(struct session *s);
+
+#endif

@@ -1,0 +1,178 @@
+/*
+ * util.c - allocation wrappers, fatal(), ASCII string helpers.
+ *
+ * These never fail: an allocation failure is fatal.  Nothing here may log
+ * client data.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "util.h"
+#include "log.h"
+
+/* fatal - log and exit: out of memory or a broken invariant */
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+	char msg[1024];
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_msg(LOG_LEVEL_CRIT, "event=fatal error=\"%s\"", msg);
+	abort();
+}
+
+/* xmalloc - malloc that never returns NULL */
+void *
+xmalloc(size_t size)
+{
+	void *p = malloc(size ? size : 1);
+
+	if (p == NULL)
+		fatal("out of memory (%zu bytes)", size);
+	return p;
+}
+
+/* xcalloc - zeroed allocation that never returns NULL */
+void *
+xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (p == NULL)
+		fatal("out of memory (%zu x %zu bytes)", n, size);
+	return p;
+}
+
+/* xrealloc - realloc that never returns NULL */
+void *
+xrealloc(void *p, size_t size)
+{
+	void *q = realloc(p, size ? size : 1);
+
+	if (q == NULL)
+		fatal("out of memory (%zu bytes)", size);
+	return q;
+}
+
+/* xreallocarray - overflow-checked array growth */
+void *
+xreallocarray(void *p, size_t n, size_t size)
+{
+	if (size != 0 && n > (size_t)-1 / size)
+		fatal("allocation overflow (%zu x %zu)", n, size);
+	return xrealloc(p, n * size);
+}
+
+/* xstrdup - strdup that never returns NULL */
+char *
+xstrdup(const char *s)
+{
+	return xstrndup(s, strlen(s));
+}
+
+/* xstrndup - copy at most n bytes and terminate */
+char *
+xstrndup(const char *s, size_t n)
+{
+	size_t len = strnlen(s, n);
+	char *p = xmalloc(len + 1);
+
+	memcpy(p, s, len);
+	p[len] = '\0';
+	return p;
+}
+
+/* xasprintf - formatted allocation */
+char *
+xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+	char *p;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatal("xasprintf: bad format");
+	p = xmalloc((size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(p, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return p;
+}
+
+/* str_copy - bounded copy, false on truncation */
+bool
+str_copy(char *dst, const char *src, size_t size)
+{
+	size_t len = strlen(src);
+
+	if (size == 0)
+		return false;
+	if (len >= size) {
+		memcpy(dst, src, size - 1);
+		dst[size - 1] = '\0';
+		return false;
+	}
+	memcpy(dst, src, len + 1);
+	return true;
+}
+
+static int
+ascii_lower(int c)
+{
+	return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+}
+
+/* str_casecmp - ASCII case-insensitive compare */
+int
+str_casecmp(const char *a, const char *b)
+{
+	int d;
+
+	for (;; a++, b++) {
+		d = ascii_lower((unsigned char)*a) - ascii_lower((unsigned char)*b);
+		if (d != 0 || *a == '\0')
+			return d;
+	}
+}
+
+/* str_ncasecmp - ASCII case-insensitive compare of at most n bytes */
+int
+str_ncasecmp(const char *a, const char *b, size_t n)
+{
+	int d;
+
+	for (; n > 0; a++, b++, n--) {
+		d = ascii_lower((unsigned char)*a) - ascii_lower((unsigned char)*b);
+		if (d != 0 || *a == '\0')
+			return d;
+	}
+	return 0;
+}
+
+/* str_lower - lower-case ASCII in place */
+void
+str_lower(char *s)
+{
+	for (; *s; s++)
+		*s = (char)ascii_lower((unsigned char)*s);
+}
+
+/* now_ms - monotonic milliseconds */
+unsigned long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (unsigned long long)ts.tv_sec * 1000ULL + (unsigned long long)ts.tv_nsec / 1000000ULL;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/python3
+"""run.py - entry point of `make check-integration`.
+
+Runs the integration suite (this directory) with the system pytest and exits
+with pytest's status.  Extra arguments are passed through, e.g.
+    PORTIER=... SRCDIR=... python3 run.py -k smuggling -x
+Environment: PORTIER (absolute path of smtpd/portier), SRCDIR (source tree).
+"""
+import os
+import sys
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    if "PORTIER" not in os.environ and "SRCDIR" in os.environ:
+        os.environ["PORTIER"] = os.path.join(os.environ["SRCDIR"], "smtpd", "portier")
+    argv = ["/usr/bin/python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            "--rootdir", here, here] + sys.argv[1:]
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Limits and misbehaving clients: line lengths, bare CR/LF and NUL in commands, message size,
+error count, pipelining flood, timeouts, session count, listener-level overrides."""
+import socket
+import time
+
+import pytest
+
+import peers
+from peers import ConnectionClosed, make_message
+
+
+def test_command_line_length_limit(make_pair, client):
+    """A command line of exactly max_command_line octets (CRLF included) is accepted; one octet
+    more gets 500 5.5.2, the rest of that line is discarded, and the session goes on."""
+    p, s = make_pair(server={"max_command_line": 512})
+    c = client(p.port)
+    c.start()
+    line = "NOOP " + "x" * (512 - 2 - 5)
+    assert len(line) + 2 == 512
+    c.cmd(line, expect="250 2.0.0")
+    c.cmd(line + "x", expect="500 5.5.2")
+    c.cmd("NOOP", expect="250 2.0.0")
+    # A much longer line, arriving in several reads, is still one error.
+    c.cmd("NOOP " + "y" * 20000 + " QUIT", expect="500 5.5.2")
+    c.cmd("NOOP", expect="250 2.0.0")
+    c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+
+
+@pytest.mark.parametrize("bad", [b"NOOP\n", b"NO\rOP\r\n", b"NO\x00OP\r\n", b"NOOP\x00\r\n",
+                                 b"MAIL FROM:<a@origin.test>\n"],
+                         ids=["bare-lf", "bare-cr", "nul", "nul-at-end", "mail-bare-lf"])
+def test_bad_bytes_in_command(relay_pair, client, bad):
+    """A bare CR or LF or a NUL in a command gets 500 5.5.2 and nothing else happens: the next
+    proper command gets its own reply.  (Whether a bare LF ends the line or not, every reply
+    before the NOOP's must be 500 5.5.2.)"""
+    p, s = relay_pair
+    c = client(p.port)
+    c.start()
+    # A tail that is an unknown command in its own right, so a server that ends the line at
+    # the bare LF answers it 500 5.5.2 too.
+    c.send(bad + (b"" if bad.endswith(b"\r\n") else b"XYZZY\r\n") + b"NOOP\r\n")
+    first = c.read_reply()
+    peers.expect_reply(first, "500 5.5.2", "reply to %r" % bad)
+    while True:
+        r = c.read_reply()
+        if r.code == 250:
+            peers.expect_reply(r, "250 2.0.0", "reply to NOOP")
+            break
+        peers.expect_reply(r, "500 5.5.2", "extra reply before NOOP's")
+    # The bad MAIL must not have opened a transaction.
+    c.cmd("RCPT TO:<alice@example.test>", expect="503 5.5.1")
+
+
+def data_and_stall(c, payload):
+    c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
+    c.cmd("DATA", expect="354")
+    c.send(payload)
+
+
+def test_text_line_length_limit(make_pair, client):
+    """A message line of exactly max_text_line octets (CRLF included) is delivered intact;
+    one octet more gets 554 5.6.0 after the final dot, nothing is delivered, the session goes on."""
+    p, s = make_pair(server={"max_text_line": 1000})
+    c = client(p.port)
+    c.start()
+    ok = make_message(body_lines=["a" * 998, "end"])
+    c.transaction("sender@origin.test", ["alice@example.test"], ok)
+    msgs = s.wait_messages(1)
+    assert len(msgs) == 1
+    peers.assert_same_message(ok, msgs[0].content)
+    marker = peers.unique_id("toolong")
+    bad = make_message(subject=marker, body_lines=["b" * 999, "end"])
+    c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
+    c.send_message(bad, expect="554 5.6.0")
+    c.cmd("NOOP", expect="250 2.0.0")
+    s.assert_nothing(marker=marker)
+    assert len(s.messages()) == 1
+
+
+def test_long_header_line_rejected(make_pair, client):
+    """The text line limit applies to header lines too: 554 5.6.0, nothing delivered."""
+    p, s = make_pair(server={"max_text_line": 1000})
+    c = client(p.port)
+    c.start()
+    marker = peers.unique_id("longhdr")
+    bad = make_message(subject=marker, headers=[("X-Long", "h" * 2000)])
+    c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
+    c.send_message(bad, expect="554 5.6.0")
+    c.cmd("NOOP", expect="250 2.0.0")
+    s.assert_nothing(marker=marker)
+
+
+def test_message_size_limit(make_pair, client):
+    """A message over max_message_size gets 552 5.3.4 after the final dot and is not delivered;
+    the next (small) message in the same session is."""
+    p, s = make_pair(server={"max_message_size": 20000})
+    c = client(p.port)
+    c.start()
+    marker = peers.unique_id("big")
+    big = make_message(subject=marker, body_lines=["z" * 70] * 500)    # ~36 KB
+    c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
+    c.send_message(big, expect="552 5.3.4")
+    small = make_message(body_lines=["z" * 70] * 100)                  # ~7.5 KB
+    c.transaction("sender@origin.test", ["alice@example.test"], small)
+    msgs = s.wait_messages(1)
+    s.assert_nothing(marker=marker, settle=0.5)
+    assert len(msgs) == 1
+    peers.assert_same_message(small, msgs[0].content)
+
+
+def test_too_many_errors(make_pair, client):
+    """After max_errors client errors the session ends with 421 4.7.0 and a close.
+    (Accepted: the max_errors-th error is itself answered 421, or answered 5xx and followed
+    by 421.)"""
+    n = 3
+    p, s = make_pair(server={"max_errors": n})
+    c = client(p.port)
+    c.start()
+    errors = 0
+    final = None
+    bad_cmds = ["XYZZY", "RCPT TO:<alice@example.test>", "MAIL FROM:<bad@@origin.test>"]
+    for i in range(n + 2):
+        try:
+            c.sendline(bad_cmds[i % len(bad_cmds)])
+        except OSError:
+            pass
+        try:
+            r = c.read_reply()
+        except ConnectionClosed:
+            pytest.fail("connection closed without a 421 after %d errors" % errors)
+        if r.code == 421:
+            final = r
+            break
+        assert 500 <= r.code < 600, r
+        errors += 1
+    assert final is not None, "no 421 after %d errors" % errors
+    peers.expect_reply(final, "421 4.7.0")
+    assert errors in (n - 1, n), "421 came after %d errors, max_errors = %d" % (errors, n)
+    c.expect_closed()
+
+
+def test_pipelining_flood(make_pair, client):
+    """More than max_pipelined complete commands buffered at once -> 421 4.7.0 and close."""
+    p, s = make_pair(server={"max_pipelined": 5})
+    c = client(p.port)
+    c.start()
+    c.send(b"NOOP\r\n" * 60)
+    replies = []
+    while True:
+        try:
+            r = c.read_reply()
+        except ConnectionClosed:
+            break
+        replies.append(r)
+        if r.code == 421:
+            break
+    assert replies and replies[-1].is_(421, "4.7.0"), replies
+    assert all(r.is_(250, "2.0.0") for r in replies[:-1]), replies
+    assert len(replies) - 1 < 60
+    c.expect_closed()
+
+
+def test_pipelining_at_the_limit_is_fine(make_pair, client):
+    """Exactly max_pipelined commands in one write are all answered, in order."""
+    p, s = make_pair(server={"max_pipelined": 5})
+    c = client(p.port)
+    c.start()
+    c.send(b"NOOP\r\nRSET\r\nNOOP\r\nVRFY alice\r\nNOOP\r\n")
+    rs = c.read_replies(5)
+    assert [(r.code, r.enhanced) for r in rs] == [
+        (250, "2.0.0"), (250, "2.0.0"), (250, "2.0.0"), (252, "2.5.0"), (250, "2.0.0")]
+    c.cmd("NOOP", expect="250 2.0.0")
+
+
+def expect_timeout_421(c, limit):
+    t0 = time.monotonic()
+    r = c.read_reply(timeout=limit + 8)
+    elapsed = time.monotonic() - t0
+    peers.expect_reply(r, "421 4.4.2", "timeout reply")
+    assert elapsed >= limit - 0.6, "421 after %.1fs, limit %ds" % (elapsed, limit)
+    c.expect_closed()
+    return elapsed
+
+
+def test_command_timeout_idle_after_greeting(make_pair, client):
+    """A client silent for command_timeout seconds gets 421 4.4.2 and is disconnected."""
+    p, s = make_pair(server={"command_timeout": 2})
+    c = client(p.port)
+    c.greeting()
+    expect_timeout_421(c, 2)
+
+
+def test_command_timeout_mid_transaction(make_pair, client):
+    """A client silent after RCPT gets 421 4.4.2; the backend receives no message."""
+    p, s = make_pair(server={"command_timeout": 2})
+    c = client(p.port)
+    c.start()
+    c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
+    expect_timeout_421(c, 2)
+    s.assert_nothing()
+
+
+def test_command_timeout_restarts_with_each_command(make_pair, client):
+    """The command timeout is per command: commands every second keep a 2 s session alive."""
+    p, s = make_pair(server={"command_timeout": 2})
+    c = client(p.port)
+    c.start()
+    for _ in range(4):
+        time.sleep(1)
+        c.cmd("NOOP", expect="250 2.0.0")
+
+
+def test_data_timeout(make_pair, client):
+    """A client that stops sending mid-DATA gets 421 4.4.2 after data_timeout and is
+    disconnected; the backend receives nothing."""
+    p, s = make_pair(server={"data_timeout": 2, "command_timeout": 30})
+    c = client(p.port)
+    c.start()
+    marker = peers.unique_id("stall")
+    data_and_stall(c, ("Subject: %s\r\n\r\nhalf a mess" % marker).encode())
+    expect_timeout_421(c, 2)
+    s.assert_nothing(marker=marker)
+    s.assert_nothing(settle=0)
+
+
+def test_max_sessions(make_pair, client):
+    """With max_sessions = 2, a third simultaneous client gets 421 4.7.0 and a close; once a
+    session ends a new client is served again."""
+    p, s = make_pair(server={"max_sessions": 2, "workers": 1})
+    time.sleep(0.3)                 # let the start-up probe session finish on the server side
+    c1 = client(p.port)
+    c1.greeting()
+    c2 = client(p.port)
+    c2.greeting()
+    c3 = client(p.port)
+    r = c3.read_reply()
+    peers.expect_reply(r, "421 4.7.0", "greeting of the session over the limit")
+    c3.expect_closed()
+    c1.quit()
+
+    def served():
+        c = client(p.port)
+        try:
+            r = c.read_reply()
+        except (ConnectionClosed, OSError):
+            return False
+        c.close()
+        return r.code == 220
+    assert peers.wait_until(served, 5, interval=0.2), "no session admitted after one ended"
+    c2.cmd("NOOP", expect="250 2.0.0")
+
+
+def test_listener_overrides_server_limits(portier, sink, client):
+    """A limit set in [listener NAME] overrides [server] for that listener only."""
+    s = sink()
+    port2 = peers.free_port()
+    extra = "[listener other]\nlisten = 127.0.0.1:{port2}\nrole = mx\ntls = none\n"
+    p = portier(peers.portier_config("smtp:127.0.0.1:%d" % s.port,
+                                     server={"max_recipients": 4},
+                                     listener={"max_recipients": 2}, extra=extra),
+                ports={"port2": port2})
+    assert peers.wait_until(lambda: peers.port_accepts(port2), 5), "second listener not up"
+    c = client(p.port)
+    c.start()
+    c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<r1@example.test>", expect="250 2.1.5")
+    c.cmd("RCPT TO:<r2@example.test>", expect="250 2.1.5")
+    c.cmd("RCPT TO:<r3@example.test>", expect="452 4.5.3")
+    c2 = client(port2)
+    c2.start()
+    c2.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    for i in range(4):
+        c2.cmd("RCPT TO:<r%d@example.test>" % i, expect="250 2.1.5")
+    c2.cmd("RCPT TO:<r9@example.test>", expect="452 4.5.3")

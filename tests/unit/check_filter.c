@@ -1,0 +1,1598 @@
+/*
+ * check_filter.c - unit tests for the filter chain (filters/filter.c).
+ *
+ * Test filters defined here stand for the real ones: each records what it
+ * was called with in a trace string, so the tables compare verdicts,
+ * replies and the exact order of callbacks.  Blocking filters run on a real
+ * worker pool under a real event base.  Never touches the network; the
+ * spooled bodies live in memory or in unlinked temp files.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "util.h"
+#include "buf.h"
+#include "conf.h"
+#include "spool.h"
+#include "workers.h"
+#include "filter.h"
+
+/*
+ * A private stand-in for smtpd/spool.c while that file is being written:
+ * weak, so the real spool wins as soon as it is linked.  Memory only;
+ * mem_limit 0 hides the data from spool_mem like a file-backed spool.
+ */
+struct spool {
+	struct buf b;
+	bool file;
+};
+
+__attribute__((weak)) struct spool *
+spool_new(size_t mem_limit, const char *tmpdir)
+{
+	struct spool *s = xcalloc(1, sizeof(*s));
+
+	buf_init(&s->b);
+	s->file = mem_limit == 0;
+	return s;
+}
+
+__attribute__((weak)) void
+spool_free(struct spool *s)
+{
+	if (s != NULL)
+		buf_free(&s->b);
+	free(s);
+}
+
+__attribute__((weak)) bool
+spool_write(struct spool *s, const void *p, size_t n, const char **err_r)
+{
+	buf_append(&s->b, p, n);
+	return true;
+}
+
+__attribute__((weak)) void
+spool_truncate(struct spool *s)
+{
+	buf_reset(&s->b);
+}
+
+__attribute__((weak)) size_t
+spool_size(const struct spool *s)
+{
+	return s->b.len;
+}
+
+__attribute__((weak)) const char *
+spool_mem(const struct spool *s)
+{
+	return s->file ? NULL : s->b.data;
+}
+
+__attribute__((weak)) ssize_t
+spool_pread(struct spool *s, void *p, size_t n, size_t off)
+{
+	if (off >= s->b.len)
+		return 0;
+	if (n > s->b.len - off)
+		n = s->b.len - off;
+	memcpy(p, s->b.data + off, n);
+	return (ssize_t)n;
+}
+
+/* ---- the trace ---- */
+
+static pthread_mutex_t trace_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct buf trace;
+
+/* trace_add - "who.what " */
+static void
+trace_add(const char *who, const char *what)
+{
+	pthread_mutex_lock(&trace_mtx);
+	if (trace.len > 0)
+		buf_putc(&trace, ' ');
+	buf_printf(&trace, "%s.%s", who, what);
+	pthread_mutex_unlock(&trace_mtx);
+}
+
+/* trace_reset - empty the trace */
+static void
+trace_reset(void)
+{
+	pthread_mutex_lock(&trace_mtx);
+	buf_reset(&trace);
+	buf_puts(&trace, "");
+	pthread_mutex_unlock(&trace_mtx);
+}
+
+/* ---- test filters ---- */
+
+struct tinst {
+	char label[32];
+	const struct conf_section *sec;
+	pthread_t thread;	/* where the last callback ran */
+	unsigned calls;
+	unsigned aborts, closes;
+	struct buf body;	/* bodycat: what body() saw */
+	size_t chunks[8];
+	size_t nchunks;
+};
+
+/* t_configure - label = [section] label, else its name, else "-" */
+static void *
+t_configure(const struct conf *conf, const struct conf_section *sec, char **err_r)
+{
+	struct tinst *t;
+	const char *label = conf_section_get(sec, "label");
+
+	if (conf_section_get(sec, "fail") != NULL) {
+		*err_r = xstrdup("bad value for fail");
+		return NULL;
+	}
+	t = xcalloc(1, sizeof(*t));
+	t->sec = sec;
+	buf_init(&t->body);
+	if (label == NULL)
+		label = sec != NULL && *sec->name ? sec->name : "-";
+	str_copy(t->label, label, sizeof(t->label));
+	return t;
+}
+
+/* t_destroy - free an instance */
+static void
+t_destroy(void *inst)
+{
+	struct tinst *t = inst;
+
+	buf_free(&t->body);
+	free(t);
+}
+
+/* t_note - record a call in the trace and the instance */
+static void
+t_note(void *inst, const char *what)
+{
+	struct tinst *t = inst;
+
+	t->thread = pthread_self();
+	t->calls++;
+	trace_add(t->label, what);
+}
+
+static enum filter_verdict
+t_connect(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	t_note(inst, "connect");
+	ck_assert_ptr_null(*ctx->priv);
+	*ctx->priv = xstrdup("per-session state");	/* freed in close */
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+t_helo(void *inst, struct filter_ctx *ctx, const char *helo, struct filter_reply *r)
+{
+	t_note(inst, "helo");
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+t_mail(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r)
+{
+	t_note(inst, "mail");
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+t_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	t_note(inst, "rcpt");
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+t_header(void *inst, struct filter_ctx *ctx, const char *name, const char *value,
+    struct filter_reply *r)
+{
+	t_note(inst, name);
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+t_eoh(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	t_note(inst, "eoh");
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+t_body(void *inst, struct filter_ctx *ctx, const char *chunk, size_t len, struct filter_reply *r)
+{
+	struct tinst *t = inst;
+
+	if (t->nchunks < ARRAY_SIZE(t->chunks))
+		t->chunks[t->nchunks++] = len;
+	buf_append(&t->body, chunk, len);
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+t_eom(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	t_note(inst, "eom");
+	return FILTER_CONTINUE;
+}
+
+static void
+t_abort(void *inst, struct filter_ctx *ctx)
+{
+	((struct tinst *)inst)->aborts++;
+	trace_add(((struct tinst *)inst)->label, "abort");
+}
+
+static void
+t_close(void *inst, struct filter_ctx *ctx)
+{
+	((struct tinst *)inst)->closes++;
+	trace_add(((struct tinst *)inst)->label, "close");
+	free(*ctx->priv);
+	*ctx->priv = NULL;
+}
+
+/* trace: every callback, always CONTINUE */
+static const struct filter_ops trace_ops = {
+	.name = "trace", .configure = t_configure, .destroy = t_destroy,
+	.connect = t_connect, .helo = t_helo, .mail = t_mail, .rcpt = t_rcpt,
+	.header = t_header, .eoh = t_eoh, .body = t_body, .eom = t_eom,
+	.abort = t_abort, .close = t_close,
+};
+
+/* rejrcpt: "bad..." rejected with the default reply, "custom..." with its own */
+static enum filter_verdict
+rej_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	t_note(inst, "rcpt");
+	if (strncmp(rcpt, "bad", 3) == 0)
+		return FILTER_REJECT;
+	if (strncmp(rcpt, "custom", 6) == 0) {
+		r->code = 550;
+		str_copy(r->ecode, "5.1.1", sizeof(r->ecode));
+		str_copy(r->text, "No such user", sizeof(r->text));
+		return FILTER_REJECT;
+	}
+	if (strncmp(rcpt, "crlf", 4) == 0) {
+		r->code = 554;
+		str_copy(r->ecode, "4.1.1", sizeof(r->ecode));	/* wrong class */
+		str_copy(r->text, "evil\r\n250 Ok", sizeof(r->text));
+		return FILTER_REJECT;
+	}
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops rejrcpt_ops = {
+	.name = "rejrcpt", .configure = t_configure, .destroy = t_destroy,
+	.rcpt = rej_rcpt, .abort = t_abort,
+};
+
+/* tempfail: MAIL "tempfail..." (default reply); HELO "tf550" (a 5xx reply) */
+static enum filter_verdict
+tf_mail(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r)
+{
+	t_note(inst, "mail");
+	return strncmp(from, "tempfail", 8) == 0 ? FILTER_TEMPFAIL : FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+tf_helo(void *inst, struct filter_ctx *ctx, const char *helo, struct filter_reply *r)
+{
+	t_note(inst, "helo");
+	if (strcmp(helo, "tf550") == 0) {
+		r->code = 550;
+		str_copy(r->text, "nope", sizeof(r->text));
+		return FILTER_TEMPFAIL;
+	}
+	if (strcmp(helo, "tf421") == 0) {
+		r->code = 421;
+		str_copy(r->ecode, "4.7.0", sizeof(r->ecode));
+		str_copy(r->text, "go away", sizeof(r->text));
+		return FILTER_TEMPFAIL;
+	}
+	if (strcmp(helo, "garbage") == 0)
+		return (enum filter_verdict)42;
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops tempfail_ops = {
+	.name = "tempfail", .configure = t_configure, .destroy = t_destroy,
+	.helo = tf_helo, .mail = tf_mail,
+};
+
+/* accept: MAIL "vip..." and RCPT "acc..." accept the transaction */
+static enum filter_verdict
+acc_mail(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r)
+{
+	t_note(inst, "mail");
+	return strncmp(from, "vip", 3) == 0 ? FILTER_ACCEPT : FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+acc_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	t_note(inst, "rcpt");
+	return strncmp(rcpt, "acc", 3) == 0 ? FILTER_ACCEPT : FILTER_CONTINUE;
+}
+
+static const struct filter_ops accept_ops = {
+	.name = "accept", .configure = t_configure, .destroy = t_destroy,
+	.mail = acc_mail, .rcpt = acc_rcpt, .abort = t_abort,
+};
+
+/* rej2xx: a broken filter that rejects with "250 2.0.0 Ok" */
+static enum filter_verdict
+rej2xx_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	t_note(inst, "rcpt");
+	r->code = 250;
+	str_copy(r->ecode, "2.0.0", sizeof(r->ecode));
+	str_copy(r->text, "Ok", sizeof(r->text));
+	return FILTER_REJECT;
+}
+
+static const struct filter_ops rej2xx_ops = {
+	.name = "rej2xx", .configure = t_configure, .destroy = t_destroy,
+	.rcpt = rej2xx_rcpt,
+};
+
+/* disq: RCPT "discard..." discards, "quar..." quarantines, "d5..." discards with a 5xx */
+static enum filter_verdict
+disq_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	t_note(inst, "rcpt");
+	if (strncmp(rcpt, "discard", 7) == 0)
+		return FILTER_DISCARD;
+	if (strncmp(rcpt, "quar", 4) == 0) {
+		str_copy(r->text, "looks like spam", sizeof(r->text));
+		return FILTER_QUARANTINE;
+	}
+	if (strncmp(rcpt, "d5", 2) == 0) {
+		r->code = 550;
+		return FILTER_DISCARD;
+	}
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops disq_ops = {
+	.name = "disq", .configure = t_configure, .destroy = t_destroy,
+	.rcpt = disq_rcpt,
+};
+
+/* block: may block; records its thread; RCPT "blockrej..." rejects */
+static enum filter_verdict
+blk_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	t_note(inst, "rcpt");
+	if (strncmp(rcpt, "blockrej", 8) == 0) {
+		r->code = 554;
+		str_copy(r->ecode, "5.7.0", sizeof(r->ecode));
+		str_copy(r->text, "blocked", sizeof(r->text));
+		return FILTER_REJECT;
+	}
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops block_ops = {
+	.name = "block", .may_block = true, .configure = t_configure, .destroy = t_destroy,
+	.mail = t_mail, .rcpt = blk_rcpt, .eoh = t_eoh, .body = t_body, .eom = t_eom,
+};
+
+/* edits: at eom queues one edit of each kind and two results */
+static enum filter_verdict
+edits_eom(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	struct filter_txn *txn = ctx->txn;
+
+	t_note(inst, "eom");
+	filter_add_header(txn, "X-Added", "yes");
+	filter_insert_header(txn, 0, "X-Top", "first");
+	filter_change_header(txn, "subject", 1, "[tagged] hello");
+	filter_delete_header(txn, "X-Junk", 2);
+	filter_change_header(txn, "X-Absent", 1, "created");
+	filter_auth_result(txn, "spf=pass smtp.mailfrom=%s", txn->mail_from);
+	filter_auth_result(txn, "dkim=pass header.d=%s header.s=%s", "example.test", "sel1");
+	filter_change_from(txn, "new@example.test");
+	filter_add_rcpt(txn, "added@example.test");
+	filter_delete_rcpt(txn, "gone@example.test");
+	filter_replace_body(txn, "new\0body\r\n", 10);
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops edits_ops = {
+	.name = "edits", .configure = t_configure, .destroy = t_destroy, .eom = edits_eom,
+};
+
+/* filler: on the loop, fills the pool's queue with gated jobs */
+static struct workers_loop *filler_wl;
+static pthread_mutex_t gate_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_opened;
+static unsigned fillers_submitted, fillers_done;
+
+/* gate_work - a pool job that waits for the gate */
+static void
+gate_work(void *arg)
+{
+	pthread_mutex_lock(&gate_mtx);
+	while (!gate_opened)
+		pthread_cond_wait(&gate_cond, &gate_mtx);
+	pthread_mutex_unlock(&gate_mtx);
+}
+
+/* gate_done - count finished fillers */
+static void
+gate_done(void *arg)
+{
+	fillers_done++;
+}
+
+static enum filter_verdict
+filler_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	t_note(inst, "rcpt");
+	while (workers_submit(filler_wl, gate_work, gate_done, NULL))
+		fillers_submitted++;
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops filler_ops = {
+	.name = "filler", .configure = t_configure, .destroy = t_destroy, .rcpt = filler_rcpt,
+};
+
+/* cfg: no callbacks, only configuration */
+static const struct filter_ops cfg_ops = {
+	.name = "cfg", .configure = t_configure, .destroy = t_destroy,
+};
+
+/* bare: no configure, no destroy, no instance */
+static enum filter_verdict
+bare_helo(void *inst, struct filter_ctx *ctx, const char *helo, struct filter_reply *r)
+{
+	ck_assert_ptr_null(inst);
+	trace_add("bare", "helo");
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops bare_ops = { .name = "bare", .helo = bare_helo };
+
+/* ---- fixtures ---- */
+
+static struct conf_kv kv_a[] = { { "label", "a", 1 } };
+static struct conf_kv kv_b[] = { { "label", "b", 2 } };
+static struct conf_kv kv_x[] = { { "label", "x", 3 } };
+static struct conf_kv kv_y[] = { { "label", "y", 4 } };
+static struct conf_kv kv_fail[] = { { "fail", "1", 5 } };
+static struct conf_kv kv_cfg[] = { { "label", "from-filter-section", 6 } };
+static struct conf_section test_sections[] = {
+	{ "trace", "a", 1, kv_a, 1 },
+	{ "trace", "b", 2, kv_b, 1 },
+	{ "block", "x", 3, kv_x, 1 },
+	{ "block", "y", 4, kv_y, 1 },
+	{ "cfg", "bad", 5, kv_fail, 1 },
+	{ "filter", "cfg", 6, kv_cfg, 1 },
+	{ "policy", "one", 7, NULL, 0 },
+};
+static struct conf test_conf;
+
+static const struct filter_session test_sess = {
+	.id = 0x1234, .listener = "mx", .role = ROLE_MX, .client_addr = "192.0.2.1",
+	.client_name = "unknown", .helo = "client.test", .conf = &test_conf,
+};
+
+/* setup - registry, config and trace for every test */
+static void
+setup(void)
+{
+	filter_register(&trace_ops);
+	filter_register(&trace_ops);	/* twice is harmless */
+	filter_register(&rejrcpt_ops);
+	filter_register(&tempfail_ops);
+	filter_register(&accept_ops);
+	filter_register(&rej2xx_ops);
+	filter_register(&disq_ops);
+	filter_register(&block_ops);
+	filter_register(&edits_ops);
+	filter_register(&filler_ops);
+	filter_register(&cfg_ops);
+	filter_register(&bare_ops);
+	memset(&test_conf, 0, sizeof(test_conf));
+	test_conf.hostname = "mx.example.test";
+	test_conf.sections = test_sections;
+	test_conf.nsections = ARRAY_SIZE(test_sections);
+	buf_init(&trace);
+	trace_reset();
+}
+
+/* teardown - free the trace */
+static void
+teardown(void)
+{
+	buf_free(&trace);
+}
+
+/* chain_from - a chain from "a,b,c" (empty string: empty chain), or NULL + *err_r */
+static struct filter_chain *
+chain_from(const char *spec, char **err_r)
+{
+	char *copy = xstrdup(spec), *p, *save = NULL, *names[16];
+	struct filter_chain *chain;
+	size_t n = 0;
+
+	for (p = strtok_r(copy, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
+		ck_assert_uint_lt(n, ARRAY_SIZE(names));
+		names[n++] = p;
+	}
+	chain = filter_chain_new(&test_conf, names, n, err_r);
+	free(copy);
+	return chain;
+}
+
+/* chain_must - a chain that must build */
+static struct filter_chain *
+chain_must(const char *spec)
+{
+	char *err = NULL;
+	struct filter_chain *chain = chain_from(spec, &err);
+
+	ck_assert_msg(chain != NULL, "chain %s: %s", spec, err ? err : "?");
+	return chain;
+}
+
+/* One session with a chain, a state and a transaction. */
+struct fx {
+	struct filter_chain *chain;
+	struct filter_state *st;
+	struct filter_txn txn;
+	struct filter_ctx ctx;
+};
+
+/* fx_open - chain, state and an empty transaction */
+static void
+fx_open(struct fx *f, const char *spec)
+{
+	memset(f, 0, sizeof(*f));
+	f->chain = chain_must(spec);
+	f->st = filter_state_new(f->chain);
+	filter_txn_init(&f->txn);
+	f->txn.mail_from = xstrdup("sender@example.test");
+	f->ctx.sess = &test_sess;
+	f->ctx.txn = &f->txn;
+}
+
+/* fx_close - state (runs close), transaction, chain */
+static void
+fx_close(struct fx *f)
+{
+	filter_state_free(f->st, &f->ctx);
+	filter_txn_reset(&f->txn);
+	filter_chain_free(f->chain);
+}
+
+/* run_inline - a stage that must complete now (no pool) */
+static enum filter_verdict
+run_inline(struct fx *f, enum filter_stage stage, const char *arg, struct filter_result *res)
+{
+	ck_assert_int_eq(filter_run(f->st, stage, &f->ctx, arg, res, NULL, NULL, NULL),
+	    FILTER_RUN_DONE);
+	return res->verdict;
+}
+
+/* ---- registry and chains ---- */
+
+START_TEST(test_registry)
+{
+	struct filter_chain *chain;
+
+	ck_assert_ptr_eq(filter_lookup("trace"), &trace_ops);
+	ck_assert_ptr_eq(filter_lookup("block"), &block_ops);
+	ck_assert_ptr_null(filter_lookup("nosuch"));
+	ck_assert_ptr_null(filter_lookup("Trace"));
+
+	chain = chain_must("trace:a,rejrcpt,block:x,bare");
+	ck_assert_str_eq(filter_chain_names(chain), "trace:a,rejrcpt,block:x,bare");
+	ck_assert(!filter_chain_empty(chain));
+	filter_chain_free(chain);
+
+	chain = chain_must("");
+	ck_assert(filter_chain_empty(chain));
+	ck_assert_str_eq(filter_chain_names(chain), "");
+	filter_chain_free(chain);
+	ck_assert(filter_chain_empty(NULL));
+
+	ck_assert_str_eq(filter_verdict_name(FILTER_CONTINUE), "continue");
+	ck_assert_str_eq(filter_verdict_name(FILTER_ACCEPT), "accept");
+	ck_assert_str_eq(filter_verdict_name(FILTER_REJECT), "reject");
+	ck_assert_str_eq(filter_verdict_name(FILTER_TEMPFAIL), "tempfail");
+	ck_assert_str_eq(filter_verdict_name(FILTER_DISCARD), "discard");
+	ck_assert_str_eq(filter_verdict_name(FILTER_QUARANTINE), "quarantine");
+	ck_assert_str_eq(filter_verdict_name((enum filter_verdict)99), "invalid");
+}
+END_TEST
+
+static const struct {
+	const char *spec;
+	const char *err;	/* NULL: must build */
+} chain_cases[] = {
+	{ "trace:a", NULL },
+	{ "policy:one", "unknown filter \"policy\"" },
+	{ "nosuch", "unknown filter \"nosuch\"" },
+	{ "trace,nosuch2,rejrcpt", "unknown filter \"nosuch2\"" },
+	{ "trace:missing", "filter \"trace:missing\": no section [trace missing]" },
+	{ "cfg:bad", "filter \"cfg:bad\": bad value for fail" },
+	{ "trace:", "filter \"trace:\": expected TYPE:NAME" },
+	{ ":a", "filter \":a\": expected TYPE:NAME" },
+	{ "trace,trace:a,trace:b", NULL },
+	{ "cfg", NULL },
+	{ "bare", NULL },
+};
+
+START_TEST(test_chain_new)
+{
+	struct filter_chain *chain;
+	char *err = (char *)"junk";
+
+	chain = chain_from(chain_cases[_i].spec, &err);
+	if (chain_cases[_i].err == NULL) {
+		ck_assert_msg(chain != NULL, "%s: %s", chain_cases[_i].spec, err ? err : "?");
+		ck_assert_ptr_null(err);
+		ck_assert_str_eq(filter_chain_names(chain), chain_cases[_i].spec);
+		filter_chain_free(chain);
+	} else {
+		ck_assert_ptr_null(chain);
+		ck_assert_ptr_nonnull(err);
+		ck_assert_str_eq(err, chain_cases[_i].err);
+		free(err);
+	}
+}
+END_TEST
+
+/* Which section each configure saw: a plain name uses [filter NAME] if any. */
+static struct tinst *last_cfg_inst;
+
+static void *
+spy_configure(const struct conf *conf, const struct conf_section *sec, char **err_r)
+{
+	return last_cfg_inst = t_configure(conf, sec, err_r);
+}
+
+static const struct filter_ops spy_ops = {
+	.name = "spy", .configure = spy_configure, .destroy = t_destroy,
+};
+
+START_TEST(test_chain_sections)
+{
+	static struct conf_kv kv[] = { { "label", "spied", 9 } };
+	static struct conf_kv kvr[] = { { "label", "r", 10 } };
+	static struct conf_section secs[] = {
+		{ "filter", "spy", 1, kv, 1 },
+		{ "spy", "rspamd", 2, kvr, 1 },
+	};
+	struct filter_chain *chain;
+	char *err = NULL;
+	char *names[] = { "spy", "spy:rspamd" };
+
+	filter_register(&spy_ops);
+	chain = chain_must("spy");	/* no [filter spy] in test_conf */
+	ck_assert_ptr_null(last_cfg_inst->sec);
+	ck_assert_str_eq(last_cfg_inst->label, "-");
+	filter_chain_free(chain);
+
+	test_conf.sections = secs;
+	test_conf.nsections = ARRAY_SIZE(secs);
+	chain = chain_must("spy");	/* [filter spy] */
+	ck_assert_ptr_eq(last_cfg_inst->sec, &secs[0]);
+	ck_assert_str_eq(last_cfg_inst->label, "spied");
+	filter_chain_free(chain);
+	chain = chain_must("spy:rspamd");	/* [spy rspamd] */
+	ck_assert_ptr_eq(last_cfg_inst->sec, &secs[1]);
+	ck_assert_str_eq(last_cfg_inst->label, "r");
+	filter_chain_free(chain);
+	ck_assert_ptr_null(chain_from("spy:other", &err));
+	ck_assert_str_eq(err, "filter \"spy:other\": no section [spy other]");
+	free(err);
+
+	/* without a config: plain names get NULL, instances cannot be found */
+	chain = filter_chain_new(NULL, names, 1, &err);
+	ck_assert_ptr_nonnull(chain);
+	ck_assert_ptr_null(last_cfg_inst->sec);
+	filter_chain_free(chain);
+	ck_assert_ptr_null(filter_chain_new(NULL, names, 2, &err));
+	ck_assert_str_eq(err, "filter \"spy:rspamd\": no section [spy rspamd]");
+	free(err);
+}
+END_TEST
+
+/* ---- verdicts, inline ---- */
+
+static const struct {
+	const char *chain;
+	enum filter_stage stage;
+	const char *arg;
+	enum filter_verdict verdict;
+	int code;
+	const char *ecode;
+	const char *text;
+	const char *filter;	/* who decided, NULL for nobody */
+	const char *trace;
+} verdict_cases[] = {
+	/* all pass */
+	{ "trace:a,rejrcpt,trace:b", FILTER_STAGE_RCPT, "good@x", FILTER_CONTINUE, 0, "", "",
+	  NULL, "a.rcpt -.rcpt b.rcpt" },
+	/* the first non-CONTINUE verdict stops the chain; code 0 gets the default */
+	{ "trace:a,rejrcpt,trace:b", FILTER_STAGE_RCPT, "bad@x", FILTER_REJECT, 550, "5.7.1",
+	  "Message refused by policy", "rejrcpt", "a.rcpt -.rcpt" },
+	{ "trace:a,rejrcpt,trace:b", FILTER_STAGE_RCPT, "custom@x", FILTER_REJECT, 550, "5.1.1",
+	  "No such user", "rejrcpt", "a.rcpt -.rcpt" },
+	/* a wrong-class reply is replaced whole, CRLF never reaches the client */
+	{ "rejrcpt", FILTER_STAGE_RCPT, "crlf@x", FILTER_REJECT, 554, "5.7.1",
+	  "evil  250 Ok", "rejrcpt", "-.rcpt" },
+	{ "rej2xx,trace:a", FILTER_STAGE_RCPT, "x@y", FILTER_REJECT, 550, "5.7.1",
+	  "Message refused by policy", "rej2xx", "-.rcpt" },
+	/* order decides: a tempfail before a reject wins */
+	{ "tempfail,rejrcpt", FILTER_STAGE_MAIL, "tempfail@x", FILTER_TEMPFAIL, 451, "4.7.1",
+	  "Temporary failure, try again later", "tempfail", "-.mail" },
+	{ "tempfail", FILTER_STAGE_HELO, "tf550", FILTER_TEMPFAIL, 451, "4.7.1",
+	  "Temporary failure, try again later", "tempfail", "-.helo" },
+	{ "tempfail", FILTER_STAGE_HELO, "tf421", FILTER_TEMPFAIL, 421, "4.7.0",
+	  "go away", "tempfail", "-.helo" },
+	/* a verdict that does not exist is a tempfail, never a pass */
+	{ "tempfail,trace:a", FILTER_STAGE_HELO, "garbage", FILTER_TEMPFAIL, 451, "4.3.0",
+	  "Temporary filter error", "tempfail", "-.helo" },
+	/* filters without the stage's callback are skipped */
+	{ "rejrcpt,trace:a,cfg,bare", FILTER_STAGE_MAIL, "s@x", FILTER_CONTINUE, 0, "", "",
+	  NULL, "a.mail" },
+	{ "trace:a,bare", FILTER_STAGE_HELO, "h", FILTER_CONTINUE, 0, "", "", NULL,
+	  "a.helo bare.helo" },
+	{ "trace:a", FILTER_STAGE_CONNECT, NULL, FILTER_CONTINUE, 0, "", "", NULL,
+	  "a.connect" },
+	/* ACCEPT ends the stage as a pass, naming who accepted */
+	{ "trace:a,accept,rejrcpt", FILTER_STAGE_RCPT, "acc-bad@x", FILTER_CONTINUE, 0, "", "",
+	  "accept", "a.rcpt -.rcpt" },
+	/* DISCARD and QUARANTINE stop the chain; a 5xx on a discard is dropped */
+	{ "disq,trace:a", FILTER_STAGE_RCPT, "discard@x", FILTER_DISCARD, 0, "", "", "disq",
+	  "-.rcpt" },
+	{ "disq,trace:a", FILTER_STAGE_RCPT, "quar@x", FILTER_QUARANTINE, 0, "",
+	  "looks like spam", "disq", "-.rcpt" },
+	{ "disq", FILTER_STAGE_RCPT, "d5@x", FILTER_DISCARD, 0, "", "", "disq", "-.rcpt" },
+	/* a blocking filter runs inline when there is no pool to go to */
+	{ "trace:a,block:x", FILTER_STAGE_RCPT, "blockrej@x", FILTER_REJECT, 554, "5.7.0",
+	  "blocked", "block:x", "a.rcpt x.rcpt" },
+};
+
+START_TEST(test_verdicts)
+{
+	struct fx f;
+	struct filter_result res;
+
+	fx_open(&f, verdict_cases[_i].chain);
+	if (verdict_cases[_i].stage != FILTER_STAGE_CONNECT)
+		run_inline(&f, FILTER_STAGE_CONNECT, NULL, &res);
+	trace_reset();
+	run_inline(&f, verdict_cases[_i].stage, verdict_cases[_i].arg, &res);
+	ck_assert_str_eq(filter_verdict_name(res.verdict),
+	    filter_verdict_name(verdict_cases[_i].verdict));
+	ck_assert_int_eq(res.reply.code, verdict_cases[_i].code);
+	ck_assert_str_eq(res.reply.ecode, verdict_cases[_i].ecode);
+	ck_assert_str_eq(res.reply.text, verdict_cases[_i].text);
+	if (verdict_cases[_i].filter == NULL)
+		ck_assert_ptr_null(res.filter);
+	else
+		ck_assert_str_eq(res.filter, verdict_cases[_i].filter);
+	ck_assert_str_eq(trace.data, verdict_cases[_i].trace);
+	if (verdict_cases[_i].verdict == FILTER_QUARANTINE)
+		ck_assert_str_eq(f.txn.quarantine, verdict_cases[_i].text);
+	else
+		ck_assert_ptr_null(f.txn.quarantine);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(test_accept_short_circuit)
+{
+	struct fx f;
+	struct filter_result res;
+
+	fx_open(&f, "trace:a,accept,rejrcpt,trace:b");
+	run_inline(&f, FILTER_STAGE_CONNECT, NULL, &res);
+
+	/* MAIL from a vip: accepted, b never sees it */
+	trace_reset();
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_MAIL, "vip@x", &res), FILTER_CONTINUE);
+	ck_assert_str_eq(res.filter, "accept");
+	ck_assert_str_eq(trace.data, "a.mail -.mail");
+
+	/* the rest of the transaction skips the chain: no reject, nobody called */
+	trace_reset();
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_RCPT, "bad@x", &res), FILTER_CONTINUE);
+	ck_assert_ptr_null(res.filter);
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_RCPT, "bad2@x", &res), FILTER_CONTINUE);
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_DATA, NULL, &res), FILTER_CONTINUE);
+	ck_assert_str_eq(trace.data, "");
+
+	/* abort still reaches every filter */
+	run_inline(&f, FILTER_STAGE_ABORT, NULL, &res);
+	ck_assert_str_eq(trace.data, "a.abort -.abort -.abort b.abort");
+
+	/* a new transaction runs the chain again */
+	trace_reset();
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_MAIL, "plain@x", &res), FILTER_CONTINUE);
+	ck_assert_ptr_null(res.filter);
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_RCPT, "bad@x", &res), FILTER_REJECT);
+	ck_assert_str_eq(res.filter, "rejrcpt");
+	ck_assert_str_eq(trace.data, "a.mail -.mail b.mail a.rcpt -.rcpt -.rcpt");
+
+	/* ACCEPT at RCPT also holds for the following recipients */
+	trace_reset();
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_RCPT, "acc@x", &res), FILTER_CONTINUE);
+	ck_assert_str_eq(res.filter, "accept");
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_RCPT, "bad@x", &res), FILTER_CONTINUE);
+	ck_assert_str_eq(trace.data, "a.rcpt -.rcpt");
+
+	/* close reaches every filter once, state_free does not close again */
+	trace_reset();
+	run_inline(&f, FILTER_STAGE_CLOSE, NULL, &res);
+	ck_assert_str_eq(trace.data, "a.close b.close");
+	fx_close(&f);
+	ck_assert_str_eq(trace.data, "a.close b.close");
+}
+END_TEST
+
+START_TEST(test_state_free_closes)
+{
+	struct fx f;
+	struct filter_result res;
+
+	fx_open(&f, "trace:a,trace:b");
+	run_inline(&f, FILTER_STAGE_CONNECT, NULL, &res);	/* allocates priv */
+	trace_reset();
+	fx_close(&f);	/* LSan: close freed each priv */
+	ck_assert_str_eq(trace.data, "a.close b.close");
+}
+END_TEST
+
+/* ---- the DATA stage ---- */
+
+/* make_body - n bytes of CRLF-terminated lines */
+static char *
+make_body(size_t n)
+{
+	char *b = xmalloc(n);
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		b[i] = (i % 50 == 48) ? '\r' : (i % 50 == 49) ? '\n' : (char)('a' + i % 26);
+	return b;
+}
+
+START_TEST(test_data_stage)
+{
+	static const char head[] = "From: a@example.test\r\nSubject: hi\r\n\tthere\r\n\r\nbody\r\n";
+	struct fx f;
+	struct filter_result res;
+
+	fx_open(&f, "trace:a,rejrcpt,trace:b");
+	ck_assert_uint_eq(filter_parse_headers(&f.txn, head, sizeof(head) - 1), sizeof(head) - 7);
+	run_inline(&f, FILTER_STAGE_CONNECT, NULL, &res);
+	trace_reset();
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_DATA, NULL, &res), FILTER_CONTINUE);
+	/* per filter in order: each header, eoh, (body), eom; rejrcpt has none */
+	ck_assert_str_eq(trace.data, "a.From a.Subject a.eoh a.eom b.From b.Subject b.eoh b.eom");
+	fx_close(&f);
+}
+END_TEST
+
+/* bodycat_inst - the last instance configured by bodycat */
+static struct tinst *bodycat_inst;
+
+static void *
+bodycat_configure(const struct conf *conf, const struct conf_section *sec, char **err_r)
+{
+	return bodycat_inst = t_configure(conf, sec, err_r);
+}
+
+static enum filter_verdict
+bodycat_header(void *inst, struct filter_ctx *ctx, const char *name, const char *value,
+    struct filter_reply *r)
+{
+	struct tinst *t = inst;
+
+	buf_printf(&t->body, "[%s:%s]", name, value);
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+bodycat_eoh(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	buf_puts(&((struct tinst *)inst)->body, "[eoh]");
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+bodycat_body(void *inst, struct filter_ctx *ctx, const char *chunk, size_t len,
+    struct filter_reply *r)
+{
+	struct tinst *t = inst;
+
+	if (t->nchunks < ARRAY_SIZE(t->chunks))
+		t->chunks[t->nchunks++] = len;
+	buf_append(&t->body, chunk, len);
+	/* "STOP" in a chunk rejects at once */
+	if (memmem(chunk, len, "STOP", 4) != NULL)
+		return FILTER_REJECT;
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+bodycat_eom(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	buf_puts(&((struct tinst *)inst)->body, "[eom]");
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops bodycat_ops = {
+	.name = "bodycat", .configure = bodycat_configure, .destroy = t_destroy,
+	.header = bodycat_header, .eoh = bodycat_eoh, .body = bodycat_body, .eom = bodycat_eom,
+};
+
+START_TEST(test_data_chunks)
+{
+	static const char head[] = "From: a@example.test\r\nSubject: hi\r\n\tthere\r\n\r\n";
+	const size_t bodylen = 150000;
+	char *body = make_body(bodylen);
+	struct spool *sp;
+	struct fx f;
+	struct filter_result res;
+	struct buf want;
+	const char *err;
+
+	filter_register(&bodycat_ops);
+	sp = spool_new(_i == 0 ? 1 << 20 : 0, NULL);
+	ck_assert(spool_write(sp, body, bodylen, &err));
+	if (_i == 1)
+		ck_assert_ptr_null(spool_mem(sp));
+	fx_open(&f, "bodycat,trace:a");
+	filter_parse_headers(&f.txn, head, sizeof(head) - 1);
+	f.txn.body = sp;
+	trace_reset();
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_DATA, NULL, &res), FILTER_CONTINUE);
+	ck_assert_str_eq(trace.data, "a.From a.Subject a.eoh a.eom");
+
+	buf_init(&want);
+	buf_puts(&want, "[From: a@example.test][Subject: hi\r\n\tthere][eoh]");
+	buf_append(&want, body, bodylen);
+	buf_puts(&want, "[eom]");
+	ck_assert_uint_eq(bodycat_inst->body.len, want.len);
+	ck_assert(memcmp(bodycat_inst->body.data, want.data, want.len) == 0);
+	ck_assert_uint_eq(bodycat_inst->nchunks, 3);
+	ck_assert_uint_eq(bodycat_inst->chunks[0], 65536);
+	ck_assert_uint_eq(bodycat_inst->chunks[1], 65536);
+	ck_assert_uint_eq(bodycat_inst->chunks[2], bodylen - 2 * 65536);
+
+	/* a verdict from body() ends that filter and the chain: no eom */
+	buf_reset(&bodycat_inst->body);
+	bodycat_inst->nchunks = 0;
+	spool_truncate(sp);
+	ck_assert(spool_write(sp, body, 70000, &err));
+	ck_assert(spool_write(sp, "STOP\r\n", 6, &err));
+	trace_reset();
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_DATA, NULL, &res), FILTER_REJECT);
+	ck_assert_str_eq(res.filter, "bodycat");
+	ck_assert_uint_eq(bodycat_inst->nchunks, 2);
+	ck_assert_ptr_null(strstr(bodycat_inst->body.data, "[eom]"));
+	ck_assert_str_eq(trace.data, "");
+
+	/* no body at all: headers, eoh, eom */
+	buf_reset(&bodycat_inst->body);
+	bodycat_inst->nchunks = 0;
+	f.txn.body = NULL;
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_DATA, NULL, &res), FILTER_CONTINUE);
+	ck_assert_uint_eq(bodycat_inst->nchunks, 0);
+	ck_assert_str_eq(bodycat_inst->body.data,
+	    "[From: a@example.test][Subject: hi\r\n\tthere][eoh][eom]");
+
+	buf_free(&want);
+	fx_close(&f);
+	spool_free(sp);
+	free(body);
+}
+END_TEST
+
+/* ---- blocking filters on a real pool ---- */
+
+struct loopfx {
+	struct event_base *base;
+	struct workers *w;
+	struct workers_loop *wl;
+	pthread_t thread;
+	unsigned ndone;
+	pthread_t done_thread;
+	uint64_t done_id;
+	void *done_arg;
+	struct filter_result res;
+};
+
+/* loop_open - pool of nthreads, queue max, a base on this thread */
+static void
+loop_open(struct loopfx *lf, unsigned nthreads, unsigned max)
+{
+	memset(lf, 0, sizeof(*lf));
+	lf->base = event_base_new();
+	ck_assert_ptr_nonnull(lf->base);
+	lf->w = workers_new(nthreads, max);
+	lf->wl = workers_attach(lf->w, lf->base);
+	lf->thread = pthread_self();
+}
+
+/* loop_close - pool and base */
+static void
+loop_close(struct loopfx *lf)
+{
+	workers_detach(lf->wl);
+	workers_free(lf->w);
+	event_base_free(lf->base);
+}
+
+/* on_done - the stage's completion */
+static void
+on_done(uint64_t id, void *arg, const struct filter_result *res)
+{
+	struct loopfx *lf = arg;
+
+	lf->ndone++;
+	lf->done_thread = pthread_self();
+	lf->done_id = id;
+	lf->done_arg = arg;
+	lf->res = *res;
+	event_base_loopbreak(lf->base);
+}
+
+/* loop_wait - turn the loop until on_done ran */
+static void
+loop_wait(struct loopfx *lf)
+{
+	struct timeval tv = { 20, 0 };
+
+	event_base_loopexit(lf->base, &tv);
+	event_base_loop(lf->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	ck_assert_uint_eq(lf->ndone, 1);
+	ck_assert(pthread_equal(lf->done_thread, lf->thread));
+	ck_assert_uint_eq(lf->done_id, test_sess.id);
+	ck_assert_ptr_eq(lf->done_arg, lf);
+}
+
+static const struct {
+	const char *chain;
+	enum filter_stage stage;
+	const char *arg;
+	bool pending;
+	enum filter_verdict verdict;
+	int code;
+	const char *filter;
+	const char *trace;
+} block_cases[] = {
+	{ "trace:a,block:x,trace:b", FILTER_STAGE_RCPT, "good@x", true, FILTER_CONTINUE, 0,
+	  NULL, "a.rcpt x.rcpt b.rcpt" },
+	{ "trace:a,block:x,trace:b", FILTER_STAGE_RCPT, "blockrej@x", true, FILTER_REJECT, 554,
+	  "block:x", "a.rcpt x.rcpt" },
+	/* an inline reject before the blocking filter: no pool hop at all */
+	{ "rejrcpt,block:x", FILTER_STAGE_RCPT, "bad@x", false, FILTER_REJECT, 550,
+	  "rejrcpt", "-.rcpt" },
+	/* the blocking filter has no helo callback: the stage stays inline */
+	{ "trace:a,block:x,trace:b", FILTER_STAGE_HELO, "h", false, FILTER_CONTINUE, 0,
+	  NULL, "a.helo b.helo" },
+	/* two hops */
+	{ "block:x,trace:a,block:y,trace:b", FILTER_STAGE_MAIL, "s@x", true, FILTER_CONTINUE, 0,
+	  NULL, "x.mail a.mail y.mail b.mail" },
+	{ "block:x,block:y,rejrcpt", FILTER_STAGE_RCPT, "bad@x", true, FILTER_REJECT, 550,
+	  "rejrcpt", "x.rcpt y.rcpt -.rcpt" },
+	{ "trace:a,block:x,trace:b", FILTER_STAGE_DATA, NULL, true, FILTER_CONTINUE, 0,
+	  NULL, "a.eoh a.eom x.eoh x.eom b.eoh b.eom" },
+	/* accept on the loop after a hop */
+	{ "block:x,accept,block:y", FILTER_STAGE_RCPT, "acc@x", true, FILTER_CONTINUE, 0,
+	  "accept", "x.rcpt -.rcpt" },
+};
+
+START_TEST(test_blocking)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+	enum filter_run_status rs;
+
+	loop_open(&lf, 2, 16);
+	fx_open(&f, block_cases[_i].chain);
+	trace_reset();
+	rs = filter_run(f.st, block_cases[_i].stage, &f.ctx, block_cases[_i].arg, &res, lf.wl,
+	    on_done, &lf);
+	if (block_cases[_i].pending) {
+		ck_assert_int_eq(rs, FILTER_RUN_PENDING);
+		loop_wait(&lf);
+		res = lf.res;
+	} else {
+		ck_assert_int_eq(rs, FILTER_RUN_DONE);
+		/* give a wrongly queued completion every chance to show up */
+		event_base_loop(lf.base, EVLOOP_NONBLOCK);
+		ck_assert_uint_eq(lf.ndone, 0);
+	}
+	ck_assert_str_eq(filter_verdict_name(res.verdict),
+	    filter_verdict_name(block_cases[_i].verdict));
+	ck_assert_int_eq(res.reply.code, block_cases[_i].code);
+	if (block_cases[_i].filter == NULL)
+		ck_assert_ptr_null(res.filter);
+	else
+		ck_assert_str_eq(res.filter, block_cases[_i].filter);
+	ck_assert_str_eq(trace.data, block_cases[_i].trace);
+	fx_close(&f);
+	loop_close(&lf);
+	/* exactly once: nothing else arrives later */
+	ck_assert_uint_eq(lf.ndone, block_cases[_i].pending ? 1 : 0);
+}
+END_TEST
+
+/* thread_spy - records where the blocking filter ran */
+static pthread_t spy_thread;
+static unsigned spy_calls;
+
+static enum filter_verdict
+spy_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	spy_thread = pthread_self();
+	spy_calls++;
+	ck_assert_ptr_eq(ctx->sess, &test_sess);
+	ck_assert_str_eq(ctx->txn->mail_from, "sender@example.test");
+	ck_assert_str_eq(rcpt, "who@x");
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops threadspy_ops = {
+	.name = "threadspy", .may_block = true, .rcpt = spy_rcpt,
+};
+
+START_TEST(test_blocking_thread)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+	unsigned k;
+
+	filter_register(&threadspy_ops);
+	loop_open(&lf, 2, 16);
+	fx_open(&f, "trace:a,threadspy");
+	for (k = 0; k < 3; k++) {
+		lf.ndone = 0;
+		ck_assert_int_eq(filter_run(f.st, FILTER_STAGE_RCPT, &f.ctx, "who@x", &res, lf.wl,
+		    on_done, &lf), FILTER_RUN_PENDING);
+		loop_wait(&lf);
+		ck_assert(!pthread_equal(spy_thread, lf.thread));
+		ck_assert_int_eq(lf.res.verdict, FILTER_CONTINUE);
+	}
+	ck_assert_uint_eq(spy_calls, 3);
+	fx_close(&f);
+	loop_close(&lf);
+}
+END_TEST
+
+START_TEST(test_pool_full_at_start)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+
+	loop_open(&lf, 1, 0);	/* never room */
+	fx_open(&f, "trace:a,block:x,trace:b");
+	trace_reset();
+	ck_assert_int_eq(filter_run(f.st, FILTER_STAGE_RCPT, &f.ctx, "good@x", &res, lf.wl,
+	    on_done, &lf), FILTER_RUN_DONE);
+	ck_assert_int_eq(res.verdict, FILTER_TEMPFAIL);
+	ck_assert_int_eq(res.reply.code, 451);
+	ck_assert_str_eq(res.reply.ecode, "4.3.0");
+	ck_assert_str_eq(res.reply.text, "filter pool busy");
+	ck_assert_str_eq(res.filter, "block:x");
+	ck_assert_str_eq(trace.data, "a.rcpt");
+	event_base_loop(lf.base, EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(lf.ndone, 0);
+	/* the state is usable again */
+	ck_assert_int_eq(filter_run(f.st, FILTER_STAGE_HELO, &f.ctx, "h", &res, lf.wl,
+	    on_done, &lf), FILTER_RUN_DONE);
+	fx_close(&f);
+	loop_close(&lf);
+}
+END_TEST
+
+START_TEST(test_pool_full_mid_chain)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+	struct timeval tv = { 0, 20000 };
+
+	loop_open(&lf, 1, 2);
+	filler_wl = lf.wl;
+	fx_open(&f, "block:x,filler,block:y,trace:b");
+	trace_reset();
+	ck_assert_int_eq(filter_run(f.st, FILTER_STAGE_RCPT, &f.ctx, "good@x", &res, lf.wl,
+	    on_done, &lf), FILTER_RUN_PENDING);
+	/* x runs on the pool; filler then fills the queue, so y cannot go */
+	loop_wait(&lf);
+	ck_assert_int_eq(lf.res.verdict, FILTER_TEMPFAIL);
+	ck_assert_int_eq(lf.res.reply.code, 451);
+	ck_assert_str_eq(lf.res.reply.ecode, "4.3.0");
+	ck_assert_str_eq(lf.res.reply.text, "filter pool busy");
+	ck_assert_str_eq(lf.res.filter, "block:y");
+	ck_assert_str_eq(trace.data, "x.rcpt -.rcpt");
+	ck_assert_uint_ge(fillers_submitted, 2);
+
+	/* let the fillers go and collect their completions */
+	pthread_mutex_lock(&gate_mtx);
+	gate_opened = true;
+	pthread_cond_broadcast(&gate_cond);
+	pthread_mutex_unlock(&gate_mtx);
+	while (fillers_done < fillers_submitted) {
+		event_base_loopexit(lf.base, &tv);
+		event_base_loop(lf.base, EVLOOP_NO_EXIT_ON_EMPTY);
+	}
+	ck_assert_uint_eq(lf.ndone, 1);
+	fx_close(&f);
+	loop_close(&lf);
+}
+END_TEST
+
+/* ---- header parsing ---- */
+
+static const struct {
+	const char *name;
+	const char *msg;
+	size_t consumed;	/* (size_t)-1: all of it */
+	const char *want;	/* "name=value|" per header, values with \r\n shown raw */
+} parse_cases[] = {
+	{ "simple", "From: a\r\nTo: b\r\n\r\nbody\r\n", 19, "From= a|To= b|" },
+	{ "folding", "Subject: one\r\n two\r\n\tthree\r\nX: y\r\n\r\nB", 36,
+	  "Subject= one\r\n two\r\n\tthree|X= y|" },
+	{ "no body", "From: a\r\nTo: b\r\n\r\n", (size_t)-1, "From= a|To= b|" },
+	{ "no empty line", "From: a\r\nTo: b\r\n", (size_t)-1, "From= a|To= b|" },
+	{ "no final crlf", "From: a\r\nTo: b", (size_t)-1, "From= a|To= b|" },
+	{ "malformed line starts body", "From: a\r\nnot a header\r\nTo: b\r\n\r\n", 9, "From= a|" },
+	{ "space before colon", "From: a\r\nSubject : x\r\n", 9, "From= a|" },
+	{ "no colon", "From: a\r\nJunk\r\n", 9, "From= a|" },
+	{ "empty name", "From: a\r\n: x\r\n", 9, "From= a|" },
+	{ "leading continuation", " folded\r\nFrom: a\r\n", 0, "" },
+	{ "empty message", "", 0, "" },
+	{ "only empty line", "\r\nbody", 2, "" },
+	{ "empty value", "X-Empty:\r\nY:z\r\n\r\n", 17, "X-Empty=|Y=z|" },
+	{ "colon in value", "X: a:b: c\r\n\r\n", 13, "X= a:b: c|" },
+	{ "bare lf", "From: a\nTo: b\n\nbody", 16, "From= a|To= b|" },
+	{ "8bit name", "Fr\xc3\xb6m: a\r\n\r\n", 0, "" },
+	{ "mbox from line", "From a@b Mon Jan 1\r\nFrom: a\r\n", 0, "" },
+	{ "continuation of last header at end", "A: 1\r\n 2", (size_t)-1, "A= 1\r\n 2|" },
+};
+
+START_TEST(test_parse_headers)
+{
+	struct filter_txn txn;
+	struct buf got;
+	size_t i, n, len = strlen(parse_cases[_i].msg), want;
+
+	filter_txn_init(&txn);
+	buf_init(&got);
+	buf_puts(&got, "");
+	n = filter_parse_headers(&txn, parse_cases[_i].msg, len);
+	want = parse_cases[_i].consumed == (size_t)-1 ? len : parse_cases[_i].consumed;
+	ck_assert_msg(n == want, "%s: consumed %zu, want %zu", parse_cases[_i].name, n, want);
+	for (i = 0; i < txn.nheaders; i++)
+		buf_printf(&got, "%s=%s|", txn.headers[i].name, txn.headers[i].value);
+	ck_assert_msg(strcmp(got.data, parse_cases[_i].want) == 0, "%s: got \"%s\"",
+	    parse_cases[_i].name, got.data);
+	/* parsing again replaces, never appends */
+	filter_parse_headers(&txn, parse_cases[_i].msg, len);
+	buf_reset(&got);
+	buf_puts(&got, "");
+	for (i = 0; i < txn.nheaders; i++)
+		buf_printf(&got, "%s=%s|", txn.headers[i].name, txn.headers[i].value);
+	ck_assert_str_eq(got.data, parse_cases[_i].want);
+	buf_free(&got);
+	filter_txn_reset(&txn);
+}
+END_TEST
+
+START_TEST(test_parse_headers_nul)
+{
+	static const char msg[] = "From: a\r\nX: b\0c\r\n\r\n";
+	struct filter_txn txn;
+
+	filter_txn_init(&txn);
+	ck_assert_uint_eq(filter_parse_headers(&txn, msg, sizeof(msg) - 1), 9);
+	ck_assert_uint_eq(txn.nheaders, 1);
+	filter_txn_reset(&txn);
+}
+END_TEST
+
+/* ---- edits and composition ---- */
+
+enum op { OP_END, OP_ADD, OP_INSERT, OP_CHANGE, OP_DELETE, OP_RESULT, OP_QUARANTINE };
+
+struct edit_step {
+	enum op op;
+	const char *name;
+	unsigned index;
+	const char *value;
+};
+
+static const struct {
+	const char *what;
+	const char *head;		/* received header block */
+	struct edit_step steps[6];
+	const char *want;
+} compose_cases[] = {
+	{ "unchanged, byte for byte", "From: a\r\nSubject:  two  spaces\r\n\tfolded\r\n\r\n",
+	  { { OP_END } }, "From: a\r\nSubject:  two  spaces\r\n\tfolded\r\n" },
+	{ "add appends", "From: a\r\nTo: b\r\n\r\n",
+	  { { OP_ADD, "X-New", 0, "v" }, { OP_ADD, "X-New2", 0, " lead" } },
+	  "From: a\r\nTo: b\r\nX-New: v\r\nX-New2: lead\r\n" },
+	{ "insert at index", "A: 1\r\nB: 2\r\n\r\n",
+	  { { OP_INSERT, "Top", 0, "t" }, { OP_INSERT, "Mid", 2, "m" }, { OP_INSERT, "End", 99, "e" } },
+	  "Top: t\r\nA: 1\r\nMid: m\r\nB: 2\r\nEnd: e\r\n" },
+	{ "change nth occurrence, case-insensitive", "X: 1\r\nY: 2\r\nx: 3\r\nX: 4\r\n\r\n",
+	  { { OP_CHANGE, "X", 2, "three" } }, "X: 1\r\nY: 2\r\nx: three\r\nX: 4\r\n" },
+	{ "change with NULL deletes", "X: 1\r\nY: 2\r\nX: 3\r\n\r\n",
+	  { { OP_CHANGE, "x", 1, NULL } }, "Y: 2\r\nX: 3\r\n" },
+	{ "delete nth", "X: 1\r\nY: 2\r\nX: 3\r\n\r\n",
+	  { { OP_DELETE, "X", 2, NULL } }, "X: 1\r\nY: 2\r\n" },
+	{ "delete missing is a no-op", "X: 1\r\n\r\n",
+	  { { OP_DELETE, "X", 2, NULL }, { OP_DELETE, "Z", 1, NULL } }, "X: 1\r\n" },
+	{ "change missing adds", "X: 1\r\n\r\n",
+	  { { OP_CHANGE, "X", 3, "new" }, { OP_CHANGE, "Q", 1, "q" } }, "X: 1\r\nX: new\r\nQ: q\r\n" },
+	{ "edits apply in order", "A: 1\r\n\r\n",
+	  { { OP_ADD, "B", 0, "2" }, { OP_CHANGE, "B", 1, "two" }, { OP_INSERT, "C", 1, "3" },
+	    { OP_DELETE, "A", 1, NULL } }, "C: 3\r\nB: two\r\n" },
+	{ "filter values cannot inject lines", "A: 1\r\n\r\n",
+	  { { OP_ADD, "B", 0, "x\r\nEvil: y" }, { OP_ADD, "C", 0, "fold\r\n\tok" },
+	    { OP_ADD, "Bad Name", 0, "z" }, { OP_ADD, "Colon:", 0, "z" } },
+	  "A: 1\r\nB: x  Evil: y\r\nC: fold\r\n\tok\r\n" },
+	{ "forged results removed, others kept", "Authentication-Results: mx.example.test; spf=pass\r\n"
+	  "Authentication-Results: other.test; dkim=pass\r\n"
+	  "authentication-results: MX.Example.Test;\r\n\tdkim=pass\r\n"
+	  "Authentication-Results:  (comment) mx.example.test (v1) 1; none\r\n"
+	  "Authentication-Results: \"mx.example.test\"; none\r\n"
+	  "Authentication-Results: mx.example.test.evil; none\r\n"
+	  "Authentication-Results: mx.example.test\r\n"
+	  "X-Portier-Quarantine: forged\r\n"
+	  "Subject: s\r\n\r\n", { { OP_END } },
+	  "Authentication-Results: other.test; dkim=pass\r\n"
+	  "Authentication-Results: mx.example.test.evil; none\r\n"
+	  "Subject: s\r\n" },
+	{ "our results on top", "Authentication-Results: mx.example.test; spf=pass\r\nFrom: a\r\n\r\n",
+	  { { OP_RESULT, NULL, 0, "spf=fail smtp.mailfrom=a@example.test" },
+	    { OP_RESULT, NULL, 0, "dkim=none" } },
+	  "Authentication-Results: mx.example.test; spf=fail smtp.mailfrom=a@example.test;\r\n"
+	  "\tdkim=none\r\nFrom: a\r\n" },
+	{ "long results folded between items", "From: a\r\n\r\n",
+	  { { OP_RESULT, NULL, 0, "dkim=pass header.d=example.test header.s=selector1 header.b=abcdefgh" },
+	    { OP_RESULT, NULL, 0, "dmarc=pass (p=reject; dis=none) header.from=example.test" },
+	    { OP_RESULT, NULL, 0, "x=1" } },
+	  "Authentication-Results: mx.example.test;\r\n"
+	  "\tdkim=pass header.d=example.test header.s=selector1 header.b=abcdefgh;\r\n"
+	  "\tdmarc=pass (p=reject; dis=none) header.from=example.test; x=1\r\n"
+	  "From: a\r\n" },
+	{ "results and quarantine", "From: a\r\n\r\n",
+	  { { OP_RESULT, NULL, 0, "spf=pass" }, { OP_QUARANTINE, NULL, 0, "spam\r\nEvil: 1" } },
+	  "Authentication-Results: mx.example.test; spf=pass\r\n"
+	  "X-Portier-Quarantine: spam  Evil: 1\r\nFrom: a\r\n" },
+	{ "a filter may add results under another id", "From: a\r\n\r\n",
+	  { { OP_ADD, "Authentication-Results", 0, "mx.example.test; arc=none" } },
+	  "From: a\r\nAuthentication-Results: mx.example.test; arc=none\r\n" },
+	{ "empty header block", "\r\nbody", { { OP_ADD, "X", 0, "1" } }, "X: 1\r\n" },
+};
+
+START_TEST(test_compose)
+{
+	struct filter_txn txn;
+	struct buf out;
+	const struct edit_step *s;
+	size_t i;
+
+	filter_txn_init(&txn);
+	buf_init(&out);
+	filter_parse_headers(&txn, compose_cases[_i].head, strlen(compose_cases[_i].head));
+	for (i = 0; i < ARRAY_SIZE(compose_cases[_i].steps); i++) {
+		s = &compose_cases[_i].steps[i];
+		switch (s->op) {
+		case OP_END:
+			break;
+		case OP_ADD:
+			filter_add_header(&txn, s->name, s->value);
+			break;
+		case OP_INSERT:
+			filter_insert_header(&txn, s->index, s->name, s->value);
+			break;
+		case OP_CHANGE:
+			filter_change_header(&txn, s->name, s->index, s->value);
+			break;
+		case OP_DELETE:
+			filter_delete_header(&txn, s->name, s->index);
+			break;
+		case OP_RESULT:
+			filter_auth_result(&txn, "%s", s->value);
+			break;
+		case OP_QUARANTINE:
+			txn.quarantine = xstrdup(s->value);
+			break;
+		}
+	}
+	buf_puts(&out, "");
+	filter_compose_headers(&txn, "mx.example.test", &out);
+	ck_assert_msg(strcmp(out.data, compose_cases[_i].want) == 0, "%s:\n got: %s\nwant: %s",
+	    compose_cases[_i].what, out.data, compose_cases[_i].want);
+	buf_free(&out);
+	filter_txn_reset(&txn);
+}
+END_TEST
+
+START_TEST(test_eom_edits)
+{
+	static const char head[] = "From: a@example.test\r\nSubject: hello\r\nX-Junk: 1\r\n"
+	    "X-Junk: 2\r\nAuthentication-Results: MX.EXAMPLE.TEST; spf=pass\r\n\r\n";
+	struct fx f;
+	struct filter_result res;
+	struct buf out;
+	size_t i, n = 0;
+
+	fx_open(&f, "trace:a,edits");
+	filter_parse_headers(&f.txn, head, sizeof(head) - 1);
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_DATA, NULL, &res), FILTER_CONTINUE);
+	buf_init(&out);
+	filter_compose_headers(&f.txn, test_conf.hostname, &out);
+	ck_assert_str_eq(out.data,
+	    "Authentication-Results: mx.example.test;\r\n"
+	    "\tspf=pass smtp.mailfrom=sender@example.test;\r\n"
+	    "\tdkim=pass header.d=example.test header.s=sel1\r\n"
+	    "X-Top: first\r\n"
+	    "From: a@example.test\r\n"
+	    "Subject: [tagged] hello\r\n"
+	    "X-Junk: 1\r\n"
+	    "X-Added: yes\r\n"
+	    "X-Absent: created\r\n");
+	buf_free(&out);
+
+	/* the envelope and body edits are kept, copied, for the session */
+	for (i = 0; i < f.txn.nedits; i++) {
+		const struct filter_edit *e = &f.txn.edits[i];
+
+		switch (e->kind) {
+		case EDIT_CHANGE_FROM:
+			ck_assert_str_eq(e->value, "new@example.test");
+			n++;
+			break;
+		case EDIT_ADD_RCPT:
+			ck_assert_str_eq(e->value, "added@example.test");
+			n++;
+			break;
+		case EDIT_DELETE_RCPT:
+			ck_assert_str_eq(e->value, "gone@example.test");
+			n++;
+			break;
+		case EDIT_REPLACE_BODY:
+			ck_assert_uint_eq(e->value_len, 10);
+			ck_assert(memcmp(e->value, "new\0body\r\n", 10) == 0);
+			n++;
+			break;
+		default:
+			break;
+		}
+	}
+	ck_assert_uint_eq(n, 4);
+	ck_assert_str_eq(f.txn.auth_results.data,
+	    "; spf=pass smtp.mailfrom=sender@example.test"
+	    "; dkim=pass header.d=example.test header.s=sel1");
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(test_txn_reset)
+{
+	struct filter_txn txn;
+	struct spool *sp = spool_new(1024, NULL);
+	const char *err;
+
+	ck_assert(spool_write(sp, "x\r\n", 3, &err));
+	filter_txn_init(&txn);
+	txn.mail_from = xstrdup("a@b");
+	txn.rcpts = xcalloc(2, sizeof(*txn.rcpts));
+	txn.rcpts[0] = xstrdup("c@d");
+	txn.rcpts[1] = xstrdup("e@f");
+	txn.nrcpts = 2;
+	txn.body = sp;
+	txn.quarantine = xstrdup("q");
+	filter_parse_headers(&txn, "A: 1\r\n\r\n", 8);
+	filter_add_header(&txn, "B", "2");
+	filter_auth_result(&txn, "spf=%s ctl=%c", "pass", '\n');
+	ck_assert_str_eq(txn.auth_results.data, "; spf=pass ctl= ");
+	filter_txn_reset(&txn);
+	/* everything gone (LSan), the body is the session's and still alive */
+	ck_assert_ptr_null(txn.mail_from);
+	ck_assert_uint_eq(txn.nrcpts, 0);
+	ck_assert_uint_eq(txn.nheaders, 0);
+	ck_assert_uint_eq(txn.nedits, 0);
+	ck_assert_uint_eq(txn.auth_results.len, 0);
+	ck_assert_ptr_null(txn.quarantine);
+	ck_assert_ptr_null(txn.body);
+	ck_assert_uint_eq(spool_size(sp), 3);
+	filter_txn_reset(&txn);	/* twice is fine */
+	spool_free(sp);
+}
+END_TEST
+
+/* filter_suite - every test above */
+static Suite *
+filter_suite(void)
+{
+	Suite *s = suite_create("filter");
+	TCase *tc;
+
+	tc = tcase_create("chain");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_registry);
+	tcase_add_loop_test(tc, test_chain_new, 0, ARRAY_SIZE(chain_cases));
+	tcase_add_test(tc, test_chain_sections);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("run");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_loop_test(tc, test_verdicts, 0, ARRAY_SIZE(verdict_cases));
+	tcase_add_test(tc, test_accept_short_circuit);
+	tcase_add_test(tc, test_state_free_closes);
+	tcase_add_test(tc, test_data_stage);
+	tcase_add_loop_test(tc, test_data_chunks, 0, 2);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("pool");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, test_blocking, 0, ARRAY_SIZE(block_cases));
+	tcase_add_test(tc, test_blocking_thread);
+	tcase_add_test(tc, test_pool_full_at_start);
+	tcase_add_test(tc, test_pool_full_mid_chain);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("headers");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_loop_test(tc, test_parse_headers, 0, ARRAY_SIZE(parse_cases));
+	tcase_add_test(tc, test_parse_headers_nul);
+	tcase_add_loop_test(tc, test_compose, 0, ARRAY_SIZE(compose_cases));
+	tcase_add_test(tc, test_eom_edits);
+	tcase_add_test(tc, test_txn_reset);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	if (evthread_use_pthreads() != 0)
+		return 1;
+	sr = srunner_create(filter_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	libevent_global_shutdown();
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
