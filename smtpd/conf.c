@@ -527,13 +527,18 @@ conf_find_word(const struct conf_key *k, const char *value, char **why_r)
 	return -1;
 }
 
+/* conf_set_enum writes an int: every enum it sets must be int-sized. */
+_Static_assert(sizeof(enum conf_role) == sizeof(int) && sizeof(enum conf_tls) == sizeof(int) &&
+    sizeof(enum conf_bare_newline) == sizeof(int) &&
+    sizeof(enum conf_relay_tls) == sizeof(int) &&
+    sizeof(enum conf_lmtp_mixed) == sizeof(int), "conf enums are int-sized");
+
 /* conf_set_enum - one of k->words into an enum field */
 static bool
 conf_set_enum(void *field, const struct conf_key *k, const char *value, char **why_r)
 {
 	int i;
 
-	_Static_assert(sizeof(enum conf_role) == sizeof(int), "enum size");
 	if ((i = conf_find_word(k, value, why_r)) < 0)
 		return false;
 	memcpy(field, &i, sizeof(i));
@@ -1172,7 +1177,7 @@ conf_read_line(char *str, int num, void *arg)
 		ld->line[--n] = '\0';
 	start = ld->line;
 	if (ld->lineno == 1 && strncmp(start, "\xef\xbb\xbf", 3) == 0)
-		start += 3;	/* UTF-8 BOM, skipped by inih too */
+		start += 3;	/* a UTF-8 BOM: dropped */
 	if (strlen(ld->line) != (size_t)n) {
 		conf_error(ld, ld->lineno, NULL, NULL, NULL, "NUL byte in the line");
 		goto blank;
@@ -1184,7 +1189,8 @@ conf_read_line(char *str, int num, void *arg)
 	}
 	if (!conf_classify(ld, ld->line, start))
 		goto blank;
-	memcpy(str, ld->line, (size_t)n);
+	n -= start - ld->line;	/* inih need not know about the BOM */
+	memcpy(str, start, (size_t)n);
 	str[n] = '\n';
 	str[n + 1] = '\0';
 	return str;
@@ -1437,15 +1443,20 @@ conf_check_addresses(struct conf_load *ld)
 		for (j = 0; j < c->listeners[i].nlisten; j++) {
 			canon = conf_listen_canon(c->listeners[i].listen[j]);
 			for (k = 0; k < nseen; k++)
-				if (strcmp(seen[k], canon) == 0 && owner[k] != i)
+				if (strcmp(seen[k], canon) == 0)
 					break;
 			if (k < nseen) {
 				s = conf_section_find(c, "listener", c->listeners[i].name);
-				conf_error(ld, conf_kv_line(s, "listen"), s->type, s->name,
-				    "listen", "%s is also bound by [listener %s] (line %d); "
-				    "each address belongs to one listener",
-				    c->listeners[i].listen[j], c->listeners[owner[k]].name,
-				    c->listeners[owner[k]].line);
+				if (owner[k] == i)
+					conf_error(ld, conf_kv_line(s, "listen"), s->type,
+					    s->name, "listen", "%s is listed twice (written "
+					    "another way)", c->listeners[i].listen[j]);
+				else
+					conf_error(ld, conf_kv_line(s, "listen"), s->type,
+					    s->name, "listen", "%s is also bound by [listener "
+					    "%s] (line %d); each address belongs to one listener",
+					    c->listeners[i].listen[j], c->listeners[owner[k]].name,
+					    c->listeners[owner[k]].line);
 				free(canon);
 				continue;
 			}
@@ -1475,13 +1486,13 @@ conf_check_tls(struct conf_load *ld)
 		return;
 	s = conf_section_find(c, "listener", l->name);
 	tls = conf_section_find(c, "tls", NULL);
-	line = tls != NULL ? tls->line : conf_kv_line(s, "tls");
+	line = conf_kv_line(s, "tls");
 	if (c->tls_cert == NULL)
-		conf_error(ld, line, "tls", NULL, "cert", "missing; [listener %s] (line %d) "
+		conf_error(ld, tls != NULL ? conf_kv_line(tls, "cert") : line, "tls", NULL, "cert", "missing; [listener %s] (line %d) "
 		    "uses TLS: %s cert = /path/to/fullchain.pem", l->name, l->line,
 		    tls != NULL ? "set" : "add a [tls] section with");
 	if (c->tls_key == NULL)
-		conf_error(ld, line, "tls", NULL, "key", "missing; [listener %s] (line %d) "
+		conf_error(ld, tls != NULL ? conf_kv_line(tls, "key") : line, "tls", NULL, "key", "missing; [listener %s] (line %d) "
 		    "uses TLS: %s key = /path/to/privkey.pem", l->name, l->line,
 		    tls != NULL ? "set" : "add a [tls] section with");
 }

@@ -69,13 +69,13 @@ dr_fail(struct dr_feed *f, enum data_reader_error err, const unsigned char *cut)
 	f->r->error = err;
 }
 
-/* dr_line_octet - count one line-end octet; cut is where output stops on error */
+/* dr_line_octets - count n line-end octets; cut is where output stops on error */
 static void
-dr_line_octet(struct dr_feed *f, const unsigned char *cut)
+dr_line_octets(struct dr_feed *f, unsigned n, const unsigned char *cut)
 {
 	struct data_reader *r = f->r;
 
-	r->line_len++;
+	r->line_len += n;
 	if (r->max_text_line != 0 && r->line_len > r->max_text_line)
 		dr_fail(f, DATA_READER_LINE_TOO_LONG, cut);
 }
@@ -197,13 +197,14 @@ static const unsigned char *
 dr_eol(struct dr_feed *f, const unsigned char *p)
 {
 	if (*p == '\r') {
-		dr_line_octet(f, p);
+		dr_line_octets(f, 1, p);
 		f->cr = p;
 		f->r->state = DATA_READER_S_CR;
 		return p + 1;
 	}
 	dr_bare(f, p);
-	dr_line_octet(f, p);
+	/* The LF and the CR it lacks: the line is written with CRLF. */
+	dr_line_octets(f, 2, p);
 	dr_newline(f, p, p + 1, false);
 	return p + 1;
 }
@@ -216,7 +217,7 @@ dr_after_cr(struct dr_feed *f, const unsigned char *p)
 	const unsigned char *cut = f->cr != NULL ? f->cr : p;
 
 	if (*p == '\n') {
-		dr_line_octet(f, cut);
+		dr_line_octets(f, 1, cut);
 		if (f->cr != NULL) {
 			/* The CR and LF are both in the span: copied as they are. */
 			dr_out_crlf(f, cut);
@@ -229,11 +230,13 @@ dr_after_cr(struct dr_feed *f, const unsigned char *p)
 	/* The CR before p is bare; a run of CRs is one line end. */
 	dr_bare(f, cut);
 	if (*p == '\r') {
-		dr_line_octet(f, cut);
+		dr_line_octets(f, 1, cut);
 		dr_flush(f, cut, p);
 		f->cr = p;
 		return p + 1;
 	}
+	/* The LF the line end lacks. */
+	dr_line_octets(f, 1, cut);
 	dr_newline(f, cut, p, false);
 	f->cr = NULL;
 	return p;
@@ -263,7 +266,7 @@ dr_dot(struct dr_feed *f, const unsigned char *p)
 		f->r->state = DATA_READER_S_TEXT;
 		return p;
 	}
-	dr_line_octet(f, p);
+	dr_line_octets(f, 1, p);
 	f->cr = p;
 	f->r->state = DATA_READER_S_DOT_CR;
 	return p + 1;
@@ -364,6 +367,10 @@ data_reader_finish(struct data_reader *r, struct buf *out)
 	if (r->state == DATA_READER_S_CR || r->line_len > 0) {
 		if (r->state == DATA_READER_S_CR && r->bare == DATA_READER_BARE_REJECT)
 			dr_set_error(r, DATA_READER_BARE_NEWLINE);
+		/* The missing LF, or CR and LF, count: the line is written with CRLF. */
+		r->line_len += r->state == DATA_READER_S_CR ? 1 : 2;
+		if (r->max_text_line != 0 && r->line_len > r->max_text_line)
+			dr_set_error(r, DATA_READER_LINE_TOO_LONG);
 		r->out_octets += 2;
 		if (r->max_size != 0 && r->out_octets > r->max_size)
 			dr_set_error(r, DATA_READER_TOO_BIG);

@@ -96,10 +96,12 @@ struct data_reader {
 };
 
 /*
- * data_reader_init - start a message.  max_text_line counts wire octets
- * including the line end but not a leading dot removed by unstuffing (RFC
- * 5321 4.5.3.1.6: 1000), in both modes; max_size counts output octets; 0
- * disables either.  Call again to reuse the struct for the next message.
+ * data_reader_init - start a message.  max_text_line (RFC 5321 4.5.3.1.6:
+ * 1000) counts a line's wire octets including its line end, in both modes,
+ * except a leading dot removed by unstuffing (as the RFC says), and counting
+ * a CR or LF missing from the line end as if present (the line is written
+ * with CRLF), so every output line fits with its CRLF.  max_size counts
+ * output octets.  0 disables either.  Call again to reuse the struct.
  */
 void data_reader_init(struct data_reader *r, enum data_reader_mode mode,
     size_t max_text_line, size_t max_size, enum data_reader_bare bare);
@@ -117,8 +119,8 @@ enum data_reader_status data_reader_feed(struct data_reader *r, const void *in,
 /*
  * data_reader_finish - RAW mode only, at BDAT LAST: a CR pending at the end
  * is a bare CR (REJECT: error; NORMALIZE: a line end); a final line without
- * a line end gets a CRLF (counted in out_octets and against max_size, not in
- * the line length), so the output always ends with CRLF unless empty.
+ * a line end gets a CRLF (counted in out_octets, against max_size and in the
+ * line length), so the output always ends with CRLF unless empty.
  * Returns the reader's error.  No feed may follow.
  */
 enum data_reader_error data_reader_finish(struct data_reader *r, struct buf *out);

@@ -41,7 +41,7 @@ dsn_owed(const char *sender)
 	return sender != NULL && *sender != '\0' && strcmp(sender, "<>") != 0;
 }
 
-/* dsn_clean - printable US-ASCII copy of s: whitespace and controls become spaces, 8-bit bytes '?' */
+/* dsn_clean - printable US-ASCII copy of s: controls become spaces, 8-bit bytes '?' */
 static void
 dsn_clean(struct buf *out, const char *s)
 {
@@ -167,7 +167,7 @@ dsn_date(char *dst, size_t size, time_t t)
 		fatal("dsn_date: buffer too small");
 }
 
-/* dsn_status - the Status field: ecode if well-formed and of the reply's class, else derived from code */
+/* dsn_status - Status: ecode if well-formed and of the reply's class, else from code */
 static void
 dsn_status(char *dst, size_t size, const struct dsn_rcpt *r)
 {
@@ -219,7 +219,8 @@ dsn_human(struct buf *out, const struct dsn_info *info)
 
 		buf_reset(&line);
 		if (info->remote_mta != NULL && *info->remote_mta != '\0')
-			buf_printf(&line, "<%s>: host %s said: %s", r->addr, info->remote_mta, diag);
+			buf_printf(&line, "<%s>: host %s said: %s", r->addr, info->remote_mta,
+			    diag);
 		else
 			buf_printf(&line, "<%s>: %s", r->addr, diag);
 		buf_puts(out, "\r\n");
@@ -229,6 +230,36 @@ dsn_human(struct buf *out, const struct dsn_info *info)
 	buf_free(&line);
 }
 
+/* dsn_hexval - value of one hex digit, -1 if c is none */
+static int
+dsn_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* dsn_xtext - decode RFC 3461 xtext ("+XX") into out: DSN fields carry it decoded (6.3) */
+static void
+dsn_xtext(struct buf *out, const char *s)
+{
+	int hi, lo;
+
+	buf_reset(out);
+	buf_puts(out, "");
+	for (; *s; s++) {
+		if (*s == '+' && (hi = dsn_hexval(s[1])) >= 0 && (lo = dsn_hexval(s[2])) >= 0) {
+			buf_putc(out, (char)(hi << 4 | lo));
+			s += 2;
+		} else
+			buf_putc(out, *s);
+	}
+}
+
 /* dsn_orcpt - Original-Recipient: "type; address", rfc822 assumed without a type */
 static void
 dsn_orcpt(struct buf *out, const char *orcpt)
@@ -236,6 +267,7 @@ dsn_orcpt(struct buf *out, const char *orcpt)
 	const char *semi = strchr(orcpt, ';');
 	const char *addr = semi ? semi + 1 : orcpt;
 	int tlen = semi ? (int)(semi - orcpt) : 0;
+	struct buf dec;
 
 	while (*addr == ' ')
 		addr++;
@@ -243,10 +275,13 @@ dsn_orcpt(struct buf *out, const char *orcpt)
 		return;
 	while (tlen > 0 && orcpt[tlen - 1] == ' ')
 		tlen--;
+	buf_init(&dec);
+	dsn_xtext(&dec, addr);
 	if (semi == NULL || tlen == 0)
-		dsn_fieldf(out, "Original-Recipient", "rfc822; %s", addr);
+		dsn_fieldf(out, "Original-Recipient", "rfc822; %s", dec.data);
 	else
-		dsn_fieldf(out, "Original-Recipient", "%.*s; %s", tlen, orcpt, addr);
+		dsn_fieldf(out, "Original-Recipient", "%.*s; %s", tlen, orcpt, dec.data);
+	buf_free(&dec);
 }
 
 /* dsn_report - the message/delivery-status part: per-message then per-recipient fields */
@@ -257,7 +292,14 @@ dsn_report(struct buf *out, const struct dsn_info *info)
 	size_t i;
 
 	/* In RFC 3464's order: envelope id, reporting MTA, arrival, extensions. */
-	dsn_field(out, "Original-Envelope-Id", info->envid);
+	if (info->envid != NULL) {
+		struct buf dec;
+
+		buf_init(&dec);
+		dsn_xtext(&dec, info->envid);
+		dsn_field(out, "Original-Envelope-Id", dec.data);
+		buf_free(&dec);
+	}
 	dsn_fieldf(out, "Reporting-MTA", "dns; %s", info->hostname);
 	if (info->arrival != 0) {
 		dsn_date(date, sizeof(date), info->arrival);
@@ -283,7 +325,7 @@ dsn_report(struct buf *out, const struct dsn_info *info)
 	}
 }
 
-/* dsn_headers - the original header block, CRLF lines, no NULs, cut to limits; true if it holds 8-bit bytes */
+/* dsn_headers - original header block: CRLF, no NULs, cut to limits; true if 8-bit */
 static bool
 dsn_headers(struct buf *out, const char *h, size_t len)
 {

@@ -6,7 +6,10 @@
  * job.  Never builds a notification for the null sender (no bounce loops:
  * ask dsn_owed first).  Never copies raw control bytes, bare CR/LF or NULs
  * from its inputs into the result: client and backend text cannot inject
- * header lines.  The caller owns every input and the output buffer.
+ * header lines.  ENVID and ORCPT are taken as sent (xtext) and decoded
+ * here (RFC 3461 6.3).  Recipients that asked for no failure notice
+ * (NOTIFY=NEVER, or NOTIFY without FAILURE) must not be passed in.  The
+ * caller owns every input and the output buffer.
  */
 #ifndef PORTIER_DSN_H
 #define PORTIER_DSN_H
@@ -20,17 +23,17 @@
 /* One failed recipient and the backend's reply for it. */
 struct dsn_rcpt {
 	const char *addr;	/* the recipient as given to the backend */
-	const char *orcpt;	/* ORCPT "type;address", xtext-decoded; NULL: none */
+	const char *orcpt;	/* ORCPT "type;xtext" as sent; NULL: none */
 	int code;		/* the backend's reply code, e.g. 550 */
 	const char *ecode;	/* its enhanced code, e.g. "5.1.1"; NULL: none given */
-	const char *text;	/* its reply text (lines of a multi-line reply may be CRLF-joined) */
+	const char *text;	/* its reply text; a multi-line reply may be CRLF-joined */
 };
 
 /* The message being reported on. */
 struct dsn_info {
 	const char *hostname;		/* ours: Reporting-MTA, From, Message-ID */
-	const char *sender;		/* envelope sender, the DSN's recipient */
-	const char *envid;		/* ENVID, xtext-decoded; NULL: none */
+	const char *sender;		/* envelope sender (no brackets): the DSN goes there */
+	const char *envid;		/* ENVID as sent (xtext); NULL: none */
 	const char *remote_mta;		/* the backend's host name; NULL: unknown */
 	const char *queue_id;		/* our transaction id; NULL: none */
 	time_t arrival;			/* when the message came in; 0: unknown */

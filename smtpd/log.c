@@ -99,26 +99,32 @@ log_msg(enum log_level level, const char *fmt, ...)
 	}
 }
 
+/* log_escape_width - octets log_escape writes for c */
+static size_t
+log_escape_width(unsigned char c)
+{
+	return (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') ? 4 : 1;
+}
+
 /* log_escape - make client text safe for a log line */
 char *
 log_escape(char *dst, size_t dstsize, const char *src, size_t srclen)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t o = 0, i;
+	size_t o = 0, i, full = 0, room;
 
 	if (dstsize == 0)
 		return dst;
+	for (i = 0; i < srclen; i++)
+		full += log_escape_width((unsigned char)src[i]);
+	/* Keep room for "..." only when the whole text will not fit. */
+	room = full < dstsize ? dstsize : (dstsize >= 4 ? dstsize - 3 : 0);
 	for (i = 0; i < srclen; i++) {
 		unsigned char c = (unsigned char)src[i];
-		size_t need = (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') ? 4 : 1;
+		size_t need = log_escape_width(c);
 
-		if (o + need + 4 > dstsize) {
-			if (o + 4 <= dstsize) {
-				memcpy(dst + o, "...", 3);
-				o += 3;
-			}
+		if (o + need + 1 > room)
 			break;
-		}
 		if (need == 1) {
 			dst[o++] = (char)c;
 		} else {
@@ -127,6 +133,10 @@ log_escape(char *dst, size_t dstsize, const char *src, size_t srclen)
 			dst[o++] = hex[c >> 4];
 			dst[o++] = hex[c & 15];
 		}
+	}
+	if (i < srclen && o + 4 <= dstsize) {
+		memcpy(dst + o, "...", 3);
+		o += 3;
 	}
 	dst[o] = '\0';
 	return dst;

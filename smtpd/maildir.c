@@ -172,6 +172,13 @@ maildir_subdir(int parent, const char *parentpath, const char *name, char **err_
 {
 	int fd;
 
+	/*
+	 * maildir_escape guarantees this; checked again because *at() with an
+	 * absolute name ignores parent.
+	 */
+	if (*name == '\0' || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0)
+		fatal("maildir_subdir: unsafe path component");
 	if (mkdirat(parent, name, 0700) == 0) {
 		/* A new directory entry is durable only once its parent is synced. */
 		if (fsync(parent) == -1) {
@@ -288,7 +295,7 @@ maildir_write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* maildir_copy_body - append the spool from off to its end to fd; 0 or an errno, *what_r says which side failed */
+/* maildir_copy_body - append the spool from off on to fd; 0 or an errno (*what_r: which side) */
 static int
 maildir_copy_body(int fd, struct spool *body, size_t off, const char **what_r)
 {

@@ -57,6 +57,12 @@ static const char *const txn_result_names[] = {
 	"delivered", "rejected", "tempfail", "discarded", "aborted",
 };
 
+/* What a DSN needs to know of each accepted recipient. */
+struct rcpt_info {
+	char orcpt[SMTP_PARSE_XTEXT_MAX + 1];
+	unsigned notify;	/* SMTP_PARSE_NOTIFY_*, 0 = not given */
+};
+
 struct txn {
 	unsigned seq;
 	unsigned long long start_ms;
@@ -66,7 +72,8 @@ struct txn {
 	struct smtp_parse_rcpt rcpt;	/* the RCPT in progress */
 	char rcpt_addr[SMTP_PARSE_ADDR_SIZE];
 	struct buf rcpt_params;
-	struct buf orcpts;		/* per accepted rcpt: ORCPT or "", NUL separated */
+	struct rcpt_info *rinfo;	/* per accepted rcpt, parallel to ftx.rcpts */
+	unsigned long long arrival;	/* wall clock seconds at MAIL */
 	unsigned rcpt_attempts;
 	struct filter_txn ftx;
 	struct relay_txn *relay;
@@ -207,7 +214,7 @@ txn_free(struct txn *t)
 		spool_free(t->dsn_spool);
 	buf_free(&t->mail_params);
 	buf_free(&t->rcpt_params);
-	buf_free(&t->orcpts);
+	free(t->rinfo);
 	buf_free(&t->out);
 	buf_free(&t->head);
 	buf_free(&t->dsn_head);
@@ -575,7 +582,7 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 	buf_init(&t->mail_params);
 	smtp_parse_mail_params(&m, &t->mail_params);
 	buf_init(&t->rcpt_params);
-	buf_init(&t->orcpts);
+	t->arrival = (unsigned long long)time(NULL);
 	buf_init(&t->out);
 	buf_init(&t->head);
 	buf_init(&t->dsn_head);
@@ -600,9 +607,10 @@ rcpt_relayed(void *arg, const struct relay_result *r)
 		struct filter_txn *f = &t->ftx;
 
 		f->rcpts = xreallocarray(f->rcpts, f->nrcpts + 1, sizeof(*f->rcpts));
+		t->rinfo = xreallocarray(t->rinfo, f->nrcpts + 1, sizeof(*t->rinfo));
+		str_copy(t->rinfo[f->nrcpts].orcpt, t->rcpt.orcpt, sizeof(t->rinfo->orcpt));
+		t->rinfo[f->nrcpts].notify = t->rcpt.notify;
 		f->rcpts[f->nrcpts++] = xstrdup(t->rcpt_addr);
-		buf_puts(&t->orcpts, t->rcpt.orcpt);
-		buf_putc(&t->orcpts, '\0');
 		reply(s, R_RCPT_OK);
 	} else {
 		char esc[SMTP_PARSE_ADDR_SIZE * 4];
@@ -956,7 +964,7 @@ send_dsn(struct session *s, const struct relay_result *res, size_t n)
 	struct dsn_rcpt *dr = xcalloc(n, sizeof(*dr));
 	struct dsn_info info;
 	struct buf msg, hdr;
-	const char *orcpt = t->orcpts.data, *err;
+	const char *err;
 	size_t i, nd = 0;
 
 	buf_init(&msg);
@@ -965,24 +973,33 @@ send_dsn(struct session *s, const struct relay_result *res, size_t n)
 	if (spool_pread(t->spool, hdr.data, t->body_off, 0) == (ssize_t)t->body_off)
 		hdr.len = t->body_off;
 	for (i = 0; i < n && i < t->ftx.nrcpts; i++) {
-		if (res[i].code / 100 != 2) {
-			dr[nd].addr = t->ftx.rcpts[i];
-			dr[nd].orcpt = orcpt && *orcpt ? orcpt : NULL;
-			dr[nd].code = res[i].code;
-			dr[nd].ecode = res[i].ecode;
-			dr[nd].text = res[i].text;
-			nd++;
-		}
-		if (orcpt)
-			orcpt += strlen(orcpt) + 1;
+		const struct rcpt_info *ri = &t->rinfo[i];
+
+		if (res[i].code / 100 == 2)
+			continue;
+		if (ri->notify && !(ri->notify & SMTP_PARSE_NOTIFY_FAILURE))
+			continue;	/* RFC 3461: the client asked for no failure notice */
+		dr[nd].addr = t->ftx.rcpts[i];
+		dr[nd].orcpt = ri->orcpt[0] ? ri->orcpt : NULL;
+		dr[nd].code = res[i].code;
+		dr[nd].ecode = res[i].ecode;
+		dr[nd].text = res[i].text;
+		nd++;
+	}
+	if (nd == 0) {
+		free(dr);
+		buf_free(&hdr);
+		reply_result(s, &t->final);
+		txn_end(s, TXN_DELIVERED, t->final.text);
+		return;
 	}
 	memset(&info, 0, sizeof(info));
 	info.hostname = s->conf->hostname;
 	info.sender = t->from;
 	info.envid = t->mail.envid[0] ? t->mail.envid : NULL;
-	info.remote_mta = s->conf->relay.host ? s->conf->relay.host : s->conf->relay.spec;
+	info.remote_mta = s->conf->relay.host;	/* NULL for unix sockets */
 	info.queue_id = s->idstr;
-	info.arrival = time(NULL);
+	info.arrival = (time_t)t->arrival;
 	info.rcpts = dr;
 	info.nrcpts = nd;
 	info.orig_headers = hdr.data;
@@ -1037,6 +1054,8 @@ data_relayed(void *arg, const struct relay_result *res, size_t n)
 			txn_end(s, TXN_DELIVERED, first_ok->text);
 		} else {
 			send_dsn(s, res, n);
+			if (!s->paused)
+				session_resume(s);
 			return;
 		}
 	} else if (first_ok) {

@@ -22,10 +22,15 @@ typedef void (*workers_done_fn)(void *arg);	/* on the submitting loop */
 
 /* workers_new - start nthreads threads; at most max_queue jobs waiting. */
 struct workers *workers_new(unsigned nthreads, unsigned max_queue);
-/* workers_free - finish queued work, join threads (completions are dropped). */
+/*
+ * workers_free - finish queued work, join threads (once the loops stopped).
+ * Completions not yet run are dropped by workers_detach, which stays the
+ * caller's to call; a channel outliving its pool refuses new work.
+ */
 void workers_free(struct workers *w);
 /* workers_attach - a completion channel on base; one per event loop. */
 struct workers_loop *workers_attach(struct workers *w, struct event_base *base);
+/* workers_detach - on base's thread: drop pending completions, skip queued work. */
 void workers_detach(struct workers_loop *wl);
 /* workers_submit - queue work; false when the queue is full. */
 bool workers_submit(struct workers_loop *wl, workers_work_fn work, workers_done_fn done, void *arg);

@@ -290,11 +290,11 @@ START_TEST(test_per_message_fields)
 
 	setenv("TZ", "UTC", 1);
 	tzset();
-	info.envid = "QQ314159";
+	info.envid = "QQ+2B314+3D159+";	/* xtext as sent: decoded in the DSN */
 	build(&info, &m, &p);
 	blk = status_block(p.part_body[1], 0);
 	assert_field(blk, "Reporting-MTA", "dns; mx.example.test");
-	assert_field(blk, "Original-Envelope-Id", "QQ314159");
+	assert_field(blk, "Original-Envelope-Id", "QQ+314=159+");
 	assert_field(blk, "Arrival-Date", "Sun, 09 Sep 2001 01:46:40 +0000");
 	assert_field(blk, "X-Portier-Queue-ID", "4f2a9c01");
 	assert_field(blk, "Final-Recipient", NULL);
@@ -377,7 +377,8 @@ END_TEST
 START_TEST(test_several_rcpts)
 {
 	static const struct dsn_rcpt rcpts[] = {
-		{ "bob@example.test", "rfc822;Bob@Example.TEST", 550, "5.1.1", "User unknown" },
+		{ "bob@example.test", "rfc822;Bob+2Btag@Example.TEST", 550, "5.1.1",
+		    "User unknown" },
 		{ "carol@example.test", NULL, 452, "4.2.2", "Mailbox full" },
 		{ "dave@example.test", "dave@example.test", 554, NULL, "Transaction failed" },
 		{ "erin@example.test", "utf-8; erin@example.test", 550, NULL, "Nope" },
@@ -385,7 +386,7 @@ START_TEST(test_several_rcpts)
 	static const char *const final[] = { "rfc822; bob@example.test",
 	    "rfc822; carol@example.test", "rfc822; dave@example.test",
 	    "rfc822; erin@example.test" };
-	static const char *const orig[] = { "rfc822; Bob@Example.TEST", NULL,
+	static const char *const orig[] = { "rfc822; Bob+tag@Example.TEST", NULL,
 	    "rfc822; dave@example.test", "utf-8; erin@example.test" };
 	static const char *const status[] = { "5.1.1", "4.2.2", "5.0.0", "5.0.0" };
 	struct dsn_info info = info_for(rcpts, ARRAY_SIZE(rcpts));
@@ -533,7 +534,7 @@ END_TEST
 
 START_TEST(test_no_injection)
 {
-	struct dsn_rcpt r = { "bob@example.test\r\nBcc: evil@example.net", "rfc822;x\nBcc: y",
+	struct dsn_rcpt r = { "bob@example.test\r\nBcc: evil@example.net", "rfc822;x+0ABcc:+20y",
 	    550, "5.1.1", "bad\r\nBcc: evil@example.net\nX-Injected: 1\rX-Also: 2\t\x01\x7f" };
 	struct dsn_info info = info_for(&r, 1);
 	struct buf m;
@@ -541,7 +542,7 @@ START_TEST(test_no_injection)
 	const char *s, *e;
 
 	info.sender = "alice@example.org\r\nBcc: evil@example.net";
-	info.envid = "id\r\n\r\n--boundary";
+	info.envid = "id+0D+0ABcc:+20evil@example.net+0D+0A";
 	info.hostname = "mx.example.test\nX-Host: 1";
 	build(&info, &m, &p);
 	/* no line anywhere starts with an injected field */
@@ -624,7 +625,8 @@ END_TEST
 START_TEST(test_8bit)
 {
 	static const char h[] = "Subject: caf\xc3\xa9\r\nFrom: a@b\r\n";
-	struct dsn_rcpt r = { "b\xc3\xb6@example.test", NULL, 550, "5.1.1", "r\xc3\xa9ject\xc3\xa9" };
+	struct dsn_rcpt r = { "b\xc3\xb6@example.test", NULL, 550, "5.1.1",
+	    "r\xc3\xa9ject\xc3\xa9" };
 	struct dsn_info info = info_for(&r, 1);
 	struct buf m;
 	struct parsed p;
