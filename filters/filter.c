@@ -369,7 +369,7 @@ static void
 filter_reply_fix(const struct filter_run_ctx *run, const char *who, enum filter_verdict *v,
     struct filter_reply *r)
 {
-	unsigned long long id = run->sess != NULL ? (unsigned long long)run->sess->id : 0;
+	unsigned long long id = run->sess != NULL ? SESSION_ID(run->sess->id) : 0;
 	const char *defecode, *deftext;
 	int defcode, cls;
 
@@ -383,7 +383,7 @@ filter_reply_fix(const struct filter_run_ctx *run, const char *who, enum filter_
 	case FILTER_QUARANTINE:
 		/* Accepted toward the client: only a 2xx makes sense. */
 		if (r->code != 0 && r->code / 100 != 2) {
-			log_warn("id=%016llx event=filter_bad_reply filter=%s stage=%s verdict=%s code=%d",
+			log_warn("id=" SESSION_ID_FMT " event=filter_bad_reply filter=%s stage=%s verdict=%s code=%d",
 			    id, who, filter_stage_name(run->stage), filter_verdict_name(*v), r->code);
 			memset(r, 0, sizeof(*r));
 		}
@@ -397,7 +397,7 @@ filter_reply_fix(const struct filter_run_ctx *run, const char *who, enum filter_
 		defcode = 451, defecode = "4.7.1", deftext = "Temporary failure, try again later";
 		break;
 	default:
-		log_warn("id=%016llx event=filter_bad_verdict filter=%s stage=%s verdict=%d",
+		log_warn("id=" SESSION_ID_FMT " event=filter_bad_verdict filter=%s stage=%s verdict=%d",
 		    id, who, filter_stage_name(run->stage), (int)*v);
 		*v = FILTER_TEMPFAIL;
 		filter_reply_set(r, 451, "4.3.0", "Temporary filter error");
@@ -405,7 +405,7 @@ filter_reply_fix(const struct filter_run_ctx *run, const char *who, enum filter_
 	}
 	cls = defcode / 100;
 	if (r->code != 0 && (r->code < cls * 100 || r->code > cls * 100 + 99)) {
-		log_warn("id=%016llx event=filter_bad_reply filter=%s stage=%s verdict=%s code=%d",
+		log_warn("id=" SESSION_ID_FMT " event=filter_bad_reply filter=%s stage=%s verdict=%s code=%d",
 		    id, who, filter_stage_name(run->stage), filter_verdict_name(*v), r->code);
 		filter_reply_set(r, defcode, defecode, deftext);
 		return;
@@ -456,7 +456,7 @@ filter_has_stage(const struct filter_ops *ops, enum filter_stage stage)
 	return false;
 }
 
-/* filter_call_body - body() over the spool in chunks */
+/* filter_call_body - body() over the spool past the header block, in chunks */
 static enum filter_verdict
 filter_call_body(const struct filter_link *fl, struct filter_ctx *c, struct filter_reply *r)
 {
@@ -467,7 +467,7 @@ filter_call_body(const struct filter_link *fl, struct filter_ctx *c, struct filt
 	char *chunk = NULL;
 	ssize_t got;
 
-	for (off = 0; off < size && v == FILTER_CONTINUE; off += n) {
+	for (off = c->txn->body_offset; off < size && v == FILTER_CONTINUE; off += n) {
 		n = size - off < FILTER_BODY_CHUNK ? size - off : FILTER_BODY_CHUNK;
 		if (mem != NULL) {
 			p = mem + off;
@@ -557,8 +557,8 @@ filter_decide(struct filter_state *st, size_t i, enum filter_verdict v, struct f
 	filter_reply_fix(run, fl->name, &v, r);
 	if (v == FILTER_CONTINUE)
 		return false;
-	log_debug("id=%016llx event=filter filter=%s stage=%s verdict=%s code=%d",
-	    run->sess != NULL ? (unsigned long long)run->sess->id : 0, fl->name,
+	log_debug("id=" SESSION_ID_FMT " event=filter filter=%s stage=%s verdict=%s code=%d",
+	    run->sess != NULL ? SESSION_ID(run->sess->id) : 0, fl->name,
 	    filter_stage_name(run->stage), filter_verdict_name(v), r->code);
 	filter_result_init(res);
 	res->filter = fl->name;
@@ -1155,7 +1155,9 @@ filter_put_ar(struct buf *out, const char *authserv_id, const char *results)
  * filter_compose_headers - the header block to send (see filter.h).  Edits
  * apply in order to the headers as received, so indexes mean what a milter
  * saw.  Then received Authentication-Results claiming authserv_id and any
- * received X-Portier-Quarantine are dropped as forged; ours go on top.
+ * received X-Portier-Quarantine are dropped as forged (the session writes
+ * our quarantine mark itself); our Authentication-Results goes on top.
+ * Headers added or changed by filters are theirs: never dropped.
  */
 void
 filter_compose_headers(const struct filter_txn *txn, const char *authserv_id, struct buf *out)
@@ -1181,11 +1183,6 @@ filter_compose_headers(const struct filter_txn *txn, const char *authserv_id, st
 
 	if (txn->auth_results.len > 0 && authserv_id != NULL)
 		filter_put_ar(out, authserv_id, txn->auth_results.data);
-	if (txn->quarantine != NULL) {
-		buf_puts(out, FILTER_QUARANTINE_NAME ":");
-		filter_put_value(out, txn->quarantine);
-		buf_puts(out, "\r\n");
-	}
 	for (i = 0; i < o.n; i++) {
 		buf_puts(out, o.v[i].name);
 		buf_putc(out, ':');

@@ -54,7 +54,7 @@ struct filter_reply {
 
 struct filter_header {
 	char *name;
-	char *value;		/* raw, with folding, without the final CRLF */
+	char *value;		/* raw after the ':' (usually " ..."), folding kept, no final CRLF */
 };
 
 enum filter_edit_kind {
@@ -138,9 +138,9 @@ struct filter_chain;
 struct filter_state;
 
 struct filter_result {
-	enum filter_verdict verdict;	/* CONTINUE means: all passed */
-	struct filter_reply reply;
-	const char *filter;	/* who decided, NULL if nobody */
+	enum filter_verdict verdict;	/* CONTINUE means: all passed, or one accepted */
+	struct filter_reply reply;	/* REJECT/TEMPFAIL: always a full, class-checked reply */
+	const char *filter;	/* who decided (or accepted), NULL if nobody */
 };
 
 /* filter_register - make ops known by ops->name (built-ins register at startup). */
@@ -175,6 +175,10 @@ enum filter_run_status { FILTER_RUN_DONE, FILTER_RUN_PENDING };
  * and done(session_id, done_arg, res) is called later on wl's loop, exactly
  * once, even if the session is closing; the caller must keep st, ctx->sess,
  * ctx->txn and arg alive until then (a closing session waits for it).
+ * One stage at a time per state.  ACCEPT ends the stage as CONTINUE (res->filter
+ * names the filter) and skips every stage until the next MAIL.  ABORT and
+ * CLOSE call every filter's abort/close inline and always pass.  With wl
+ * NULL, blocking filters run inline (tools, tests).
  */
 enum filter_run_status filter_run(struct filter_state *st, enum filter_stage stage,
     struct filter_ctx *ctx, const char *arg, struct filter_result *res,

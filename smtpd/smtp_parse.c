@@ -549,29 +549,64 @@ set_why(const char **why_r, const char *why)
 }
 
 /*
+ * scan_mailbox - [A-d-l ":"] Mailbox ">" after the "<": finds the raw local
+ * part and domain; an address literal is written canonical into a->domain.
+ */
+static bool
+scan_mailbox(struct scan *s, struct smtp_addr *a, const unsigned char **local_r,
+    const unsigned char **domain_r)
+{
+	if (s->p < s->end && *s->p == '@') {
+		if (!scan_route(s))
+			return false;
+		if (s->utf8)
+			return scan_fail(s, "non-ASCII source route");
+	}
+	*local_r = s->p;
+	if (s->p < s->end && *s->p == '"') {
+		if (!scan_quoted(s))
+			return false;
+	} else if (!scan_dot_string(s))
+		return false;
+	if (s->p == s->end || *s->p != '@')
+		return scan_fail(s, "address needs a domain");
+	*domain_r = ++s->p;
+	if (s->p < s->end && *s->p == '[') {
+		if (!scan_literal(s, a->domain, sizeof(a->domain)))
+			return false;
+		a->is_literal = true;
+	} else if (!scan_domain(s))
+		return false;
+	if (s->p == s->end || *s->p != '>')
+		return scan_fail(s, "bad character after domain");
+	return true;
+}
+
+/*
  * path_scan - one path at the start of [p, end): syntax first, then limits,
- * then SMTPUTF8, and only then the copy into a.  *consumed_r covers "<...>".
+ * then SMTPUTF8, and only then the copy into a, which is all zero on any
+ * error.  *consumed_r covers "<...>".
  */
 static enum smtp_parse_status
 path_scan(const unsigned char *p, const unsigned char *end, unsigned flags,
     struct smtp_addr *a, size_t *consumed_r, const char **why_r)
 {
 	struct scan s = { p, end, false, NULL };
-	char literal[SMTP_PARSE_DOMAIN_MAX + 1];
+	enum smtp_parse_status st = SMTP_PARSE_SYNTAX;
 	const unsigned char *local, *domain;
 	size_t locallen, domainlen;
 
 	memset(a, 0, sizeof(*a));
 	*consumed_r = 0;
 	if (s.p == s.end || *s.p != '<') {
-		set_why(why_r, "address must be in angle brackets");
-		return SMTP_PARSE_SYNTAX;
+		s.why = "address must be in angle brackets";
+		goto fail;
 	}
 	s.p++;
 	if (s.p < s.end && *s.p == '>') {
 		if (!(flags & SMTP_PARSE_PATH_NULL_OK)) {
-			set_why(why_r, "null address not allowed here");
-			return SMTP_PARSE_SYNTAX;
+			s.why = "null address not allowed here";
+			goto fail;
 		}
 		a->is_null = true;
 		*consumed_r = 2;
@@ -585,56 +620,34 @@ path_scan(const unsigned char *p, const unsigned char *end, unsigned flags,
 		*consumed_r = sizeof("<postmaster>") - 1;
 		return SMTP_PARSE_OK;
 	}
-	if (s.p < s.end && *s.p == '@') {
-		if (!scan_route(&s))
-			goto syntax;
-		if (s.utf8) {
-			s.why = "non-ASCII source route";
-			goto syntax;
-		}
-	}
-	local = s.p;
-	if (s.p < s.end && *s.p == '"') {
-		if (!scan_quoted(&s))
-			goto syntax;
-	} else if (!scan_dot_string(&s))
-		goto syntax;
-	locallen = (size_t)(s.p - local);
-	if (s.p == s.end || *s.p != '@') {
-		s.why = "address needs a domain";
-		goto syntax;
-	}
-	domain = ++s.p;
-	if (s.p < s.end && *s.p == '[') {
-		if (!scan_literal(&s, literal, sizeof(literal)))
-			goto syntax;
-		a->is_literal = true;
-	} else if (!scan_domain(&s))
-		goto syntax;
+	if (!scan_mailbox(&s, a, &local, &domain))
+		goto fail;
+	locallen = (size_t)(domain - 1 - local);
 	domainlen = (size_t)(s.p - domain);
-	if (s.p == s.end || *s.p != '>') {
-		s.why = "bad character after domain";
-		goto syntax;
-	}
-	s.p++;
+	s.p++;		/* the '>' */
 
-	if (s.p - p > SMTP_PARSE_PATH_MAX || locallen > SMTP_PARSE_LOCAL_MAX ||
-	    domainlen > SMTP_PARSE_DOMAIN_MAX) {
-		set_why(why_r, s.p - p > SMTP_PARSE_PATH_MAX ? "address too long" :
-		    locallen > SMTP_PARSE_LOCAL_MAX ? "local part too long" :
-		    "domain too long");
-		return SMTP_PARSE_TOO_LONG;
+	st = SMTP_PARSE_TOO_LONG;
+	if (s.p - p > SMTP_PARSE_PATH_MAX) {
+		s.why = "address too long";
+		goto fail;
+	}
+	if (locallen > SMTP_PARSE_LOCAL_MAX) {
+		s.why = "local part too long";
+		goto fail;
+	}
+	if (domainlen > SMTP_PARSE_DOMAIN_MAX) {
+		s.why = "domain too long";
+		goto fail;
 	}
 	if (s.utf8 && !(flags & SMTP_PARSE_PATH_UTF8)) {
-		set_why(why_r, "non-ASCII address needs SMTPUTF8");
-		return SMTP_PARSE_NEED_SMTPUTF8;
+		st = SMTP_PARSE_NEED_SMTPUTF8;
+		s.why = "non-ASCII address needs SMTPUTF8";
+		goto fail;
 	}
 
 	a->is_utf8 = s.utf8;
 	canon_local((const char *)local, locallen, a);
-	if (a->is_literal)
-		str_copy(a->domain, literal, sizeof(a->domain));
-	else {
+	if (!a->is_literal) {
 		memcpy(a->domain, domain, domainlen);
 		a->domain[domainlen] = '\0';
 		str_lower(a->domain);
@@ -642,10 +655,10 @@ path_scan(const unsigned char *p, const unsigned char *end, unsigned flags,
 	*consumed_r = (size_t)(s.p - p);
 	return SMTP_PARSE_OK;
 
-syntax:
+fail:
 	memset(a, 0, sizeof(*a));
 	set_why(why_r, s.why);
-	return SMTP_PARSE_SYNTAX;
+	return st;
 }
 
 /* smtp_parse_path - exactly one path */

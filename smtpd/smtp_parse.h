@@ -67,15 +67,18 @@ void smtp_parse_reader_reset(struct smtp_parse_reader *r);
 /*
  * smtp_parse_line - frame the next command line in buf[0..len).
  *
- * *consumed_r is always set: the caller drops that many bytes from the front
- * of its input, whatever the status.  On OK, *line_r and *linelen_r give the line
- * without CRLF (it lies inside buf, possibly after skipped bytes).  On
- * BARE_NEWLINE they give the line without its final LF (and CR, if CRLF), for
- * a session that chooses to be lenient; otherwise NULL/0.  The caller may
- * offer any prefix of its pending input; offering at least max_line bytes
- * when it has them lets an over-long line be reported without waiting for
- * its end.  After TOO_LONG the rest of that line is skipped silently across
- * calls, so the client gets one reply per bad line.
+ * *consumed_r is always set: the caller drops that many bytes from the
+ * front of its input, whatever the status.  On OK, *line_r and *linelen_r
+ * give the line without CRLF (inside buf, possibly after skipped bytes).  On
+ * BARE_NEWLINE they give the line without its final LF (and CR, if CRLF),
+ * for a session that chooses to be lenient; otherwise NULL and 0.  TOO_LONG
+ * wins over NUL, NUL over BARE_NEWLINE.
+ *
+ * The caller offers all its pending input, or a prefix of at least max_line
+ * bytes of it (so a contiguous max_line-byte pull-up is enough); an
+ * over-long line is then reported as soon as max_line bytes have arrived,
+ * without waiting for its end.  The rest of that line is skipped silently
+ * across calls, so the client gets one reply per bad line.
  */
 enum smtp_parse_line_status smtp_parse_line(struct smtp_parse_reader *r,
     const char *buf, size_t len, const char **line_r, size_t *linelen_r,

@@ -1440,8 +1440,7 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	s->lim = &s->lconf->limits;
 	s->chain = snap->chains[li];
 	s->id = server_new_session_id();
-	snprintf(s->idstr, sizeof(s->idstr), "%012llx",
-	    (unsigned long long)(s->id & 0xffffffffffffULL));
+	snprintf(s->idstr, sizeof(s->idstr), SESSION_ID_FMT, SESSION_ID(s->id));
 	s->bdat_discard = R_MAX;
 	if (sa->sa_family == AF_INET)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->addr,

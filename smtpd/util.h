@@ -32,6 +32,10 @@ int str_ncasecmp(const char *a, const char *b, size_t n);
 /* Lower-case an ASCII string in place. */
 void str_lower(char *s);
 
+/* Session ids in logs: the low 48 bits, 12 hex digits, everywhere. */
+#define SESSION_ID_FMT "%012llx"
+#define SESSION_ID(id) ((unsigned long long)((id) & 0xffffffffffffULL))
+
 /* Monotonic clock in milliseconds. */
 unsigned long long now_ms(void);
 

@@ -25,16 +25,19 @@
 	"relay = maildir:/tmp/m\n" \
 	"[server]\n"
 
-static char tmp_path[64];
+static char tmp_path[4096];
 
-/* write_conf - write text to a fresh temp file named in tmp_path */
+/* write_conf - write text to a fresh temp file ($TMPDIR or /tmp) named in tmp_path */
 static const char *
 write_conf(const char *text)
 {
+	const char *dir = getenv("TMPDIR");
 	FILE *fp;
-	int fd;
+	int fd, n;
 
-	str_copy(tmp_path, "/tmp/check_conf.XXXXXX", sizeof(tmp_path));
+	n = snprintf(tmp_path, sizeof(tmp_path), "%s/check_conf.XXXXXX",
+	    dir != NULL && *dir != '\0' ? dir : "/tmp");
+	ck_assert(n > 0 && (size_t)n < sizeof(tmp_path));
 	fd = mkstemp(tmp_path);
 	ck_assert_int_ge(fd, 0);
 	fp = fdopen(fd, "w");
@@ -526,6 +529,8 @@ static const struct {
 	{ "[listener a]\nlisten = 127.0.0.1:25\n[listener b]\nlisten = *:26 localhost:25\n"
 	  "[backend]\nrelay = maildir:m\n",
 	  ":4: [listener b] listen: localhost:25 is also bound by [listener a] (line 1)" },
+	{ "[listener a]\nlisten = localhost:25 127.0.0.1:25\n[backend]\nrelay = maildir:m\n",
+	  ":2: [listener a] listen: 127.0.0.1:25 is listed twice (written another way)" },
 	{ "[listener a]\nlisten = LOCALHOST:25\n[backend]\nrelay = maildir:m\n",
 	  ":2: [listener a] listen: \"LOCALHOST:25\": the host must be an IP address" },
 	/* cross-section rules */
@@ -553,6 +558,8 @@ static const struct {
 	  ":3: [tls] key: missing" },
 	{ "[listener mx]\nlisten = *:25\ntls = implicit\n[tls]\ncert = c\n[backend]\nrelay = maildir:m\n",
 	  ":4: [tls] key: missing; [listener mx] (line 1) uses TLS: set key =" },
+	{ "[listener mx]\nlisten = *:25\ntls = implicit\n[tls]\nkey = k\ncert =\n[backend]\nrelay = maildir:m\n",
+	  ":6: [tls] cert: missing; [listener mx] (line 1) uses TLS: set cert =" },
 	{ "[listener s]\nlisten = *:465\nrole = submissions\n[auth]\npasswd_file = p\n"
 	  "[backend]\nrelay = maildir:m\n", ":1: [tls] cert: missing" },
 	{ "[listener s]\nlisten = *:465\nrole = submissions\ntls = starttls\n[auth]\npasswd_file = p\n"
@@ -659,6 +666,20 @@ START_TEST(test_long_line)
 	conf_unref(c);
 	buf_free(&err);
 	buf_free(&text);
+}
+END_TEST
+
+/* A UTF-8 byte order mark and CRLF line ends, as some editors write them. */
+START_TEST(test_bom_crlf)
+{
+	struct conf *c = load_ok("\xef\xbb\xbf[listener mx]\r\nlisten = 127.0.0.1:25\r\n"
+	    "filters = a\r\n\tb ; comment\r\n[backend]\r\nrelay = maildir:m\r\n");
+
+	ck_assert_str_eq(c->listeners[0].listen[0], "127.0.0.1:25");
+	ck_assert_uint_eq(c->listeners[0].nfilters, 2);
+	ck_assert_str_eq(c->listeners[0].filters[1], "b");
+	ck_assert_str_eq(c->relay.path, "m");
+	conf_unref(c);
 }
 END_TEST
 
@@ -772,6 +793,7 @@ conf_suite(void)
 	tcase_add_loop_test(tc, test_errors, 0, (int)ARRAY_SIZE(error_cases));
 	tcase_add_test(tc, test_all_errors);
 	tcase_add_test(tc, test_long_line);
+	tcase_add_test(tc, test_bom_crlf);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_shipped_default);
 	tcase_add_test(tc, test_shipped_example);

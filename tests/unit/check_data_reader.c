@@ -156,10 +156,15 @@ static const struct dr_case cases[] = {
 	    S(".2345678\r\n"), OK, false },
 	{ "stuffed line over", DOT, REJ, 10, 0, S("..23456789\r\n.\r\n"), END, 0,
 	    S(".23456789"), LONG, false },
-	{ "lf line at limit nrm", DOT, NRM, 10, 0, S("123456789\nx\r\n.\r\n"), END, 0,
-	    S("123456789\r\nx\r\n"), OK, false },
-	{ "lf line over nrm", DOT, NRM, 10, 0, S("1234567890\nx\r\n.\r\n"), END, 0,
-	    S("1234567890"), LONG, false },
+	/* A bare LF or CR counts with the CR or LF it lacks: output lines fit. */
+	{ "lf line at limit nrm", DOT, NRM, 10, 0, S("12345678\nx\r\n.\r\n"), END, 0,
+	    S("12345678\r\nx\r\n"), OK, false },
+	{ "lf line over nrm", DOT, NRM, 10, 0, S("123456789\nx\r\n.\r\n"), END, 0,
+	    S("123456789"), LONG, false },
+	{ "cr line at limit nrm", DOT, NRM, 10, 0, S("12345678\rx\r\n.\r\n"), END, 0,
+	    S("12345678\r\nx\r\n"), OK, false },
+	{ "cr line over nrm", DOT, NRM, 10, 0, S("123456789\rx\r\n.\r\n"), END, 0,
+	    S("123456789"), LONG, false },
 	{ "cr run counts", DOT, NRM, 10, 0, S("12345678\r\r\n.\r\n"), END, 0, S("12345678"), LONG, false },
 	{ "lines reset", DOT, REJ, 10, 0, S("12345678\r\n12345678\r\n.\r\n"), END, 0,
 	    S("12345678\r\n12345678\r\n"), OK, false },
@@ -200,6 +205,12 @@ static const struct dr_case cases[] = {
 	{ "raw cr cr lf nrm", RAW, NRM, 1000, 0, S("a\r\r\nb\r\n"), MORE, 0, S("a\r\nb\r\n"), OK, true },
 	{ "raw held cr", RAW, REJ, 1000, 0, S("abc\r"), MORE, 0, S("abc"), OK, false },
 	{ "raw line over", RAW, REJ, 10, 0, S("123456789\r\n"), MORE, 0, S("123456789"), LONG, true },
+	{ "raw finish line at limit", RAW, REJ, 10, 0, S("12345678"), MORE, 0, S("12345678\r\n"), OK, true },
+	{ "raw finish line over", RAW, REJ, 10, 0, S("123456789"), MORE, 0, S("123456789"), LONG, true },
+	{ "raw finish cr at limit", RAW, NRM, 10, 0, S("12345678\r"), MORE, 0, S("12345678\r\n"), OK, true },
+	{ "raw finish cr over", RAW, NRM, 10, 0, S("123456789\r"), MORE, 0, S("123456789"), LONG, true },
+	/* Found by fuzz_data_reader: the CRLF added at LAST must fit the line limit. */
+	{ "fuzz raw finish tiny limit", RAW, NRM, 4, 0, S("s/Q\x14"), MORE, 0, S("s/Q\x14"), LONG, true },
 	{ "raw nul", RAW, REJ, 1000, 0, S("a\0b\r\n"), MORE, 0, S("a"), NUL, true },
 };
 
@@ -416,6 +427,7 @@ model_run(enum data_reader_mode mode, enum data_reader_bare bare, size_t max_lin
 				crs++;
 				continue;
 			}
+			model_line(m, &line, max_line);		/* the missing LF */
 			model_crlf(m, max_size);
 			crs = 0;
 			line = 0;
@@ -431,6 +443,7 @@ model_run(enum data_reader_mode mode, enum data_reader_bare bare, size_t max_lin
 		if (c == '\n') {
 			if (bare == REJ)
 				model_fail(m, BARE);
+			line++;					/* the missing CR */
 			model_line(m, &line, max_line);
 			model_crlf(m, max_size);
 			line = 0;
@@ -460,6 +473,8 @@ model_run(enum data_reader_mode mode, enum data_reader_bare bare, size_t max_lin
 	if (finish && (crs > 0 || line > 0)) {
 		if (crs > 0 && bare == REJ)
 			model_fail(m, BARE);
+		line += crs > 0 ? 0 : 1;		/* the missing CR */
+		model_line(m, &line, max_line);		/* the missing LF */
 		model_crlf(m, max_size);
 	}
 }

@@ -388,6 +388,7 @@ workers_suite(void)
 	return s;
 }
 
+/* main - the suite, with libevent made thread-safe first */
 int
 main(void)
 {
