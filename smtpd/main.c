@@ -66,7 +66,7 @@ main(int argc, char *argv[])
 	buf_free(&errors);
 	snap = snapshot_new(conf, &err);
 	if (snap == NULL) {
-		fprintf(stderr, "%s: %s\n", path, err);
+		fprintf(stderr, "%s\n", err);
 		free(err);
 		conf_unref(conf);
 		return EXIT_CONFIG;

@@ -96,7 +96,16 @@ snapshot_new(struct conf *conf, char **err_r)
 
 		s->chains[i] = filter_chain_new(conf, l->filters, l->nfilters, &err);
 		if (s->chains[i] == NULL) {
-			*err_r = xasprintf("[listener %s] filters: %s", l->name, err ? err : "error");
+			const struct conf_section *sec = conf_section_find(conf, "listener", l->name);
+			const char *v = sec ? conf_section_get(sec, "filters") : NULL;
+			int line = l->line;
+			size_t k;
+
+			for (k = 0; v && k < sec->nkv; k++)
+				if (strcmp(sec->kv[k].key, "filters") == 0)
+					line = sec->kv[k].line;
+			*err_r = xasprintf("%s:%d: [listener %s] filters: %s", conf->path, line,
+			    l->name, err ? err : "error");
 			free(err);
 			s->conf = NULL;	/* the caller still owns conf */
 			while (i-- > 0)
@@ -279,16 +288,15 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
 	bev = bufferevent_socket_new(ls->loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL)
 		fatal("bufferevent_socket_new failed");
-	atomic_fetch_add(&session_count, 1);
 	session_start(ls->loop, snap, li, bev, sa, (socklen_t)salen);
 	snapshot_unref(snap);
 }
 
-/* session_count_exceeded - max_sessions across all loops */
+/* server_session_begin - count a new session; false when over max */
 bool
-server_over_limit(unsigned max)
+server_session_begin(unsigned max)
 {
-	return atomic_load(&session_count) > max;
+	return atomic_fetch_add(&session_count, 1) < max;
 }
 
 /* accept_error_cb - EMFILE and friends: pause briefly, never spin */

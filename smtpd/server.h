@@ -51,8 +51,8 @@ void loop_session_add(struct loop *l, struct session *s, uint64_t id);
 void loop_session_remove(struct loop *l, struct session *s, uint64_t id);
 struct session *loop_session_find(struct loop *l, uint64_t id);
 uint64_t server_new_session_id(void);
-/* server_over_limit - more than max sessions are open (counting the new one). */
-bool server_over_limit(unsigned max);
+/* server_session_begin - count a new session; false if that makes more than max. */
+bool server_session_begin(unsigned max);
 /* server_session_done - a session ended: frees its slot in max_sessions. */
 void server_session_done(void);
 

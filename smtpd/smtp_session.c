@@ -1466,7 +1466,7 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	loop_session_add(loop, s, s->id);
 	log_info("id=%s event=connect client=%s listener=%s", s->idstr, s->addr, s->lconf->name);
 
-	if (server_over_limit(s->lim->max_sessions)) {
+	if (!server_session_begin(s->lim->max_sessions)) {
 		log_warn("id=%s event=too_many_sessions client=%s max=%u", s->idstr, s->addr,
 		    s->lim->max_sessions);
 		bufferevent_enable(s->bev, EV_WRITE);
