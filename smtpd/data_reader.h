@@ -64,7 +64,7 @@ enum data_reader_status {
 
 enum data_reader_error {
 	DATA_READER_OK,
-	DATA_READER_LINE_TOO_LONG,	/* line over max_text_line wire octets incl. line end */
+	DATA_READER_LINE_TOO_LONG,	/* line over max_text_line (see data_reader_init) */
 	DATA_READER_BARE_NEWLINE,	/* bare CR or LF, REJECT policy */
 	DATA_READER_NUL,		/* a NUL octet */
 	DATA_READER_TOO_BIG,		/* output over max_size octets */

@@ -168,6 +168,8 @@ smtp_parse_line(struct smtp_parse_reader *r, const char *buf, size_t len,
 	*line_r = NULL;
 	*linelen_r = 0;
 	*consumed_r = 0;
+	if (len == 0)
+		return SMTP_PARSE_LINE_NEED_MORE;
 	if (r->skipping) {
 		/* The tail of a line already reported as too long. */
 		if ((lf = memchr(buf, '\n', len)) == NULL) {
@@ -635,10 +637,8 @@ path_scan(const unsigned char *p, const unsigned char *end, unsigned flags,
 		s.why = "local part too long";
 		goto fail;
 	}
-	if (domainlen > SMTP_PARSE_DOMAIN_MAX) {
-		s.why = "domain too long";
-		goto fail;
-	}
+	/* "<a@" + domain + ">" within 256 keeps the domain within 255. */
+	assert(domainlen <= SMTP_PARSE_DOMAIN_MAX);
 	if (s.utf8 && !(flags & SMTP_PARSE_PATH_UTF8)) {
 		st = SMTP_PARSE_NEED_SMTPUTF8;
 		s.why = "non-ASCII address needs SMTPUTF8";

@@ -13,9 +13,9 @@
  * an AUTH initial response) point into the caller's input and live as long
  * as it does.  Every `why` text is static.
  *
- * Every error here leaves the session in sync: the caller replies (the
- * comment on each status names the reply) and goes on reading commands,
- * counting the error toward its 421 limit.
+ * Every error here but a bad BDAT leaves the session in sync: the caller
+ * replies (the comment on each status names the reply) and goes on reading
+ * commands, counting the error toward its 421 limit.
  */
 #ifndef PORTIER_SMTP_PARSE_H
 #define PORTIER_SMTP_PARSE_H
@@ -293,8 +293,8 @@ struct smtp_parse_auth {
 
 /*
  * smtp_parse_auth - "MECHANISM [initial-response]": a SASL mechanism name
- * and an optional base64 (or "=") initial response, checked only for its
- * alphabet.  SYNTAX otherwise.  Never log the initial response.
+ * and an optional initial response in padded base64 (or "="), checked for
+ * form but not decoded.  SYNTAX otherwise.  Never log the initial response.
  */
 enum smtp_parse_status smtp_parse_auth(const char *args, size_t len,
     struct smtp_parse_auth *auth_r);

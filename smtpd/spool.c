@@ -56,10 +56,8 @@ spool_fail(struct spool *s, const char *what, const char *dir, int errnum)
 	/* strerror is thread-safe on the libcs we build on (glibc >= 2.32, musl). */
 	const char *r = strerror(errnum);
 
-	if (dir != NULL)
-		snprintf(s->err, sizeof(s->err), "%s in %s: %s", what, dir, r);
-	else
-		snprintf(s->err, sizeof(s->err), "%s: %s", what, r);
+	/* A long dir is cut short, never the reason. */
+	snprintf(s->err, sizeof(s->err), "%s in %.160s: %s", what, dir, r);
 	s->failed = true;
 }
 

@@ -373,6 +373,49 @@ START_TEST(test_write_error)
 }
 END_TEST
 
+START_TEST(test_move_error)
+{
+	struct spool *s = spool_new(200, testdir);
+	struct rlimit old, rl;
+	const char *err = NULL;
+	char big[150];
+	int before = count_fds();
+
+	/* Moving the memory to the file fails half-way: no fd is left open. */
+	memset(big, 'm', sizeof(big));
+	write_ok(s, big, sizeof(big));
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	rl = old;
+	rl.rlim_cur = 100;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+	ck_assert(!spool_write(s, big, 100, &err));
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	ck_assert_msg(strstr(err, "cannot write temp file") != NULL, "error text: %s", err);
+	ck_assert_int_eq(count_fds(), before);
+	ck_assert_uint_eq(spool_size(s), sizeof(big));
+	ck_assert_ptr_nonnull(spool_mem(s));
+	spool_free(s);
+	ck_assert(dir_is_empty(testdir));
+}
+END_TEST
+
+START_TEST(test_long_tmpdir)
+{
+	char dir[5000];
+	struct spool *s;
+	const char *err = NULL;
+
+	memset(dir, 'd', sizeof(dir) - 1);
+	dir[0] = '/';
+	dir[sizeof(dir) - 1] = '\0';
+	s = spool_new(0, dir);
+	ck_assert(!spool_write(s, "x", 1, &err));
+	ck_assert_msg(strstr(err, strerror(ENAMETOOLONG)) != NULL, "error text: %.80s", err);
+	spool_free(s);
+}
+END_TEST
+
 START_TEST(test_free_null)
 {
 	spool_free(NULL);
@@ -397,6 +440,8 @@ spool_suite(void)
 	tcase_add_test(tc, test_missing_tmpdir);
 	tcase_add_test(tc, test_unwritable_tmpdir);
 	tcase_add_test(tc, test_write_error);
+	tcase_add_test(tc, test_move_error);
+	tcase_add_test(tc, test_long_tmpdir);
 	tcase_add_test(tc, test_free_null);
 	suite_add_tcase(s, tc);
 	return s;
