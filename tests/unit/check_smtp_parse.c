@@ -180,6 +180,30 @@ repeat(char *dst, size_t size, char c, size_t n)
 	return dst;
 }
 
+/*
+ * through_reader - frame "VERB args" whole and byte by byte, split it, and
+ * say whether the arguments came back unchanged (false for inputs that
+ * cannot travel in one line, or that trimming changes).
+ */
+static bool
+through_reader(const char *verb, const char *args, size_t len, enum smtp_parse_verb want,
+    struct buf *line, struct smtp_parse_cmd *cmd)
+{
+	struct buf text;
+	bool same;
+
+	if (memchr(args, '\0', len) || memchr(args, '\r', len) || memchr(args, '\n', len))
+		return false;
+	buf_init(&text);
+	buf_printf(&text, "%s %.*s", verb, (int)len, args);
+	frame_one(text.data, line);
+	smtp_parse_command(line->data, line->len, cmd);
+	ck_assert_int_eq(cmd->verb, want);
+	same = cmd->argslen == len && memcmp(cmd->args, args, len) == 0;
+	buf_free(&text);
+	return same;
+}
+
 /* --- line framing ------------------------------------------------------------ */
 
 static const struct {
@@ -308,6 +332,9 @@ START_TEST(test_line_skip_state)
 	size_t linelen, consumed;
 
 	smtp_parse_reader_init(&r, 8);
+	ck_assert_int_eq(smtp_parse_line(&r, NULL, 0, &line, &linelen, &consumed),
+	    SMTP_PARSE_LINE_NEED_MORE);
+	ck_assert_uint_eq(consumed, 0);
 	ck_assert_int_eq(smtp_parse_line(&r, "abcdefghij", 10, &line, &linelen, &consumed),
 	    SMTP_PARSE_LINE_TOO_LONG);
 	ck_assert_uint_eq(consumed, 10);
@@ -863,7 +890,9 @@ static const struct {
 /* test_helo - lenient one-token check with domain/literal flags */
 START_TEST(test_helo)
 {
-	struct smtp_parse_helo h;
+	struct smtp_parse_helo h, h2;
+	struct smtp_parse_cmd cmd;
+	struct buf line;
 	enum smtp_parse_status st;
 
 	st = smtp_parse_helo(helo_cases[_i].in.p, helo_cases[_i].in.len, &h);
@@ -877,6 +906,14 @@ START_TEST(test_helo)
 		ck_assert_ptr_null(h.why);
 	} else
 		ck_assert_ptr_nonnull(h.why);
+
+	buf_init(&line);
+	if (through_reader("EHLO", helo_cases[_i].in.p, helo_cases[_i].in.len,
+	    SMTP_PARSE_VERB_EHLO, &line, &cmd)) {
+		ck_assert_int_eq(smtp_parse_helo(cmd.args, cmd.argslen, &h2), st);
+		ck_assert(memcmp(&h, &h2, sizeof(h)) == 0);
+	}
+	buf_free(&line);
 }
 END_TEST
 
@@ -929,11 +966,22 @@ START_TEST(test_bdat)
 	uint64_t size;
 	bool last;
 	const char *a = bdat_cases[_i].args;
+	struct smtp_parse_cmd cmd;
+	struct buf line;
 
 	ck_assert_msg(smtp_parse_bdat(a, strlen(a), &size, &last) == bdat_cases[_i].status,
 	    "\"%s\"", a);
 	ck_assert(size == bdat_cases[_i].size);
 	ck_assert_int_eq(last, bdat_cases[_i].last);
+
+	buf_init(&line);
+	if (through_reader("BDAT", a, strlen(a), SMTP_PARSE_VERB_BDAT, &line, &cmd)) {
+		ck_assert_int_eq(smtp_parse_bdat(cmd.args, cmd.argslen, &size, &last),
+		    bdat_cases[_i].status);
+		ck_assert(size == bdat_cases[_i].size);
+		ck_assert_int_eq(last, bdat_cases[_i].last);
+	}
+	buf_free(&line);
 }
 END_TEST
 
@@ -969,11 +1017,21 @@ static const struct {
 /* test_auth - mechanism and initial response */
 START_TEST(test_auth)
 {
-	struct smtp_parse_auth a;
+	struct smtp_parse_auth a, a2;
+	struct smtp_parse_cmd cmd;
+	struct buf line;
 	const char *args = auth_cases[_i].args;
 
 	ck_assert_msg(smtp_parse_auth(args, strlen(args), &a) == auth_cases[_i].status,
 	    "\"%s\"", args);
+	buf_init(&line);
+	if (through_reader("AUTH", args, strlen(args), SMTP_PARSE_VERB_AUTH, &line, &cmd)) {
+		ck_assert_int_eq(smtp_parse_auth(cmd.args, cmd.argslen, &a2),
+		    auth_cases[_i].status);
+		ck_assert_str_eq(a2.mech, a.mech);
+		ck_assert_uint_eq(a2.initiallen, a.initiallen);
+	}
+	buf_free(&line);
 	if (auth_cases[_i].status != SMTP_PARSE_OK) {
 		ck_assert_ptr_nonnull(a.why);
 		ck_assert_ptr_null(a.initial);
@@ -1037,6 +1095,7 @@ smtp_parse_suite(void)
 	return s;
 }
 
+/* main - run the suite; the exit status tells make check */
 int
 main(void)
 {
