@@ -1,0 +1,443 @@
+/*
+ * check_session.c - the SMTP session state machine driven through a fake
+ * transport (a libevent bufferevent pair) against golden transcripts.
+ *
+ * Each transcript is a list of (client sends, server must answer) steps run
+ * on a real event loop with the real parser, data reader, filter chain and
+ * Maildir relay (in a temp dir).  Every transcript also runs with the client
+ * side fed one byte at a time, which must give the same replies.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "conf.h"
+#include "server.h"
+#include "smtp_session.h"
+#include "workers.h"
+
+struct step {
+	const char *send;	/* NULL: just read */
+	const char *expect;	/* the complete reply text expected, "" for none */
+};
+
+static char tmpdir[256];
+static struct event_base *base;
+static struct workers *pool;
+static struct loop *loop;
+static struct snapshot *snap;
+
+/* write_config - a config with small limits so edges are cheap to reach */
+static void
+write_config(const char *path, const char *extra)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[server]\nhostname = mx.test\nlocal_domains = example.test\n"
+	    "max_recipients = 3\nmax_errors = 5\nmax_message_size = 2000\n"
+	    "max_pipelined = 20\n%s\n"
+	    "[listener test]\nlisten = 127.0.0.1:1\nrole = mx\n\n"
+	    "[backend]\nrelay = maildir:%s/mail\n", extra, tmpdir);
+	fclose(f);
+}
+
+/* setup - a loop, a pool and a snapshot over a temp Maildir */
+static void
+setup_with(const char *extra)
+{
+	char path[512];
+	struct buf err;
+	struct conf *conf;
+	char *serr = NULL;
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_session.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	snprintf(path, sizeof(path), "%s/portier.conf", tmpdir);
+	write_config(path, extra);
+	buf_init(&err);
+	conf = conf_load(path, &err);
+	if (conf == NULL)
+		ck_abort_msg("config: %s", err.data);
+	buf_free(&err);
+	snap = snapshot_new(conf, &serr);
+	ck_assert_ptr_nonnull(snap);
+	evthread_use_pthreads();
+	base = event_base_new();
+	pool = workers_new(2, 100);
+	loop = loop_new(base, pool);
+}
+
+static void
+setup(void)
+{
+	setup_with("");
+}
+
+static void
+teardown(void)
+{
+	char cmd[600];
+
+	/* Let reaped sessions go before the loop does. */
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	loop_free(loop);
+	workers_free(pool);
+	event_base_free(base);
+	snapshot_unref(snap);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+struct client {
+	struct bufferevent *bev;
+	struct buf got;
+	bool eof;
+};
+
+static void
+client_read(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t n = evbuffer_get_length(in);
+
+	buf_reserve(&c->got, n);
+	evbuffer_remove(in, c->got.data + c->got.len, n);
+	c->got.len += n;
+	c->got.data[c->got.len] = '\0';
+}
+
+static void
+client_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct client *c = arg;
+
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		c->eof = true;
+}
+
+static void
+timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	*(bool *)arg = true;
+}
+
+/* pump - run the loop until n final replies arrived after from, or 5 s */
+static void
+pump(struct client *c, size_t from, unsigned nreplies)
+{
+	bool expired = false;
+	struct timeval tv = { 5, 0 };
+	struct event *t = evtimer_new(base, timeout_cb, &expired);
+	size_t pos = from;
+	unsigned seen = 0;
+
+	evtimer_add(t, &tv);
+	for (;;) {
+		/* count complete replies from pos */
+		while (seen < nreplies) {
+			const char *p = c->got.data ? c->got.data + pos : NULL, *nl;
+
+			if (p == NULL || (nl = strstr(p, "\r\n")) == NULL)
+				break;
+			if (nl - p >= 4 && p[3] == ' ')
+				seen++;
+			pos = (size_t)(nl - c->got.data) + 2;
+		}
+		if (expired || c->eof || seen >= nreplies)
+			break;
+		event_base_loop(base, EVLOOP_ONCE);
+	}
+	event_free(t);
+}
+
+/* count_replies - how many final reply lines expect holds */
+static unsigned
+count_replies(const char *expect)
+{
+	unsigned n = 0;
+	const char *p = expect;
+
+	while (p && *p) {
+		const char *nl = strstr(p, "\r\n");
+
+		if (strlen(p) >= 4 && p[3] == ' ')
+			n++;
+		p = nl ? nl + 2 : NULL;
+	}
+	return n;
+}
+
+/* run_transcript - one session; bytewise feeds every send one octet per loop turn */
+static void
+run_transcript(const struct step *steps, size_t nsteps, bool bytewise, const char *name)
+{
+	struct bufferevent *pair[2];
+	struct sockaddr_in sin;
+	struct client c;
+	size_t i;
+
+	memset(&c, 0, sizeof(c));
+	buf_init(&c.got);
+	ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
+	c.bev = pair[1];
+	bufferevent_setcb(pair[1], client_read, NULL, client_event, &c);
+	bufferevent_enable(pair[1], EV_READ | EV_WRITE);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(0x7f000001);
+	session_start(loop, snap, 0, pair[0], (struct sockaddr *)&sin, sizeof(sin));
+
+	for (i = 0; i < nsteps; i++) {
+		size_t from = c.got.len;
+		unsigned want = count_replies(steps[i].expect);
+
+		if (steps[i].send) {
+			const char *p = steps[i].send;
+			size_t len = strlen(p), k;
+
+			if (bytewise) {
+				for (k = 0; k < len; k++) {
+					bufferevent_write(pair[1], p + k, 1);
+					event_base_loop(base, EVLOOP_NONBLOCK);
+				}
+			} else {
+				bufferevent_write(pair[1], p, len);
+			}
+		}
+		pump(&c, from, want);
+		ck_assert_msg(strcmp(c.got.data ? c.got.data + from : "", steps[i].expect) == 0,
+		    "%s%s step %zu: sent [%s]\nexpected [%s]\ngot      [%s]", name,
+		    bytewise ? " (bytewise)" : "", i, steps[i].send ? steps[i].send : "",
+		    steps[i].expect, c.got.data ? c.got.data + from : "");
+	}
+	bufferevent_free(pair[1]);
+	/* Let the session see EOF and reap itself. */
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	buf_free(&c.got);
+}
+
+#define RUN(steps) do { \
+	run_transcript(steps, sizeof(steps) / sizeof(steps[0]), false, #steps); \
+	run_transcript(steps, sizeof(steps) / sizeof(steps[0]), true, #steps); \
+} while (0)
+
+#define EHLO_REPLY "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 2000\r\n250-8BITMIME\r\n" \
+	"250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 DSN\r\n"
+#define BANNER "220 mx.test ESMTP portier\r\n"
+
+/* count_files - messages delivered to example.test/<user> */
+static int
+count_files(const char *user)
+{
+	char path[600];
+	DIR *d;
+	struct dirent *de;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/mail/example.test/%s/new", tmpdir, user);
+	if ((d = opendir(path)) == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+START_TEST(test_delivery)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO client.test\r\n", EHLO_REPLY },
+		{ "MAIL FROM:<a@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<bob@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "DATA\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n" },
+		{ "Subject: hi\r\n\r\n..dot\r\n.\r\n", "250 2.0.0 Ok: delivered to Maildir\r\n" },
+		{ "QUIT\r\n", "221 2.0.0 Bye\r\n" },
+	};
+
+	RUN(steps);
+	ck_assert_int_eq(count_files("bob"), 2);
+}
+END_TEST
+
+START_TEST(test_sequence_errors)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "MAIL FROM:<a@origin.test>\r\n", "503 5.5.1 Error: send HELO/EHLO first\r\n" },
+		{ "HELO client.test\r\n", "250 mx.test\r\n" },
+		{ "RCPT TO:<bob@example.test>\r\n", "503 5.5.1 Error: need MAIL command\r\n" },
+		{ "DATA\r\n", "503 5.5.1 Error: need MAIL command\r\n" },
+		{ "MAIL FROM:<a@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "MAIL FROM:<a@origin.test>\r\n", "503 5.5.1 Error: nested MAIL command\r\n" },
+		/* the fifth client error ends the session */
+		{ "DATA\r\n", "503 5.5.1 Error: need RCPT command\r\n"
+		  "421 4.7.0 mx.test Error: too many errors\r\n" },
+	};
+
+	RUN(steps);
+}
+END_TEST
+
+START_TEST(test_bad_input)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO client.test\r\n", EHLO_REPLY },
+		{ "VRFY bob\r\n", "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery\r\n" },
+		{ "MAIL FROM:<a@origin.test> FOO=BAR\r\n", "555 5.5.4 Error: unsupported or invalid parameter\r\n" },
+		{ "MAIL FROM:a@origin.test\r\n", "501 5.1.7 Error: bad sender address syntax\r\n" },
+		{ "MAIL FROM:<a@origin.test> SIZE=5000\r\n", "552 5.3.4 Error: declared message size exceeds fixed limit\r\n" },
+		{ "MAIL FROM:<a@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<bob@foreign.test>\r\n", "550 5.7.1 Error: relay access denied\r\n" },
+		{ "RCPT TO:<bob@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "XYZZY\r\n", "500 5.5.2 Error: command not recognized\r\n" },
+		/* errors so far: 555, 501, 550, 500 (552 is no client error): the 5th ends it */
+		{ "MAIL\r\n", "501 5.1.7 Error: bad sender address syntax\r\n"
+		  "421 4.7.0 mx.test Error: too many errors\r\n" },
+	};
+
+	RUN(steps);
+}
+END_TEST
+
+START_TEST(test_too_many_rcpts)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n"
+		  "RCPT TO:<c@example.test>\r\nRCPT TO:<d@example.test>\r\n",
+		  EHLO_REPLY "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n250 2.1.5 Recipient ok\r\n"
+		  "250 2.1.5 Recipient ok\r\n452 4.5.3 Error: too many recipients\r\n" },
+	};
+
+	RUN(steps);
+}
+END_TEST
+
+START_TEST(test_smuggling)
+{
+	/* "\n.\n" and "\r\n.\n" never end the message; the real end gets 554. */
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO c\r\nMAIL FROM:<a@o.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
+		  EHLO_REPLY "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n"
+		  "354 End data with <CR><LF>.<CR><LF>\r\n" },
+		{ "Subject: x\r\n\r\nhi\r\n.\nMAIL FROM:<evil@o.test>\r\nRCPT TO:<victim@example.test>\r\n"
+		  "DATA\r\nevil\n.\r\nmore\r.\r\n", "" },
+		{ ".\r\n", "554 5.6.0 Error: bare <CR> or <LF> in message, lines must end with <CR><LF>\r\n" },
+		{ "QUIT\r\n", "221 2.0.0 Bye\r\n" },
+	};
+
+	RUN(steps);
+	ck_assert_int_eq(count_files("bob"), 0);
+	ck_assert_int_eq(count_files("victim"), 0);
+}
+END_TEST
+
+START_TEST(test_bdat)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO c\r\nMAIL FROM:<a@o.test>\r\nRCPT TO:<bob@example.test>\r\n",
+		  EHLO_REPLY "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n" },
+		{ "DATA\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n" },
+		{ "x\r\n.\r\n", "250 2.0.0 Ok: delivered to Maildir\r\n" },
+		{ "MAIL FROM:<a@o.test>\r\nRCPT TO:<bob@example.test>\r\nBDAT 6\r\nS: x\r\nBDAT 8 LAST\r\n\r\nbody\r\n",
+		  "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n250 2.0.0 6 octets received\r\n"
+		  "250 2.0.0 Ok: delivered to Maildir\r\n" },
+		{ "BDAT 3 LAST\r\nabc", "503 5.5.1 Error: need MAIL command\r\n" },
+		{ "MAIL FROM:<a@o.test>\r\nRCPT TO:<bob@example.test>\r\nBDAT 2\r\nabDATA\r\n",
+		  "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n250 2.0.0 2 octets received\r\n"
+		  "503 5.5.1 Error: DATA not allowed after BDAT\r\n" },
+		{ "BDAT x\r\n", "501 5.5.4 Syntax: BDAT size [LAST]\r\n" },
+	};
+
+	RUN(steps);
+	ck_assert_int_eq(count_files("bob"), 4);
+}
+END_TEST
+
+START_TEST(test_size_and_lines)
+{
+	char big[2600];
+	char longline[1100];
+	static struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO c\r\nMAIL FROM:<a@o.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
+		  EHLO_REPLY "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n"
+		  "354 End data with <CR><LF>.<CR><LF>\r\n" },
+		{ NULL, "552 5.3.4 Error: message size exceeds fixed limit\r\n" },
+		{ "MAIL FROM:<a@o.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
+		  "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n"
+		  "354 End data with <CR><LF>.<CR><LF>\r\n" },
+		{ NULL, "554 5.6.0 Error: message line longer than the limit\r\n" },
+		{ NULL, "500 5.5.2 Error: command line too long\r\n" },
+	};
+	static char cmdline[700];
+	size_t i;
+
+	for (i = 0; i + 80 < sizeof(big) - 10; i += 80) {
+		memset(big + i, 'x', 78);
+		big[i + 78] = '\r';
+		big[i + 79] = '\n';
+	}
+	memcpy(big + i, ".\r\n", 4);
+	steps[2].send = big;
+	memset(longline, 'y', 1000);
+	memcpy(longline + 1000, "\r\n.\r\n", 6);
+	steps[4].send = longline;
+	memset(cmdline, 'N', 600);
+	memcpy(cmdline + 600, "\r\n", 3);
+	steps[5].send = cmdline;
+	RUN(steps);
+	ck_assert_int_eq(count_files("bob"), 0);
+}
+END_TEST
+
+static Suite *
+session_suite(void)
+{
+	Suite *s = suite_create("session");
+	TCase *tc = tcase_create("transcripts");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_delivery);
+	tcase_add_test(tc, test_sequence_errors);
+	tcase_add_test(tc, test_bad_input);
+	tcase_add_test(tc, test_too_many_rcpts);
+	tcase_add_test(tc, test_smuggling);
+	tcase_add_test(tc, test_bdat);
+	tcase_add_test(tc, test_size_and_lines);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(session_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
