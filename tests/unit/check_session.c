@@ -181,6 +181,19 @@ count_replies(const char *expect)
 	return n;
 }
 
+/* session_closed - did the last reply end the session (pairs carry no EOF)? */
+static bool
+session_closed(const char *expect)
+{
+	const char *last = expect, *p;
+
+	for (p = expect; *p; p++)
+		if (p[0] == '\n' && p[1] != '\0')
+			last = p + 1;
+	return strncmp(last, "221 ", 4) == 0 || strncmp(last, "421 ", 4) == 0 ||
+	    strstr(last, "Syntax: BDAT") != NULL;
+}
+
 /* run_transcript - one session; bytewise feeds every send one octet per loop turn */
 static void
 run_transcript(const struct step *steps, size_t nsteps, bool bytewise, const char *name)
@@ -224,8 +237,15 @@ run_transcript(const struct step *steps, size_t nsteps, bool bytewise, const cha
 		    bytewise ? " (bytewise)" : "", i, steps[i].send ? steps[i].send : "",
 		    steps[i].expect, c.got.data ? c.got.data + from : "");
 	}
+	if (!session_closed(steps[nsteps - 1].expect)) {
+		/* End politely so the session closes and reaps itself. */
+		size_t from = c.got.len;
+
+		bufferevent_write(pair[1], "QUIT\r\n", 6);
+		pump(&c, from, 1);
+		ck_assert_str_eq(c.got.data + from, "221 2.0.0 Bye\r\n");
+	}
 	bufferevent_free(pair[1]);
-	/* Let the session see EOF and reap itself. */
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	buf_free(&c.got);
