@@ -897,6 +897,7 @@ static const char *const conf_lmtp_mixed_words[] = {
 	[LMTP_MIXED_DSN] = "dsn", [LMTP_MIXED_TEMPFAIL] = "tempfail", NULL
 };
 static const char *const conf_log_words[] = { "stderr", "syslog", NULL };
+static const char *const conf_tls_protocol_words[] = { "TLSv1.2", "TLSv1.3", NULL };
 
 #define KL(n, fn, lo, hi, hint) \
 	{ #n, fn, offsetof(struct conf_limits, n), lo, hi, NULL, hint }
@@ -952,12 +953,19 @@ static const struct conf_key conf_listener_keys[] = {
 static const struct conf_key conf_tls_keys[] = {
 	KC("cert", tls_cert, conf_set_optstr, 0, 0, NULL),
 	KC("key", tls_key, conf_set_optstr, 0, 0, NULL),
+	KC("min_protocol", tls_min_protocol, conf_set_word, 0, 0, conf_tls_protocol_words),
+	KC("ciphers", tls_ciphers, conf_set_optstr, 0, 0, NULL),
+	KC("ciphersuites", tls_ciphersuites, conf_set_optstr, 0, 0, NULL),
+	KC("handshake_timeout", tls_handshake_timeout, conf_set_uint, 1, 3600, NULL),
 	{ NULL, NULL, 0, 0, 0, NULL, NULL }
 };
 
 static const struct conf_key conf_backend_keys[] = {
 	KC("relay", relay, conf_set_relay, 0, 0, NULL),
 	KC("relay_tls", relay_tls, conf_set_enum, 0, 0, conf_relay_tls_words),
+	KC("relay_tls_ca", relay_tls_ca, conf_set_optstr, 0, 0, NULL),
+	KC("relay_tls_verify", relay_tls_verify, conf_set_bool, 0, 0, NULL),
+	KC("relay_tls_name", relay_tls_name, conf_set_optstr, 0, 0, NULL),
 	KC("bounce_relay", bounce_relay, conf_set_bounce, 0, 0, NULL),
 	KC("lmtp_mixed", lmtp_mixed, conf_set_enum, 0, 0, conf_lmtp_mixed_words),
 	KC("relay_timeout", relay_timeout, conf_set_uint, 1, 3600, NULL),
@@ -974,6 +982,9 @@ static const struct conf_key conf_redis_keys[] = {
 static const struct conf_key conf_auth_keys[] = {
 	KC("passwd_file", auth_passwd_file, conf_set_optstr, 0, 0, NULL),
 	KC("dovecot", auth_dovecot, conf_set_endpoint, 0, 0, NULL),
+	KC("sender_login_map", auth_sender_login_map, conf_set_optstr, 0, 0, NULL),
+	KC("max_failures", auth_max_failures, conf_set_uint, 1, 1000000, NULL),
+	KC("failure_window", auth_failure_window, conf_set_uint, 1, 86400, NULL),
 	{ NULL, NULL, 0, 0, 0, NULL, NULL }
 };
 
@@ -1568,6 +1579,11 @@ conf_build(struct conf_load *ld)
 	c->relay_timeout = 120;
 	c->relay_connect_timeout = 30;
 	c->relay_pool = 16;
+	c->relay_tls_verify = true;
+	c->tls_min_protocol = xstrdup("TLSv1.2");
+	c->tls_handshake_timeout = 30;
+	c->auth_max_failures = 5;
+	c->auth_failure_window = 600;
 
 	if ((s = conf_section_find(c, "server", NULL)) != NULL)
 		conf_apply_section(ld, s, c, conf_server_keys, &c->limits);
@@ -1660,6 +1676,12 @@ conf_free(struct conf *c)
 	free(c->metrics);
 	free(c->tls_cert);
 	free(c->tls_key);
+	free(c->tls_min_protocol);
+	free(c->tls_ciphers);
+	free(c->tls_ciphersuites);
+	free(c->relay_tls_ca);
+	free(c->relay_tls_name);
+	free(c->auth_sender_login_map);
 	free(c->redis_server);
 	free(c->auth_passwd_file);
 	free(c->auth_dovecot);

@@ -98,10 +98,17 @@ struct conf {
 
 	char *tls_cert;
 	char *tls_key;
+	char *tls_min_protocol;		/* "TLSv1.2" (default) or "TLSv1.3" */
+	char *tls_ciphers;		/* TLS <= 1.2 cipher list; NULL = built-in default */
+	char *tls_ciphersuites;		/* TLS 1.3 suites; NULL = OpenSSL's default */
+	unsigned tls_handshake_timeout;	/* seconds */
 
 	struct conf_relay relay;
 	struct conf_relay bounce_relay;	/* kind RELAY_NONE = use relay */
 	enum conf_relay_tls relay_tls;
+	char *relay_tls_ca;		/* CA file to verify the backend; NULL = system store */
+	bool relay_tls_verify;		/* verify the backend's certificate (required: always) */
+	char *relay_tls_name;		/* name expected in its certificate; NULL = relay host */
 	enum conf_lmtp_mixed lmtp_mixed;
 	unsigned relay_timeout;		/* seconds per backend reply */
 	unsigned relay_connect_timeout;
@@ -110,6 +117,9 @@ struct conf {
 	char *redis_server;
 	char *auth_passwd_file;
 	char *auth_dovecot;
+	char *auth_sender_login_map;	/* login -> allowed senders; NULL = login is the address */
+	unsigned auth_max_failures;	/* failed AUTHs per client IP within the window */
+	unsigned auth_failure_window;	/* seconds */
 
 	struct conf_section *sections;	/* every section as read */
 	size_t nsections;
