@@ -12,7 +12,7 @@
 # A second pair with smtp-source -d (sessions kept open across messages) runs too unless
 # KEEPALIVE=no.
 #
-# Environment: MESSAGES (10000) SESSIONS (20) SIZE (5120) ROUNDS (3) KEEPALIVE (yes) WARMUP (500)
+# Environment: MESSAGES (10000) SESSIONS (20) SIZE (5120) ROUNDS (3) KEEPALIVE (yes) WARMUP (500) WORKERS (0: one loop per core)
 #   PORTIER (smtpd/portier) RUN_TIMEOUT (60 + MESSAGES/25 s per run) STRICT (0; 1 = exit 2
 #   when the ratio is below target) KEEP_TMP (0; 1 = keep the work directory
 #   and logs, which are kept anyway when a run fails)
@@ -159,7 +159,7 @@ run_case() {
 			[server]
 			hostname = bench.test
 			$portier_user
-			workers = 0
+			workers = ${WORKERS:-0}
 			log = stderr
 			local_domains = example.test
 			max_sessions = 20000

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -1047,6 +1049,11 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct relay_txn *rt = c->txn;
 
 	if (what & BEV_EVENT_CONNECTED) {
+		int on = 1;
+
+		/* One command, one reply: never let Nagle hold a command back. */
+		if (rt == NULL || !rt->target->is_unix)
+			setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 		c->state = RS_GREETING;
 		return;
 	}

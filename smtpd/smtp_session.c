@@ -89,6 +89,10 @@ struct txn {
 	struct buf dsn_head;
 	struct relay_result final;	/* the reply that ends the message */
 	bool had_separator;		/* the header block ended with an empty line */
+	bool mail_pending;		/* the backend has not answered MAIL yet */
+	bool mail_failed;		/* it refused: mail_res goes to every RCPT */
+	bool rcpt_waiting;		/* an RCPT waits for that answer */
+	struct relay_result mail_res;
 };
 
 struct session {
@@ -488,20 +492,33 @@ cmd_helo(struct session *s, const struct smtp_parse_cmd *cmd, bool esmtp)
 
 /* ---- MAIL ---------------------------------------------------------------------- */
 
-/* mail_relayed - the backend answered MAIL */
+static void rcpt_send(struct session *s);
+
+/*
+ * mail_relayed - the backend answered MAIL.  The client already has its 250
+ * (mail_proceed does not wait): a refusal is given to every RCPT instead, as
+ * Postfix does with smtpd_delay_reject, which saves a backend round trip on
+ * every message.
+ */
 static void
 mail_relayed(void *arg, const struct relay_result *r)
 {
 	struct session *s = arg;
+	struct txn *t = s->txn;
 
-	s->paused = false;
-	if (r->code / 100 == 2) {
-		reply(s, R_MAIL_OK);
-	} else {
-		reply_result(s, r);
-		txn_end(s, r->code / 100 == 4 ? TXN_TEMPFAIL : TXN_REJECTED, r->text);
+	t->mail_pending = false;
+	if (r->code / 100 != 2) {
+		t->mail_failed = true;
+		t->mail_res = *r;
+		log_info("id=%s event=mail_refused reply=\"%d %s\"", s->idstr, r->code, r->ecode);
 	}
-	session_resume(s);
+	if (t->rcpt_waiting) {
+		t->rcpt_waiting = false;
+		s->paused = false;
+		rcpt_send(s);
+		if (!s->paused)
+			session_resume(s);
+	}
 }
 
 /* mail_proceed - after the MAIL filters: open the backend transaction */
@@ -516,9 +533,10 @@ mail_proceed(struct session *s, const struct filter_result *res)
 		return;
 	}
 	t->relay = relay_txn_new(loop_relay(s->loop), s->conf, &s->conf->relay, s->idstr);
-	session_pause(s);
+	t->mail_pending = true;
 	relay_mail(t->relay, t->from, t->mail_params.data ? t->mail_params.data : "",
 	    mail_relayed, s);
+	reply(s, R_MAIL_OK);
 }
 
 /* mail_status_reply - the reply for a MAIL parse failure */
@@ -623,17 +641,32 @@ rcpt_relayed(void *arg, const struct relay_result *r)
 	session_resume(s);
 }
 
-/* rcpt_proceed - after the RCPT filters: ask the backend */
+/* rcpt_send - ask the backend, once its answer to MAIL is known */
 static void
-rcpt_proceed(struct session *s, const struct filter_result *res)
+rcpt_send(struct session *s)
 {
 	struct txn *t = s->txn;
 
-	if (verdict_stops(s, res))
+	if (t->mail_failed) {
+		reply_result(s, &t->mail_res);
 		return;
+	}
 	session_pause(s);
+	if (t->mail_pending) {
+		t->rcpt_waiting = true;
+		return;
+	}
 	relay_rcpt(t->relay, t->rcpt_addr, t->rcpt_params.data ? t->rcpt_params.data : "",
 	    rcpt_relayed, s);
+}
+
+/* rcpt_proceed - after the RCPT filters */
+static void
+rcpt_proceed(struct session *s, const struct filter_result *res)
+{
+	if (verdict_stops(s, res))
+		return;
+	rcpt_send(s);
 }
 
 /* rcpt_allowed - relay control for the listener's role */
