@@ -129,6 +129,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *text);
 static void txn_start_op(struct relay_txn *rt);
+static void conn_ready(struct relay_conn *c);
 
 /* relay_result_set - fill a result */
 void
@@ -577,21 +578,9 @@ relay_mail(struct relay_txn *rt, const char *from, const char *params, relay_cb 
 		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 		return;
 	}
-	if (rt->conn->state == RS_IDLE) {
-		struct buf p;
-
-		buf_init(&p);
-		if (!filter_params(rt->conn->caps, rt->mail_params, &p)) {
-			buf_free(&p);
-			relay_result_set(&rt->res, 553, "5.6.7",
-			    "Error: backend does not support SMTPUTF8");
-			txn_finish(rt);
-			return;
-		}
-		cmd_printf_path(&rt->cmd, "MAIL FROM:", from, p.data);
-		buf_free(&p);
-		txn_start_op(rt);
-	}
+	if (rt->conn->state == RS_IDLE)
+		conn_ready(rt->conn);
+	/* else: conn_ready runs when the handshake or a pending RSET completes */
 }
 
 /* relay_rcpt - RCPT TO toward the backend */
@@ -860,6 +849,28 @@ conn_result(struct relay_conn *c, struct relay_result *r)
 	relay_result_set(r, c->code, c->ecode, c->text.data ? c->text.data : "");
 }
 
+/* conn_ready - the link is idle: send the MAIL that waited for it */
+static void
+conn_ready(struct relay_conn *c)
+{
+	struct relay_txn *rt = c->txn;
+	struct buf p;
+
+	c->state = RS_IDLE;
+	if (rt == NULL || rt->op != OP_MAIL)
+		return;
+	buf_init(&p);
+	if (!filter_params(c->caps, rt->mail_params, &p)) {
+		buf_free(&p);
+		relay_result_set(&rt->res, 553, "5.6.7", "Error: backend does not support SMTPUTF8");
+		txn_finish(rt);
+		return;
+	}
+	cmd_printf_path(&rt->cmd, "MAIL FROM:", rt->from, p.data);
+	buf_free(&p);
+	txn_start_op(rt);
+}
+
 /* conn_handshake_reply - greeting and EHLO/LHLO/HELO replies; false if c was freed */
 static bool
 conn_handshake_reply(struct relay_conn *c)
@@ -893,22 +904,7 @@ conn_handshake_reply(struct relay_conn *c)
 	default:
 		return true;
 	}
-	c->state = RS_IDLE;
-	if (rt && rt->op == OP_MAIL) {
-		struct buf p;
-
-		buf_init(&p);
-		if (!filter_params(c->caps, rt->mail_params, &p)) {
-			buf_free(&p);
-			relay_result_set(&rt->res, 553, "5.6.7",
-			    "Error: backend does not support SMTPUTF8");
-			txn_finish(rt);
-			return true;
-		}
-		cmd_printf_path(&rt->cmd, "MAIL FROM:", rt->from, p.data);
-		buf_free(&p);
-		txn_start_op(rt);
-	}
+	conn_ready(c);
 	return true;
 refuse:
 	log_warn("id=%s event=relay_refused relay=%s reply=\"%d %s\"", rt->sid,
@@ -1015,6 +1011,16 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		if (c->txn == NULL) {
 			conn_idle_reply(c);
 			return;
+		}
+		if (c->state == RS_RSET) {
+			/* A pooled connection finishing its RSET for its new owner. */
+			if (c->code != 250) {
+				txn_fail(c->txn, 451, "4.4.0",
+				    "Error: backend protocol error, try again later");
+				return;
+			}
+			conn_ready(c);
+			continue;
 		}
 		if (!(c->state <= RS_HELO ? conn_handshake_reply(c) : conn_op_reply(c)))
 			return;	/* c is gone */

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -41,6 +42,7 @@
 #include "relay.h"
 #include "server.h"
 #include "smtp_session.h"
+#include "tls.h"
 #include "util.h"
 #include "workers.h"
 
@@ -80,6 +82,8 @@ static atomic_uint_fast64_t session_counter;
 static atomic_uint session_count;
 static struct workers *worker_pool;
 
+static bool conf_uses_tls(const struct conf *conf);
+
 /* snapshot_new - a config plus its listeners' filter chains */
 struct snapshot *
 snapshot_new(struct conf *conf, char **err_r)
@@ -89,6 +93,17 @@ snapshot_new(struct conf *conf, char **err_r)
 
 	s->refcnt = 1;
 	s->conf = conf;
+	if (conf_uses_tls(conf)) {
+		char *err = NULL;
+
+		s->tls = tls_server_ctx_new(conf, &err);
+		if (s->tls == NULL) {
+			*err_r = xasprintf("%s: [tls]: %s", conf->path, err ? err : "TLS setup failed");
+			free(err);
+			free(s);
+			return NULL;
+		}
+	}
 	s->chains = xcalloc(conf->nlisteners, sizeof(*s->chains));
 	for (i = 0; i < conf->nlisteners; i++) {
 		struct conf_listener *l = &conf->listeners[i];
@@ -110,6 +125,8 @@ snapshot_new(struct conf *conf, char **err_r)
 			s->conf = NULL;	/* the caller still owns conf */
 			while (i-- > 0)
 				filter_chain_free(s->chains[i]);
+			if (s->tls)
+				tls_ctx_unref(s->tls);
 			free(s->chains);
 			free(s);
 			return NULL;
@@ -137,8 +154,22 @@ snapshot_unref(struct snapshot *s)
 	for (i = 0; i < s->conf->nlisteners; i++)
 		filter_chain_free(s->chains[i]);
 	free(s->chains);
+	if (s->tls)
+		tls_ctx_unref(s->tls);
 	conf_unref(s->conf);
 	free(s);
+}
+
+/* conf_uses_tls - does any listener speak TLS? */
+static bool
+conf_uses_tls(const struct conf *conf)
+{
+	size_t i;
+
+	for (i = 0; i < conf->nlisteners; i++)
+		if (conf->listeners[i].tls != TLS_NONE)
+			return true;
+	return false;
 }
 
 /* snapshot_get - the live snapshot, referenced */
@@ -285,7 +316,11 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
 	int on = 1;
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	bev = bufferevent_socket_new(ls->loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (snap->conf->listeners[li].tls == TLS_IMPLICIT && snap->tls != NULL)
+		bev = bufferevent_openssl_socket_new(ls->loop->base, fd, tls_server_ssl_new(snap->tls),
+		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	else
+		bev = bufferevent_socket_new(ls->loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL)
 		fatal("bufferevent_socket_new failed");
 	session_start(ls->loop, snap, li, bev, sa, (socklen_t)salen);
@@ -370,7 +405,8 @@ bind_one(const char *spec, char **err_r)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
 	if (ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 1024) < 0) {
+	/* listen() comes after the privilege drop: nobody connects to a root process. */
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
 		*err_r = xasprintf("listen %s: %s", spec, strerror(errno));
 		close(fd);
 		return -1;
@@ -670,11 +706,26 @@ server_run(struct snapshot *snap, const char *config_path)
 	evthread_use_pthreads();
 	atomic_store(&session_counter, ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 44));
 	snapshot_set(snapshot_ref(snap));
+	if (geteuid() == 0 && (conf->user == NULL || *conf->user == '\0')) {
+		log_err("event=startup error=\"refusing to serve as root: set user = in [server]\"");
+		return 1;
+	}
 	if (!loops_bind(loops, nloops, conf))
 		return 1;
 	prepare_maildir(conf);
 	if (!drop_privileges(conf->user))
 		return 1;
+	for (i = 0; i < nloops; i++) {
+		size_t k;
+
+		for (k = 0; k < loops[i].nsocks; k++) {
+			if (listen(loops[i].socks[k].fd, 1024) < 0) {
+				log_err("event=listen_error listen=%s error=\"%s\"",
+				    loops[i].socks[k].addr, strerror(errno));
+				return 1;
+			}
+		}
+	}
 	signal(SIGPIPE, SIG_IGN);
 	worker_pool = workers_new(conf->worker_threads ? conf->worker_threads : 4, 10000);
 	for (i = 0; i < nloops; i++)

@@ -26,6 +26,7 @@ struct snapshot {
 	int refcnt;
 	struct conf *conf;
 	struct filter_chain **chains;	/* one per conf->listeners[i] */
+	struct ssl_ctx_st *tls;		/* server SSL_CTX when a listener uses TLS, else NULL */
 };
 
 struct loop;

@@ -67,6 +67,23 @@ static const struct smtp_reply_entry replies[R_MAX] = {
 	[R_LMTP_MIXED] = { 451, "4.3.0", "Error: delivery failed for some recipients, message not accepted, try again later" },
 	[R_DSN_FAILED] = { 451, "4.3.0", "Error: could not return a delivery status notification, try again later" },
 	[R_CONNECT_REFUSED] = { 554, "5.7.1", "%s Error: connection refused by policy" },
+	[R_STARTTLS_GO] = { 220, "2.0.0", "Ready to start TLS" },
+	[R_TLS_ACTIVE] = { 503, "5.5.1", "Error: TLS already active" },
+	[R_TLS_REQUIRED] = { 530, "5.7.0", "Error: must issue a STARTTLS command first" },
+	[R_TLS_UNAVAILABLE] = { 454, "4.7.0", "Error: TLS not available due to local problem" },
+	[R_AUTH_OK] = { 235, "2.7.0", "Authentication successful" },
+	[R_AUTH_FAILED] = { 535, "5.7.8", "Error: authentication failed" },
+	[R_AUTH_CANCEL] = { 501, "5.0.0", "Error: authentication cancelled" },
+	[R_AUTH_BASE64] = { 501, "5.5.2", "Error: invalid base64 data" },
+	[R_AUTH_MECH] = { 504, "5.5.4", "Error: unsupported authentication mechanism" },
+	[R_AUTH_TEMPFAIL] = { 454, "4.7.0", "Error: temporary authentication failure, try again later" },
+	[R_AUTH_ALREADY] = { 503, "5.5.1", "Error: already authenticated" },
+	[R_AUTH_IN_TXN] = { 503, "5.5.1", "Error: AUTH not allowed during a mail transaction" },
+	[R_AUTH_NOT_OFFERED] = { 503, "5.5.1", "Error: authentication not enabled" },
+	[R_AUTH_BLOCKED] = { 421, "4.7.0", "%s Error: too many failed authentications, try again later" },
+	[R_AUTH_LINE_TOO_LONG] = { 500, "5.5.6", "Error: authentication exchange line is too long" },
+	[R_SENDER_NOT_OWNED] = { 553, "5.7.1", "Error: sender address not owned by the authenticated user" },
+	[R_FROM_NOT_OWNED] = { 553, "5.7.1", "Error: From: header address not owned by the authenticated user" },
 };
 
 /* smtp_reply_get - table entry for id */

@@ -66,6 +66,23 @@ enum smtp_reply_id {
 	R_LMTP_MIXED,		/* 451 4.3.0 some recipients failed */
 	R_DSN_FAILED,		/* 451 4.3.0 could not send the DSN */
 	R_CONNECT_REFUSED,	/* 554 5.7.1 connection refused by policy */
+	R_STARTTLS_GO,		/* 220 2.0.0 Ready to start TLS */
+	R_TLS_ACTIVE,		/* 503 5.5.1 TLS already active */
+	R_TLS_REQUIRED,		/* 530 5.7.0 STARTTLS first */
+	R_TLS_UNAVAILABLE,	/* 454 4.7.0 */
+	R_AUTH_OK,		/* 235 2.7.0 */
+	R_AUTH_FAILED,		/* 535 5.7.8 */
+	R_AUTH_CANCEL,		/* 501 5.0.0 */
+	R_AUTH_BASE64,		/* 501 5.5.2 */
+	R_AUTH_MECH,		/* 504 5.5.4 */
+	R_AUTH_TEMPFAIL,	/* 454 4.7.0 */
+	R_AUTH_ALREADY,		/* 503 5.5.1 */
+	R_AUTH_IN_TXN,		/* 503 5.5.1 */
+	R_AUTH_NOT_OFFERED,	/* 503 5.5.1 */
+	R_AUTH_BLOCKED,		/* 421 4.7.0 */
+	R_AUTH_LINE_TOO_LONG,	/* 500 5.5.6 */
+	R_SENDER_NOT_OWNED,	/* 553 5.7.1 */
+	R_FROM_NOT_OWNED,	/* 553 5.7.1 */
 	R_MAX
 };
 

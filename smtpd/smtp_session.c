@@ -25,7 +25,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "data_reader.h"
 #include "dsn.h"
@@ -37,6 +39,7 @@
 #include "smtp_reply.h"
 #include "smtp_session.h"
 #include "spool.h"
+#include "tls.h"
 #include "util.h"
 
 #define SESSION_OUT_FLUSH	(64 * 1024)	/* spool decoded data in chunks this big */
@@ -120,12 +123,19 @@ struct session {
 	struct txn *txn;
 	struct event *ev;	/* greet pause timer, then the reaper */
 	void (*fnext)(struct session *, const struct filter_result *);	/* after a pending stage */
+	bool tls_active;	/* the handshake completed */
+	bool tls_handshaking;
+	char tls_desc[128];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384 256/256" */
 	uint64_t bdat_left;	/* octets of the current chunk still to read */
 	bool bdat_last;
 	enum smtp_reply_id bdat_discard;	/* R_MAX, or the error once the chunk is read */
 };
 
 static void session_process(struct session *s);
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void *session_auth_backend(const struct session *s);
 static void session_close(struct session *s);
 static void session_resume(struct session *s);
 static void data_end(struct session *s);
@@ -450,7 +460,29 @@ verdict_stops(struct session *s, const struct filter_result *res)
 	return true;
 }
 
+/* session_auth_backend - the credential backend of the snapshot (AUTH issue) */
+static void *
+session_auth_backend(const struct session *s)
+{
+	return NULL;
+}
+
 /* ---- HELO / EHLO ------------------------------------------------------------- */
+
+/* starttls_offered - STARTTLS is advertised on plain STARTTLS listeners */
+static bool
+starttls_offered(const struct session *s)
+{
+	return s->lconf->tls == TLS_STARTTLS && s->snap->tls != NULL && !s->tls_active;
+}
+
+/* auth_offered - AUTH only on submission listeners, and only under TLS */
+static bool
+auth_offered(const struct session *s)
+{
+	return s->lconf->role != ROLE_MX && s->tls_active && s->fsess.auth_user == NULL &&
+	    session_auth_backend(s) != NULL;
+}
 
 /* helo_proceed - after the HELO filters */
 static void
@@ -468,8 +500,13 @@ helo_proceed(struct session *s, const struct filter_result *res)
 	}
 	evbuffer_add_printf(out(s),
 	    "250-%s\r\n250-PIPELINING\r\n250-SIZE %zu\r\n250-8BITMIME\r\n"
-	    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 DSN\r\n",
+	    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n",
 	    s->conf->hostname, s->lim->max_message_size);
+	if (starttls_offered(s))
+		evbuffer_add(out(s), "250-STARTTLS\r\n", 14);
+	if (auth_offered(s))
+		evbuffer_add(out(s), "250-AUTH PLAIN LOGIN\r\n", 22);
+	evbuffer_add(out(s), "250 DSN\r\n", 9);
 }
 
 /* cmd_helo - HELO and EHLO */
@@ -571,6 +608,10 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 	}
 	if (s->txn) {
 		client_error(s, R_NESTED_MAIL);
+		return;
+	}
+	if (s->lconf->tls_required && !s->tls_active) {
+		client_error(s, R_TLS_REQUIRED);
 		return;
 	}
 	if (s->lconf->role != ROLE_MX && s->fsess.auth_user == NULL) {
@@ -926,14 +967,22 @@ build_head(struct session *s, bool had_separator)
 {
 	struct txn *t = s->txn;
 	char date[64];
-	const char *proto = s->esmtp ? "ESMTP" : "SMTP";
+	static const char *const protos[2][2][2] = {	/* [esmtp][tls][auth] */
+		{ { "SMTP", "SMTPA" }, { "SMTPS", "SMTPSA" } },
+		{ { "ESMTP", "ESMTPA" }, { "ESMTPS", "ESMTPSA" } },
+	};
+	const char *proto = protos[s->esmtp][s->tls_active][s->fsess.auth_user != NULL];
 
 	buf_reset(&t->head);
 	if (s->conf->relay.kind == RELAY_MAILDIR)
 		buf_printf(&t->head, "Return-Path: <%s>\r\n", t->from);
 	rfc5322_date(date, sizeof(date));
-	buf_printf(&t->head, "Received: from %s (%s [%s])\r\n\tby %s (portier) with %s id %s.%u",
-	    s->helo, s->fsess.client_name, s->addr, s->conf->hostname, proto, s->idstr, t->seq);
+	buf_printf(&t->head, "Received: from %s (%s [%s])\r\n", s->helo, s->fsess.client_name,
+	    s->addr);
+	if (s->tls_active)
+		buf_printf(&t->head, "\t(using %s)\r\n", s->tls_desc);
+	buf_printf(&t->head, "\tby %s (portier) with %s id %s.%u", s->conf->hostname, proto,
+	    s->idstr, t->seq);
 	if (t->ftx.nrcpts == 1)
 		buf_printf(&t->head, "\r\n\tfor <%s>", t->ftx.rcpts[0]);
 	buf_printf(&t->head, ";\r\n\t%s\r\n", date);
@@ -1204,6 +1253,75 @@ data_end(struct session *s)
 
 /* ---- commands ------------------------------------------------------------------------ */
 
+/* cmd_starttls - RFC 3207: 220, then the handshake on the same connection */
+static void
+cmd_starttls(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct bufferevent *tbev;
+	size_t pending;
+	SSL *ssl;
+
+	if (s->lconf->tls != TLS_STARTTLS || s->snap->tls == NULL) {
+		client_error(s, R_NOT_IMPLEMENTED);
+		return;
+	}
+	if (s->tls_active) {
+		client_error(s, R_TLS_ACTIVE);
+		return;
+	}
+	if ((ssl = tls_server_ssl_new(s->snap->tls)) == NULL) {
+		reply(s, R_TLS_UNAVAILABLE);
+		return;
+	}
+	reply(s, R_STARTTLS_GO);
+	/*
+	 * Whatever the client sent after STARTTLS came in plain text and may be
+	 * an injection (CVE-2011-0411): throw it away.  The STARTTLS line itself
+	 * is still in the buffer; the caller's drain of it then finds nothing.
+	 */
+	pending = evbuffer_get_length(in);
+	evbuffer_drain(in, pending);
+	if (pending > 10)
+		log_warn("id=%s event=starttls_plaintext_discarded client=%s octets=%zu", s->idstr,
+		    s->addr, pending - 10);
+	/* RFC 3207 4.2: forget everything learned before TLS. */
+	txn_reset(s);
+	free(s->helo);
+	s->helo = NULL;
+	s->fsess.helo = NULL;
+	s->esmtp = false;
+	smtp_parse_reader_reset(&s->reader);
+	tbev = bufferevent_openssl_filter_new(loop_base(s->loop), s->bev, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tbev == NULL)
+		fatal("bufferevent_openssl_filter_new failed");
+	s->bev = tbev;
+	bufferevent_setcb(tbev, read_cb, write_cb, event_cb, s);
+	bufferevent_enable(tbev, EV_READ | EV_WRITE);
+	set_timeout(s, s->conf->tls_handshake_timeout);
+	s->tls_handshaking = true;
+	s->paused = true;	/* nothing is read as a command until the handshake is done */
+}
+
+/* tls_established - the handshake completed (STARTTLS or implicit TLS) */
+static void
+tls_established(struct session *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+
+	s->tls_active = true;
+	tls_describe(ssl, s->tls_desc, sizeof(s->tls_desc));
+	s->fsess.tls_version = tls_version(ssl);
+	s->fsess.tls_cipher = tls_cipher(ssl);
+	log_info("id=%s event=tls client=%s tls=\"%s\"", s->idstr, s->addr, s->tls_desc);
+	set_timeout(s, s->lim->command_timeout);
+	if (s->tls_handshaking) {
+		s->tls_handshaking = false;
+		session_resume(s);
+	}
+}
+
 /* syntax_reply - the reply for a command whose arguments are missing or extra */
 static enum smtp_reply_id
 syntax_reply(enum smtp_parse_verb verb)
@@ -1228,6 +1346,14 @@ dispatch(struct session *s, const char *line, size_t len)
 	struct smtp_parse_cmd cmd;
 	enum smtp_parse_status st = smtp_parse_command(line, len, &cmd);
 
+	if (cmd.verb == SMTP_PARSE_VERB_AUTH) {
+		log_debug("id=%s event=command verb=AUTH", s->idstr);	/* never AUTH data */
+	} else {
+		char esc[600];
+
+		log_debug("id=%s event=command line=\"%s\"", s->idstr,
+		    log_escape(esc, sizeof(esc), line, len));
+	}
 	if (st == SMTP_PARSE_UNKNOWN_CMD) {
 		client_error(s, R_UNKNOWN_CMD);
 		return;
@@ -1276,8 +1402,10 @@ dispatch(struct session *s, const char *line, size_t len)
 	case SMTP_PARSE_VERB_HELP:
 		reply(s, R_HELP);
 		break;
-	case SMTP_PARSE_VERB_EXPN:
 	case SMTP_PARSE_VERB_STARTTLS:
+		cmd_starttls(s);
+		break;
+	case SMTP_PARSE_VERB_EXPN:
 	case SMTP_PARSE_VERB_AUTH:
 	default:
 		client_error(s, R_NOT_IMPLEMENTED);
@@ -1304,8 +1432,9 @@ read_command(struct session *s, struct evbuffer *in)
 		evbuffer_drain(in, consumed);
 		return true;
 	case SMTP_PARSE_LINE_NEED_MORE:
+		/* Skipping the tail of an over-long line consumes without a line. */
 		evbuffer_drain(in, consumed);
-		return false;
+		return consumed > 0 && consumed < len;
 	case SMTP_PARSE_LINE_TOO_LONG:
 		evbuffer_drain(in, consumed);
 		client_error(s, R_CMD_TOO_LONG);
@@ -1414,6 +1543,25 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 
 	if (s->state == S_DEAD)
 		return;
+	if (what & BEV_EVENT_CONNECTED) {
+		tls_established(s);
+		return;
+	}
+	if ((what & BEV_EVENT_ERROR) && bufferevent_openssl_get_ssl(bev) != NULL) {
+		char err[256];
+
+		tls_errors(err, sizeof(err));
+		log_info("id=%s event=tls_error client=%s state=%s error=\"%s\"", s->idstr, s->addr,
+		    s->tls_active ? "established" : "handshake", err);
+		session_reap(s);
+		return;
+	}
+	if ((what & BEV_EVENT_TIMEOUT) && !s->tls_active &&
+	    (s->tls_handshaking || bufferevent_openssl_get_ssl(bev) != NULL)) {
+		log_info("id=%s event=timeout client=%s state=tls_handshake", s->idstr, s->addr);
+		session_reap(s);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		log_info("id=%s event=timeout client=%s state=%s", s->idstr, s->addr,
 		    s->state == S_CMD ? "command" : s->state == S_CLOSING ? "closing" : "data");
@@ -1495,7 +1643,8 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	s->bev = bev;
 	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, 256 * 1024);
-	set_timeout(s, s->lim->command_timeout);
+	set_timeout(s, bufferevent_openssl_get_ssl(bev) != NULL ? s->conf->tls_handshake_timeout :
+	    s->lim->command_timeout);
 	loop_session_add(loop, s, s->id);
 	log_info("id=%s event=connect client=%s listener=%s", s->idstr, s->addr, s->lconf->name);
 

@@ -90,9 +90,12 @@ def portier(request, portier_bin):
     """Start portier instances; each is stopped at the end, and a crash, a sanitizer report or a
     non-zero exit on SIGTERM fails the test."""
     started = []
+    tmps = []
 
     def start(config_text, **kw):
-        p = peers.Portier(config_text, **kw)
+        tmp = peers.make_tempdir("portier")
+        tmps.append(tmp)                    # cleaned up even when the start fails
+        p = peers.Portier(config_text, tmp=tmp, **kw)
         started.append(p)
         return p
 
@@ -108,9 +111,10 @@ def portier(request, portier_bin):
                 problems.append("portier pid %d exited with status %r on SIGTERM" % (p.pid, rc))
             if p.sanitizer_report():
                 problems.append("sanitizer report in portier's log")
-            if problems:
+            if problems and not problems[-1].startswith("log "):
                 problems.append("log %s:\n%s" % (p.logfile, p.log_text()[-20000:]))
-            _cleanup_dir(request, p.tmp)
+        for t in tmps:
+            _cleanup_dir(request, t)
         if problems:
             pytest.fail("\n".join(problems))
 
@@ -121,16 +125,20 @@ def portier(request, portier_bin):
 @pytest.fixture
 def sink(request):
     started = []
+    tmps = []
 
     def start(args=(), lmtp=False, port=None):
-        s = peers.Sink(args=args, lmtp=lmtp, port=port)
+        tmp = peers.make_tempdir("sink")
+        tmps.append(tmp)
+        s = peers.Sink(tmp=tmp, args=args, lmtp=lmtp, port=port)
         started.append(s)
         return s
 
     def fin():
         for s in started:
             s.stop()
-            _cleanup_dir(request, s.tmp)
+        for t in tmps:
+            _cleanup_dir(request, t)
 
     request.addfinalizer(fin)
     return start
@@ -139,16 +147,20 @@ def sink(request):
 @pytest.fixture
 def dovecot(request):
     started = []
+    tmps = []
 
     def start():
-        d = peers.Dovecot()
+        tmp = peers.make_tempdir("dovecot")
+        tmps.append(tmp)
+        d = peers.Dovecot(tmp=tmp)
         started.append(d)
         return d
 
     def fin():
         for d in started:
             d.stop()
-            _cleanup_dir(request, d.tmp)
+        for t in tmps:
+            _cleanup_dir(request, t)
 
     request.addfinalizer(fin)
     return start
@@ -157,16 +169,20 @@ def dovecot(request):
 @pytest.fixture
 def minismtpd(request):
     started = []
+    tmps = []
 
     def start(**kw):
-        m = peers.MiniSmtpd(**kw)
+        tmp = peers.make_tempdir("minismtpd")
+        tmps.append(tmp)
+        m = peers.MiniSmtpd(tmp=tmp, **kw)
         started.append(m)
         return m
 
     def fin():
         for m in started:
             m.stop()
-            _cleanup_dir(request, m.tmp)
+        for t in tmps:
+            _cleanup_dir(request, t)
 
     request.addfinalizer(fin)
     return start

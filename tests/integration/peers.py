@@ -23,9 +23,9 @@ import pwd
 import re
 import shutil
 import signal
+from signal import SIGTERM
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -129,7 +129,7 @@ class Process:
                                      stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                      start_new_session=True)
         self.pid = self.proc.pid
-        self.stopped_by_us = False
+        self.stopped_by_us = False      # an exit from now on was asked for (stop/SIGTERM/SIGKILL)
 
     def alive(self):
         return self.proc.poll() is None
@@ -138,6 +138,8 @@ class Process:
         return self.proc.poll()
 
     def signal(self, sig):
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+            self.stopped_by_us = True
         if self.alive():
             os.kill(self.pid, sig)
 
@@ -148,7 +150,7 @@ class Process:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+    def stop(self, sig=SIGTERM, timeout=10.0):
         """Stop by PID: sig, then SIGKILL after timeout.  Returns the exit status."""
         if self.alive():
             self.stopped_by_us = True
@@ -196,6 +198,7 @@ def portier_config(relay="smtp:127.0.0.1:9", server=None, listener=None, backend
         "local_domains": LOCAL_DOMAIN,
         "max_message_size": "10485760",
         "max_recipients": "100",
+        "max_errors": "20",
         "command_timeout": "30",
         "data_timeout": "30",
         "drain_timeout": "5",
@@ -261,7 +264,11 @@ class Portier(Process):
                 with open(logfile, "ab") as f:
                     f.write(b"--- retrying on another port ---\n")
                 continue
+            rc = self.returncode()
             self.stop(signal.SIGKILL)
+            if rc is not None:
+                self.fail("exited with status %r before accepting connections on 127.0.0.1:%d"
+                          % (rc, self.port))
             self.fail("did not accept connections on 127.0.0.1:%d within %.0fs"
                       % (self.port, START_DEADLINE))
 
@@ -287,6 +294,15 @@ class Portier(Process):
                 s.close()
             return True
         return False
+
+    def fail(self, why):
+        try:
+            with open(self.conf) as f:
+                conf = f.read()
+        except OSError:
+            conf = "(unreadable)"
+        raise PeerError("portier (pid %d) %s; argv=%r\nconfig %s:\n%s\nlog:\n%s"
+                        % (self.pid, why, self.argv, self.conf, conf, self.log_text()))
 
     def connect(self, **kw):
         return SmtpClient(self.port, **kw)
@@ -477,7 +493,7 @@ def parse_sink_dump(path, raw):
         rest = rest[len(fields[i][1]):]
     more, rest = strip_trace(rest, nl, ("received",))
     headers.extend(more)
-    if rest.endswith(b"\n\n"):
+    if headers and rest.endswith(b"\n"):
         rest = rest[:-1]           # smtp-sink writes the LF of the final CRLF.CRLF too
     return StoredMessage(path, raw, mail_from=angle_addr(env.get("x-mail-args", "")),
                          rcpts=[angle_addr(a) for a in rcpt_args],
@@ -501,8 +517,13 @@ class Sink(Process):
         self.start()
 
     def start(self):
+        # A new file-name prefix per start: smtp-sink seeds its random file-name suffix with
+        # time(), so a sink restarted within the same second would collide with its
+        # predecessor's files and exit ("mail_file_open: something is looping").
+        self.generation = getattr(self, "generation", 0) + 1
+        template = os.path.join(self.dump, "g%03d.%%Y%%m%%d%%H%%M%%S." % self.generation)
         argv = [SMTP_SINK, "-u", "nobody"] + (["-L"] if self.lmtp else []) + self.args + [
-            "-d", os.path.join(self.dump, "%Y%m%d%H%M%S."), "127.0.0.1:%d" % self.port, "100"]
+            "-d", template, "127.0.0.1:%d" % self.port, "100"]
         Process.__init__(self, self.sink_name, argv, os.path.join(self.tmp, "sink.log"))
         ok = wait_until(lambda: not self.alive() or port_accepts(self.port), START_DEADLINE)
         if not ok or not self.alive():
@@ -936,12 +957,12 @@ def make_message(subject=None, body_lines=None, headers=None, msgid=None, frm="s
             ("Date", email.utils.formatdate(localtime=False)),
             ("Message-Id", "<%s@client.test>" % msgid)]
     hdrs += list(headers or [])
-    out = b"".join(("%s: %s\r\n" % (k, v)).encode("utf-8") for k, v in hdrs) + b"\r\n"
+    out = [("%s: %s\r\n" % (k, v)).encode("utf-8") for k, v in hdrs] + [b"\r\n"]
     if body_lines is None:
         body_lines = ["Hello,", "", "this is %s." % msgid, "-- ", "end"]
     for l in body_lines:
-        out += (l.encode("utf-8") if isinstance(l, str) else l) + b"\r\n"
-    return out
+        out.append((l.encode("utf-8") if isinstance(l, str) else l) + b"\r\n")
+    return b"".join(out)
 
 
 def tricky_body():

@@ -16,6 +16,8 @@ def main():
         os.environ["PORTIER"] = os.path.join(os.environ["SRCDIR"], "smtpd", "portier")
     argv = ["/usr/bin/python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
             "--rootdir", here, here] + sys.argv[1:]
+    # No __pycache__ in the source tree (it is read-only under distcheck and part of EXTRA_DIST).
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     sys.stdout.flush()
     os.execv(argv[0], argv)
 

@@ -1,11 +1,6 @@
 """Configuration check (-t) and privilege drop."""
 import os
 import re
-import signal
-import subprocess
-import time
-
-import pytest
 
 import peers
 

@@ -1,6 +1,5 @@
 """Limits and misbehaving clients: line lengths, bare CR/LF and NUL in commands, message size,
 error count, pipelining flood, timeouts, session count, listener-level overrides."""
-import socket
 import time
 
 import pytest
