@@ -43,6 +43,9 @@
 #include "server.h"
 #include "smtp_session.h"
 #include "tls.h"
+#include "../policy/auth.h"
+#include "../policy/authfail.h"
+#include "../policy/sender_login.h"
 #include "util.h"
 #include "workers.h"
 
@@ -81,8 +84,47 @@ static struct snapshot *snap_current;
 static atomic_uint_fast64_t session_counter;
 static atomic_uint session_count;
 static struct workers *worker_pool;
+static struct authfail *auth_failures;
+
+/* server_authfail - the failed-AUTH counters */
+struct authfail *
+server_authfail(void)
+{
+	return auth_failures;
+}
 
 static bool conf_uses_tls(const struct conf *conf);
+
+/* snapshot_auth - the credential backend and sender map, when [auth] is set */
+static bool
+snapshot_auth(struct snapshot *s, const struct conf *conf, char **err_r)
+{
+	char *err = NULL;
+
+	if (conf->auth_passwd_file == NULL && conf->auth_dovecot == NULL)
+		return true;
+	s->auth = auth_backend_new(conf, &err);
+	if (s->auth == NULL) {
+		*err_r = xasprintf("%s", err ? err : "[auth]: cannot set up the credential check");
+		free(err);
+		return false;
+	}
+	if (conf->auth_sender_login_map) {
+		struct buf errors;
+
+		buf_init(&errors);
+		s->senders = sender_login_map_load(conf->auth_sender_login_map, &errors);
+		if (s->senders == NULL) {
+			*err_r = xstrdup(errors.data ? errors.data : "sender_login_map: cannot load");
+			buf_free(&errors);
+			auth_backend_free(s->auth);
+			s->auth = NULL;
+			return false;
+		}
+		buf_free(&errors);
+	}
+	return true;
+}
 
 /* snapshot_new - a config plus its listeners' filter chains */
 struct snapshot *
@@ -103,6 +145,12 @@ snapshot_new(struct conf *conf, char **err_r)
 			free(s);
 			return NULL;
 		}
+	}
+	if (!snapshot_auth(s, conf, err_r)) {
+		if (s->tls)
+			tls_ctx_unref(s->tls);
+		free(s);
+		return NULL;
 	}
 	s->chains = xcalloc(conf->nlisteners, sizeof(*s->chains));
 	for (i = 0; i < conf->nlisteners; i++) {
@@ -156,6 +204,8 @@ snapshot_unref(struct snapshot *s)
 	free(s->chains);
 	if (s->tls)
 		tls_ctx_unref(s->tls);
+	auth_backend_free(s->auth);
+	sender_login_map_free(s->senders);
 	conf_unref(s->conf);
 	free(s);
 }
@@ -671,6 +721,7 @@ sighup_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	conf_set_current(conf_ref(conf));
 	snapshot_set(snap);
+	authfail_set_limits(auth_failures, conf->auth_max_failures, conf->auth_failure_window);
 	log_info("event=reload result=ok config=%s", sc->config_path);
 }
 
@@ -728,6 +779,7 @@ server_run(struct snapshot *snap, const char *config_path)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	worker_pool = workers_new(conf->worker_threads ? conf->worker_threads : 4, 10000);
+	auth_failures = authfail_new(conf->auth_max_failures, conf->auth_failure_window, 100000);
 	for (i = 0; i < nloops; i++)
 		loop_setup(&loops[i], i);
 
@@ -761,6 +813,8 @@ server_run(struct snapshot *snap, const char *config_path)
 	for (i = 0; i < nloops; i++)
 		loop_teardown(&loops[i]);
 	workers_free(worker_pool);
+	authfail_free(auth_failures);
+	auth_failures = NULL;
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);

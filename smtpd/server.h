@@ -27,6 +27,8 @@ struct snapshot {
 	struct conf *conf;
 	struct filter_chain **chains;	/* one per conf->listeners[i] */
 	struct ssl_ctx_st *tls;		/* server SSL_CTX when a listener uses TLS, else NULL */
+	struct auth_backend *auth;	/* credential check when [auth] is set, else NULL */
+	struct sender_login_map *senders;	/* [auth] sender_login_map, else NULL */
 };
 
 struct loop;
@@ -52,6 +54,10 @@ void loop_session_add(struct loop *l, struct session *s, uint64_t id);
 void loop_session_remove(struct loop *l, struct session *s, uint64_t id);
 struct session *loop_session_find(struct loop *l, uint64_t id);
 uint64_t server_new_session_id(void);
+struct authfail;
+/* server_authfail - the process's failed-AUTH counters (NULL outside server_run). */
+struct authfail *server_authfail(void);
+
 /* server_session_begin - count a new session; false if that makes more than max. */
 bool server_session_begin(unsigned max);
 /* server_session_done - a session ended: frees its slot in max_sessions. */

@@ -40,16 +40,22 @@
 #include "smtp_session.h"
 #include "spool.h"
 #include "tls.h"
+#include "workers.h"
+#include "../policy/auth.h"
+#include "../policy/authfail.h"
+#include "../policy/sender_login.h"
 #include "util.h"
 
 #define SESSION_OUT_FLUSH	(64 * 1024)	/* spool decoded data in chunks this big */
 #define SESSION_HEADER_MAX	(256 * 1024)	/* header block examined by filters */
+#define SESSION_AUTH_LINE_MAX	12288		/* RFC 4954 4: at least 12288 octets */
 
 enum session_state {
 	S_GREET_PAUSE,	/* waiting greet_pause; talking now is an error */
 	S_CMD,		/* reading commands */
 	S_DATA,		/* reading DATA content */
 	S_BDAT,		/* reading a BDAT chunk */
+	S_AUTH,		/* reading SASL responses */
 	S_CLOSING,	/* flushing the last reply, then close */
 	S_DEAD,		/* waiting to be reaped */
 };
@@ -123,6 +129,9 @@ struct session {
 	struct txn *txn;
 	struct event *ev;	/* greet pause timer, then the reaper */
 	void (*fnext)(struct session *, const struct filter_result *);	/* after a pending stage */
+	struct auth_sasl *sasl;	/* the AUTH exchange in progress */
+	struct smtp_parse_reader auth_reader;
+	char *auth_user;	/* the login, once authenticated */
 	bool tls_active;	/* the handshake completed */
 	bool tls_handshaking;
 	char tls_desc[128];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384 256/256" */
@@ -255,6 +264,8 @@ session_free(struct session *s)
 	if (s->ev)
 		event_free(s->ev);
 	free(s->helo);
+	free(s->auth_user);
+	auth_sasl_free(s->sasl);
 	snapshot_unref(s->snap);
 	free(s);
 	server_session_done();
@@ -460,11 +471,11 @@ verdict_stops(struct session *s, const struct filter_result *res)
 	return true;
 }
 
-/* session_auth_backend - the credential backend of the snapshot (AUTH issue) */
+/* session_auth_backend - the credential backend of the snapshot */
 static void *
 session_auth_backend(const struct session *s)
 {
-	return NULL;
+	return s->snap->auth;
 }
 
 /* ---- HELO / EHLO ------------------------------------------------------------- */
@@ -618,6 +629,8 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 		client_error(s, R_AUTH_REQUIRED);
 		return;
 	}
+	if (s->lconf->role != ROLE_MX && s->snap->auth != NULL)
+		allowed |= SMTP_PARSE_PARAM_AUTH;	/* RFC 4954 5: accepted, not passed on */
 	if (!s->esmtp)
 		allowed = 0;
 	st = smtp_parse_mail(cmd->args, cmd->argslen, allowed, &m);
@@ -632,6 +645,20 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 	if ((m.params & SMTP_PARSE_PARAM_SIZE) && m.size > s->lim->max_message_size) {
 		reply(s, R_SIZE_DECLARED);
 		return;
+	}
+	if (s->auth_user != NULL) {
+		char addr[SMTP_PARSE_ADDR_SIZE];
+
+		smtp_parse_addr_format(&m.from, addr, sizeof(addr));
+		if (!sender_login_allowed(s->snap->senders, s->auth_user, addr)) {
+			char esc[SMTP_PARSE_ADDR_SIZE * 4], uesc[600];
+
+			log_info("id=%s event=sender_login_mismatch user=%s from=<%s>", s->idstr,
+			    log_escape(uesc, sizeof(uesc), s->auth_user, strlen(s->auth_user)),
+			    log_escape(esc, sizeof(esc), addr, strlen(addr)));
+			client_error(s, R_SENDER_NOT_OWNED);
+			return;
+		}
 	}
 	t = xcalloc(1, sizeof(*t));
 	t->seq = ++s->ntxn;
@@ -1203,6 +1230,32 @@ data_filtered(struct session *s, const struct filter_result *res)
 	relay_data(t->relay, &t->head, t->spool, t->body_off, data_relayed, s);
 }
 
+/* from_headers_owned - every From: of the message belongs to the login */
+static bool
+from_headers_owned(struct session *s)
+{
+	const struct filter_txn *f = &s->txn->ftx;
+	size_t i;
+
+	for (i = 0; i < f->nheaders; i++) {
+		struct sender_login_from_result r;
+		enum sender_login_from st;
+		char uesc[600];
+
+		if (str_casecmp(f->headers[i].name, "From") != 0)
+			continue;
+		st = sender_login_check_from(s->snap->senders, s->auth_user, f->headers[i].value,
+		    strlen(f->headers[i].value), &r);
+		if (st != SENDER_LOGIN_FROM_OK) {
+			log_info("id=%s event=from_login_mismatch user=%s result=%s", s->idstr,
+			    log_escape(uesc, sizeof(uesc), s->auth_user, strlen(s->auth_user)),
+			    sender_login_from_name(st));
+			return false;
+		}
+	}
+	return true;
+}
+
 /* data_end - the message is complete (DATA terminator or BDAT LAST) */
 static void
 data_end(struct session *s)
@@ -1245,6 +1298,13 @@ data_end(struct session *s)
 	    (t->body_off == 2 || (t->body_off >= 4 && msg[t->body_off - 3] == '\n'));
 	free(copy);
 	t->had_separator = sep;
+	if (s->auth_user != NULL && !from_headers_owned(s)) {
+		reply(s, R_FROM_NOT_OWNED);
+		txn_end(s, TXN_REJECTED, "From: not owned by the login");
+		return;
+	}
+	if (s->auth_user != NULL)
+		filter_auth_result(&t->ftx, "auth=pass smtp.auth=%s", s->auth_user);
 	t->ftx.body = t->spool;
 	t->ftx.body_offset = t->body_off;
 	/* Filters judge what the client sent; our own headers come after them. */
@@ -1319,6 +1379,254 @@ tls_established(struct session *s)
 	if (s->tls_handshaking) {
 		s->tls_handshaking = false;
 		session_resume(s);
+	}
+}
+
+/* ---- AUTH (RFC 4954) -------------------------------------------------------------- */
+
+struct auth_job {
+	uint64_t id;
+	struct loop *loop;
+	struct snapshot *snap;	/* keeps the backend alive */
+	char *user;
+	char *pass;
+	char client_ip[INET6_ADDRSTRLEN];
+	bool secured;
+	enum auth_result result;
+	char *err;
+};
+
+/* auth_job_free - wipe the password and release */
+static void
+auth_job_free(struct auth_job *j)
+{
+	if (j->pass) {
+		OPENSSL_cleanse(j->pass, strlen(j->pass));
+		free(j->pass);
+	}
+	free(j->user);
+	free(j->err);
+	snapshot_unref(j->snap);
+	free(j);
+}
+
+/* auth_work - the blocking check, on a worker thread */
+static void
+auth_work(void *arg)
+{
+	struct auth_job *j = arg;
+
+	j->result = auth_verify(j->snap->auth, j->user, j->pass, j->client_ip, NULL, j->secured,
+	    &j->err);
+}
+
+/* auth_abort - leave the AUTH exchange */
+static void
+auth_abort(struct session *s)
+{
+	auth_sasl_free(s->sasl);
+	s->sasl = NULL;
+	if (s->state == S_AUTH)
+		s->state = S_CMD;
+}
+
+/* auth_failed - count a failure for the client's address; 421 when it is over */
+static void
+auth_failed(struct session *s, const char *why)
+{
+	struct authfail *af = server_authfail();
+	unsigned n = af ? authfail_record(af, s->addr, time(NULL)) : 0;
+
+	log_info("id=%s event=auth result=failed client=%s failures=%u reason=\"%s\"", s->idstr,
+	    s->addr, n, why ? why : "bad credentials");
+	client_error(s, R_AUTH_FAILED);
+	if (af && authfail_blocked(af, s->addr, time(NULL)) && s->state != S_CLOSING)
+		reply_close(s, R_AUTH_BLOCKED);
+}
+
+/* auth_done - the worker's verdict, back on our loop */
+static void
+auth_done(void *arg)
+{
+	struct auth_job *j = arg;
+	struct session *s = loop_session_find(j->loop, j->id);
+
+	if (s == NULL || s->state == S_DEAD || s->state == S_CLOSING) {
+		auth_job_free(j);
+		return;
+	}
+	s->paused = false;
+	switch (j->result) {
+	case AUTH_OK: {
+		char uesc[600];
+
+		s->auth_user = xstrdup(j->user);
+		s->fsess.auth_user = s->auth_user;
+		log_info("id=%s event=auth result=ok client=%s user=%s", s->idstr, s->addr,
+		    log_escape(uesc, sizeof(uesc), j->user, strlen(j->user)));
+		reply(s, R_AUTH_OK);
+		break;
+	}
+	case AUTH_FAIL:
+		auth_failed(s, j->err);
+		break;
+	case AUTH_TEMPFAIL:
+		log_warn("id=%s event=auth result=tempfail client=%s reason=\"%s\"", s->idstr,
+		    s->addr, j->err ? j->err : "backend");
+		reply(s, R_AUTH_TEMPFAIL);
+		break;
+	}
+	auth_job_free(j);
+	session_resume(s);
+}
+
+/* auth_verify_async - hand the credentials to the worker pool */
+static void
+auth_verify_async(struct session *s)
+{
+	struct auth_job *j = xcalloc(1, sizeof(*j));
+
+	j->id = s->id;
+	j->loop = s->loop;
+	j->snap = snapshot_ref(s->snap);
+	j->user = xstrdup(auth_sasl_user(s->sasl));
+	j->pass = xstrdup(auth_sasl_password(s->sasl));
+	str_copy(j->client_ip, s->addr, sizeof(j->client_ip));
+	j->secured = s->tls_active;
+	auth_abort(s);	/* wipes the exchange's copy */
+	session_pause(s);
+	if (!workers_submit(loop_workers(s->loop), auth_work, auth_done, j)) {
+		auth_job_free(j);
+		s->paused = false;
+		reply(s, R_AUTH_TEMPFAIL);
+		session_resume(s);
+	}
+}
+
+/* auth_continue - act on one step of the exchange */
+static void
+auth_continue(struct session *s, enum auth_sasl_status st, const char *challenge)
+{
+	switch (st) {
+	case AUTH_SASL_CHALLENGE:
+		evbuffer_add_printf(out(s), "334 %s\r\n", challenge ? challenge : "");
+		s->state = S_AUTH;
+		return;
+	case AUTH_SASL_DONE:
+		s->state = S_CMD;
+		auth_verify_async(s);
+		return;
+	case AUTH_SASL_REFUSED:
+		auth_abort(s);
+		auth_failed(s, "unusable credentials");
+		return;
+	case AUTH_SASL_CANCEL:
+		auth_abort(s);
+		reply(s, R_AUTH_CANCEL);
+		return;
+	case AUTH_SASL_BAD_BASE64:
+	case AUTH_SASL_MALFORMED:
+		auth_abort(s);
+		client_error(s, R_AUTH_BASE64);
+		return;
+	}
+}
+
+/* cmd_auth - AUTH mechanism [initial-response] */
+static void
+cmd_auth(struct session *s, const struct smtp_parse_cmd *cmd)
+{
+	struct smtp_parse_auth a;
+	const char *challenge = NULL;
+	char *initial = NULL;
+	enum auth_sasl_status st;
+	int mech;
+
+	if (s->lconf->role == ROLE_MX || s->snap->auth == NULL) {
+		client_error(s, R_AUTH_NOT_OFFERED);
+		return;
+	}
+	if (!s->tls_active) {
+		client_error(s, R_TLS_REQUIRED);	/* credentials never cross in clear */
+		return;
+	}
+	if (s->helo == NULL) {
+		client_error(s, R_NEED_HELO);
+		return;
+	}
+	if (s->auth_user != NULL) {
+		client_error(s, R_AUTH_ALREADY);
+		return;
+	}
+	if (s->txn != NULL) {
+		client_error(s, R_AUTH_IN_TXN);
+		return;
+	}
+	if (server_authfail() && authfail_blocked(server_authfail(), s->addr, time(NULL))) {
+		log_info("id=%s event=auth result=blocked client=%s", s->idstr, s->addr);
+		reply_close(s, R_AUTH_BLOCKED);
+		return;
+	}
+	if (smtp_parse_auth(cmd->args, cmd->argslen, &a) != SMTP_PARSE_OK) {
+		client_error(s, R_SYNTAX);
+		return;
+	}
+	if ((mech = auth_mech_lookup(a.mech)) < 0) {
+		client_error(s, R_AUTH_MECH);
+		return;
+	}
+	if (a.initial)
+		initial = xstrndup(a.initial, a.initiallen);
+	s->sasl = auth_sasl_new((enum auth_mech)mech);
+	smtp_parse_reader_init(&s->auth_reader, SESSION_AUTH_LINE_MAX);
+	st = auth_sasl_start(s->sasl, initial, &challenge);
+	if (initial) {
+		OPENSSL_cleanse(initial, strlen(initial));
+		free(initial);
+	}
+	auth_continue(s, st, challenge);
+}
+
+/* read_auth_line - one SASL response line; false when more input is needed */
+static bool
+read_auth_line(struct session *s, struct evbuffer *in)
+{
+	size_t len = evbuffer_get_length(in), n, linelen = 0, consumed = 0;
+	const char *p, *line = NULL, *challenge = NULL;
+	enum smtp_parse_line_status st;
+	char *copy;
+
+	if (len == 0)
+		return false;
+	n = len < SESSION_AUTH_LINE_MAX ? len : SESSION_AUTH_LINE_MAX;
+	p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+	st = smtp_parse_line(&s->auth_reader, p, n, &line, &linelen, &consumed);
+	switch (st) {
+	case SMTP_PARSE_LINE_OK:
+		copy = xstrndup(line, linelen);
+		evbuffer_drain(in, consumed);
+		{
+			enum auth_sasl_status ast = auth_sasl_step(s->sasl, copy, &challenge);
+
+			OPENSSL_cleanse(copy, linelen);
+			free(copy);
+			auth_continue(s, ast, challenge);
+		}
+		return true;
+	case SMTP_PARSE_LINE_NEED_MORE:
+		evbuffer_drain(in, consumed);
+		return consumed > 0 && consumed < len;
+	case SMTP_PARSE_LINE_TOO_LONG:
+		evbuffer_drain(in, consumed);
+		s->reader.skipping = s->auth_reader.skipping;	/* the rest is skipped as a command */
+		auth_abort(s);
+		client_error(s, R_AUTH_LINE_TOO_LONG);
+		return true;
+	default:
+		evbuffer_drain(in, consumed);
+		auth_abort(s);
+		client_error(s, R_AUTH_BASE64);
+		return true;
 	}
 }
 
@@ -1405,8 +1713,10 @@ dispatch(struct session *s, const char *line, size_t len)
 	case SMTP_PARSE_VERB_STARTTLS:
 		cmd_starttls(s);
 		break;
-	case SMTP_PARSE_VERB_EXPN:
 	case SMTP_PARSE_VERB_AUTH:
+		cmd_auth(s, &cmd);
+		break;
+	case SMTP_PARSE_VERB_EXPN:
 	default:
 		client_error(s, R_NOT_IMPLEMENTED);
 		break;
@@ -1471,6 +1781,9 @@ session_process(struct session *s)
 			bdat_chunk_done(s);
 		} else if (s->state == S_CMD) {
 			if (!read_command(s, in))
+				break;
+		} else if (s->state == S_AUTH) {
+			if (!read_auth_line(s, in))
 				break;
 		} else {
 			break;

@@ -32,7 +32,12 @@ struct conf;
 
 /* tls_server_ctx_new - context for listeners from [tls]; NULL and *err_r on error. */
 SSL_CTX *tls_server_ctx_new(const struct conf *conf, char **err_r);
-/* tls_server_ssl_new - one server-side connection (accept state); never NULL. */
+/*
+ * tls_server_ssl_new - one server-side connection (accept state); never NULL.
+ * End a session that closed cleanly (QUIT) with SSL_shutdown before freeing
+ * it: OpenSSL drops a session freed without close_notify from the cache, and
+ * the client cannot resume it.
+ */
 SSL *tls_server_ssl_new(SSL_CTX *ctx);
 
 /* tls_client_ctx_new - context for backend connections from [backend]; NULL and *err_r on error. */
@@ -45,7 +50,8 @@ bool tls_client_verify(const struct conf *conf);
  * must be valid for it (DNS name or IP address SAN; no partial wildcards) and
  * chain to the context's trust anchors, or the handshake fails.  Without verify
  * the handshake goes on whatever the certificate (opportunistic TLS);
- * SSL_get_verify_result then tells only whether the chain verified.
+ * SSL_get_verify_result then tells only whether the chain verified.  name
+ * NULL or "": no SNI, and verify checks the chain only.
  */
 SSL *tls_client_ssl_new(SSL_CTX *ctx, const char *name, bool verify);
 
