@@ -24,8 +24,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/util.h>
+#include <openssl/ssl.h>
 
 #include "log.h"
 #include "maildir.h"
@@ -33,6 +35,7 @@
 #include "spool.h"
 #include "util.h"
 #include "workers.h"
+#include "tls.h"
 
 #define RELAY_MAX_REPLY_LINE	4096	/* a longer backend line is garbage */
 #define RELAY_MAX_REPLY_LINES	64
@@ -44,6 +47,8 @@ enum relay_state {
 	RS_GREETING,
 	RS_EHLO,
 	RS_HELO,
+	RS_STARTTLS,	/* waiting for 220 to STARTTLS */
+	RS_HANDSHAKE,	/* TLS handshake with the backend */
 	RS_IDLE,	/* ready, no command outstanding */
 	RS_MAIL,
 	RS_RCPT,
@@ -64,6 +69,8 @@ struct relay_conn {
 	char *spec;		/* target spec, to match pool entries */
 	unsigned caps;
 	bool reused;		/* came from the pool: may be stale */
+	bool tls;		/* TLS is up on this connection */
+	bool tls_verified;	/* and the backend's certificate was verified */
 	bool got_reply;		/* any reply on this use */
 	struct relay_txn *txn;	/* NULL while pooled */
 	struct relay_conn *next;	/* pool list */
@@ -79,6 +86,8 @@ struct relay_conn {
 #define CAP_SMTPUTF8	0x04
 #define CAP_DSN		0x08
 #define CAP_PIPELINING	0x10
+#define CAP_STARTTLS	0x20
+#define CAP_REQUIRETLS	0x40
 
 struct relay_pool {
 	struct event_base *base;
@@ -94,6 +103,8 @@ struct relay_txn {
 	char *spec;
 	char sid[32];
 	struct relay_conn *conn;
+	SSL_CTX *tls_ctx;	/* for relay_tls; NULL = plain text */
+	bool requiretls;	/* RFC 8689: only over verified TLS */
 	bool completed;		/* DATA finished: no RSET needed */
 	bool failed;		/* sticky 4xx: conn is gone */
 	struct relay_result fail;
@@ -130,6 +141,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *text);
 static void txn_start_op(struct relay_txn *rt);
 static void conn_ready(struct relay_conn *c);
+static bool conn_start_tls(struct relay_conn *c);
+static void conn_tls_up(struct relay_conn *c);
 
 /* relay_result_set - fill a result */
 void
@@ -241,6 +254,20 @@ relay_txn_new(struct relay_pool *pool, const struct conf *conf,
 	str_copy(rt->sid, session_id, sizeof(rt->sid));
 	buf_init(&rt->cmd);
 	return rt;
+}
+
+/* relay_txn_set_tls - use TLS toward the backend (relay_tls), ctx shared by the snapshot */
+void
+relay_txn_set_tls(struct relay_txn *rt, SSL_CTX *ctx)
+{
+	rt->tls_ctx = ctx;
+}
+
+/* relay_txn_set_requiretls - RFC 8689: the message may travel only over verified TLS */
+void
+relay_txn_set_requiretls(struct relay_txn *rt, bool on)
+{
+	rt->requiretls = on;
 }
 
 /* relay_spec - target as configured */
@@ -419,6 +446,8 @@ filter_params(unsigned caps, const char *in, struct buf *out)
 			if (!(caps & CAP_SMTPUTF8))
 				return false;
 			keep = true;
+		} else if (n == 10 && str_ncasecmp(p, "REQUIRETLS", 10) == 0) {
+			keep = caps & CAP_REQUIRETLS;
 		} else if (str_ncasecmp(p, "RET=", 4) == 0 || str_ncasecmp(p, "ENVID=", 6) == 0 ||
 		    str_ncasecmp(p, "NOTIFY=", 7) == 0 || str_ncasecmp(p, "ORCPT=", 6) == 0)
 			keep = caps & CAP_DSN;
@@ -562,6 +591,11 @@ relay_mail(struct relay_txn *rt, const char *from, const char *params, relay_cb 
 		rt->res = rt->fail;
 		txn_finish(rt);
 		return;
+	}
+	if (rt->target->kind == RELAY_MAILDIR ||
+	    (rt->requiretls && rt->target->kind == RELAY_LMTP && rt->target->is_unix)) {
+		/* Final delivery on this host: REQUIRETLS is satisfied (RFC 8689 4.2.1). */
+		rt->requiretls = false;
 	}
 	if (rt->target->kind == RELAY_MAILDIR) {
 		relay_result_set(&rt->res, 250, "2.1.0", "Sender ok");
@@ -838,6 +872,10 @@ parse_caps(struct relay_conn *c)
 			c->caps |= CAP_DSN;
 		else if (n == 10 && str_ncasecmp(p, "PIPELINING", 10) == 0)
 			c->caps |= CAP_PIPELINING;
+		else if (n == 8 && str_ncasecmp(p, "STARTTLS", 8) == 0)
+			c->caps |= CAP_STARTTLS;
+		else if (n == 10 && str_ncasecmp(p, "REQUIRETLS", 10) == 0)
+			c->caps |= CAP_REQUIRETLS;
 		p = nl ? nl + 1 : NULL;
 	}
 }
@@ -859,6 +897,13 @@ conn_ready(struct relay_conn *c)
 	c->state = RS_IDLE;
 	if (rt == NULL || rt->op != OP_MAIL)
 		return;
+	if (rt->requiretls && !(c->tls_verified && (c->lmtp || (c->caps & CAP_REQUIRETLS)))) {
+		/* RFC 8689: never hand such a message over without verified TLS. */
+		relay_result_set(&rt->res, 550, "5.7.30",
+		    "Error: REQUIRETLS support required, the backend link does not provide it");
+		txn_finish(rt);
+		return;
+	}
 	buf_init(&p);
 	if (!filter_params(c->caps, rt->mail_params, &p)) {
 		buf_free(&p);
@@ -869,6 +914,46 @@ conn_ready(struct relay_conn *c)
 	cmd_printf_path(&rt->cmd, "MAIL FROM:", rt->from, p.data);
 	buf_free(&p);
 	txn_start_op(rt);
+}
+
+/* conn_start_tls - the backend said 220 to STARTTLS: wrap the connection */
+static bool
+conn_start_tls(struct relay_conn *c)
+{
+	struct relay_txn *rt = c->txn;
+	const char *name = rt->conf->relay_tls_name ? rt->conf->relay_tls_name : rt->target->host;
+	bool verify = tls_client_verify(rt->conf);
+	SSL *ssl = tls_client_ssl_new(rt->tls_ctx, name, verify);
+	struct bufferevent *tbev;
+
+	tbev = bufferevent_openssl_filter_new(rt->pool->base, c->bev, ssl,
+	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tbev == NULL)
+		fatal("bufferevent_openssl_filter_new failed");
+	c->bev = tbev;
+	bufferevent_setcb(tbev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_enable(tbev, EV_READ | EV_WRITE);
+	c->state = RS_HANDSHAKE;
+	return true;
+}
+
+/* conn_tls_up - the handshake with the backend completed: EHLO again */
+static void
+conn_tls_up(struct relay_conn *c)
+{
+	struct relay_txn *rt = c->txn;
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	char desc[128];
+
+	c->tls = true;
+	c->tls_verified = ssl && SSL_get_verify_result(ssl) == X509_V_OK &&
+	    SSL_get0_peer_certificate(ssl) != NULL && tls_client_verify(rt->conf);
+	tls_describe(ssl, desc, sizeof(desc));
+	log_info("id=%s event=relay_tls relay=%s tls=\"%s\" verified=%s", rt->sid, rt->spec, desc,
+	    c->tls_verified ? "yes" : "no");
+	evbuffer_add_printf(bufferevent_get_output(c->bev), "%s %s\r\n", c->lmtp ? "LHLO" : "EHLO",
+	    rt->conf->hostname);
+	c->state = RS_EHLO;
 }
 
 /* conn_handshake_reply - greeting and EHLO/LHLO/HELO replies; false if c was freed */
@@ -889,6 +974,19 @@ conn_handshake_reply(struct relay_conn *c)
 	case RS_EHLO:
 		if (c->code == 250) {
 			parse_caps(c);
+			if (rt && rt->tls_ctx && !c->tls) {
+				if (c->caps & CAP_STARTTLS) {
+					evbuffer_add(out, "STARTTLS\r\n", 10);
+					c->state = RS_STARTTLS;
+					return true;
+				}
+				if (rt->conf->relay_tls == RELAY_TLS_REQUIRED) {
+					log_warn("id=%s event=relay_tls_missing relay=%s", rt->sid, rt->spec);
+					txn_fail(rt, 451, "4.7.5",
+					    "Error: backend does not offer STARTTLS, try again later");
+					return false;
+				}
+			}
 			break;
 		}
 		if (c->lmtp || c->code < 500)
@@ -900,7 +998,19 @@ conn_handshake_reply(struct relay_conn *c)
 		if (c->code != 250)
 			goto refuse;
 		c->caps = 0;
+		if (rt && rt->conf->relay_tls == RELAY_TLS_REQUIRED) {
+			txn_fail(rt, 451, "4.7.5", "Error: backend does not offer STARTTLS, try again later");
+			return false;
+		}
 		break;
+	case RS_STARTTLS:
+		if (c->code == 220)
+			return conn_start_tls(c);
+		if (rt && rt->conf->relay_tls == RELAY_TLS_REQUIRED) {
+			txn_fail(rt, 451, "4.7.5", "Error: backend refused STARTTLS, try again later");
+			return false;
+		}
+		break;	/* opportunistic: go on in plain text */
 	default:
 		return true;
 	}
@@ -1054,6 +1164,10 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct relay_conn *c = arg;
 	struct relay_txn *rt = c->txn;
 
+	if ((what & BEV_EVENT_CONNECTED) && c->state == RS_HANDSHAKE && rt != NULL) {
+		conn_tls_up(c);
+		return;
+	}
 	if (what & BEV_EVENT_CONNECTED) {
 		int on = 1;
 
@@ -1080,7 +1194,13 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_TIMEOUT)
 		txn_fail(rt, 451, "4.4.2", "Error: backend timed out, try again later");
-	else if (c->state == RS_CONNECTING)
+	else if (c->state == RS_HANDSHAKE) {
+		char err[256];
+
+		tls_errors(err, sizeof(err));
+		log_warn("id=%s event=relay_tls_error relay=%s error=\"%s\"", rt->sid, rt->spec, err);
+		txn_fail(rt, 451, "4.7.5", "Error: TLS with the backend failed, try again later");
+	} else if (c->state == RS_CONNECTING)
 		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 	else
 		txn_fail(rt, 451, "4.4.1", "Error: backend closed the connection, try again later");

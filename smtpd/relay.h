@@ -40,6 +40,11 @@ void relay_pool_free(struct relay_pool *pool);
 /* relay_txn_new - a transaction toward target; connects lazily at relay_mail. */
 struct relay_txn *relay_txn_new(struct relay_pool *pool, const struct conf *conf,
     const struct conf_relay *target, const char *session_id);
+struct ssl_ctx_st;
+/* relay_txn_set_tls - STARTTLS toward the backend with this client context. */
+void relay_txn_set_tls(struct relay_txn *rt, struct ssl_ctx_st *ctx);
+/* relay_txn_set_requiretls - RFC 8689: refuse unless the link is verified TLS (or local delivery). */
+void relay_txn_set_requiretls(struct relay_txn *rt, bool on);
 /* relay_txn_free - give the connection back (RSET unless completed) or close it. */
 void relay_txn_free(struct relay_txn *rt);
 

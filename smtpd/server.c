@@ -140,8 +140,22 @@ snapshot_new(struct conf *conf, char **err_r)
 
 		s->tls = tls_server_ctx_new(conf, &err);
 		if (s->tls == NULL) {
-			*err_r = xasprintf("%s: [tls]: %s", conf->path, err ? err : "TLS setup failed");
+			*err_r = xasprintf("%s: %s", conf->path, err ? err : "[tls]: TLS setup failed");
 			free(err);
+			free(s);
+			return NULL;
+		}
+	}
+	if (conf->relay_tls != RELAY_TLS_NONE) {
+		char *err = NULL;
+
+		s->tls_client = tls_client_ctx_new(conf, &err);
+		if (s->tls_client == NULL) {
+			*err_r = xasprintf("%s: %s", conf->path,
+			    err ? err : "[backend] relay_tls: TLS setup failed");
+			free(err);
+			if (s->tls)
+				tls_ctx_unref(s->tls);
 			free(s);
 			return NULL;
 		}
@@ -149,6 +163,8 @@ snapshot_new(struct conf *conf, char **err_r)
 	if (!snapshot_auth(s, conf, err_r)) {
 		if (s->tls)
 			tls_ctx_unref(s->tls);
+		if (s->tls_client)
+			tls_ctx_unref(s->tls_client);
 		free(s);
 		return NULL;
 	}
@@ -204,6 +220,8 @@ snapshot_unref(struct snapshot *s)
 	free(s->chains);
 	if (s->tls)
 		tls_ctx_unref(s->tls);
+	if (s->tls_client)
+		tls_ctx_unref(s->tls_client);
 	auth_backend_free(s->auth);
 	sender_login_map_free(s->senders);
 	conf_unref(s->conf);

@@ -27,6 +27,7 @@ struct snapshot {
 	struct conf *conf;
 	struct filter_chain **chains;	/* one per conf->listeners[i] */
 	struct ssl_ctx_st *tls;		/* server SSL_CTX when a listener uses TLS, else NULL */
+	struct ssl_ctx_st *tls_client;	/* toward the backend when relay_tls != none */
 	struct auth_backend *auth;	/* credential check when [auth] is set, else NULL */
 	struct sender_login_map *senders;	/* [auth] sender_login_map, else NULL */
 };

@@ -70,7 +70,6 @@ static const struct smtp_reply_entry replies[R_MAX] = {
 	[R_STARTTLS_GO] = { 220, "2.0.0", "Ready to start TLS" },
 	[R_TLS_ACTIVE] = { 503, "5.5.1", "Error: TLS already active" },
 	[R_TLS_REQUIRED] = { 530, "5.7.0", "Error: must issue a STARTTLS command first" },
-	[R_TLS_UNAVAILABLE] = { 454, "4.7.0", "Error: TLS not available due to local problem" },
 	[R_AUTH_OK] = { 235, "2.7.0", "Authentication successful" },
 	[R_AUTH_FAILED] = { 535, "5.7.8", "Error: authentication failed" },
 	[R_AUTH_CANCEL] = { 501, "5.0.0", "Error: authentication cancelled" },

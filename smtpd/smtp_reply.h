@@ -69,7 +69,6 @@ enum smtp_reply_id {
 	R_STARTTLS_GO,		/* 220 2.0.0 Ready to start TLS */
 	R_TLS_ACTIVE,		/* 503 5.5.1 TLS already active */
 	R_TLS_REQUIRED,		/* 530 5.7.0 STARTTLS first */
-	R_TLS_UNAVAILABLE,	/* 454 4.7.0 */
 	R_AUTH_OK,		/* 235 2.7.0 */
 	R_AUTH_FAILED,		/* 535 5.7.8 */
 	R_AUTH_CANCEL,		/* 501 5.0.0 */

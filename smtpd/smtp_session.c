@@ -134,6 +134,7 @@ struct session {
 	char *auth_user;	/* the login, once authenticated */
 	bool tls_active;	/* the handshake completed */
 	bool tls_handshaking;
+	bool closed_cleanly;	/* we ended it (QUIT, 421): send close_notify */
 	char tls_desc[128];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384 256/256" */
 	uint64_t bdat_left;	/* octets of the current chunk still to read */
 	bool bdat_last;
@@ -259,8 +260,14 @@ session_free(struct session *s)
 	log_info("id=%s event=disconnect client=%s transactions=%u errors=%u", s->idstr,
 	    s->addr, s->ntxn, s->errors);
 	loop_session_remove(s->loop, s, s->id);
-	if (s->bev)
+	if (s->bev) {
+		SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+
+		/* close_notify keeps the TLS session resumable (OpenSSL drops it otherwise). */
+		if (ssl != NULL && s->tls_active && s->closed_cleanly)
+			SSL_shutdown(ssl);
 		bufferevent_free(s->bev);
+	}
 	if (s->ev)
 		event_free(s->ev);
 	free(s->helo);
@@ -302,6 +309,7 @@ session_close(struct session *s)
 	if (s->state == S_CLOSING || s->state == S_DEAD)
 		return;
 	s->state = S_CLOSING;
+	s->closed_cleanly = true;
 	bufferevent_disable(s->bev, EV_READ);
 	if (evbuffer_get_length(out(s)) == 0)
 		session_reap(s);
@@ -517,6 +525,8 @@ helo_proceed(struct session *s, const struct filter_result *res)
 		evbuffer_add(out(s), "250-STARTTLS\r\n", 14);
 	if (auth_offered(s))
 		evbuffer_add(out(s), "250-AUTH PLAIN LOGIN\r\n", 22);
+	if (s->tls_active)
+		evbuffer_add(out(s), "250-REQUIRETLS\r\n", 16);
 	evbuffer_add(out(s), "250 DSN\r\n", 9);
 }
 
@@ -581,6 +591,9 @@ mail_proceed(struct session *s, const struct filter_result *res)
 		return;
 	}
 	t->relay = relay_txn_new(loop_relay(s->loop), s->conf, &s->conf->relay, s->idstr);
+	if (s->snap->tls_client)
+		relay_txn_set_tls(t->relay, s->snap->tls_client);
+	relay_txn_set_requiretls(t->relay, (t->mail.params & SMTP_PARSE_PARAM_REQUIRETLS) != 0);
 	t->mail_pending = true;
 	relay_mail(t->relay, t->from, t->mail_params.data ? t->mail_params.data : "",
 	    mail_relayed, s);
@@ -631,6 +644,8 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 	}
 	if (s->lconf->role != ROLE_MX && s->snap->auth != NULL)
 		allowed |= SMTP_PARSE_PARAM_AUTH;	/* RFC 4954 5: accepted, not passed on */
+	if (s->tls_active)
+		allowed |= SMTP_PARSE_PARAM_REQUIRETLS;	/* RFC 8689: offered under TLS only */
 	if (!s->esmtp)
 		allowed = 0;
 	st = smtp_parse_mail(cmd->args, cmd->argslen, allowed, &m);
@@ -1126,6 +1141,8 @@ send_dsn(struct session *s, const struct relay_result *res, size_t n)
 	buf_free(&msg);
 	buf_reset(&t->dsn_head);
 	t->dsn_relay = relay_txn_new(loop_relay(s->loop), s->conf, target, s->idstr);
+	if (s->snap->tls_client)
+		relay_txn_set_tls(t->dsn_relay, s->snap->tls_client);
 	session_pause(s);
 	relay_mail(t->dsn_relay, "", "", dsn_step, s);
 }
@@ -1330,10 +1347,7 @@ cmd_starttls(struct session *s)
 		client_error(s, R_TLS_ACTIVE);
 		return;
 	}
-	if ((ssl = tls_server_ssl_new(s->snap->tls)) == NULL) {
-		reply(s, R_TLS_UNAVAILABLE);
-		return;
-	}
+	ssl = tls_server_ssl_new(s->snap->tls);
 	reply(s, R_STARTTLS_GO);
 	/*
 	 * Whatever the client sent after STARTTLS came in plain text and may be
