@@ -121,6 +121,8 @@ auth_b64_decode(const char *in, size_t len, unsigned char **out_r, size_t *outle
 		return false;
 	}
 	*outlen_r = (size_t)n - pad;
+	/* the pad's octets too, so wiping outlen + 1 octets wipes everything */
+	OPENSSL_cleanse(out + *outlen_r, len / 4 * 3 + 1 - *outlen_r);
 	out[*outlen_r] = '\0';
 	*out_r = out;
 	return true;
@@ -543,20 +545,26 @@ auth_user_find(const void *key, const void *elem)
 static void
 auth_passwd_index(struct auth_backend *b, struct buf *errs, unsigned *nerr)
 {
+	const struct auth_user *u1, *u2;
 	char esc[128];
 	size_t i;
 
 	/* the first user's hash, so an unknown user costs what a known one does */
 	b->dummy_hash = xstrdup(b->nusers > 0 ? b->users[0].hash : AUTH_DUMMY_HASH);
-	qsort(b->users, b->nusers, sizeof(*b->users), auth_user_sort);
+	if (b->nusers > 1)
+		qsort(b->users, b->nusers, sizeof(*b->users), auth_user_sort);
 	for (i = 1; i < b->nusers; i++) {
-		if (strcmp(b->users[i - 1].name, b->users[i].name) != 0)
+		u1 = &b->users[i - 1];
+		u2 = &b->users[i];
+		if (strcmp(u1->name, u2->name) != 0)
 			continue;
-		log_escape(esc, sizeof(esc), b->users[i].name, strlen(b->users[i].name));
-		auth_file_error(errs, nerr, b->file,
-		    b->users[i].line > b->users[i - 1].line ? b->users[i].line : b->users[i - 1].line,
-		    "user \"%s\" already defined on line %d", esc,
-		    b->users[i].line > b->users[i - 1].line ? b->users[i - 1].line : b->users[i].line);
+		if (u1->line > u2->line) {	/* qsort is not stable */
+			u1 = u2;
+			u2 = &b->users[i - 1];
+		}
+		log_escape(esc, sizeof(esc), u2->name, strlen(u2->name));
+		auth_file_error(errs, nerr, b->file, u2->line,
+		    "user \"%s\" already defined on line %d", esc, u1->line);
 	}
 }
 
@@ -615,7 +623,8 @@ auth_passwd_verify(struct auth_backend *b, const char *user, const char *pass, c
 	const char *out;
 	size_t n;
 
-	u = bsearch(user, b->users, b->nusers, sizeof(*b->users), auth_user_find);
+	u = b->nusers == 0 ? NULL :
+	    bsearch(user, b->users, b->nusers, sizeof(*b->users), auth_user_find);
 	cd = xcalloc(1, sizeof(*cd));	/* ~32 KiB: too big for a worker's stack */
 	out = crypt_r(pass, u != NULL ? u->hash : b->dummy_hash, cd);
 	if (out == NULL || out[0] == '*') {

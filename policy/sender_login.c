@@ -3,8 +3,9 @@
  * check and the From: header check for authenticated sessions.
  *
  * Addresses are canonicalized by smtp_parse (one canonical form in the whole
- * daemon); this file only finds where an address starts and ends, in a map
- * line or in an RFC 5322 mailbox-list, and never parses a mailbox itself.
+ * daemon): this file finds where each address is, in a map line or in an
+ * RFC 5322 mailbox-list, rebuilds it without comments and folding, and
+ * leaves the local part, domain and literal rules to smtp_parse_path.
  * It must never write to the map after load (threads share it), never log,
  * never recurse on input (comments nest through a counter) and never read
  * past the length it is given.  The map owns all its strings.

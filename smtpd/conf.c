@@ -111,7 +111,7 @@ conf_default_limits(struct conf_limits *l)
 	l->max_message_size = 52428800;
 	l->max_recipients = 100;
 	l->max_errors = 10;
-	l->max_pipelined = 100;
+	l->max_pipelined = 200;
 	l->command_timeout = 300;
 	l->data_timeout = 180;
 	l->max_sessions = 5000;
@@ -866,9 +866,13 @@ conf_set_endpoint(void *field, const struct conf_key *k, const char *value, char
 			return false;
 		}
 	} else if (*value != '\0') {
-		if (!conf_parse_hostport(value, CONF_HOST_ANY, &host, &port, why_r)) {
+		/* "inet:HOST:PORT" as Postfix writes it, or plain "HOST:PORT" */
+		const char *hp = strncmp(value, "inet:", 5) == 0 ? value + 5 : value;
+
+		if (!conf_parse_hostport(hp, CONF_HOST_ANY, &host, &port, why_r)) {
 			free(*why_r);
-			*why_r = xasprintf("\"%s\": write unix:PATH or HOST:PORT", value);
+			*why_r = xasprintf("\"%s\": write unix:PATH, inet:HOST:PORT or HOST:PORT",
+			    value);
 			return false;
 		}
 		free(host);

@@ -338,12 +338,15 @@ set_timeout(struct session *s, unsigned secs)
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
 }
 
-/* session_pause - stop reading while an async step runs */
+/*
+ * session_pause - stop processing while an async step runs.  Reading goes
+ * on (pipelined input waits in the buffer, bounded by the read watermark):
+ * toggling EV_READ would cost two epoll_ctl calls per backend round trip.
+ */
 static void
 session_pause(struct session *s)
 {
 	s->paused = true;
-	bufferevent_disable(s->bev, EV_READ);
 }
 
 /* session_resume - the async step finished: go on with buffered input */
@@ -353,7 +356,6 @@ session_resume(struct session *s)
 	s->paused = false;
 	if (s->state == S_CLOSING || s->state == S_DEAD)
 		return;
-	bufferevent_enable(s->bev, EV_READ);
 	if (!s->in_process)
 		session_process(s);
 }

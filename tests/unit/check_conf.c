@@ -255,7 +255,7 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(def.max_message_size, 52428800);
 	ck_assert_uint_eq(def.max_recipients, 100);
 	ck_assert_uint_eq(def.max_errors, 10);
-	ck_assert_uint_eq(def.max_pipelined, 100);
+	ck_assert_uint_eq(def.max_pipelined, 200);
 	ck_assert_uint_eq(def.command_timeout, 300);
 	ck_assert_uint_eq(def.data_timeout, 180);
 	ck_assert_uint_eq(def.max_sessions, 5000);
