@@ -571,7 +571,7 @@ static const struct {
 	  ":3: [listener s] role: submission requires AUTH" },
 	{ BASE "[auth]\npasswd_file = p\ndovecot = unix:/run/auth\n",
 	  ":8: [auth] dovecot: set either passwd_file or dovecot, not both" },
-	{ BASE "[auth]\ndovecot = /run/auth\n", ":7: [auth] dovecot: \"/run/auth\": write unix:PATH or HOST:PORT" },
+	{ BASE "[auth]\ndovecot = /run/auth\n", ":7: [auth] dovecot: \"/run/auth\": write unix:PATH, inet:HOST:PORT or HOST:PORT" },
 	{ BASE "[redis]\nserver = unix:\n", ":7: [redis] server: unix: needs a socket path" },
 };
 
