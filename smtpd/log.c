@@ -16,6 +16,7 @@
 #include "log.h"
 
 static bool log_syslog;
+static long log_pid;	/* cached: one getpid(2) per line adds up */
 static bool log_debug_on;
 
 static const char *const level_names[] = {
@@ -38,6 +39,7 @@ static const int syslog_prio[] = {
 bool
 log_init(const char *target)
 {
+	log_pid = (long)getpid();
 	if (target == NULL || strcmp(target, "stderr") == 0) {
 		log_syslog = false;
 		return true;
@@ -76,7 +78,7 @@ log_msg(enum log_level level, const char *fmt, ...)
 		gmtime_r(&ts.tv_sec, &tm);
 		off = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
 		n = snprintf(line + off, sizeof(line) - off, ".%03ldZ portier[%ld]: %s: ",
-		    ts.tv_nsec / 1000000L, (long)getpid(), level_names[level]);
+		    ts.tv_nsec / 1000000L, log_pid ? log_pid : (long)getpid(), level_names[level]);
 		if (n > 0)
 			off += (size_t)n;
 	}

@@ -54,6 +54,8 @@ void relay_rcpt(struct relay_txn *rt, const char *rcpt, const char *params, rela
 /* relay_data - send head (header block incl. the empty line) then body from off. */
 void relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, size_t off,
     relay_data_cb cb, void *arg);
+/* relay_data_begin - send DATA early (optional; relay_data still follows or the txn is freed). */
+void relay_data_begin(struct relay_txn *rt);
 /* relay_is_per_rcpt - true when relay_data gives one result per recipient. */
 bool relay_is_per_rcpt(const struct relay_txn *rt);
 const char *relay_spec(const struct relay_txn *rt);

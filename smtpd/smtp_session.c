@@ -114,6 +114,7 @@ struct session {
 	const struct conf_limits *lim;
 	const struct filter_chain *chain;
 	struct bufferevent *bev;
+	struct evbuffer *pending;	/* replies not yet handed to the socket */
 	enum session_state state;
 	struct smtp_parse_reader reader;
 	bool paused;		/* an async step is in progress */
@@ -135,6 +136,7 @@ struct session {
 	bool tls_active;	/* the handshake completed */
 	bool tls_handshaking;
 	bool closed_cleanly;	/* we ended it (QUIT, 421): send close_notify */
+	unsigned linger;	/* reaper turns spent waiting for the last reply */
 	char tls_desc[128];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384 256/256" */
 	uint64_t bdat_left;	/* octets of the current chunk still to read */
 	bool bdat_last;
@@ -146,6 +148,7 @@ static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void *session_auth_backend(const struct session *s);
+static bool output_pending(struct session *s);
 static void session_close(struct session *s);
 static void session_resume(struct session *s);
 static void data_end(struct session *s);
@@ -153,11 +156,37 @@ static void txn_end(struct session *s, enum txn_result result, const char *reply
 
 /* ---- replies -------------------------------------------------------------- */
 
-/* out - the client's output buffer */
+/* out - where replies collect until session_flush */
 static struct evbuffer *
 out(struct session *s)
 {
-	return bufferevent_get_output(s->bev);
+	return s->pending;
+}
+
+/*
+ * session_flush - send the collected replies.  On a plain socket with
+ * nothing queued, write(2) them directly: handing them to the bufferevent
+ * would cost an epoll_ctl to add EV_WRITE and another to drop it, for
+ * every reply.  Whatever the socket does not take (and everything under
+ * TLS) goes through the bufferevent as usual.
+ */
+static void
+session_flush(struct session *s)
+{
+	struct evbuffer *bout;
+
+	if (evbuffer_get_length(s->pending) == 0 || s->bev == NULL)
+		return;
+	bout = bufferevent_get_output(s->bev);
+	if (!s->tls_active && !s->tls_handshaking && evbuffer_get_length(bout) == 0 &&
+	    bufferevent_openssl_get_ssl(s->bev) == NULL) {
+		evutil_socket_t fd = bufferevent_getfd(s->bev);
+
+		if (fd >= 0)
+			evbuffer_write(s->pending, fd);	/* drains what was written */
+	}
+	if (evbuffer_get_length(s->pending) > 0)
+		evbuffer_add_buffer(bout, s->pending);
 }
 
 /* reply - a table reply */
@@ -270,6 +299,7 @@ session_free(struct session *s)
 	}
 	if (s->ev)
 		event_free(s->ev);
+	evbuffer_free(s->pending);
 	free(s->helo);
 	free(s->auth_user);
 	auth_sasl_free(s->sasl);
@@ -286,7 +316,29 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (s->filter_pending)
 		return;	/* the filter completion reaps us */
+	if (s->closed_cleanly && s->linger < 200 && output_pending(s)) {
+		/* The last reply is still on its way (a TLS filter's socket): wait for it. */
+		struct timeval tv = { 0, 10000 };
+
+		s->linger++;
+		evtimer_add(s->ev, &tv);
+		return;
+	}
 	session_free(s);
+}
+
+/* output_pending - replies not yet on the wire, ours or a TLS filter's socket's */
+static bool
+output_pending(struct session *s)
+{
+	struct bufferevent *under;
+
+	if (s->bev == NULL)
+		return false;
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+		return true;
+	under = bufferevent_get_underlying(s->bev);
+	return under != NULL && evbuffer_get_length(bufferevent_get_output(under)) > 0;
 }
 
 /* session_reap - schedule the free */
@@ -294,8 +346,8 @@ static void
 session_reap(struct session *s)
 {
 	s->state = S_DEAD;
-	if (s->bev)
-		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	if (s->bev)	/* writing goes on while a last reply lingers (reap_cb) */
+		bufferevent_disable(s->bev, s->closed_cleanly ? EV_READ : EV_READ | EV_WRITE);
 	if (s->ev)
 		event_free(s->ev);
 	s->ev = event_new(loop_base(s->loop), -1, 0, reap_cb, s);
@@ -311,7 +363,8 @@ session_close(struct session *s)
 	s->state = S_CLOSING;
 	s->closed_cleanly = true;
 	bufferevent_disable(s->bev, EV_READ);
-	if (evbuffer_get_length(out(s)) == 0)
+	session_flush(s);
+	if (!output_pending(s) || s->tls_active)
 		session_reap(s);
 	/* else the write callback reaps once the buffer drained */
 }
@@ -354,10 +407,11 @@ static void
 session_resume(struct session *s)
 {
 	s->paused = false;
-	if (s->state == S_CLOSING || s->state == S_DEAD)
+	if (s->state == S_CLOSING || s->state == S_DEAD || s->in_process) {
+		session_flush(s);
 		return;
-	if (!s->in_process)
-		session_process(s);
+	}
+	session_process(s);
 }
 
 /* ---- transaction ------------------------------------------------------------ */
@@ -838,6 +892,7 @@ cmd_data(struct session *s)
 		return;
 	}
 	content_begin(s, DATA_READER_DOT);
+	relay_data_begin(t->relay);
 	reply(s, R_DATA_GO);
 	s->state = S_DATA;
 }
@@ -869,6 +924,7 @@ cmd_bdat(struct session *s, const struct smtp_parse_cmd *cmd)
 	if (!t->bdat_used) {
 		t->bdat_used = true;
 		content_begin(s, DATA_READER_RAW);
+		relay_data_begin(t->relay);
 	}
 }
 
@@ -1351,6 +1407,7 @@ cmd_starttls(struct session *s)
 	}
 	ssl = tls_server_ssl_new(s->snap->tls);
 	reply(s, R_STARTTLS_GO);
+	session_flush(s);	/* the 220 goes out in clear, before the wrap */
 	/*
 	 * Whatever the client sent after STARTTLS came in plain text and may be
 	 * an injection (CVE-2011-0411): throw it away.  The STARTTLS line itself
@@ -1806,6 +1863,7 @@ session_process(struct session *s)
 		}
 	}
 	s->in_process = false;
+	session_flush(s);
 }
 
 /* pipeline_flooded - more complete commands waiting than max_pipelined */
@@ -1860,6 +1918,7 @@ write_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
+	/* The reaper waits for whatever is still on its way (reap_cb). */
 	if (s->state == S_CLOSING)
 		session_reap(s);
 }
@@ -1882,6 +1941,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 		tls_errors(err, sizeof(err));
 		log_info("id=%s event=tls_error client=%s state=%s error=\"%s\"", s->idstr, s->addr,
 		    s->tls_active ? "established" : "handshake", err);
+		s->closed_cleanly = !s->tls_active;	/* let a handshake alert reach the client */
 		session_reap(s);
 		return;
 	}
@@ -1934,6 +1994,7 @@ greet_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->state != S_GREET_PAUSE)
 		return;
 	run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
+	session_flush(s);
 }
 
 /* session_start - a new client */
@@ -1970,6 +2031,9 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	s->fsess.conf = s->conf;
 	smtp_parse_reader_init(&s->reader, s->lim->max_command_line);
 	s->bev = bev;
+	s->pending = evbuffer_new();
+	if (s->pending == NULL)
+		fatal("evbuffer_new failed");
 	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, 256 * 1024);
 	set_timeout(s, bufferevent_openssl_get_ssl(bev) != NULL ? s->conf->tls_handshake_timeout :
@@ -1996,4 +2060,5 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 		return;
 	}
 	run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
+	session_flush(s);
 }
