@@ -124,7 +124,14 @@ struct relay_txn {
 	char **rcpts;		/* accepted recipients */
 	size_t nrcpts;
 	char *pending_rcpt;
+	char *rcpt_params;
 	char *mail_params;
+	bool mail_held;		/* MAIL waits to go out with the first RCPT */
+	bool mail_inflight;	/* MAIL sent with an RCPT, not answered yet */
+	bool rcpt_pipelined;	/* that RCPT went in the same write */
+	bool rcpt_drain;	/* MAIL failed: the pipelined RCPT's reply is dropped */
+	bool mail_failed;	/* every RCPT gets mail_res */
+	struct relay_result mail_res;
 	/* body */
 	const struct buf *head;
 	struct spool *body;
@@ -345,6 +352,7 @@ relay_txn_free(struct relay_txn *rt)
 		free(rt->rcpts[i]);
 	free(rt->rcpts);
 	free(rt->pending_rcpt);
+	free(rt->rcpt_params);
 	free(rt->mail_params);
 	free(rt->dres);
 	free(rt->spec);
@@ -614,8 +622,10 @@ relay_mail(struct relay_txn *rt, const char *from, const char *params, relay_cb 
 		rt->requiretls = false;
 	}
 	if (rt->target->kind == RELAY_MAILDIR) {
+		rt->op = cb ? OP_MAIL : OP_NONE;
 		relay_result_set(&rt->res, 250, "2.1.0", "Sender ok");
-		txn_finish(rt);
+		if (cb)
+			txn_finish(rt);
 		return;
 	}
 	rt->retried = false;
@@ -624,6 +634,12 @@ relay_mail(struct relay_txn *rt, const char *from, const char *params, relay_cb 
 	/* parameters are filtered once we know the backend's capabilities */
 	free(rt->mail_params);
 	rt->mail_params = xstrdup(params ? params : "");
+	if (cb == NULL) {
+		/* Lazy: MAIL goes out with the first RCPT, in one write when pipelining. */
+		rt->op = OP_NONE;
+		rt->mail_held = true;
+		return;
+	}
 	if (!txn_attach_conn(rt, true)) {
 		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 		return;
@@ -657,6 +673,24 @@ relay_rcpt(struct relay_txn *rt, const char *rcpt, const char *params, relay_cb 
 		txn_finish(rt);
 		return;
 	}
+	free(rt->rcpt_params);
+	rt->rcpt_params = xstrdup(params ? params : "");
+	if (rt->mail_failed) {
+		rt->res = rt->mail_res;
+		txn_finish(rt);
+		return;
+	}
+	if (rt->mail_held) {
+		rt->mail_held = false;
+		rt->mail_inflight = true;
+		if (!txn_attach_conn(rt, true)) {
+			txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+			return;
+		}
+		if (rt->conn->state == RS_IDLE)
+			conn_ready(rt->conn);
+		return;
+	}
 	if (rt->conn == NULL) {
 		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 		return;
@@ -666,6 +700,21 @@ relay_rcpt(struct relay_txn *rt, const char *rcpt, const char *params, relay_cb 
 	cmd_printf_path(&rt->cmd, "RCPT TO:", rcpt, p.data);
 	buf_free(&p);
 	txn_start_op(rt);
+}
+
+/* rcpt_cmd - "RCPT TO:<...> params" for the pending recipient, appended to b */
+static void
+rcpt_cmd(struct relay_txn *rt, unsigned caps, struct buf *b)
+{
+	struct buf p, one;
+
+	buf_init(&p);
+	buf_init(&one);
+	filter_params(caps, rt->rcpt_params, &p);
+	cmd_printf_path(&one, "RCPT TO:", rt->pending_rcpt, p.data);
+	buf_append(b, one.data, one.len);
+	buf_free(&one);
+	buf_free(&p);
 }
 
 /* body_fill - queue dot-stuffed body bytes until the output is full */
@@ -944,7 +993,7 @@ conn_ready(struct relay_conn *c)
 	struct buf p;
 
 	c->state = RS_IDLE;
-	if (rt == NULL || rt->op != OP_MAIL)
+	if (rt == NULL || !(rt->op == OP_MAIL || (rt->op == OP_RCPT && rt->mail_inflight)))
 		return;
 	if (rt->requiretls && !(c->tls_verified && (c->lmtp || (c->caps & CAP_REQUIRETLS)))) {
 		/* RFC 8689: never hand such a message over without verified TLS. */
@@ -962,6 +1011,15 @@ conn_ready(struct relay_conn *c)
 	}
 	cmd_printf_path(&rt->cmd, "MAIL FROM:", rt->from, p.data);
 	buf_free(&p);
+	if (rt->op == OP_RCPT) {
+		/* MAIL with the first RCPT: one write and one wake-up when pipelining. */
+		rt->rcpt_pipelined = (c->caps & CAP_PIPELINING) != 0;
+		if (rt->rcpt_pipelined)
+			rcpt_cmd(rt, c->caps, &rt->cmd);
+		c->state = RS_MAIL;
+		conn_send_cmd(c, &rt->cmd);
+		return;
+	}
 	txn_start_op(rt);
 }
 
@@ -1083,10 +1141,38 @@ conn_op_reply(struct relay_conn *c)
 	case RS_MAIL:
 		c->state = RS_IDLE;
 		conn_result(c, &rt->res);
+		if (rt->mail_inflight) {
+			rt->mail_inflight = false;
+			if (c->code / 100 != 2) {
+				rt->mail_failed = true;
+				rt->mail_res = rt->res;
+				rt->rcpt_drain = rt->rcpt_pipelined;
+				if (rt->rcpt_drain) {
+					c->state = RS_RCPT;	/* its reply still comes */
+					return true;
+				}
+				txn_finish(rt);
+				return true;
+			}
+			c->state = RS_RCPT;
+			if (!rt->rcpt_pipelined) {
+				buf_reset(&rt->cmd);
+				rcpt_cmd(rt, c->caps, &rt->cmd);
+				conn_send_cmd(c, &rt->cmd);
+			}
+			return true;
+		}
 		txn_finish(rt);
 		return true;
 	case RS_RCPT:
 		c->state = RS_IDLE;
+		if (rt->rcpt_drain) {
+			/* The refused MAIL's answer is the one that counts. */
+			rt->rcpt_drain = false;
+			rt->res = rt->mail_res;
+			txn_finish(rt);
+			return true;
+		}
 		conn_result(c, &rt->res);
 		if (c->code / 100 == 2) {
 			rt->rcpts = xreallocarray(rt->rcpts, rt->nrcpts + 1, sizeof(*rt->rcpts));
@@ -1249,7 +1335,7 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && c->reused && !c->got_reply &&
-	    rt->op == OP_MAIL && !rt->retried) {
+	    (rt->op == OP_MAIL || rt->mail_inflight) && !rt->retried) {
 		/* The pooled connection was stale: one fresh try. */
 		rt->retried = true;
 		c->state = RS_DEAD;

@@ -381,9 +381,8 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
 		li = snap->conf->nlisteners - 1;
 	}
 	struct bufferevent *bev;
-	int on = 1;
 
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	/* TCP_NODELAY comes from the listening socket (Linux copies it to accepted ones). */
 	if (snap->conf->listeners[li].tls == TLS_IMPLICIT && snap->tls != NULL)
 		bev = bufferevent_openssl_socket_new(ls->loop->base, fd, tls_server_ssl_new(snap->tls),
 		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
@@ -471,6 +470,8 @@ bind_one(const char *spec, char **err_r)
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+	/* Replies are whole; never let Nagle hold one back.  Accepted sockets inherit it. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	if (ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
 	/* listen() comes after the privilege drop: nobody connects to a root process. */

@@ -49,6 +49,7 @@
 #define SESSION_OUT_FLUSH	(64 * 1024)	/* spool decoded data in chunks this big */
 #define SESSION_HEADER_MAX	(256 * 1024)	/* header block examined by filters */
 #define SESSION_AUTH_LINE_MAX	12288		/* RFC 4954 4: at least 12288 octets */
+#define SESSION_LINGER_TURNS	100		/* x 10 ms a last reply may take to leave */
 
 enum session_state {
 	S_GREET_PAUSE,	/* waiting greet_pause; talking now is an error */
@@ -98,10 +99,6 @@ struct txn {
 	struct buf dsn_head;
 	struct relay_result final;	/* the reply that ends the message */
 	bool had_separator;		/* the header block ended with an empty line */
-	bool mail_pending;		/* the backend has not answered MAIL yet */
-	bool mail_failed;		/* it refused: mail_res goes to every RCPT */
-	bool rcpt_waiting;		/* an RCPT waits for that answer */
-	struct relay_result mail_res;
 };
 
 struct session {
@@ -137,6 +134,7 @@ struct session {
 	bool tls_handshaking;
 	bool closed_cleanly;	/* we ended it (QUIT, 421): send close_notify */
 	unsigned linger;	/* reaper turns spent waiting for the last reply */
+	bool alert_only;	/* linger for a TLS alert below, not for replies */
 	char tls_desc[128];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384 256/256" */
 	uint64_t bdat_left;	/* octets of the current chunk still to read */
 	bool bdat_last;
@@ -316,7 +314,7 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (s->filter_pending)
 		return;	/* the filter completion reaps us */
-	if (s->closed_cleanly && s->linger < 200 && output_pending(s)) {
+	if (s->closed_cleanly && s->linger < SESSION_LINGER_TURNS && output_pending(s)) {
 		/* The last reply is still on its way (a TLS filter's socket): wait for it. */
 		struct timeval tv = { 0, 10000 };
 
@@ -335,7 +333,7 @@ output_pending(struct session *s)
 
 	if (s->bev == NULL)
 		return false;
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+	if (!s->alert_only && evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
 		return true;
 	under = bufferevent_get_underlying(s->bev);
 	return under != NULL && evbuffer_get_length(bufferevent_get_output(under)) > 0;
@@ -346,8 +344,9 @@ static void
 session_reap(struct session *s)
 {
 	s->state = S_DEAD;
-	if (s->bev)	/* writing goes on while a last reply lingers (reap_cb) */
-		bufferevent_disable(s->bev, s->closed_cleanly ? EV_READ : EV_READ | EV_WRITE);
+	/* While a last reply lingers (reap_cb) writing goes on, and reading, to see EOF. */
+	if (s->bev && !s->closed_cleanly)
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 	if (s->ev)
 		event_free(s->ev);
 	s->ev = event_new(loop_base(s->loop), -1, 0, reap_cb, s);
@@ -361,8 +360,7 @@ session_close(struct session *s)
 	if (s->state == S_CLOSING || s->state == S_DEAD)
 		return;
 	s->state = S_CLOSING;
-	s->closed_cleanly = true;
-	bufferevent_disable(s->bev, EV_READ);
+	s->closed_cleanly = true;	/* read_cb now drains input unread; EOF still shows */
 	session_flush(s);
 	if (!output_pending(s) || s->tls_active)
 		session_reap(s);
@@ -606,35 +604,6 @@ cmd_helo(struct session *s, const struct smtp_parse_cmd *cmd, bool esmtp)
 
 /* ---- MAIL ---------------------------------------------------------------------- */
 
-static void rcpt_send(struct session *s);
-
-/*
- * mail_relayed - the backend answered MAIL.  The client already has its 250
- * (mail_proceed does not wait): a refusal is given to every RCPT instead, as
- * Postfix does with smtpd_delay_reject, which saves a backend round trip on
- * every message.
- */
-static void
-mail_relayed(void *arg, const struct relay_result *r)
-{
-	struct session *s = arg;
-	struct txn *t = s->txn;
-
-	t->mail_pending = false;
-	if (r->code / 100 != 2) {
-		t->mail_failed = true;
-		t->mail_res = *r;
-		log_info("id=%s event=mail_refused reply=\"%d %s\"", s->idstr, r->code, r->ecode);
-	}
-	if (t->rcpt_waiting) {
-		t->rcpt_waiting = false;
-		s->paused = false;
-		rcpt_send(s);
-		if (!s->paused)
-			session_resume(s);
-	}
-}
-
 /* mail_proceed - after the MAIL filters: open the backend transaction */
 static void
 mail_proceed(struct session *s, const struct filter_result *res)
@@ -650,9 +619,8 @@ mail_proceed(struct session *s, const struct filter_result *res)
 	if (s->snap->tls_client)
 		relay_txn_set_tls(t->relay, s->snap->tls_client);
 	relay_txn_set_requiretls(t->relay, (t->mail.params & SMTP_PARSE_PARAM_REQUIRETLS) != 0);
-	t->mail_pending = true;
-	relay_mail(t->relay, t->from, t->mail_params.data ? t->mail_params.data : "",
-	    mail_relayed, s);
+	/* Lazy: MAIL goes to the backend with the first RCPT (its refusal answers that RCPT). */
+	relay_mail(t->relay, t->from, t->mail_params.data ? t->mail_params.data : "", NULL, s);
 	reply(s, R_MAIL_OK);
 }
 
@@ -780,32 +748,22 @@ rcpt_relayed(void *arg, const struct relay_result *r)
 	session_resume(s);
 }
 
-/* rcpt_send - ask the backend, once its answer to MAIL is known */
-static void
-rcpt_send(struct session *s)
-{
-	struct txn *t = s->txn;
-
-	if (t->mail_failed) {
-		reply_result(s, &t->mail_res);
-		return;
-	}
-	session_pause(s);
-	if (t->mail_pending) {
-		t->rcpt_waiting = true;
-		return;
-	}
-	relay_rcpt(t->relay, t->rcpt_addr, t->rcpt_params.data ? t->rcpt_params.data : "",
-	    rcpt_relayed, s);
-}
-
-/* rcpt_proceed - after the RCPT filters */
+/*
+ * rcpt_proceed - after the RCPT filters: ask the backend.  The first RCPT
+ * carries the transaction's MAIL with it (relay_mail is lazy): if the
+ * backend refuses MAIL, every RCPT gets that refusal, as Postfix does with
+ * smtpd_delay_reject.
+ */
 static void
 rcpt_proceed(struct session *s, const struct filter_result *res)
 {
+	struct txn *t = s->txn;
+
 	if (verdict_stops(s, res))
 		return;
-	rcpt_send(s);
+	session_pause(s);
+	relay_rcpt(t->relay, t->rcpt_addr, t->rcpt_params.data ? t->rcpt_params.data : "",
+	    rcpt_relayed, s);
 }
 
 /* rcpt_allowed - relay control for the listener's role */
@@ -1641,7 +1599,8 @@ cmd_auth(struct session *s, const struct smtp_parse_cmd *cmd)
 		return;
 	}
 	if (smtp_parse_auth(cmd->args, cmd->argslen, &a) != SMTP_PARSE_OK) {
-		client_error(s, R_SYNTAX);
+		/* A bad initial response is bad base64 (RFC 4954 4: 501 5.5.2). */
+		client_error(s, memchr(cmd->args, ' ', cmd->argslen) ? R_AUTH_BASE64 : R_SYNTAX);
 		return;
 	}
 	if ((mech = auth_mech_lookup(a.mech)) < 0) {
@@ -1897,6 +1856,13 @@ read_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
+	if (s->state == S_DEAD || s->state == S_CLOSING) {
+		/* Nothing more is read as a command; keep the buffer from growing. */
+		struct evbuffer *in = bufferevent_get_input(bev);
+
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
 	if (s->state == S_GREET_PAUSE) {
 		log_info("id=%s event=greet_pause_violation client=%s", s->idstr, s->addr);
 		reply_close(s, R_GREET_PAUSE);
@@ -1929,8 +1895,14 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct session *s = arg;
 
-	if (s->state == S_DEAD)
+	if (s->state == S_DEAD) {
+		/* Lingering for a last reply, and the peer is gone: free now. */
+		if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && s->ev != NULL) {
+			s->linger = SESSION_LINGER_TURNS;
+			event_active(s->ev, 0, 0);
+		}
 		return;
+	}
 	if (what & BEV_EVENT_CONNECTED) {
 		tls_established(s);
 		return;
@@ -1941,7 +1913,12 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 		tls_errors(err, sizeof(err));
 		log_info("id=%s event=tls_error client=%s state=%s error=\"%s\"", s->idstr, s->addr,
 		    s->tls_active ? "established" : "handshake", err);
-		s->closed_cleanly = !s->tls_active;	/* let a handshake alert reach the client */
+		/*
+		 * A failed STARTTLS handshake leaves OpenSSL's alert in the plain
+		 * socket's buffer: let that (and only that) reach the client.
+		 */
+		s->closed_cleanly = !s->tls_active;
+		s->alert_only = true;
 		session_reap(s);
 		return;
 	}
