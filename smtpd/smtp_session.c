@@ -766,7 +766,13 @@ rcpt_proceed(struct session *s, const struct filter_result *res)
 	    rcpt_relayed, s);
 }
 
-/* rcpt_allowed - relay control for the listener's role */
+/*
+ * rcpt_allowed - relay control for the listener's role.  On mx only a local
+ * domain is accepted, and its local part must not carry routing of its own:
+ * '%' (percent hack), '!' (bang path) and '@' (quoted) would let a backend
+ * that honours them (Postfix's allow_percent_hack and swap_bangpath are on
+ * by default) relay for us.  Source routes are dropped by the parser.
+ */
 static bool
 rcpt_allowed(struct session *s, const struct smtp_addr *a)
 {
@@ -774,6 +780,8 @@ rcpt_allowed(struct session *s, const struct smtp_addr *a)
 		return true;	/* submission: authenticated before MAIL */
 	if (a->is_postmaster)
 		return true;
+	if (strpbrk(a->local, "%!@") != NULL)
+		return false;
 	return !a->is_literal && conf_is_local_domain(s->conf, a->domain);
 }
 
@@ -802,6 +810,11 @@ cmd_rcpt(struct session *s, const struct smtp_parse_cmd *cmd)
 		return;
 	}
 	smtp_parse_addr_format(&t->rcpt.to, t->rcpt_addr, sizeof(t->rcpt_addr));
+	if (t->rcpt.to.is_postmaster) {
+		/* RFC 5321 4.5.1: <postmaster> is ours; give the backend a full address. */
+		snprintf(t->rcpt_addr, sizeof(t->rcpt_addr), "postmaster@%s",
+		    s->conf->nlocal_domains ? s->conf->local_domains[0] : s->conf->hostname);
+	}
 	if (!rcpt_allowed(s, &t->rcpt.to)) {
 		char esc[SMTP_PARSE_ADDR_SIZE * 4];
 

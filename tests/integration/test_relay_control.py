@@ -1,0 +1,218 @@
+"""Relay control: an mx listener (local_domains = example.test) must never relay.  The classic
+open-relay battery: every RCPT form is either refused (550 5.7.1, or a 501/553 syntax reply)
+or, if accepted, reaches the backend as a LOCAL example.test recipient with no foreign domain
+anywhere in it.  Table-driven; a summary of what happened to each form is printed (and shown
+in the failure message).  Backend: smtp-sink, whose X-Rcpt-Args records what portier sent."""
+import os
+import shutil
+
+import pytest
+
+import peers
+from peers import make_message
+
+LOCAL = "example.test"
+# Anything that must never show up in a recipient handed to the backend.
+FOREIGN_MARKS = ("foreign.test", "127.0.0.1", "::1", "localhost", "sub.example.test",
+                 "example.test.foreign")
+
+# (id, the whole RCPT command line)
+RCPT_FORMS = [
+    ("plain-foreign", "RCPT TO:<user@foreign.test>"),
+    ("percent-hack", "RCPT TO:<user%foreign.test@example.test>"),
+    ("bang-path", "RCPT TO:<foreign.test!user@example.test>"),
+    ("quoted-at", "RCPT TO:<\"user@foreign.test\"@example.test>"),
+    ("quoted-percent", "RCPT TO:<\"user%foreign.test\"@example.test>"),
+    ("source-route-local-first", "RCPT TO:<@example.test:user@foreign.test>"),
+    ("source-route-foreign-first", "RCPT TO:<@foreign.test:user@example.test>"),
+    ("ipv4-literal", "RCPT TO:<user@[127.0.0.1]>"),
+    ("ipv6-literal", "RCPT TO:<user@[IPv6:::1]>"),
+    ("trailing-dot", "RCPT TO:<user@example.test.>"),
+    ("upper-case", "RCPT TO:<USER@EXAMPLE.TEST>"),
+    ("double-at-local-last", "RCPT TO:<user@foreign.test@example.test>"),
+    ("double-at-foreign-last", "RCPT TO:<user@example.test@foreign.test>"),
+    ("quoted-local-foreign", "RCPT TO:<\"user\"@foreign.test>"),
+    ("subdomain", "RCPT TO:<user@sub.example.test>"),
+    ("suffix-domain", "RCPT TO:<user@example.test.foreign.test>"),
+    ("postmaster-foreign", "RCPT TO:<postmaster@foreign.test>"),
+    ("postmaster-bare", "RCPT TO:<postmaster>"),
+    ("localhost", "RCPT TO:<user@localhost>"),
+    ("bare-ip", "RCPT TO:<user@127.0.0.1>"),
+    ("space-after-colon", "RCPT TO: <user@foreign.test>"),
+    ("mixed-case-verb", "RcPt To:<user@foreign.test>"),
+    ("no-angle-brackets", "RCPT TO:user@foreign.test"),
+    ("percent-hack-upper", "RCPT TO:<user%FOREIGN.TEST@EXAMPLE.TEST>"),
+    ("double-percent", "RCPT TO:<user%foreign.test%example.test@example.test>"),
+    ("bang-and-percent", "RCPT TO:<foreign.test!user%foreign.test@example.test>"),
+    ("empty-label", "RCPT TO:<user@example..test>"),
+    ("leading-dot-domain", "RCPT TO:<user@.example.test>"),
+    ("homoglyph", "RCPT TO:<user@ex\u0430mple.test>"),
+    ("backslash-quoted", "RCPT TO:<\"user\\@foreign.test\"@example.test>"),
+    ("comment-in-path", "RCPT TO:<user@foreign.test (example.test)>"),
+    ("two-paths", "RCPT TO:<user@example.test> <user@foreign.test>"),
+    ("orcpt-param", "RCPT TO:<user@example.test> ORCPT=rfc822;user@foreign.test"),
+]
+
+MUST_BE_LOCAL_AND_ACCEPTED = {"upper-case", "postmaster-bare"}
+
+
+def refused_ok(r):
+    """A refusal we accept: 550 5.7.1, or a syntax reply (501, 553, 555 for a parameter)."""
+    if r.code == 550:
+        return r.enhanced == "5.7.1"
+    return r.code in (501, 553, 555) and r.enhanced is not None and r.enhanced.startswith("5.")
+
+
+def rcpt_domain(addr):
+    i = addr.rfind("@")
+    return addr[i + 1:] if i >= 0 else ""
+
+
+def run_case(p, s, form_id, line):
+    """One session: MAIL, the RCPT line, and DATA if it was accepted.  Returns a dict."""
+    c = peers.SmtpClient(p.port)
+    try:
+        c.start("relay-test.client")
+        c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+        r = c.cmd(line)
+        res = {"id": form_id, "line": line, "reply": r.text.splitlines()[0]}
+        if r.code != 250:
+            res["outcome"] = "refused" if refused_ok(r) else "BAD-REFUSAL"
+            c.quit()
+            return res
+        marker = peers.unique_id("relay-" + form_id)
+        fr = c.send_message(make_message(subject=marker, to="user@example.test"))
+        res["data_reply"] = fr.text.splitlines()[0]
+        c.quit()
+    finally:
+        c.close()
+    if fr.code != 250:
+        res["outcome"] = "refused-at-data" if fr.code >= 500 else "BAD-DATA-REPLY"
+        return res
+    found = peers.wait_until(
+        lambda: [m for m in s.messages() if marker.encode() in m.content], 5) or []
+    if len(found) != 1:
+        res["outcome"] = "ACCEPTED-BUT-NOT-DELIVERED (%d copies)" % len(found)
+        return res
+    m = found[0]
+    res["backend_rcpts"] = m.rcpt_args
+    bad = []
+    for arg in m.rcpt_args:
+        addr = peers.angle_addr(arg)
+        if rcpt_domain(addr).lower() != LOCAL:
+            bad.append("domain of %r is not %s" % (addr, LOCAL))
+        low = addr.lower()          # the address; parameters (ORCPT=) route nothing
+        bad += ["%r appears in %r" % (f, addr) for f in FOREIGN_MARKS if f in low]
+    res["outcome"] = "local" if not bad else "RELAYED: " + "; ".join(bad)
+    return res
+
+
+@pytest.fixture(scope="module")
+def battery_server():
+    """One smtp-sink and one portier (mx, tls = none) for the whole battery; stopped by PID at
+    the end of the module, and a crash, a sanitizer report or a bad exit fails the last test."""
+    stmp = peers.make_tempdir("sink")
+    ptmp = peers.make_tempdir("portier")
+    s = peers.Sink(tmp=stmp)
+    p = None
+    try:
+        p = peers.Portier(peers.portier_config("smtp:127.0.0.1:%d" % s.port), tmp=ptmp)
+        yield p, s
+    finally:
+        problems = []
+        if p is not None:
+            crashed = p.returncode()
+            rc = p.stop()
+            if crashed is not None:
+                problems.append("portier exited on its own with status %r" % crashed)
+            elif rc != 0:
+                problems.append("portier exited with status %r on SIGTERM" % rc)
+            if p.sanitizer_report():
+                problems.append("sanitizer report in portier's log")
+            if problems:
+                problems.append(p.log_text()[-20000:])
+        s.stop()
+        if os.environ.get("PORTIER_KEEP") != "1" and not problems:
+            shutil.rmtree(stmp, ignore_errors=True)
+            shutil.rmtree(ptmp, ignore_errors=True)
+        if problems:
+            pytest.fail("battery server: " + "\n".join(problems))
+
+
+RESULTS = {}
+
+
+def outcome_ok(r):
+    if not r["outcome"].startswith(("refused", "local")):
+        return False
+    return r["id"] not in MUST_BE_LOCAL_AND_ACCEPTED or r["outcome"] == "local"
+
+
+@pytest.mark.parametrize("form_id,line", RCPT_FORMS, ids=[f for f, _ in RCPT_FORMS])
+def test_rcpt_form(battery_server, form_id, line):
+    """One RCPT form (see RCPT_FORMS): refused (550 5.7.1 / 501 / 553), or delivered as a local
+    example.test recipient with no foreign domain in it.  USER@EXAMPLE.TEST and <postmaster>
+    must be accepted (local)."""
+    p, s = battery_server
+    r = RESULTS[form_id] = run_case(p, s, form_id, line)
+    assert outcome_ok(r), "%s: %s\n  sent %r\n  reply %r\n  backend recipients %r" % (
+        form_id, r["outcome"], line, r["reply"], r.get("backend_rcpts"))
+
+
+def test_rcpt_form_summary(battery_server, capsys):
+    """Print the battery's table (running any form not run yet); fails only if a form is
+    missing from it (the per-form tests carry the verdicts)."""
+    p, s = battery_server
+    for fid, line in RCPT_FORMS:
+        if fid not in RESULTS:
+            RESULTS[fid] = run_case(p, s, fid, line)
+    lines = ["%-28s %-5s %-58s %s" % ("form", "ok", "reply", "backend recipients")]
+    for fid, _ in RCPT_FORMS:
+        r = RESULTS[fid]
+        lines.append("%-28s %-5s %-58s %s" % (fid, "ok" if outcome_ok(r) else "FAIL",
+                                               r["reply"][:58],
+                                               ", ".join(r.get("backend_rcpts", []))))
+        if not outcome_ok(r):
+            lines.append("    ^ %s  (sent %r)" % (r["outcome"], r["line"]))
+    bad = sum(1 for fid, _ in RCPT_FORMS if not outcome_ok(RESULTS[fid]))
+    lines.append("%d forms, %d violations" % (len(RCPT_FORMS), bad))
+    with capsys.disabled():
+        print("\nopen-relay battery (mx, local_domains = example.test):\n" + "\n".join(lines))
+    assert len(RESULTS) >= len(RCPT_FORMS)
+
+
+def test_foreign_recipient_dropped_from_mixed_list(relay_pair, client):
+    """A transaction with local and foreign recipients: the foreign ones get 550 5.7.1 and the
+    backend sees only the local ones."""
+    p, s = relay_pair
+    c = client(p.port)
+    c.start()
+    c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
+    c.cmd("RCPT TO:<alice@foreign.test>", expect="550 5.7.1")
+    c.cmd("RCPT TO:<bob@EXAMPLE.test>", expect="250 2.1.5")
+    c.send_message(make_message(), expect="250")
+    m = s.wait_messages(1)[0]
+    for a in m.rcpts:
+        assert rcpt_domain(a).lower() == LOCAL and "foreign" not in a.lower(), m.rcpts
+
+
+def test_null_sender_cannot_relay(relay_pair, client):
+    """MAIL FROM:<> (a bounce) does not open relaying either."""
+    p, s = relay_pair
+    c = client(p.port)
+    c.start()
+    c.cmd("MAIL FROM:<>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<user@foreign.test>", expect="550 5.7.1")
+
+
+def test_local_sender_cannot_relay(relay_pair, client):
+    """A sender in a local domain gets no relaying on mx (no AUTH there)."""
+    p, s = relay_pair
+    c = client(p.port)
+    c.start()
+    c.cmd("MAIL FROM:<alice@example.test>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<user@foreign.test>", expect="550 5.7.1")
+    c.cmd("RCPT TO:<user@[127.0.0.1]>")
+    c.cmd("RSET", expect="250 2.0.0")
+    s.assert_nothing(settle=0.5)
