@@ -27,6 +27,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "data_reader.h"
@@ -1922,8 +1923,15 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if ((what & BEV_EVENT_ERROR) && bufferevent_openssl_get_ssl(bev) != NULL) {
 		char err[256];
+		unsigned long e = bufferevent_get_openssl_error(bev);
 
-		tls_errors(err, sizeof(err));
+		/* libevent keeps OpenSSL's errors per bufferevent, not in the thread's queue. */
+		if (e != 0)
+			ERR_error_string_n(e, err, sizeof(err));
+		else if (EVUTIL_SOCKET_ERROR() != 0 && (what & BEV_EVENT_EOF) == 0)
+			str_copy(err, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), sizeof(err));
+		else
+			str_copy(err, "peer closed the connection", sizeof(err));
 		log_info("id=%s event=tls_error client=%s state=%s error=\"%s\"", s->idstr, s->addr,
 		    s->tls_active ? "established" : "handshake", err);
 		/*
