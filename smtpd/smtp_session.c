@@ -1350,7 +1350,9 @@ data_end(struct session *s)
 		txn_end(s, TXN_REJECTED, "From: not owned by the login");
 		return;
 	}
-	if (s->auth_user != NULL)
+	if (s->auth_user != NULL && s->tls_active)	/* RFC 8601 has no TLS method: a comment */
+		filter_auth_result(&t->ftx, "auth=pass (%s) smtp.auth=%s", s->tls_desc, s->auth_user);
+	else if (s->auth_user != NULL)
 		filter_auth_result(&t->ftx, "auth=pass smtp.auth=%s", s->auth_user);
 	t->ftx.body = t->spool;
 	t->ftx.body_offset = t->body_off;
