@@ -1635,20 +1635,42 @@ cmd_auth(struct session *s, const struct smtp_parse_cmd *cmd)
 	auth_continue(s, st, challenge);
 }
 
+/*
+ * frame_line - frame the next line of at most r->max_line octets at the
+ * front of in.  Returns false when in is empty; else *st_r, the line (into
+ * in's first chunk, valid until in is drained) and how many octets to drain.
+ * *more_r tells whether input remains after those octets.
+ */
+static bool
+frame_line(struct smtp_parse_reader *r, struct evbuffer *in, enum smtp_parse_line_status *st_r,
+    const char **line_r, size_t *linelen_r, size_t *consumed_r, bool *more_r)
+{
+	size_t len = evbuffer_get_length(in), n;
+	const char *p;
+
+	if (len == 0)
+		return false;
+	n = len < r->max_line ? len : r->max_line;
+	p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+	*line_r = NULL;
+	*linelen_r = 0;
+	*st_r = smtp_parse_line(r, p, n, line_r, linelen_r, consumed_r);
+	*more_r = *consumed_r < len;
+	return true;
+}
+
 /* read_auth_line - one SASL response line; false when more input is needed */
 static bool
 read_auth_line(struct session *s, struct evbuffer *in)
 {
-	size_t len = evbuffer_get_length(in), n, linelen = 0, consumed = 0;
-	const char *p, *line = NULL, *challenge = NULL;
+	size_t linelen, consumed;
+	const char *line, *challenge = NULL;
 	enum smtp_parse_line_status st;
+	bool more;
 	char *copy;
 
-	if (len == 0)
+	if (!frame_line(&s->auth_reader, in, &st, &line, &linelen, &consumed, &more))
 		return false;
-	n = len < SESSION_AUTH_LINE_MAX ? len : SESSION_AUTH_LINE_MAX;
-	p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-	st = smtp_parse_line(&s->auth_reader, p, n, &line, &linelen, &consumed);
 	switch (st) {
 	case SMTP_PARSE_LINE_OK:
 		copy = xstrndup(line, linelen);
@@ -1663,7 +1685,7 @@ read_auth_line(struct session *s, struct evbuffer *in)
 		return true;
 	case SMTP_PARSE_LINE_NEED_MORE:
 		evbuffer_drain(in, consumed);
-		return consumed > 0 && consumed < len;
+		return consumed > 0 && more;
 	case SMTP_PARSE_LINE_TOO_LONG:
 		evbuffer_drain(in, consumed);
 		s->reader.skipping = s->auth_reader.skipping;	/* the rest is skipped as a command */
@@ -1775,15 +1797,13 @@ dispatch(struct session *s, const char *line, size_t len)
 static bool
 read_command(struct session *s, struct evbuffer *in)
 {
-	size_t len = evbuffer_get_length(in), n, linelen = 0, consumed = 0;
-	const char *p, *line = NULL;
+	size_t linelen, consumed;
+	const char *line;
 	enum smtp_parse_line_status st;
+	bool more;
 
-	if (len == 0)
+	if (!frame_line(&s->reader, in, &st, &line, &linelen, &consumed, &more))
 		return false;
-	n = len < s->lim->max_command_line ? len : s->lim->max_command_line;
-	p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-	st = smtp_parse_line(&s->reader, p, n, &line, &linelen, &consumed);
 	switch (st) {
 	case SMTP_PARSE_LINE_OK:
 		dispatch(s, line, linelen);
@@ -1792,7 +1812,7 @@ read_command(struct session *s, struct evbuffer *in)
 	case SMTP_PARSE_LINE_NEED_MORE:
 		/* Skipping the tail of an over-long line consumes without a line. */
 		evbuffer_drain(in, consumed);
-		return consumed > 0 && consumed < len;
+		return consumed > 0 && more;
 	case SMTP_PARSE_LINE_TOO_LONG:
 		evbuffer_drain(in, consumed);
 		client_error(s, R_CMD_TOO_LONG);
