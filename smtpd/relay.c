@@ -28,6 +28,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/util.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "log.h"
@@ -1347,8 +1348,13 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		txn_fail(rt, 451, "4.4.2", "Error: backend timed out, try again later");
 	else if (c->state == RS_HANDSHAKE) {
 		char err[256];
+		unsigned long e = bufferevent_get_openssl_error(bev);
 
-		tls_errors(err, sizeof(err));
+		/* libevent keeps OpenSSL's errors per bufferevent, not in the thread's queue. */
+		if (e != 0)
+			ERR_error_string_n(e, err, sizeof(err));
+		else
+			tls_errors(err, sizeof(err));
 		log_warn("id=%s event=relay_tls_error relay=%s error=\"%s\"", rt->sid, rt->spec, err);
 		txn_fail(rt, 451, "4.7.5", "Error: TLS with the backend failed, try again later");
 	} else if (c->state == RS_CONNECTING)

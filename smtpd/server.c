@@ -619,6 +619,17 @@ ctl_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(l->base);
 		return;
 	}
+	/* Sessions between transactions lose nothing: end them now, wait for the rest. */
+	{
+		size_t b;
+
+		for (b = 0; b < l->nbuckets; b++) {
+			struct session_slot *slot;
+
+			for (slot = l->buckets[b]; slot; slot = slot->next)
+				session_shutdown_idle(slot->s);
+		}
+	}
 	l->drain_timer = evtimer_new(l->base, drain_timer_cb, l);
 	evtimer_add(l->drain_timer, &tv);
 }

@@ -381,6 +381,14 @@ session_shutdown(struct session *s)
 	reply_close(s, R_SHUTDOWN);
 }
 
+/* session_shutdown_idle - SIGTERM: a session between transactions ends now (421 4.3.2) */
+void
+session_shutdown_idle(struct session *s)
+{
+	if (s->state == S_CMD && s->txn == NULL && !s->paused)
+		reply_close(s, R_SHUTDOWN);
+}
+
 /* set_timeout - command or data deadline on reads */
 static void
 set_timeout(struct session *s, unsigned secs)

@@ -22,6 +22,8 @@ struct bufferevent;
 /* session_start - take over a client connection (bev, freed by the session) on listener li. */
 void session_start(struct loop *loop, struct snapshot *snap, size_t li, struct bufferevent *bev,
     const struct sockaddr *sa, socklen_t salen);
+/* session_shutdown_idle - drain starts: 421 to a client between transactions. */
+void session_shutdown_idle(struct session *s);
 /* session_shutdown - drain deadline: 421 to an idle client, close. */
 void session_shutdown(struct session *s);
 
