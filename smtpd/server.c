@@ -49,6 +49,8 @@
 #include "util.h"
 #include "workers.h"
 
+#define DRAIN_GRACE	5	/* seconds after drain_timeout for sessions waiting on the backend */
+
 struct listen_sock {
 	struct loop *loop;
 	evutil_socket_t fd;
@@ -74,6 +76,7 @@ struct loop {
 	struct event *ctl;		/* drain/stop requests from the main thread */
 	struct event *drain_timer;
 	atomic_int draining;
+	unsigned drain_passes;
 	struct session_slot **buckets;
 	size_t nbuckets;
 	size_t nsessions;
@@ -587,16 +590,21 @@ static void
 drain_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct loop *l = arg;
+	struct timeval tv = { DRAIN_GRACE, 0 };
 	size_t b;
 
+	/* First pass spares sessions waiting on the backend; DRAIN_GRACE later, none. */
+	l->drain_passes++;
 	for (b = 0; b < l->nbuckets; b++) {
 		struct session_slot *slot, *next;
 
 		for (slot = l->buckets[b]; slot; slot = next) {
 			next = slot->next;
-			session_shutdown(slot->s);
+			session_shutdown(slot->s, l->drain_passes > 1);
 		}
 	}
+	if (l->nsessions > 0)
+		evtimer_add(l->drain_timer, &tv);
 }
 
 /* ctl_cb - the main thread asked this loop to drain */

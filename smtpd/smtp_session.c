@@ -370,14 +370,15 @@ session_close(struct session *s)
 
 /* session_shutdown - the drain deadline passed */
 void
-session_shutdown(struct session *s)
+session_shutdown(struct session *s, bool force)
 {
 	if (s->state == S_CLOSING || s->state == S_DEAD)
 		return;
-	if (s->paused) {
-		/* Mid-transaction with the backend: let it answer. */
+	if (s->paused && !force) {
+		/* Mid-transaction with the backend: let it answer, once more. */
 		return;
 	}
+	/* Forced: the backend transaction is abandoned (never acknowledged: the client retries). */
 	reply_close(s, R_SHUTDOWN);
 }
 

@@ -9,6 +9,7 @@
 #ifndef PORTIER_SMTP_SESSION_H
 #define PORTIER_SMTP_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <event2/util.h>
@@ -24,7 +25,7 @@ void session_start(struct loop *loop, struct snapshot *snap, size_t li, struct b
     const struct sockaddr *sa, socklen_t salen);
 /* session_shutdown_idle - drain starts: 421 to a client between transactions. */
 void session_shutdown_idle(struct session *s);
-/* session_shutdown - drain deadline: 421 to an idle client, close. */
-void session_shutdown(struct session *s);
+/* session_shutdown - drain deadline: 421 and close; a session waiting on the backend only if force. */
+void session_shutdown(struct session *s, bool force);
 
 #endif
