@@ -8,6 +8,8 @@
  * Each verb has a check (state and syntax; replies on failure) and a proceed
  * (filters, then the relay) step.  The transaction is its own object, freed
  * on RSET, on HELO/EHLO, and after the final reply to its message.
+ * DATA/BDAT and the end of a message are in smtp_data.c, STARTTLS and AUTH
+ * in smtp_auth.c; smtp_session_priv.h is what the three share.
  *
  * Must never: answer 250 to end of data before the backend did, let the
  * backend see a message the client did not finish (CRLF.CRLF only), free
@@ -46,118 +48,21 @@
 #include "../policy/authfail.h"
 #include "../policy/sender_login.h"
 #include "util.h"
-
-#define SESSION_OUT_FLUSH	(64 * 1024)	/* spool decoded data in chunks this big */
-#define SESSION_HEADER_MAX	(256 * 1024)	/* header block examined by filters */
-#define SESSION_AUTH_LINE_MAX	12288		/* RFC 4954 4: at least 12288 octets */
-#define SESSION_LINGER_TURNS	100		/* x 10 ms a last reply may take to leave */
-
-enum session_state {
-	S_GREET_PAUSE,	/* waiting greet_pause; talking now is an error */
-	S_CMD,		/* reading commands */
-	S_DATA,		/* reading DATA content */
-	S_BDAT,		/* reading a BDAT chunk */
-	S_AUTH,		/* reading SASL responses */
-	S_CLOSING,	/* flushing the last reply, then close */
-	S_DEAD,		/* waiting to be reaped */
-};
-
-enum txn_result { TXN_DELIVERED, TXN_REJECTED, TXN_TEMPFAIL, TXN_DISCARDED, TXN_ABORTED };
+#include "smtp_session_priv.h"
 
 static const char *const txn_result_names[] = {
 	"delivered", "rejected", "tempfail", "discarded", "aborted",
 };
 
-/* What a DSN needs to know of each accepted recipient. */
-struct rcpt_info {
-	char orcpt[SMTP_PARSE_XTEXT_MAX + 1];
-	unsigned notify;	/* SMTP_PARSE_NOTIFY_*, 0 = not given */
-};
-
-struct txn {
-	unsigned seq;
-	unsigned long long start_ms;
-	struct smtp_parse_mail mail;
-	char from[SMTP_PARSE_ADDR_SIZE];
-	struct buf mail_params;
-	struct smtp_parse_rcpt rcpt;	/* the RCPT in progress */
-	char rcpt_addr[SMTP_PARSE_ADDR_SIZE];
-	struct buf rcpt_params;
-	struct rcpt_info *rinfo;	/* per accepted rcpt, parallel to ftx.rcpts */
-	unsigned long long arrival;	/* wall clock seconds at MAIL */
-	unsigned rcpt_attempts;
-	struct filter_txn ftx;
-	struct relay_txn *relay;
-	struct spool *spool;
-	struct data_reader dr;
-	struct buf out;			/* decoded content not yet spooled */
-	bool bdat_used;
-	bool data_failed;		/* spool write failed */
-	struct buf head;		/* what goes before the body */
-	size_t body_off;
-	struct relay_txn *dsn_relay;
-	struct spool *dsn_spool;
-	struct buf dsn_head;
-	struct relay_result final;	/* the reply that ends the message */
-	bool had_separator;		/* the header block ended with an empty line */
-};
-
-struct session {
-	uint64_t id;
-	char idstr[20];
-	struct loop *loop;
-	struct snapshot *snap;
-	const struct conf *conf;
-	const struct conf_listener *lconf;
-	const struct conf_limits *lim;
-	const struct filter_chain *chain;
-	struct bufferevent *bev;
-	struct evbuffer *pending;	/* replies not yet handed to the socket */
-	enum session_state state;
-	struct smtp_parse_reader reader;
-	bool paused;		/* an async step is in progress */
-	bool in_process;	/* session_process is on the stack */
-	bool filter_pending;	/* a filter job references our memory */
-	unsigned errors;
-	unsigned ntxn;
-	char addr[INET6_ADDRSTRLEN];
-	char *helo;
-	bool esmtp;
-	struct filter_session fsess;
-	struct filter_state *fstate;
-	struct txn *txn;
-	struct event *ev;	/* greet pause timer, then the reaper */
-	void (*fnext)(struct session *, const struct filter_result *);	/* after a pending stage */
-	struct auth_sasl *sasl;	/* the AUTH exchange in progress */
-	struct smtp_parse_reader auth_reader;
-	char *auth_user;	/* the login, once authenticated */
-	bool tls_active;	/* the handshake completed */
-	bool tls_handshaking;
-	bool closed_cleanly;	/* we ended it (QUIT, 421): send close_notify */
-	unsigned linger;	/* reaper turns spent waiting for the last reply */
-	bool alert_only;	/* linger for a TLS alert below, not for replies */
-	char tls_desc[128];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384 256/256" */
-	uint64_t bdat_left;	/* octets of the current chunk still to read */
-	bool bdat_last;
-	enum smtp_reply_id bdat_discard;	/* R_MAX, or the error once the chunk is read */
-};
-
 static void session_process(struct session *s);
-static void read_cb(struct bufferevent *bev, void *arg);
-static void write_cb(struct bufferevent *bev, void *arg);
-static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void *session_auth_backend(const struct session *s);
 static bool output_pending(struct session *s);
-static void session_close(struct session *s);
-static void session_resume(struct session *s);
-static void data_end(struct session *s);
-static void txn_end(struct session *s, enum txn_result result, const char *reply);
 
 /* ---- replies -------------------------------------------------------------- */
 
-/* out - where replies collect until session_flush */
-static struct evbuffer *
-out(struct session *s)
+/* session_out - where replies collect until session_flush */
+struct evbuffer *
+session_out(struct session *s)
 {
 	return s->pending;
 }
@@ -169,7 +74,7 @@ out(struct session *s)
  * every reply.  Whatever the socket does not take (and everything under
  * TLS) goes through the bufferevent as usual.
  */
-static void
+void
 session_flush(struct session *s)
 {
 	struct evbuffer *bout;
@@ -188,54 +93,54 @@ session_flush(struct session *s)
 		evbuffer_add_buffer(bout, s->pending);
 }
 
-/* reply - a table reply */
-static void
-reply(struct session *s, enum smtp_reply_id id)
+/* session_reply - a table reply */
+void
+session_reply(struct session *s, enum smtp_reply_id id)
 {
 	struct buf b;
 
 	buf_init(&b);
 	smtp_reply_format(&b, id, s->conf->hostname);
-	evbuffer_add(out(s), b.data, b.len);
+	evbuffer_add(session_out(s), b.data, b.len);
 	buf_free(&b);
 }
 
-/* reply_custom - a reply with text from a filter or the backend */
-static void
-reply_custom(struct session *s, int code, const char *ecode, const char *text)
+/* session_reply_custom - a reply with text from a filter or the backend */
+void
+session_reply_custom(struct session *s, int code, const char *ecode, const char *text)
 {
 	struct buf b;
 
 	buf_init(&b);
 	smtp_reply_custom(&b, code, ecode, text);
-	evbuffer_add(out(s), b.data, b.len);
+	evbuffer_add(session_out(s), b.data, b.len);
 	buf_free(&b);
 }
 
-/* reply_result - a relay result as a reply */
-static void
-reply_result(struct session *s, const struct relay_result *r)
+/* session_reply_result - a relay result as a reply */
+void
+session_reply_result(struct session *s, const struct relay_result *r)
 {
-	reply_custom(s, r->code, r->ecode, r->text[0] ? r->text : "Ok");
+	session_reply_custom(s, r->code, r->ecode, r->text[0] ? r->text : "Ok");
 }
 
-/* reply_close - a final reply (421 etc.), then close once it is written */
-static void
-reply_close(struct session *s, enum smtp_reply_id id)
+/* session_reply_close - a final reply (421 etc.), then close once it is written */
+void
+session_reply_close(struct session *s, enum smtp_reply_id id)
 {
-	reply(s, id);
+	session_reply(s, id);
 	session_close(s);
 }
 
-/* client_error - reply and count toward max_errors */
-static void
-client_error(struct session *s, enum smtp_reply_id id)
+/* session_client_error - reply and count toward max_errors */
+void
+session_client_error(struct session *s, enum smtp_reply_id id)
 {
-	reply(s, id);
+	session_reply(s, id);
 	if (++s->errors >= s->lim->max_errors) {
 		log_info("id=%s event=too_many_errors client=%s errors=%u", s->idstr, s->addr,
 		    s->errors);
-		reply_close(s, R_TOO_MANY_ERRORS);
+		session_reply_close(s, R_TOO_MANY_ERRORS);
 	}
 }
 
@@ -244,9 +149,9 @@ static void
 reply_filter(struct session *s, const struct filter_result *res)
 {
 	if (res->reply.code)
-		reply_custom(s, res->reply.code, res->reply.ecode, res->reply.text);
+		session_reply_custom(s, res->reply.code, res->reply.ecode, res->reply.text);
 	else
-		reply(s, res->verdict == FILTER_TEMPFAIL ? R_FILTER_TEMPFAIL : R_FILTER_REJECT);
+		session_reply(s, res->verdict == FILTER_TEMPFAIL ? R_FILTER_TEMPFAIL : R_FILTER_REJECT);
 }
 
 /* ---- lifetime ---------------------------------------------------------------- */
@@ -278,7 +183,7 @@ static void
 session_free(struct session *s)
 {
 	if (s->txn) {
-		txn_end(s, TXN_ABORTED, "");
+		session_txn_end(s, TXN_ABORTED, "");
 	}
 	if (s->fstate) {
 		struct filter_ctx ctx = { NULL, &s->fsess, NULL };
@@ -355,13 +260,13 @@ session_reap(struct session *s)
 }
 
 /* session_close - stop reading; close once the output is flushed */
-static void
+void
 session_close(struct session *s)
 {
 	if (s->state == S_CLOSING || s->state == S_DEAD)
 		return;
 	s->state = S_CLOSING;
-	s->closed_cleanly = true;	/* read_cb now drains input unread; EOF still shows */
+	s->closed_cleanly = true;	/* session_read_cb now drains input unread; EOF still shows */
 	session_flush(s);
 	if (!output_pending(s) || s->tls_active)
 		session_reap(s);
@@ -379,7 +284,7 @@ session_shutdown(struct session *s, bool force)
 		return;
 	}
 	/* Forced: the backend transaction is abandoned (never acknowledged: the client retries). */
-	reply_close(s, R_SHUTDOWN);
+	session_reply_close(s, R_SHUTDOWN);
 }
 
 /* session_shutdown_idle - SIGTERM: a session between transactions ends now (421 4.3.2) */
@@ -387,12 +292,12 @@ void
 session_shutdown_idle(struct session *s)
 {
 	if (s->state == S_CMD && s->txn == NULL && !s->paused)
-		reply_close(s, R_SHUTDOWN);
+		session_reply_close(s, R_SHUTDOWN);
 }
 
-/* set_timeout - command or data deadline on reads */
-static void
-set_timeout(struct session *s, unsigned secs)
+/* session_set_timeout - command or data deadline on reads */
+void
+session_set_timeout(struct session *s, unsigned secs)
 {
 	struct timeval tv = { secs, 0 };
 
@@ -404,14 +309,14 @@ set_timeout(struct session *s, unsigned secs)
  * on (pipelined input waits in the buffer, bounded by the read watermark):
  * toggling EV_READ would cost two epoll_ctl calls per backend round trip.
  */
-static void
+void
 session_pause(struct session *s)
 {
 	s->paused = true;
 }
 
 /* session_resume - the async step finished: go on with buffered input */
-static void
+void
 session_resume(struct session *s)
 {
 	s->paused = false;
@@ -438,9 +343,9 @@ to_list(const struct txn *t, struct buf *b)
 	}
 }
 
-/* txn_end - log the summary line and drop the transaction */
-static void
-txn_end(struct session *s, enum txn_result result, const char *replytext)
+/* session_txn_end - log the summary line and drop the transaction */
+void
+session_txn_end(struct session *s, enum txn_result result, const char *replytext)
 {
 	struct txn *t = s->txn;
 	struct buf to;
@@ -476,12 +381,12 @@ txn_end(struct session *s, enum txn_result result, const char *replytext)
 	txn_free(t);
 }
 
-/* txn_reset - RSET semantics: drop any transaction without delivery */
-static void
-txn_reset(struct session *s)
+/* session_txn_reset - RSET semantics: drop any transaction without delivery */
+void
+session_txn_reset(struct session *s)
 {
 	if (s->txn)
-		txn_end(s, TXN_ABORTED, "");
+		session_txn_end(s, TXN_ABORTED, "");
 }
 
 /* ---- filters ------------------------------------------------------------------- */
@@ -507,9 +412,9 @@ filter_done(uint64_t id, void *arg, const struct filter_result *res)
 		session_resume(s);
 }
 
-/* run_stage - run a filter stage, then next (now, or when the pool is done) */
-static void
-run_stage(struct session *s, enum filter_stage stage, const char *arg, stage_next_fn next)
+/* session_run_stage - run a filter stage, then next (now, or when the pool is done) */
+void
+session_run_stage(struct session *s, enum filter_stage stage, const char *arg, stage_next_fn next)
 {
 	struct filter_ctx ctx = { NULL, &s->fsess, s->txn ? &s->txn->ftx : NULL };
 	struct filter_result res;
@@ -530,9 +435,9 @@ run_stage(struct session *s, enum filter_stage stage, const char *arg, stage_nex
 	session_pause(s);
 }
 
-/* verdict_stops - does this verdict end the command with a reply? */
-static bool
-verdict_stops(struct session *s, const struct filter_result *res)
+/* session_verdict_stops - does this verdict end the command with a reply? */
+bool
+session_verdict_stops(struct session *s, const struct filter_result *res)
 {
 	if (res->verdict != FILTER_REJECT && res->verdict != FILTER_TEMPFAIL)
 		return false;
@@ -571,27 +476,27 @@ auth_offered(const struct session *s)
 static void
 helo_proceed(struct session *s, const struct filter_result *res)
 {
-	if (verdict_stops(s, res)) {
+	if (session_verdict_stops(s, res)) {
 		free(s->helo);
 		s->helo = NULL;
 		s->fsess.helo = NULL;
 		return;
 	}
 	if (!s->esmtp) {
-		reply(s, R_HELO);
+		session_reply(s, R_HELO);
 		return;
 	}
-	evbuffer_add_printf(out(s),
+	evbuffer_add_printf(session_out(s),
 	    "250-%s\r\n250-PIPELINING\r\n250-SIZE %zu\r\n250-8BITMIME\r\n"
 	    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n",
 	    s->conf->hostname, s->lim->max_message_size);
 	if (starttls_offered(s))
-		evbuffer_add(out(s), "250-STARTTLS\r\n", 14);
+		evbuffer_add(session_out(s), "250-STARTTLS\r\n", 14);
 	if (auth_offered(s))
-		evbuffer_add(out(s), "250-AUTH PLAIN LOGIN\r\n", 22);
+		evbuffer_add(session_out(s), "250-AUTH PLAIN LOGIN\r\n", 22);
 	if (s->tls_active)
-		evbuffer_add(out(s), "250-REQUIRETLS\r\n", 16);
-	evbuffer_add(out(s), "250 DSN\r\n", 9);
+		evbuffer_add(session_out(s), "250-REQUIRETLS\r\n", 16);
+	evbuffer_add(session_out(s), "250 DSN\r\n", 9);
 }
 
 /* cmd_helo - HELO and EHLO */
@@ -601,15 +506,15 @@ cmd_helo(struct session *s, const struct smtp_parse_cmd *cmd, bool esmtp)
 	struct smtp_parse_helo h;
 
 	if (smtp_parse_helo(cmd->args, cmd->argslen, &h) != SMTP_PARSE_OK) {
-		client_error(s, R_HELO_SYNTAX);
+		session_client_error(s, R_HELO_SYNTAX);
 		return;
 	}
-	txn_reset(s);
+	session_txn_reset(s);
 	free(s->helo);
 	s->helo = xstrdup(h.name);
 	s->fsess.helo = s->helo;
 	s->esmtp = esmtp;
-	run_stage(s, FILTER_STAGE_HELO, s->helo, helo_proceed);
+	session_run_stage(s, FILTER_STAGE_HELO, s->helo, helo_proceed);
 }
 
 /* ---- MAIL ---------------------------------------------------------------------- */
@@ -620,8 +525,8 @@ mail_proceed(struct session *s, const struct filter_result *res)
 {
 	struct txn *t = s->txn;
 
-	if (verdict_stops(s, res)) {
-		txn_end(s, res->verdict == FILTER_TEMPFAIL ? TXN_TEMPFAIL : TXN_REJECTED,
+	if (session_verdict_stops(s, res)) {
+		session_txn_end(s, res->verdict == FILTER_TEMPFAIL ? TXN_TEMPFAIL : TXN_REJECTED,
 		    res->reply.text);
 		return;
 	}
@@ -631,7 +536,7 @@ mail_proceed(struct session *s, const struct filter_result *res)
 	relay_txn_set_requiretls(t->relay, (t->mail.params & SMTP_PARSE_PARAM_REQUIRETLS) != 0);
 	/* Lazy: MAIL goes to the backend with the first RCPT (its refusal answers that RCPT). */
 	relay_mail(t->relay, t->from, t->mail_params.data ? t->mail_params.data : "", NULL, s);
-	reply(s, R_MAIL_OK);
+	session_reply(s, R_MAIL_OK);
 }
 
 /* mail_status_reply - the reply for a MAIL parse failure */
@@ -661,19 +566,19 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 	    SMTP_PARSE_PARAM_SMTPUTF8 | SMTP_PARSE_PARAM_RET | SMTP_PARSE_PARAM_ENVID;
 
 	if (s->helo == NULL) {
-		client_error(s, R_NEED_HELO);
+		session_client_error(s, R_NEED_HELO);
 		return;
 	}
 	if (s->txn) {
-		client_error(s, R_NESTED_MAIL);
+		session_client_error(s, R_NESTED_MAIL);
 		return;
 	}
 	if (s->lconf->tls_required && !s->tls_active) {
-		client_error(s, R_TLS_REQUIRED);
+		session_client_error(s, R_TLS_REQUIRED);
 		return;
 	}
 	if (s->lconf->role != ROLE_MX && s->fsess.auth_user == NULL) {
-		client_error(s, R_AUTH_REQUIRED);
+		session_client_error(s, R_AUTH_REQUIRED);
 		return;
 	}
 	if (s->lconf->role != ROLE_MX && s->snap->auth != NULL)
@@ -684,15 +589,15 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 		allowed = 0;
 	st = smtp_parse_mail(cmd->args, cmd->argslen, allowed, &m);
 	if (st != SMTP_PARSE_OK) {
-		client_error(s, mail_status_reply(st));
+		session_client_error(s, mail_status_reply(st));
 		return;
 	}
 	if (m.body == SMTP_PARSE_BODY_BINARYMIME) {
-		client_error(s, R_BODY_UNSUPPORTED);
+		session_client_error(s, R_BODY_UNSUPPORTED);
 		return;
 	}
 	if ((m.params & SMTP_PARSE_PARAM_SIZE) && m.size > s->lim->max_message_size) {
-		reply(s, R_SIZE_DECLARED);
+		session_reply(s, R_SIZE_DECLARED);
 		return;
 	}
 	if (s->auth_user != NULL) {
@@ -705,7 +610,7 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 			log_info("id=%s event=sender_login_mismatch user=%s from=<%s>", s->idstr,
 			    log_escape(uesc, sizeof(uesc), s->auth_user, strlen(s->auth_user)),
 			    log_escape(esc, sizeof(esc), addr, strlen(addr)));
-			client_error(s, R_SENDER_NOT_OWNED);
+			session_client_error(s, R_SENDER_NOT_OWNED);
 			return;
 		}
 	}
@@ -725,7 +630,7 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 	t->ftx.mail_from = xstrdup(t->from);
 	data_reader_init(&t->dr, DATA_READER_DOT, 0, 0, DATA_READER_BARE_REJECT);
 	s->txn = t;
-	run_stage(s, FILTER_STAGE_MAIL, t->from, mail_proceed);
+	session_run_stage(s, FILTER_STAGE_MAIL, t->from, mail_proceed);
 }
 
 /* ---- RCPT ----------------------------------------------------------------------- */
@@ -746,14 +651,14 @@ rcpt_relayed(void *arg, const struct relay_result *r)
 		str_copy(t->rinfo[f->nrcpts].orcpt, t->rcpt.orcpt, sizeof(t->rinfo->orcpt));
 		t->rinfo[f->nrcpts].notify = t->rcpt.notify;
 		f->rcpts[f->nrcpts++] = xstrdup(t->rcpt_addr);
-		reply(s, R_RCPT_OK);
+		session_reply(s, R_RCPT_OK);
 	} else {
 		char esc[SMTP_PARSE_ADDR_SIZE * 4];
 
 		log_info("id=%s event=rcpt_refused rcpt=<%s> reply=\"%d %s\"", s->idstr,
 		    log_escape(esc, sizeof(esc), t->rcpt_addr, strlen(t->rcpt_addr)), r->code,
 		    r->ecode);
-		reply_result(s, r);
+		session_reply_result(s, r);
 	}
 	session_resume(s);
 }
@@ -769,7 +674,7 @@ rcpt_proceed(struct session *s, const struct filter_result *res)
 {
 	struct txn *t = s->txn;
 
-	if (verdict_stops(s, res))
+	if (session_verdict_stops(s, res))
 		return;
 	session_pause(s);
 	relay_rcpt(t->relay, t->rcpt_addr, t->rcpt_params.data ? t->rcpt_params.data : "",
@@ -804,17 +709,17 @@ cmd_rcpt(struct session *s, const struct smtp_parse_cmd *cmd)
 	unsigned allowed = s->esmtp ? SMTP_PARSE_PARAM_NOTIFY | SMTP_PARSE_PARAM_ORCPT : 0;
 
 	if (t == NULL) {
-		client_error(s, R_NEED_MAIL);
+		session_client_error(s, R_NEED_MAIL);
 		return;
 	}
 	if (t->ftx.nrcpts >= s->lim->max_recipients) {
-		reply(s, R_TOO_MANY_RCPTS);
+		session_reply(s, R_TOO_MANY_RCPTS);
 		return;
 	}
 	st = smtp_parse_rcpt(cmd->args, cmd->argslen, allowed,
 	    (t->mail.params & SMTP_PARSE_PARAM_SMTPUTF8) != 0, &t->rcpt);
 	if (st != SMTP_PARSE_OK) {
-		client_error(s, st == SMTP_PARSE_UNKNOWN_PARAM ? R_PARAM_UNKNOWN :
+		session_client_error(s, st == SMTP_PARSE_UNKNOWN_PARAM ? R_PARAM_UNKNOWN :
 		    st == SMTP_PARSE_BAD_PARAM ? R_SYNTAX :
 		    st == SMTP_PARSE_NEED_SMTPUTF8 ? R_SMTPUTF8_NEEDED : R_ADDR_SYNTAX);
 		return;
@@ -830,883 +735,13 @@ cmd_rcpt(struct session *s, const struct smtp_parse_cmd *cmd)
 
 		log_info("id=%s event=relay_denied client=%s rcpt=<%s>", s->idstr, s->addr,
 		    log_escape(esc, sizeof(esc), t->rcpt_addr, strlen(t->rcpt_addr)));
-		client_error(s, R_RELAY_DENIED);
+		session_client_error(s, R_RELAY_DENIED);
 		return;
 	}
 	t->rcpt_attempts++;
 	buf_reset(&t->rcpt_params);
 	smtp_parse_rcpt_params(&t->rcpt, &t->rcpt_params);
-	run_stage(s, FILTER_STAGE_RCPT, t->rcpt_addr, rcpt_proceed);
-}
-
-/* ---- DATA and BDAT --------------------------------------------------------------- */
-
-/* content_begin - first DATA or BDAT of a transaction */
-static void
-content_begin(struct session *s, enum data_reader_mode mode)
-{
-	struct txn *t = s->txn;
-	enum data_reader_bare bare = s->lconf->bare_newline == BARE_NEWLINE_NORMALIZE ?
-	    DATA_READER_BARE_NORMALIZE : DATA_READER_BARE_REJECT;
-
-	data_reader_init(&t->dr, mode, s->lim->max_text_line, s->lim->max_message_size, bare);
-	t->spool = spool_new(s->lim->spool_memory, NULL);
-	set_timeout(s, s->lim->data_timeout);
-}
-
-/* cmd_data - DATA */
-static void
-cmd_data(struct session *s)
-{
-	struct txn *t = s->txn;
-
-	if (t == NULL) {
-		client_error(s, R_NEED_MAIL);
-		return;
-	}
-	if (t->bdat_used) {
-		client_error(s, R_BDAT_DATA_MIX);
-		return;
-	}
-	if (t->ftx.nrcpts == 0) {
-		client_error(s, R_NEED_RCPT);
-		return;
-	}
-	content_begin(s, DATA_READER_DOT);
-	relay_data_begin(t->relay);
-	reply(s, R_DATA_GO);
-	s->state = S_DATA;
-}
-
-/* cmd_bdat - BDAT size [LAST] */
-static void
-cmd_bdat(struct session *s, const struct smtp_parse_cmd *cmd)
-{
-	struct txn *t = s->txn;
-	uint64_t size;
-	bool last;
-
-	if (smtp_parse_bdat(cmd->args, cmd->argslen, &size, &last) != SMTP_PARSE_OK) {
-		/* We cannot know how many octets follow: the session is lost. */
-		reply(s, R_BDAT_SYNTAX);
-		session_close(s);
-		return;
-	}
-	s->state = S_BDAT;
-	s->bdat_left = size;
-	s->bdat_last = last;
-	set_timeout(s, s->lim->data_timeout);
-	if (t == NULL || t->ftx.nrcpts == 0) {
-		/* RFC 3030: read the chunk, throw it away, then refuse. */
-		s->bdat_discard = t == NULL ? R_NEED_MAIL : R_NEED_RCPT;
-		return;
-	}
-	s->bdat_discard = R_MAX;
-	if (!t->bdat_used) {
-		t->bdat_used = true;
-		content_begin(s, DATA_READER_RAW);
-		relay_data_begin(t->relay);
-	}
-}
-
-/* spool_flush - move decoded content into the spool */
-static void
-spool_flush(struct session *s)
-{
-	struct txn *t = s->txn;
-	const char *err;
-
-	if (t->out.len == 0)
-		return;
-	if (!t->data_failed && !spool_write(t->spool, t->out.data, t->out.len, &err)) {
-		log_err("id=%s event=spool_error error=\"%s\"", s->idstr, err);
-		t->data_failed = true;
-	}
-	buf_reset(&t->out);
-}
-
-/* read_data - feed DATA content; true when the terminator was seen */
-static bool
-read_data(struct session *s, struct evbuffer *in)
-{
-	struct txn *t = s->txn;
-
-	while (evbuffer_get_length(in) > 0) {
-		struct evbuffer_iovec v;
-		size_t used;
-		enum data_reader_status st;
-
-		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-			break;
-		st = data_reader_feed(&t->dr, v.iov_base, v.iov_len, &t->out, &used);
-		evbuffer_drain(in, used);
-		if (t->out.len >= SESSION_OUT_FLUSH)
-			spool_flush(s);
-		if (st == DATA_READER_END) {
-			spool_flush(s);
-			return true;
-		}
-	}
-	return false;
-}
-
-/* read_bdat - consume the current chunk; true when it is complete */
-static bool
-read_bdat(struct session *s, struct evbuffer *in)
-{
-	while (s->bdat_left > 0 && evbuffer_get_length(in) > 0) {
-		struct evbuffer_iovec v;
-		size_t n, used;
-
-		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-			break;
-		n = v.iov_len;
-		if (n > s->bdat_left)
-			n = (size_t)s->bdat_left;
-		if (s->bdat_discard == R_MAX) {
-			struct txn *t = s->txn;
-
-			data_reader_feed(&t->dr, v.iov_base, n, &t->out, &used);
-			if (t->out.len >= SESSION_OUT_FLUSH)
-				spool_flush(s);
-		}
-		evbuffer_drain(in, n);
-		s->bdat_left -= n;
-	}
-	return s->bdat_left == 0;
-}
-
-/* content_error_reply - the reply for a data_reader error */
-static enum smtp_reply_id
-content_error_reply(enum data_reader_error e)
-{
-	switch (e) {
-	case DATA_READER_LINE_TOO_LONG:
-		return R_LINE_TOO_LONG;
-	case DATA_READER_BARE_NEWLINE:
-		return R_BARE_NEWLINE_DATA;
-	case DATA_READER_NUL:
-		return R_NUL_DATA;
-	case DATA_READER_TOO_BIG:
-		return R_SIZE_EXCEEDED;
-	default:
-		return R_LOCAL_ERROR;
-	}
-}
-
-/* bdat_chunk_done - a complete chunk: acknowledge, or end the message */
-static void
-bdat_chunk_done(struct session *s)
-{
-	struct txn *t = s->txn;
-	enum data_reader_error e;
-	char text[64];
-
-	s->state = S_CMD;
-	set_timeout(s, s->lim->command_timeout);
-	if (s->bdat_discard != R_MAX) {
-		client_error(s, s->bdat_discard);
-		return;
-	}
-	if (s->bdat_last) {
-		data_reader_finish(&t->dr, &t->out);
-		spool_flush(s);
-		data_end(s);
-		return;
-	}
-	e = data_reader_error(&t->dr);
-	if (e != DATA_READER_OK) {
-		/* Refuse now; the rest of this message's chunks are thrown away. */
-		txn_end(s, TXN_REJECTED, data_reader_strerror(e));
-		if (e == DATA_READER_TOO_BIG)
-			reply(s, R_SIZE_EXCEEDED);
-		else
-			client_error(s, content_error_reply(e));
-		return;
-	}
-	snprintf(text, sizeof(text), "%llu octets received",
-	    (unsigned long long)data_reader_wire_octets(&t->dr));
-	reply_custom(s, 250, "2.0.0", text);
-}
-
-/* ---- end of message --------------------------------------------------------------- */
-
-/* rfc5322_date - "Mon, 23 Nov 2026 18:00:00 +0000" */
-static void
-rfc5322_date(char *dst, size_t size)
-{
-	time_t now = time(NULL);
-	struct tm tm;
-
-	gmtime_r(&now, &tm);
-	strftime(dst, size, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-}
-
-/* build_head - Received (and Return-Path for Maildir), then the filtered headers */
-static void
-build_head(struct session *s, bool had_separator)
-{
-	struct txn *t = s->txn;
-	char date[64];
-	static const char *const protos[2][2][2] = {	/* [esmtp][tls][auth] */
-		{ { "SMTP", "SMTPA" }, { "SMTPS", "SMTPSA" } },
-		{ { "ESMTP", "ESMTPA" }, { "ESMTPS", "ESMTPSA" } },
-	};
-	const char *proto = protos[s->esmtp][s->tls_active][s->fsess.auth_user != NULL];
-
-	buf_reset(&t->head);
-	if (s->conf->relay.kind == RELAY_MAILDIR)
-		buf_printf(&t->head, "Return-Path: <%s>\r\n", t->from);
-	rfc5322_date(date, sizeof(date));
-	buf_printf(&t->head, "Received: from %s (%s [%s])\r\n", s->helo, s->fsess.client_name,
-	    s->addr);
-	if (s->tls_active)
-		buf_printf(&t->head, "\t(using %s)\r\n", s->tls_desc);
-	buf_printf(&t->head, "\tby %s (portier) with %s id %s.%u", s->conf->hostname, proto,
-	    s->idstr, t->seq);
-	if (t->ftx.nrcpts == 1)
-		buf_printf(&t->head, "\r\n\tfor <%s>", t->ftx.rcpts[0]);
-	buf_printf(&t->head, ";\r\n\t%s\r\n", date);
-	if (t->ftx.quarantine)
-		buf_printf(&t->head, "X-Portier-Quarantine: %s\r\n", t->ftx.quarantine);
-	filter_compose_headers(&t->ftx, s->conf->hostname, &t->head);
-	if (had_separator)
-		buf_puts(&t->head, "\r\n");
-}
-
-/* dsn_relayed - the DSN went out (or not): now answer the client */
-static void
-dsn_data_relayed(void *arg, const struct relay_result *res, size_t n)
-{
-	struct session *s = arg;
-	struct txn *t = s->txn;
-
-	s->paused = false;
-	if (n >= 1 && res[0].code / 100 == 2) {
-		log_info("id=%s event=dsn_sent to=<%s> reply=\"%d %s\"", s->idstr, t->from,
-		    res[0].code, res[0].ecode);
-		reply_result(s, &t->final);
-		txn_end(s, TXN_DELIVERED, t->final.text);
-	} else {
-		log_warn("id=%s event=dsn_failed to=<%s> reply=\"%d %s %s\"", s->idstr, t->from,
-		    n ? res[0].code : 0, n ? res[0].ecode : "", n ? res[0].text : "");
-		reply(s, R_DSN_FAILED);
-		txn_end(s, TXN_TEMPFAIL, "dsn failed");
-	}
-	session_resume(s);
-}
-
-/* dsn_step - MAIL and RCPT of the DSN transaction */
-static void
-dsn_step(void *arg, const struct relay_result *r)
-{
-	struct session *s = arg;
-	struct txn *t = s->txn;
-
-	if (r->code / 100 != 2) {
-		dsn_data_relayed(s, r, 1);
-		return;
-	}
-	if (t->dsn_head.len == 0) {
-		/* MAIL FROM:<> accepted: now the one recipient. */
-		buf_puts(&t->dsn_head, "rcpt");
-		relay_rcpt(t->dsn_relay, t->from, "", dsn_step, s);
-		return;
-	}
-	buf_reset(&t->dsn_head);
-	relay_data(t->dsn_relay, &t->dsn_head, t->dsn_spool, 0, dsn_data_relayed, s);
-}
-
-/* send_dsn - report the refused recipients to the sender, then answer */
-static void
-send_dsn(struct session *s, const struct relay_result *res, size_t n)
-{
-	struct txn *t = s->txn;
-	const struct conf_relay *target = s->conf->bounce_relay.kind != RELAY_NONE ?
-	    &s->conf->bounce_relay : &s->conf->relay;
-	struct dsn_rcpt *dr = xcalloc(n, sizeof(*dr));
-	struct dsn_info info;
-	struct buf msg, hdr;
-	const char *err;
-	size_t i, nd = 0;
-
-	buf_init(&msg);
-	buf_init(&hdr);
-	buf_reserve(&hdr, t->body_off);
-	if (spool_pread(t->spool, hdr.data, t->body_off, 0) == (ssize_t)t->body_off)
-		hdr.len = t->body_off;
-	for (i = 0; i < n && i < t->ftx.nrcpts; i++) {
-		const struct rcpt_info *ri = &t->rinfo[i];
-
-		if (res[i].code / 100 == 2)
-			continue;
-		if (ri->notify && !(ri->notify & SMTP_PARSE_NOTIFY_FAILURE))
-			continue;	/* RFC 3461: the client asked for no failure notice */
-		dr[nd].addr = t->ftx.rcpts[i];
-		dr[nd].orcpt = ri->orcpt[0] ? ri->orcpt : NULL;
-		dr[nd].code = res[i].code;
-		dr[nd].ecode = res[i].ecode;
-		dr[nd].text = res[i].text;
-		nd++;
-	}
-	if (nd == 0) {
-		free(dr);
-		buf_free(&hdr);
-		reply_result(s, &t->final);
-		txn_end(s, TXN_DELIVERED, t->final.text);
-		return;
-	}
-	memset(&info, 0, sizeof(info));
-	info.hostname = s->conf->hostname;
-	info.sender = t->from;
-	info.envid = t->mail.envid[0] ? t->mail.envid : NULL;
-	info.remote_mta = s->conf->relay.host;	/* NULL for unix sockets */
-	info.queue_id = s->idstr;
-	info.arrival = (time_t)t->arrival;
-	info.rcpts = dr;
-	info.nrcpts = nd;
-	info.orig_headers = hdr.data;
-	info.orig_headers_len = hdr.len;
-	dsn_build(&msg, &info);
-	free(dr);
-	buf_free(&hdr);
-	t->dsn_spool = spool_new(s->lim->spool_memory, NULL);
-	if (!spool_write(t->dsn_spool, msg.data, msg.len, &err)) {
-		buf_free(&msg);
-		reply(s, R_DSN_FAILED);
-		txn_end(s, TXN_TEMPFAIL, err);
-		return;
-	}
-	buf_free(&msg);
-	buf_reset(&t->dsn_head);
-	t->dsn_relay = relay_txn_new(loop_relay(s->loop), s->conf, target, s->idstr);
-	if (s->snap->tls_client)
-		relay_txn_set_tls(t->dsn_relay, s->snap->tls_client);
-	session_pause(s);
-	relay_mail(t->dsn_relay, "", "", dsn_step, s);
-}
-
-/* data_relayed - the backend's verdict on the message */
-static void
-data_relayed(void *arg, const struct relay_result *res, size_t n)
-{
-	struct session *s = arg;
-	struct txn *t = s->txn;
-	const struct relay_result *first_ok = NULL, *first_temp = NULL, *first_perm = NULL;
-	size_t i;
-
-	s->paused = false;
-	for (i = 0; i < n; i++) {
-		const struct relay_result *r = &res[i];
-
-		if (r->code / 100 == 2 && first_ok == NULL)
-			first_ok = r;
-		else if (r->code / 100 == 4 && first_temp == NULL)
-			first_temp = r;
-		else if (r->code / 100 != 2 && first_perm == NULL)
-			first_perm = r;
-	}
-	if (first_ok && (first_temp || first_perm)) {
-		/* Mixed per-recipient results: never a silent drop. */
-		t->final = *first_ok;
-		if (s->conf->lmtp_mixed == LMTP_MIXED_TEMPFAIL ||
-		    s->conf->relay.kind == RELAY_MAILDIR) {
-			reply(s, R_LMTP_MIXED);
-			txn_end(s, TXN_TEMPFAIL, "mixed recipient results");
-		} else if (!dsn_owed(t->from)) {
-			log_warn("id=%s event=dsn_suppressed reason=null_sender", s->idstr);
-			reply_result(s, first_ok);
-			txn_end(s, TXN_DELIVERED, first_ok->text);
-		} else {
-			send_dsn(s, res, n);
-			if (!s->paused)
-				session_resume(s);
-			return;
-		}
-	} else if (first_ok) {
-		reply_result(s, first_ok);
-		txn_end(s, TXN_DELIVERED, first_ok->text);
-	} else {
-		const struct relay_result *r = first_temp ? first_temp : first_perm;
-
-		reply_result(s, r);
-		txn_end(s, r->code / 100 == 4 ? TXN_TEMPFAIL : TXN_REJECTED, r->text);
-	}
-	session_resume(s);
-}
-
-/* data_filtered - after the DATA filters: compose and relay */
-static void
-data_filtered(struct session *s, const struct filter_result *res)
-{
-	struct txn *t = s->txn;
-	size_t i;
-
-	if (verdict_stops(s, res)) {
-		txn_end(s, res->verdict == FILTER_TEMPFAIL ? TXN_TEMPFAIL : TXN_REJECTED,
-		    res->reply.text);
-		return;
-	}
-	if (res->verdict == FILTER_DISCARD) {
-		log_info("id=%s event=discard filter=%s", s->idstr, res->filter ? res->filter : "?");
-		reply(s, R_DISCARDED);
-		txn_end(s, TXN_DISCARDED, "discarded");
-		return;
-	}
-	if (res->verdict == FILTER_QUARANTINE && t->ftx.quarantine == NULL)
-		t->ftx.quarantine = xstrdup(res->filter ? res->filter : "filter");
-	for (i = 0; i < t->ftx.nedits; i++) {
-		const struct filter_edit *e = &t->ftx.edits[i];
-
-		if (e->kind == EDIT_REPLACE_BODY) {
-			const char *err;
-			struct spool *nb = spool_new(s->lim->spool_memory, NULL);
-
-			if (!spool_write(nb, e->value, e->value_len, &err)) {
-				spool_free(nb);
-				reply(s, R_LOCAL_ERROR);
-				txn_end(s, TXN_TEMPFAIL, err);
-				return;
-			}
-			spool_free(t->spool);
-			t->spool = nb;
-			t->body_off = 0;
-		} else if (e->kind == EDIT_CHANGE_FROM || e->kind == EDIT_ADD_RCPT ||
-		    e->kind == EDIT_DELETE_RCPT) {
-			/* The envelope already went to the backend at MAIL/RCPT time. */
-			log_err("id=%s event=filter_error error=\"envelope edits are not supported\"",
-			    s->idstr);
-			reply(s, R_LOCAL_ERROR);
-			txn_end(s, TXN_TEMPFAIL, "envelope edit");
-			return;
-		}
-	}
-	build_head(s, t->had_separator);
-	session_pause(s);
-	relay_data(t->relay, &t->head, t->spool, t->body_off, data_relayed, s);
-}
-
-/* from_headers_owned - every From: of the message belongs to the login */
-static bool
-from_headers_owned(struct session *s)
-{
-	const struct filter_txn *f = &s->txn->ftx;
-	size_t i;
-
-	for (i = 0; i < f->nheaders; i++) {
-		struct sender_login_from_result r;
-		enum sender_login_from st;
-		char uesc[600];
-
-		if (str_casecmp(f->headers[i].name, "From") != 0)
-			continue;
-		st = sender_login_check_from(s->snap->senders, s->auth_user, f->headers[i].value,
-		    strlen(f->headers[i].value), &r);
-		if (st != SENDER_LOGIN_FROM_OK) {
-			log_info("id=%s event=from_login_mismatch user=%s result=%s", s->idstr,
-			    log_escape(uesc, sizeof(uesc), s->auth_user, strlen(s->auth_user)),
-			    sender_login_from_name(st));
-			return false;
-		}
-	}
-	return true;
-}
-
-/* data_end - the message is complete (DATA terminator or BDAT LAST) */
-static void
-data_end(struct session *s)
-{
-	struct txn *t = s->txn;
-	enum data_reader_error e = data_reader_error(&t->dr);
-	char *copy = NULL;
-	const char *msg;
-	size_t n;
-	bool sep;
-
-	if (e != DATA_READER_OK) {
-		log_info("id=%s event=content_error error=\"%s\"", s->idstr, data_reader_strerror(e));
-		txn_end(s, TXN_REJECTED, data_reader_strerror(e));
-		if (e == DATA_READER_TOO_BIG)
-			reply(s, R_SIZE_EXCEEDED);
-		else
-			client_error(s, content_error_reply(e));
-		return;
-	}
-	if (t->data_failed) {
-		reply(s, R_LOCAL_ERROR);
-		txn_end(s, TXN_TEMPFAIL, "spool error");
-		return;
-	}
-	n = spool_size(t->spool);
-	msg = spool_mem(t->spool);
-	if (msg == NULL) {
-		ssize_t got;
-
-		if (n > SESSION_HEADER_MAX)
-			n = SESSION_HEADER_MAX;
-		copy = xmalloc(n ? n : 1);
-		got = spool_pread(t->spool, copy, n, 0);
-		n = got > 0 ? (size_t)got : 0;
-		msg = copy;
-	}
-	t->body_off = filter_parse_headers(&t->ftx, msg, n);
-	sep = t->body_off >= 2 && msg[t->body_off - 1] == '\n' &&
-	    (t->body_off == 2 || (t->body_off >= 4 && msg[t->body_off - 3] == '\n'));
-	free(copy);
-	t->had_separator = sep;
-	if (s->auth_user != NULL && !from_headers_owned(s)) {
-		reply(s, R_FROM_NOT_OWNED);
-		txn_end(s, TXN_REJECTED, "From: not owned by the login");
-		return;
-	}
-	if (s->auth_user != NULL && s->tls_active)	/* RFC 8601 has no TLS method: a comment */
-		filter_auth_result(&t->ftx, "auth=pass (%s) smtp.auth=%s", s->tls_desc, s->auth_user);
-	else if (s->auth_user != NULL)
-		filter_auth_result(&t->ftx, "auth=pass smtp.auth=%s", s->auth_user);
-	t->ftx.body = t->spool;
-	t->ftx.body_offset = t->body_off;
-	/* Filters judge what the client sent; our own headers come after them. */
-	run_stage(s, FILTER_STAGE_DATA, NULL, data_filtered);
-}
-
-/* ---- commands ------------------------------------------------------------------------ */
-
-/* cmd_starttls - RFC 3207: 220, then the handshake on the same connection */
-static void
-cmd_starttls(struct session *s)
-{
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	struct bufferevent *tbev;
-	size_t pending;
-	SSL *ssl;
-
-	if (s->lconf->tls != TLS_STARTTLS || s->snap->tls == NULL) {
-		client_error(s, R_NOT_IMPLEMENTED);
-		return;
-	}
-	if (s->tls_active) {
-		client_error(s, R_TLS_ACTIVE);
-		return;
-	}
-	ssl = tls_server_ssl_new(s->snap->tls);
-	reply(s, R_STARTTLS_GO);
-	session_flush(s);	/* the 220 goes out in clear, before the wrap */
-	/*
-	 * Whatever the client sent after STARTTLS came in plain text and may be
-	 * an injection (CVE-2011-0411): throw it away.  The STARTTLS line itself
-	 * is still in the buffer; the caller's drain of it then finds nothing.
-	 */
-	pending = evbuffer_get_length(in);
-	evbuffer_drain(in, pending);
-	if (pending > 10)
-		log_warn("id=%s event=starttls_plaintext_discarded client=%s octets=%zu", s->idstr,
-		    s->addr, pending - 10);
-	/* RFC 3207 4.2: forget everything learned before TLS. */
-	txn_reset(s);
-	free(s->helo);
-	s->helo = NULL;
-	s->fsess.helo = NULL;
-	s->esmtp = false;
-	smtp_parse_reader_reset(&s->reader);
-	tbev = bufferevent_openssl_filter_new(loop_base(s->loop), s->bev, ssl,
-	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (tbev == NULL)
-		fatal("bufferevent_openssl_filter_new failed");
-	s->bev = tbev;
-	bufferevent_setcb(tbev, read_cb, write_cb, event_cb, s);
-	bufferevent_enable(tbev, EV_READ | EV_WRITE);
-	set_timeout(s, s->conf->tls_handshake_timeout);
-	s->tls_handshaking = true;
-	s->paused = true;	/* nothing is read as a command until the handshake is done */
-}
-
-/* tls_established - the handshake completed (STARTTLS or implicit TLS) */
-static void
-tls_established(struct session *s)
-{
-	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
-
-	s->tls_active = true;
-	tls_describe(ssl, s->tls_desc, sizeof(s->tls_desc));
-	s->fsess.tls_version = tls_version(ssl);
-	s->fsess.tls_cipher = tls_cipher(ssl);
-	log_info("id=%s event=tls client=%s tls=\"%s\"", s->idstr, s->addr, s->tls_desc);
-	set_timeout(s, s->lim->command_timeout);
-	if (s->tls_handshaking) {
-		s->tls_handshaking = false;
-		session_resume(s);
-	}
-}
-
-/* ---- AUTH (RFC 4954) -------------------------------------------------------------- */
-
-struct auth_job {
-	uint64_t id;
-	struct loop *loop;
-	struct snapshot *snap;	/* keeps the backend alive */
-	char *user;
-	char *pass;
-	char client_ip[INET6_ADDRSTRLEN];
-	bool secured;
-	enum auth_result result;
-	char *err;
-};
-
-/* auth_job_free - wipe the password and release */
-static void
-auth_job_free(struct auth_job *j)
-{
-	if (j->pass) {
-		OPENSSL_cleanse(j->pass, strlen(j->pass));
-		free(j->pass);
-	}
-	free(j->user);
-	free(j->err);
-	snapshot_unref(j->snap);
-	free(j);
-}
-
-/* auth_work - the blocking check, on a worker thread */
-static void
-auth_work(void *arg)
-{
-	struct auth_job *j = arg;
-
-	j->result = auth_verify(j->snap->auth, j->user, j->pass, j->client_ip, NULL, j->secured,
-	    &j->err);
-}
-
-/* auth_abort - leave the AUTH exchange */
-static void
-auth_abort(struct session *s)
-{
-	auth_sasl_free(s->sasl);
-	s->sasl = NULL;
-	if (s->state == S_AUTH)
-		s->state = S_CMD;
-}
-
-/* auth_failed - count a failure for the client's address; 421 when it is over */
-static void
-auth_failed(struct session *s, const char *why)
-{
-	struct authfail *af = server_authfail();
-	unsigned n = af ? authfail_record(af, s->addr, time(NULL)) : 0;
-
-	log_info("id=%s event=auth result=failed client=%s failures=%u reason=\"%s\"", s->idstr,
-	    s->addr, n, why ? why : "bad credentials");
-	client_error(s, R_AUTH_FAILED);
-	if (af && authfail_blocked(af, s->addr, time(NULL)) && s->state != S_CLOSING)
-		reply_close(s, R_AUTH_BLOCKED);
-}
-
-/* auth_done - the worker's verdict, back on our loop */
-static void
-auth_done(void *arg)
-{
-	struct auth_job *j = arg;
-	struct session *s = loop_session_find(j->loop, j->id);
-
-	if (s == NULL || s->state == S_DEAD || s->state == S_CLOSING) {
-		auth_job_free(j);
-		return;
-	}
-	s->paused = false;
-	switch (j->result) {
-	case AUTH_OK: {
-		char uesc[600];
-
-		s->auth_user = xstrdup(j->user);
-		s->fsess.auth_user = s->auth_user;
-		log_info("id=%s event=auth result=ok client=%s user=%s", s->idstr, s->addr,
-		    log_escape(uesc, sizeof(uesc), j->user, strlen(j->user)));
-		reply(s, R_AUTH_OK);
-		break;
-	}
-	case AUTH_FAIL:
-		auth_failed(s, j->err);
-		break;
-	case AUTH_TEMPFAIL:
-		log_warn("id=%s event=auth result=tempfail client=%s reason=\"%s\"", s->idstr,
-		    s->addr, j->err ? j->err : "backend");
-		reply(s, R_AUTH_TEMPFAIL);
-		break;
-	}
-	auth_job_free(j);
-	session_resume(s);
-}
-
-/* auth_verify_async - hand the credentials to the worker pool */
-static void
-auth_verify_async(struct session *s)
-{
-	struct auth_job *j = xcalloc(1, sizeof(*j));
-
-	j->id = s->id;
-	j->loop = s->loop;
-	j->snap = snapshot_ref(s->snap);
-	j->user = xstrdup(auth_sasl_user(s->sasl));
-	j->pass = xstrdup(auth_sasl_password(s->sasl));
-	str_copy(j->client_ip, s->addr, sizeof(j->client_ip));
-	j->secured = s->tls_active;
-	auth_abort(s);	/* wipes the exchange's copy */
-	session_pause(s);
-	if (!workers_submit(loop_workers(s->loop), auth_work, auth_done, j)) {
-		auth_job_free(j);
-		s->paused = false;
-		reply(s, R_AUTH_TEMPFAIL);
-		session_resume(s);
-	}
-}
-
-/* auth_continue - act on one step of the exchange */
-static void
-auth_continue(struct session *s, enum auth_sasl_status st, const char *challenge)
-{
-	switch (st) {
-	case AUTH_SASL_CHALLENGE:
-		evbuffer_add_printf(out(s), "334 %s\r\n", challenge ? challenge : "");
-		s->state = S_AUTH;
-		return;
-	case AUTH_SASL_DONE:
-		s->state = S_CMD;
-		auth_verify_async(s);
-		return;
-	case AUTH_SASL_REFUSED:
-		auth_abort(s);
-		auth_failed(s, "unusable credentials");
-		return;
-	case AUTH_SASL_CANCEL:
-		auth_abort(s);
-		reply(s, R_AUTH_CANCEL);
-		return;
-	case AUTH_SASL_BAD_BASE64:
-	case AUTH_SASL_MALFORMED:
-		auth_abort(s);
-		client_error(s, R_AUTH_BASE64);
-		return;
-	}
-}
-
-/* cmd_auth - AUTH mechanism [initial-response] */
-static void
-cmd_auth(struct session *s, const struct smtp_parse_cmd *cmd)
-{
-	struct smtp_parse_auth a;
-	const char *challenge = NULL;
-	char *initial = NULL;
-	enum auth_sasl_status st;
-	int mech;
-
-	if (s->lconf->role == ROLE_MX || s->snap->auth == NULL) {
-		client_error(s, R_AUTH_NOT_OFFERED);
-		return;
-	}
-	if (!s->tls_active) {
-		client_error(s, R_TLS_REQUIRED);	/* credentials never cross in clear */
-		return;
-	}
-	if (s->helo == NULL) {
-		client_error(s, R_NEED_HELO);
-		return;
-	}
-	if (s->auth_user != NULL) {
-		client_error(s, R_AUTH_ALREADY);
-		return;
-	}
-	if (s->txn != NULL) {
-		client_error(s, R_AUTH_IN_TXN);
-		return;
-	}
-	if (server_authfail() && authfail_blocked(server_authfail(), s->addr, time(NULL))) {
-		log_info("id=%s event=auth result=blocked client=%s", s->idstr, s->addr);
-		reply_close(s, R_AUTH_BLOCKED);
-		return;
-	}
-	if (smtp_parse_auth(cmd->args, cmd->argslen, &a) != SMTP_PARSE_OK) {
-		/* A bad initial response is bad base64 (RFC 4954 4: 501 5.5.2). */
-		client_error(s, memchr(cmd->args, ' ', cmd->argslen) ? R_AUTH_BASE64 : R_SYNTAX);
-		return;
-	}
-	if ((mech = auth_mech_lookup(a.mech)) < 0) {
-		client_error(s, R_AUTH_MECH);
-		return;
-	}
-	if (a.initial)
-		initial = xstrndup(a.initial, a.initiallen);
-	s->sasl = auth_sasl_new((enum auth_mech)mech);
-	smtp_parse_reader_init(&s->auth_reader, SESSION_AUTH_LINE_MAX);
-	st = auth_sasl_start(s->sasl, initial, &challenge);
-	if (initial) {
-		OPENSSL_cleanse(initial, strlen(initial));
-		free(initial);
-	}
-	auth_continue(s, st, challenge);
-}
-
-/*
- * frame_line - frame the next line of at most r->max_line octets at the
- * front of in.  Returns false when in is empty; else *st_r, the line (into
- * in's first chunk, valid until in is drained) and how many octets to drain.
- * *more_r tells whether input remains after those octets.
- */
-static bool
-frame_line(struct smtp_parse_reader *r, struct evbuffer *in, enum smtp_parse_line_status *st_r,
-    const char **line_r, size_t *linelen_r, size_t *consumed_r, bool *more_r)
-{
-	size_t len = evbuffer_get_length(in), n;
-	const char *p;
-
-	if (len == 0)
-		return false;
-	n = len < r->max_line ? len : r->max_line;
-	p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-	*line_r = NULL;
-	*linelen_r = 0;
-	*st_r = smtp_parse_line(r, p, n, line_r, linelen_r, consumed_r);
-	*more_r = *consumed_r < len;
-	return true;
-}
-
-/* read_auth_line - one SASL response line; false when more input is needed */
-static bool
-read_auth_line(struct session *s, struct evbuffer *in)
-{
-	size_t linelen, consumed;
-	const char *line, *challenge = NULL;
-	enum smtp_parse_line_status st;
-	bool more;
-	char *copy;
-
-	if (!frame_line(&s->auth_reader, in, &st, &line, &linelen, &consumed, &more))
-		return false;
-	switch (st) {
-	case SMTP_PARSE_LINE_OK:
-		copy = xstrndup(line, linelen);
-		evbuffer_drain(in, consumed);
-		{
-			enum auth_sasl_status ast = auth_sasl_step(s->sasl, copy, &challenge);
-
-			OPENSSL_cleanse(copy, linelen);
-			free(copy);
-			auth_continue(s, ast, challenge);
-		}
-		return true;
-	case SMTP_PARSE_LINE_NEED_MORE:
-		evbuffer_drain(in, consumed);
-		return consumed > 0 && more;
-	case SMTP_PARSE_LINE_TOO_LONG:
-		evbuffer_drain(in, consumed);
-		s->reader.skipping = s->auth_reader.skipping;	/* the rest is skipped as a command */
-		auth_abort(s);
-		client_error(s, R_AUTH_LINE_TOO_LONG);
-		return true;
-	default:
-		evbuffer_drain(in, consumed);
-		auth_abort(s);
-		client_error(s, R_AUTH_BASE64);
-		return true;
-	}
+	session_run_stage(s, FILTER_STAGE_RCPT, t->rcpt_addr, rcpt_proceed);
 }
 
 /* syntax_reply - the reply for a command whose arguments are missing or extra */
@@ -1742,16 +777,16 @@ dispatch(struct session *s, const char *line, size_t len)
 		    log_escape(esc, sizeof(esc), line, len));
 	}
 	if (st == SMTP_PARSE_UNKNOWN_CMD) {
-		client_error(s, R_UNKNOWN_CMD);
+		session_client_error(s, R_UNKNOWN_CMD);
 		return;
 	}
 	if (st != SMTP_PARSE_OK) {
 		if (cmd.verb == SMTP_PARSE_VERB_BDAT) {
-			reply(s, R_BDAT_SYNTAX);
+			session_reply(s, R_BDAT_SYNTAX);
 			session_close(s);
 			return;
 		}
-		client_error(s, syntax_reply(cmd.verb));
+		session_client_error(s, syntax_reply(cmd.verb));
 		return;
 	}
 	switch (cmd.verb) {
@@ -1768,38 +803,62 @@ dispatch(struct session *s, const char *line, size_t len)
 		cmd_rcpt(s, &cmd);
 		break;
 	case SMTP_PARSE_VERB_DATA:
-		cmd_data(s);
+		smtp_data_data(s);
 		break;
 	case SMTP_PARSE_VERB_BDAT:
-		cmd_bdat(s, &cmd);
+		smtp_data_bdat(s, &cmd);
 		break;
 	case SMTP_PARSE_VERB_RSET:
-		txn_reset(s);
-		reply(s, R_RSET);
+		session_txn_reset(s);
+		session_reply(s, R_RSET);
 		break;
 	case SMTP_PARSE_VERB_NOOP:
-		reply(s, R_NOOP);
+		session_reply(s, R_NOOP);
 		break;
 	case SMTP_PARSE_VERB_QUIT:
-		reply_close(s, R_BYE);
+		session_reply_close(s, R_BYE);
 		break;
 	case SMTP_PARSE_VERB_VRFY:
-		reply(s, R_VRFY);
+		session_reply(s, R_VRFY);
 		break;
 	case SMTP_PARSE_VERB_HELP:
-		reply(s, R_HELP);
+		session_reply(s, R_HELP);
 		break;
 	case SMTP_PARSE_VERB_STARTTLS:
-		cmd_starttls(s);
+		smtp_auth_starttls(s);
 		break;
 	case SMTP_PARSE_VERB_AUTH:
-		cmd_auth(s, &cmd);
+		smtp_auth_cmd(s, &cmd);
 		break;
 	case SMTP_PARSE_VERB_EXPN:
 	default:
-		client_error(s, R_NOT_IMPLEMENTED);
+		session_client_error(s, R_NOT_IMPLEMENTED);
 		break;
 	}
+}
+
+/*
+ * frame_line - frame the next line of at most r->max_line octets at the
+ * front of in.  Returns false when in is empty; else *st_r, the line (into
+ * in's first chunk, valid until in is drained) and how many octets to drain.
+ * *more_r tells whether input remains after those octets.
+ */
+bool
+session_frame_line(struct smtp_parse_reader *r, struct evbuffer *in, enum smtp_parse_line_status *st_r,
+    const char **line_r, size_t *linelen_r, size_t *consumed_r, bool *more_r)
+{
+	size_t len = evbuffer_get_length(in), n;
+	const char *p;
+
+	if (len == 0)
+		return false;
+	n = len < r->max_line ? len : r->max_line;
+	p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+	*line_r = NULL;
+	*linelen_r = 0;
+	*st_r = smtp_parse_line(r, p, n, line_r, linelen_r, consumed_r);
+	*more_r = *consumed_r < len;
+	return true;
 }
 
 /* read_command - frame and run one command; false when more input is needed */
@@ -1811,7 +870,7 @@ read_command(struct session *s, struct evbuffer *in)
 	enum smtp_parse_line_status st;
 	bool more;
 
-	if (!frame_line(&s->reader, in, &st, &line, &linelen, &consumed, &more))
+	if (!session_frame_line(&s->reader, in, &st, &line, &linelen, &consumed, &more))
 		return false;
 	switch (st) {
 	case SMTP_PARSE_LINE_OK:
@@ -1824,15 +883,15 @@ read_command(struct session *s, struct evbuffer *in)
 		return consumed > 0 && more;
 	case SMTP_PARSE_LINE_TOO_LONG:
 		evbuffer_drain(in, consumed);
-		client_error(s, R_CMD_TOO_LONG);
+		session_client_error(s, R_CMD_TOO_LONG);
 		return true;
 	case SMTP_PARSE_LINE_BARE_NEWLINE:
 		evbuffer_drain(in, consumed);
-		client_error(s, R_BARE_NEWLINE_CMD);
+		session_client_error(s, R_BARE_NEWLINE_CMD);
 		return true;
 	case SMTP_PARSE_LINE_NUL:
 		evbuffer_drain(in, consumed);
-		client_error(s, R_NUL_CMD);
+		session_client_error(s, R_NUL_CMD);
 		return true;
 	}
 	return false;
@@ -1847,20 +906,20 @@ session_process(struct session *s)
 	s->in_process = true;
 	while (!s->paused) {
 		if (s->state == S_DATA) {
-			if (!read_data(s, in))
+			if (!smtp_data_read(s, in))
 				break;
 			s->state = S_CMD;
-			set_timeout(s, s->lim->command_timeout);
-			data_end(s);
+			session_set_timeout(s, s->lim->command_timeout);
+			smtp_data_end(s);
 		} else if (s->state == S_BDAT) {
-			if (!read_bdat(s, in))
+			if (!smtp_data_read_bdat(s, in))
 				break;
-			bdat_chunk_done(s);
+			smtp_data_chunk_done(s);
 		} else if (s->state == S_CMD) {
 			if (!read_command(s, in))
 				break;
 		} else if (s->state == S_AUTH) {
-			if (!read_auth_line(s, in))
+			if (!smtp_auth_read_line(s, in))
 				break;
 		} else {
 			break;
@@ -1895,9 +954,9 @@ pipeline_flooded(struct session *s, struct evbuffer *in)
 
 /* ---- I/O callbacks ---------------------------------------------------------------------- */
 
-/* read_cb - client input */
-static void
-read_cb(struct bufferevent *bev, void *arg)
+/* session_read_cb - client input */
+void
+session_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
@@ -1910,22 +969,22 @@ read_cb(struct bufferevent *bev, void *arg)
 	}
 	if (s->state == S_GREET_PAUSE) {
 		log_info("id=%s event=greet_pause_violation client=%s", s->idstr, s->addr);
-		reply_close(s, R_GREET_PAUSE);
+		session_reply_close(s, R_GREET_PAUSE);
 		return;
 	}
 	if (s->state == S_CMD && pipeline_flooded(s, bufferevent_get_input(bev))) {
 		log_info("id=%s event=pipeline_flood client=%s", s->idstr, s->addr);
-		txn_reset(s);
-		reply_close(s, R_PIPELINE_FLOOD);
+		session_txn_reset(s);
+		session_reply_close(s, R_PIPELINE_FLOOD);
 		return;
 	}
 	if (!s->paused && !s->in_process)
 		session_process(s);
 }
 
-/* write_cb - output drained */
-static void
-write_cb(struct bufferevent *bev, void *arg)
+/* session_write_cb - output drained */
+void
+session_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
@@ -1934,9 +993,9 @@ write_cb(struct bufferevent *bev, void *arg)
 		session_reap(s);
 }
 
-/* event_cb - EOF, error, timeout */
-static void
-event_cb(struct bufferevent *bev, short what, void *arg)
+/* session_event_cb - EOF, error, timeout */
+void
+session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct session *s = arg;
 
@@ -1949,7 +1008,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_CONNECTED) {
-		tls_established(s);
+		smtp_auth_tls_established(s);
 		return;
 	}
 	if ((what & BEV_EVENT_ERROR) && bufferevent_openssl_get_ssl(bev) != NULL) {
@@ -1987,8 +1046,8 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 			session_reap(s);
 			return;
 		}
-		txn_reset(s);
-		reply_close(s, R_TIMEOUT);
+		session_txn_reset(s);
+		session_reply_close(s, R_TIMEOUT);
 		return;
 	}
 	if (s->state == S_DATA || s->state == S_BDAT)
@@ -2004,14 +1063,14 @@ connect_proceed(struct session *s, const struct filter_result *res)
 		log_info("id=%s event=connect_refused filter=%s", s->idstr,
 		    res->filter ? res->filter : "?");
 		if (res->reply.code)
-			reply_custom(s, res->reply.code, res->reply.ecode, res->reply.text);
+			session_reply_custom(s, res->reply.code, res->reply.ecode, res->reply.text);
 		else
-			reply(s, R_CONNECT_REFUSED);
+			session_reply(s, R_CONNECT_REFUSED);
 		session_close(s);
 		return;
 	}
 	s->state = S_CMD;
-	reply(s, R_BANNER);
+	session_reply(s, R_BANNER);
 }
 
 /* greet_cb - greet_pause passed quietly */
@@ -2022,7 +1081,7 @@ greet_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (s->state != S_GREET_PAUSE)
 		return;
-	run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
+	session_run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
 	session_flush(s);
 }
 
@@ -2063,9 +1122,9 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	s->pending = evbuffer_new();
 	if (s->pending == NULL)
 		fatal("evbuffer_new failed");
-	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
+	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, 256 * 1024);
-	set_timeout(s, bufferevent_openssl_get_ssl(bev) != NULL ? s->conf->tls_handshake_timeout :
+	session_set_timeout(s, bufferevent_openssl_get_ssl(bev) != NULL ? s->conf->tls_handshake_timeout :
 	    s->lim->command_timeout);
 	loop_session_add(loop, s, s->id);
 	log_info("id=%s event=connect client=%s listener=%s", s->idstr, s->addr, s->lconf->name);
@@ -2074,7 +1133,7 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 		log_warn("id=%s event=too_many_sessions client=%s max=%u", s->idstr, s->addr,
 		    s->lim->max_sessions);
 		bufferevent_enable(s->bev, EV_WRITE);
-		reply_close(s, R_TOO_MANY_SESSIONS);
+		session_reply_close(s, R_TOO_MANY_SESSIONS);
 		return;
 	}
 	if (!filter_chain_empty(s->chain))
@@ -2088,6 +1147,6 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 		evtimer_add(s->ev, &tv);
 		return;
 	}
-	run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
+	session_run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
 	session_flush(s);
 }

@@ -1,0 +1,349 @@
+/*
+ * smtp_auth.c - STARTTLS (RFC 3207) and AUTH (RFC 4954) for the SMTP
+ * session: the TLS upgrade on the live connection, the SASL exchange, and
+ * the credential check on the worker pool.
+ *
+ * Must never: read plaintext sent after STARTTLS as commands, offer AUTH
+ * without TLS, log AUTH data, or keep a password longer than its check.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+
+#include "dsn.h"
+#include "log.h"
+#include "server.h"
+#include "spool.h"
+#include "tls.h"
+#include "util.h"
+#include "workers.h"
+#include "../policy/auth.h"
+#include "../policy/authfail.h"
+#include "../policy/sender_login.h"
+#include "smtp_session_priv.h"
+
+/* ---- commands ------------------------------------------------------------------------ */
+
+/* smtp_auth_starttls - RFC 3207: 220, then the handshake on the same connection */
+void
+smtp_auth_starttls(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct bufferevent *tbev;
+	size_t pending;
+	SSL *ssl;
+
+	if (s->lconf->tls != TLS_STARTTLS || s->snap->tls == NULL) {
+		session_client_error(s, R_NOT_IMPLEMENTED);
+		return;
+	}
+	if (s->tls_active) {
+		session_client_error(s, R_TLS_ACTIVE);
+		return;
+	}
+	ssl = tls_server_ssl_new(s->snap->tls);
+	session_reply(s, R_STARTTLS_GO);
+	session_flush(s);	/* the 220 goes out in clear, before the wrap */
+	/*
+	 * Whatever the client sent after STARTTLS came in plain text and may be
+	 * an injection (CVE-2011-0411): throw it away.  The STARTTLS line itself
+	 * is still in the buffer; the caller's drain of it then finds nothing.
+	 */
+	pending = evbuffer_get_length(in);
+	evbuffer_drain(in, pending);
+	if (pending > 10)
+		log_warn("id=%s event=starttls_plaintext_discarded client=%s octets=%zu", s->idstr,
+		    s->addr, pending - 10);
+	/* RFC 3207 4.2: forget everything learned before TLS. */
+	session_txn_reset(s);
+	free(s->helo);
+	s->helo = NULL;
+	s->fsess.helo = NULL;
+	s->esmtp = false;
+	smtp_parse_reader_reset(&s->reader);
+	tbev = bufferevent_openssl_filter_new(loop_base(s->loop), s->bev, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tbev == NULL)
+		fatal("bufferevent_openssl_filter_new failed");
+	s->bev = tbev;
+	bufferevent_setcb(tbev, session_read_cb, session_write_cb, session_event_cb, s);
+	bufferevent_enable(tbev, EV_READ | EV_WRITE);
+	session_set_timeout(s, s->conf->tls_handshake_timeout);
+	s->tls_handshaking = true;
+	s->paused = true;	/* nothing is read as a command until the handshake is done */
+}
+
+/* smtp_auth_tls_established - the handshake completed (STARTTLS or implicit TLS) */
+void
+smtp_auth_tls_established(struct session *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+
+	s->tls_active = true;
+	tls_describe(ssl, s->tls_desc, sizeof(s->tls_desc));
+	s->fsess.tls_version = tls_version(ssl);
+	s->fsess.tls_cipher = tls_cipher(ssl);
+	log_info("id=%s event=tls client=%s tls=\"%s\"", s->idstr, s->addr, s->tls_desc);
+	session_set_timeout(s, s->lim->command_timeout);
+	if (s->tls_handshaking) {
+		s->tls_handshaking = false;
+		session_resume(s);
+	}
+}
+
+/* ---- AUTH (RFC 4954) -------------------------------------------------------------- */
+
+struct auth_job {
+	uint64_t id;
+	struct loop *loop;
+	struct snapshot *snap;	/* keeps the backend alive */
+	char *user;
+	char *pass;
+	char client_ip[INET6_ADDRSTRLEN];
+	bool secured;
+	enum auth_result result;
+	char *err;
+};
+
+/* auth_job_free - wipe the password and release */
+static void
+auth_job_free(struct auth_job *j)
+{
+	if (j->pass) {
+		OPENSSL_cleanse(j->pass, strlen(j->pass));
+		free(j->pass);
+	}
+	free(j->user);
+	free(j->err);
+	snapshot_unref(j->snap);
+	free(j);
+}
+
+/* auth_work - the blocking check, on a worker thread */
+static void
+auth_work(void *arg)
+{
+	struct auth_job *j = arg;
+
+	j->result = auth_verify(j->snap->auth, j->user, j->pass, j->client_ip, NULL, j->secured,
+	    &j->err);
+}
+
+/* auth_abort - leave the AUTH exchange */
+static void
+auth_abort(struct session *s)
+{
+	auth_sasl_free(s->sasl);
+	s->sasl = NULL;
+	if (s->state == S_AUTH)
+		s->state = S_CMD;
+}
+
+/* auth_failed - count a failure for the client's address; 421 when it is over */
+static void
+auth_failed(struct session *s, const char *why)
+{
+	struct authfail *af = server_authfail();
+	unsigned n = af ? authfail_record(af, s->addr, time(NULL)) : 0;
+
+	log_info("id=%s event=auth result=failed client=%s failures=%u reason=\"%s\"", s->idstr,
+	    s->addr, n, why ? why : "bad credentials");
+	session_client_error(s, R_AUTH_FAILED);
+	if (af && authfail_blocked(af, s->addr, time(NULL)) && s->state != S_CLOSING)
+		session_reply_close(s, R_AUTH_BLOCKED);
+}
+
+/* auth_done - the worker's verdict, back on our loop */
+static void
+auth_done(void *arg)
+{
+	struct auth_job *j = arg;
+	struct session *s = loop_session_find(j->loop, j->id);
+
+	if (s == NULL || s->state == S_DEAD || s->state == S_CLOSING) {
+		auth_job_free(j);
+		return;
+	}
+	s->paused = false;
+	switch (j->result) {
+	case AUTH_OK: {
+		char uesc[600];
+
+		s->auth_user = xstrdup(j->user);
+		s->fsess.auth_user = s->auth_user;
+		log_info("id=%s event=auth result=ok client=%s user=%s", s->idstr, s->addr,
+		    log_escape(uesc, sizeof(uesc), j->user, strlen(j->user)));
+		session_reply(s, R_AUTH_OK);
+		break;
+	}
+	case AUTH_FAIL:
+		auth_failed(s, j->err);
+		break;
+	case AUTH_TEMPFAIL:
+		log_warn("id=%s event=auth result=tempfail client=%s reason=\"%s\"", s->idstr,
+		    s->addr, j->err ? j->err : "backend");
+		session_reply(s, R_AUTH_TEMPFAIL);
+		break;
+	}
+	auth_job_free(j);
+	session_resume(s);
+}
+
+/* auth_verify_async - hand the credentials to the worker pool */
+static void
+auth_verify_async(struct session *s)
+{
+	struct auth_job *j = xcalloc(1, sizeof(*j));
+
+	j->id = s->id;
+	j->loop = s->loop;
+	j->snap = snapshot_ref(s->snap);
+	j->user = xstrdup(auth_sasl_user(s->sasl));
+	j->pass = xstrdup(auth_sasl_password(s->sasl));
+	str_copy(j->client_ip, s->addr, sizeof(j->client_ip));
+	j->secured = s->tls_active;
+	auth_abort(s);	/* wipes the exchange's copy */
+	session_pause(s);
+	if (!workers_submit(loop_workers(s->loop), auth_work, auth_done, j)) {
+		auth_job_free(j);
+		s->paused = false;
+		session_reply(s, R_AUTH_TEMPFAIL);
+		session_resume(s);
+	}
+}
+
+/* auth_continue - act on one step of the exchange */
+static void
+auth_continue(struct session *s, enum auth_sasl_status st, const char *challenge)
+{
+	switch (st) {
+	case AUTH_SASL_CHALLENGE:
+		evbuffer_add_printf(session_out(s), "334 %s\r\n", challenge ? challenge : "");
+		s->state = S_AUTH;
+		return;
+	case AUTH_SASL_DONE:
+		s->state = S_CMD;
+		auth_verify_async(s);
+		return;
+	case AUTH_SASL_REFUSED:
+		auth_abort(s);
+		auth_failed(s, "unusable credentials");
+		return;
+	case AUTH_SASL_CANCEL:
+		auth_abort(s);
+		session_reply(s, R_AUTH_CANCEL);
+		return;
+	case AUTH_SASL_BAD_BASE64:
+	case AUTH_SASL_MALFORMED:
+		auth_abort(s);
+		session_client_error(s, R_AUTH_BASE64);
+		return;
+	}
+}
+
+/* smtp_auth_cmd - AUTH mechanism [initial-response] */
+void
+smtp_auth_cmd(struct session *s, const struct smtp_parse_cmd *cmd)
+{
+	struct smtp_parse_auth a;
+	const char *challenge = NULL;
+	char *initial = NULL;
+	enum auth_sasl_status st;
+	int mech;
+
+	if (s->lconf->role == ROLE_MX || s->snap->auth == NULL) {
+		session_client_error(s, R_AUTH_NOT_OFFERED);
+		return;
+	}
+	if (!s->tls_active) {
+		session_client_error(s, R_TLS_REQUIRED);	/* credentials never cross in clear */
+		return;
+	}
+	if (s->helo == NULL) {
+		session_client_error(s, R_NEED_HELO);
+		return;
+	}
+	if (s->auth_user != NULL) {
+		session_client_error(s, R_AUTH_ALREADY);
+		return;
+	}
+	if (s->txn != NULL) {
+		session_client_error(s, R_AUTH_IN_TXN);
+		return;
+	}
+	if (server_authfail() && authfail_blocked(server_authfail(), s->addr, time(NULL))) {
+		log_info("id=%s event=auth result=blocked client=%s", s->idstr, s->addr);
+		session_reply_close(s, R_AUTH_BLOCKED);
+		return;
+	}
+	if (smtp_parse_auth(cmd->args, cmd->argslen, &a) != SMTP_PARSE_OK) {
+		/* A bad initial response is bad base64 (RFC 4954 4: 501 5.5.2). */
+		session_client_error(s, memchr(cmd->args, ' ', cmd->argslen) ? R_AUTH_BASE64 : R_SYNTAX);
+		return;
+	}
+	if ((mech = auth_mech_lookup(a.mech)) < 0) {
+		session_client_error(s, R_AUTH_MECH);
+		return;
+	}
+	if (a.initial)
+		initial = xstrndup(a.initial, a.initiallen);
+	s->sasl = auth_sasl_new((enum auth_mech)mech);
+	smtp_parse_reader_init(&s->auth_reader, SESSION_AUTH_LINE_MAX);
+	st = auth_sasl_start(s->sasl, initial, &challenge);
+	if (initial) {
+		OPENSSL_cleanse(initial, strlen(initial));
+		free(initial);
+	}
+	auth_continue(s, st, challenge);
+}
+
+/* smtp_auth_read_line - one SASL response line; false when more input is needed */
+bool
+smtp_auth_read_line(struct session *s, struct evbuffer *in)
+{
+	size_t linelen, consumed;
+	const char *line, *challenge = NULL;
+	enum smtp_parse_line_status st;
+	bool more;
+	char *copy;
+
+	if (!session_frame_line(&s->auth_reader, in, &st, &line, &linelen, &consumed, &more))
+		return false;
+	switch (st) {
+	case SMTP_PARSE_LINE_OK:
+		copy = xstrndup(line, linelen);
+		evbuffer_drain(in, consumed);
+		{
+			enum auth_sasl_status ast = auth_sasl_step(s->sasl, copy, &challenge);
+
+			OPENSSL_cleanse(copy, linelen);
+			free(copy);
+			auth_continue(s, ast, challenge);
+		}
+		return true;
+	case SMTP_PARSE_LINE_NEED_MORE:
+		evbuffer_drain(in, consumed);
+		return consumed > 0 && more;
+	case SMTP_PARSE_LINE_TOO_LONG:
+		evbuffer_drain(in, consumed);
+		s->reader.skipping = s->auth_reader.skipping;	/* the rest is skipped as a command */
+		auth_abort(s);
+		session_client_error(s, R_AUTH_LINE_TOO_LONG);
+		return true;
+	default:
+		evbuffer_drain(in, consumed);
+		auth_abort(s);
+		session_client_error(s, R_AUTH_BASE64);
+		return true;
+	}
+}

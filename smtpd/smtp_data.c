@@ -1,0 +1,563 @@
+/*
+ * smtp_data.c - DATA and BDAT (RFC 3030) for the SMTP session, and the end
+ * of a message: filters, our headers, the relay, per-recipient verdicts and
+ * the RFC 3464 DSN for a mixed LMTP result.
+ *
+ * Must never: answer 250 before the backend did, or let the backend see a
+ * message the client did not finish (the reader ends only at CRLF.CRLF).
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+
+#include "dsn.h"
+#include "log.h"
+#include "server.h"
+#include "spool.h"
+#include "tls.h"
+#include "util.h"
+#include "workers.h"
+#include "../policy/auth.h"
+#include "../policy/authfail.h"
+#include "../policy/sender_login.h"
+#include "smtp_session_priv.h"
+
+/* ---- DATA and BDAT --------------------------------------------------------------- */
+
+/* content_begin - first DATA or BDAT of a transaction */
+static void
+content_begin(struct session *s, enum data_reader_mode mode)
+{
+	struct txn *t = s->txn;
+	enum data_reader_bare bare = s->lconf->bare_newline == BARE_NEWLINE_NORMALIZE ?
+	    DATA_READER_BARE_NORMALIZE : DATA_READER_BARE_REJECT;
+
+	data_reader_init(&t->dr, mode, s->lim->max_text_line, s->lim->max_message_size, bare);
+	t->spool = spool_new(s->lim->spool_memory, NULL);
+	session_set_timeout(s, s->lim->data_timeout);
+}
+
+/* smtp_data_data - DATA */
+void
+smtp_data_data(struct session *s)
+{
+	struct txn *t = s->txn;
+
+	if (t == NULL) {
+		session_client_error(s, R_NEED_MAIL);
+		return;
+	}
+	if (t->bdat_used) {
+		session_client_error(s, R_BDAT_DATA_MIX);
+		return;
+	}
+	if (t->ftx.nrcpts == 0) {
+		session_client_error(s, R_NEED_RCPT);
+		return;
+	}
+	content_begin(s, DATA_READER_DOT);
+	relay_data_begin(t->relay);
+	session_reply(s, R_DATA_GO);
+	s->state = S_DATA;
+}
+
+/* smtp_data_bdat - BDAT size [LAST] */
+void
+smtp_data_bdat(struct session *s, const struct smtp_parse_cmd *cmd)
+{
+	struct txn *t = s->txn;
+	uint64_t size;
+	bool last;
+
+	if (smtp_parse_bdat(cmd->args, cmd->argslen, &size, &last) != SMTP_PARSE_OK) {
+		/* We cannot know how many octets follow: the session is lost. */
+		session_reply(s, R_BDAT_SYNTAX);
+		session_close(s);
+		return;
+	}
+	s->state = S_BDAT;
+	s->bdat_left = size;
+	s->bdat_last = last;
+	session_set_timeout(s, s->lim->data_timeout);
+	if (t == NULL || t->ftx.nrcpts == 0) {
+		/* RFC 3030: read the chunk, throw it away, then refuse. */
+		s->bdat_discard = t == NULL ? R_NEED_MAIL : R_NEED_RCPT;
+		return;
+	}
+	s->bdat_discard = R_MAX;
+	if (!t->bdat_used) {
+		t->bdat_used = true;
+		content_begin(s, DATA_READER_RAW);
+		relay_data_begin(t->relay);
+	}
+}
+
+/* spool_flush - move decoded content into the spool */
+static void
+spool_flush(struct session *s)
+{
+	struct txn *t = s->txn;
+	const char *err;
+
+	if (t->out.len == 0)
+		return;
+	if (!t->data_failed && !spool_write(t->spool, t->out.data, t->out.len, &err)) {
+		log_err("id=%s event=spool_error error=\"%s\"", s->idstr, err);
+		t->data_failed = true;
+	}
+	buf_reset(&t->out);
+}
+
+/* smtp_data_read - feed DATA content; true when the terminator was seen */
+bool
+smtp_data_read(struct session *s, struct evbuffer *in)
+{
+	struct txn *t = s->txn;
+
+	while (evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec v;
+		size_t used;
+		enum data_reader_status st;
+
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		st = data_reader_feed(&t->dr, v.iov_base, v.iov_len, &t->out, &used);
+		evbuffer_drain(in, used);
+		if (t->out.len >= SESSION_OUT_FLUSH)
+			spool_flush(s);
+		if (st == DATA_READER_END) {
+			spool_flush(s);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* smtp_data_read_bdat - consume the current chunk; true when it is complete */
+bool
+smtp_data_read_bdat(struct session *s, struct evbuffer *in)
+{
+	while (s->bdat_left > 0 && evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec v;
+		size_t n, used;
+
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		n = v.iov_len;
+		if (n > s->bdat_left)
+			n = (size_t)s->bdat_left;
+		if (s->bdat_discard == R_MAX) {
+			struct txn *t = s->txn;
+
+			data_reader_feed(&t->dr, v.iov_base, n, &t->out, &used);
+			if (t->out.len >= SESSION_OUT_FLUSH)
+				spool_flush(s);
+		}
+		evbuffer_drain(in, n);
+		s->bdat_left -= n;
+	}
+	return s->bdat_left == 0;
+}
+
+/* content_error_reply - the reply for a data_reader error */
+static enum smtp_reply_id
+content_error_reply(enum data_reader_error e)
+{
+	switch (e) {
+	case DATA_READER_LINE_TOO_LONG:
+		return R_LINE_TOO_LONG;
+	case DATA_READER_BARE_NEWLINE:
+		return R_BARE_NEWLINE_DATA;
+	case DATA_READER_NUL:
+		return R_NUL_DATA;
+	case DATA_READER_TOO_BIG:
+		return R_SIZE_EXCEEDED;
+	default:
+		return R_LOCAL_ERROR;
+	}
+}
+
+/* smtp_data_chunk_done - a complete chunk: acknowledge, or end the message */
+void
+smtp_data_chunk_done(struct session *s)
+{
+	struct txn *t = s->txn;
+	enum data_reader_error e;
+	char text[64];
+
+	s->state = S_CMD;
+	session_set_timeout(s, s->lim->command_timeout);
+	if (s->bdat_discard != R_MAX) {
+		session_client_error(s, s->bdat_discard);
+		return;
+	}
+	if (s->bdat_last) {
+		data_reader_finish(&t->dr, &t->out);
+		spool_flush(s);
+		smtp_data_end(s);
+		return;
+	}
+	e = data_reader_error(&t->dr);
+	if (e != DATA_READER_OK) {
+		/* Refuse now; the rest of this message's chunks are thrown away. */
+		session_txn_end(s, TXN_REJECTED, data_reader_strerror(e));
+		if (e == DATA_READER_TOO_BIG)
+			session_reply(s, R_SIZE_EXCEEDED);
+		else
+			session_client_error(s, content_error_reply(e));
+		return;
+	}
+	snprintf(text, sizeof(text), "%llu octets received",
+	    (unsigned long long)data_reader_wire_octets(&t->dr));
+	session_reply_custom(s, 250, "2.0.0", text);
+}
+
+/* ---- end of message --------------------------------------------------------------- */
+
+/* rfc5322_date - "Mon, 23 Nov 2026 18:00:00 +0000" */
+static void
+rfc5322_date(char *dst, size_t size)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	strftime(dst, size, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+/* build_head - Received (and Return-Path for Maildir), then the filtered headers */
+static void
+build_head(struct session *s, bool had_separator)
+{
+	struct txn *t = s->txn;
+	char date[64];
+	static const char *const protos[2][2][2] = {	/* [esmtp][tls][auth] */
+		{ { "SMTP", "SMTPA" }, { "SMTPS", "SMTPSA" } },
+		{ { "ESMTP", "ESMTPA" }, { "ESMTPS", "ESMTPSA" } },
+	};
+	const char *proto = protos[s->esmtp][s->tls_active][s->fsess.auth_user != NULL];
+
+	buf_reset(&t->head);
+	if (s->conf->relay.kind == RELAY_MAILDIR)
+		buf_printf(&t->head, "Return-Path: <%s>\r\n", t->from);
+	rfc5322_date(date, sizeof(date));
+	buf_printf(&t->head, "Received: from %s (%s [%s])\r\n", s->helo, s->fsess.client_name,
+	    s->addr);
+	if (s->tls_active)
+		buf_printf(&t->head, "\t(using %s)\r\n", s->tls_desc);
+	buf_printf(&t->head, "\tby %s (portier) with %s id %s.%u", s->conf->hostname, proto,
+	    s->idstr, t->seq);
+	if (t->ftx.nrcpts == 1)
+		buf_printf(&t->head, "\r\n\tfor <%s>", t->ftx.rcpts[0]);
+	buf_printf(&t->head, ";\r\n\t%s\r\n", date);
+	if (t->ftx.quarantine)
+		buf_printf(&t->head, "X-Portier-Quarantine: %s\r\n", t->ftx.quarantine);
+	filter_compose_headers(&t->ftx, s->conf->hostname, &t->head);
+	if (had_separator)
+		buf_puts(&t->head, "\r\n");
+}
+
+/* dsn_relayed - the DSN went out (or not): now answer the client */
+static void
+dsn_data_relayed(void *arg, const struct relay_result *res, size_t n)
+{
+	struct session *s = arg;
+	struct txn *t = s->txn;
+
+	s->paused = false;
+	if (n >= 1 && res[0].code / 100 == 2) {
+		log_info("id=%s event=dsn_sent to=<%s> reply=\"%d %s\"", s->idstr, t->from,
+		    res[0].code, res[0].ecode);
+		session_reply_result(s, &t->final);
+		session_txn_end(s, TXN_DELIVERED, t->final.text);
+	} else {
+		log_warn("id=%s event=dsn_failed to=<%s> reply=\"%d %s %s\"", s->idstr, t->from,
+		    n ? res[0].code : 0, n ? res[0].ecode : "", n ? res[0].text : "");
+		session_reply(s, R_DSN_FAILED);
+		session_txn_end(s, TXN_TEMPFAIL, "dsn failed");
+	}
+	session_resume(s);
+}
+
+/* dsn_step - MAIL and RCPT of the DSN transaction */
+static void
+dsn_step(void *arg, const struct relay_result *r)
+{
+	struct session *s = arg;
+	struct txn *t = s->txn;
+
+	if (r->code / 100 != 2) {
+		dsn_data_relayed(s, r, 1);
+		return;
+	}
+	if (t->dsn_head.len == 0) {
+		/* MAIL FROM:<> accepted: now the one recipient. */
+		buf_puts(&t->dsn_head, "rcpt");
+		relay_rcpt(t->dsn_relay, t->from, "", dsn_step, s);
+		return;
+	}
+	buf_reset(&t->dsn_head);
+	relay_data(t->dsn_relay, &t->dsn_head, t->dsn_spool, 0, dsn_data_relayed, s);
+}
+
+/* send_dsn - report the refused recipients to the sender, then answer */
+static void
+send_dsn(struct session *s, const struct relay_result *res, size_t n)
+{
+	struct txn *t = s->txn;
+	const struct conf_relay *target = s->conf->bounce_relay.kind != RELAY_NONE ?
+	    &s->conf->bounce_relay : &s->conf->relay;
+	struct dsn_rcpt *dr = xcalloc(n, sizeof(*dr));
+	struct dsn_info info;
+	struct buf msg, hdr;
+	const char *err;
+	size_t i, nd = 0;
+
+	buf_init(&msg);
+	buf_init(&hdr);
+	buf_reserve(&hdr, t->body_off);
+	if (spool_pread(t->spool, hdr.data, t->body_off, 0) == (ssize_t)t->body_off)
+		hdr.len = t->body_off;
+	for (i = 0; i < n && i < t->ftx.nrcpts; i++) {
+		const struct rcpt_info *ri = &t->rinfo[i];
+
+		if (res[i].code / 100 == 2)
+			continue;
+		if (ri->notify && !(ri->notify & SMTP_PARSE_NOTIFY_FAILURE))
+			continue;	/* RFC 3461: the client asked for no failure notice */
+		dr[nd].addr = t->ftx.rcpts[i];
+		dr[nd].orcpt = ri->orcpt[0] ? ri->orcpt : NULL;
+		dr[nd].code = res[i].code;
+		dr[nd].ecode = res[i].ecode;
+		dr[nd].text = res[i].text;
+		nd++;
+	}
+	if (nd == 0) {
+		free(dr);
+		buf_free(&hdr);
+		session_reply_result(s, &t->final);
+		session_txn_end(s, TXN_DELIVERED, t->final.text);
+		return;
+	}
+	memset(&info, 0, sizeof(info));
+	info.hostname = s->conf->hostname;
+	info.sender = t->from;
+	info.envid = t->mail.envid[0] ? t->mail.envid : NULL;
+	info.remote_mta = s->conf->relay.host;	/* NULL for unix sockets */
+	info.queue_id = s->idstr;
+	info.arrival = (time_t)t->arrival;
+	info.rcpts = dr;
+	info.nrcpts = nd;
+	info.orig_headers = hdr.data;
+	info.orig_headers_len = hdr.len;
+	dsn_build(&msg, &info);
+	free(dr);
+	buf_free(&hdr);
+	t->dsn_spool = spool_new(s->lim->spool_memory, NULL);
+	if (!spool_write(t->dsn_spool, msg.data, msg.len, &err)) {
+		buf_free(&msg);
+		session_reply(s, R_DSN_FAILED);
+		session_txn_end(s, TXN_TEMPFAIL, err);
+		return;
+	}
+	buf_free(&msg);
+	buf_reset(&t->dsn_head);
+	t->dsn_relay = relay_txn_new(loop_relay(s->loop), s->conf, target, s->idstr);
+	if (s->snap->tls_client)
+		relay_txn_set_tls(t->dsn_relay, s->snap->tls_client);
+	session_pause(s);
+	relay_mail(t->dsn_relay, "", "", dsn_step, s);
+}
+
+/* data_relayed - the backend's verdict on the message */
+static void
+data_relayed(void *arg, const struct relay_result *res, size_t n)
+{
+	struct session *s = arg;
+	struct txn *t = s->txn;
+	const struct relay_result *first_ok = NULL, *first_temp = NULL, *first_perm = NULL;
+	size_t i;
+
+	s->paused = false;
+	for (i = 0; i < n; i++) {
+		const struct relay_result *r = &res[i];
+
+		if (r->code / 100 == 2 && first_ok == NULL)
+			first_ok = r;
+		else if (r->code / 100 == 4 && first_temp == NULL)
+			first_temp = r;
+		else if (r->code / 100 != 2 && first_perm == NULL)
+			first_perm = r;
+	}
+	if (first_ok && (first_temp || first_perm)) {
+		/* Mixed per-recipient results: never a silent drop. */
+		t->final = *first_ok;
+		if (s->conf->lmtp_mixed == LMTP_MIXED_TEMPFAIL ||
+		    s->conf->relay.kind == RELAY_MAILDIR) {
+			session_reply(s, R_LMTP_MIXED);
+			session_txn_end(s, TXN_TEMPFAIL, "mixed recipient results");
+		} else if (!dsn_owed(t->from)) {
+			log_warn("id=%s event=dsn_suppressed reason=null_sender", s->idstr);
+			session_reply_result(s, first_ok);
+			session_txn_end(s, TXN_DELIVERED, first_ok->text);
+		} else {
+			send_dsn(s, res, n);
+			if (!s->paused)
+				session_resume(s);
+			return;
+		}
+	} else if (first_ok) {
+		session_reply_result(s, first_ok);
+		session_txn_end(s, TXN_DELIVERED, first_ok->text);
+	} else {
+		const struct relay_result *r = first_temp ? first_temp : first_perm;
+
+		session_reply_result(s, r);
+		session_txn_end(s, r->code / 100 == 4 ? TXN_TEMPFAIL : TXN_REJECTED, r->text);
+	}
+	session_resume(s);
+}
+
+/* data_filtered - after the DATA filters: compose and relay */
+static void
+data_filtered(struct session *s, const struct filter_result *res)
+{
+	struct txn *t = s->txn;
+	size_t i;
+
+	if (session_verdict_stops(s, res)) {
+		session_txn_end(s, res->verdict == FILTER_TEMPFAIL ? TXN_TEMPFAIL : TXN_REJECTED,
+		    res->reply.text);
+		return;
+	}
+	if (res->verdict == FILTER_DISCARD) {
+		log_info("id=%s event=discard filter=%s", s->idstr, res->filter ? res->filter : "?");
+		session_reply(s, R_DISCARDED);
+		session_txn_end(s, TXN_DISCARDED, "discarded");
+		return;
+	}
+	if (res->verdict == FILTER_QUARANTINE && t->ftx.quarantine == NULL)
+		t->ftx.quarantine = xstrdup(res->filter ? res->filter : "filter");
+	for (i = 0; i < t->ftx.nedits; i++) {
+		const struct filter_edit *e = &t->ftx.edits[i];
+
+		if (e->kind == EDIT_REPLACE_BODY) {
+			const char *err;
+			struct spool *nb = spool_new(s->lim->spool_memory, NULL);
+
+			if (!spool_write(nb, e->value, e->value_len, &err)) {
+				spool_free(nb);
+				session_reply(s, R_LOCAL_ERROR);
+				session_txn_end(s, TXN_TEMPFAIL, err);
+				return;
+			}
+			spool_free(t->spool);
+			t->spool = nb;
+			t->body_off = 0;
+		} else if (e->kind == EDIT_CHANGE_FROM || e->kind == EDIT_ADD_RCPT ||
+		    e->kind == EDIT_DELETE_RCPT) {
+			/* The envelope already went to the backend at MAIL/RCPT time. */
+			log_err("id=%s event=filter_error error=\"envelope edits are not supported\"",
+			    s->idstr);
+			session_reply(s, R_LOCAL_ERROR);
+			session_txn_end(s, TXN_TEMPFAIL, "envelope edit");
+			return;
+		}
+	}
+	build_head(s, t->had_separator);
+	session_pause(s);
+	relay_data(t->relay, &t->head, t->spool, t->body_off, data_relayed, s);
+}
+
+/* from_headers_owned - every From: of the message belongs to the login */
+static bool
+from_headers_owned(struct session *s)
+{
+	const struct filter_txn *f = &s->txn->ftx;
+	size_t i;
+
+	for (i = 0; i < f->nheaders; i++) {
+		struct sender_login_from_result r;
+		enum sender_login_from st;
+		char uesc[600];
+
+		if (str_casecmp(f->headers[i].name, "From") != 0)
+			continue;
+		st = sender_login_check_from(s->snap->senders, s->auth_user, f->headers[i].value,
+		    strlen(f->headers[i].value), &r);
+		if (st != SENDER_LOGIN_FROM_OK) {
+			log_info("id=%s event=from_login_mismatch user=%s result=%s", s->idstr,
+			    log_escape(uesc, sizeof(uesc), s->auth_user, strlen(s->auth_user)),
+			    sender_login_from_name(st));
+			return false;
+		}
+	}
+	return true;
+}
+
+/* smtp_data_end - the message is complete (DATA terminator or BDAT LAST) */
+void
+smtp_data_end(struct session *s)
+{
+	struct txn *t = s->txn;
+	enum data_reader_error e = data_reader_error(&t->dr);
+	char *copy = NULL;
+	const char *msg;
+	size_t n;
+	bool sep;
+
+	if (e != DATA_READER_OK) {
+		log_info("id=%s event=content_error error=\"%s\"", s->idstr, data_reader_strerror(e));
+		session_txn_end(s, TXN_REJECTED, data_reader_strerror(e));
+		if (e == DATA_READER_TOO_BIG)
+			session_reply(s, R_SIZE_EXCEEDED);
+		else
+			session_client_error(s, content_error_reply(e));
+		return;
+	}
+	if (t->data_failed) {
+		session_reply(s, R_LOCAL_ERROR);
+		session_txn_end(s, TXN_TEMPFAIL, "spool error");
+		return;
+	}
+	n = spool_size(t->spool);
+	msg = spool_mem(t->spool);
+	if (msg == NULL) {
+		ssize_t got;
+
+		if (n > SESSION_HEADER_MAX)
+			n = SESSION_HEADER_MAX;
+		copy = xmalloc(n ? n : 1);
+		got = spool_pread(t->spool, copy, n, 0);
+		n = got > 0 ? (size_t)got : 0;
+		msg = copy;
+	}
+	t->body_off = filter_parse_headers(&t->ftx, msg, n);
+	sep = t->body_off >= 2 && msg[t->body_off - 1] == '\n' &&
+	    (t->body_off == 2 || (t->body_off >= 4 && msg[t->body_off - 3] == '\n'));
+	free(copy);
+	t->had_separator = sep;
+	if (s->auth_user != NULL && !from_headers_owned(s)) {
+		session_reply(s, R_FROM_NOT_OWNED);
+		session_txn_end(s, TXN_REJECTED, "From: not owned by the login");
+		return;
+	}
+	if (s->auth_user != NULL && s->tls_active)	/* RFC 8601 has no TLS method: a comment */
+		filter_auth_result(&t->ftx, "auth=pass (%s) smtp.auth=%s", s->tls_desc, s->auth_user);
+	else if (s->auth_user != NULL)
+		filter_auth_result(&t->ftx, "auth=pass smtp.auth=%s", s->auth_user);
+	t->ftx.body = t->spool;
+	t->ftx.body_offset = t->body_off;
+	/* Filters judge what the client sent; our own headers come after them. */
+	session_run_stage(s, FILTER_STAGE_DATA, NULL, data_filtered);
+}

@@ -1,0 +1,159 @@
+/*
+ * smtp_session_priv.h - what the three files of the SMTP session share:
+ * smtp_session.c (replies, lifetime, filters, commands, I/O), smtp_data.c
+ * (DATA, BDAT, end of message, DSN) and smtp_auth.c (STARTTLS, AUTH).
+ *
+ * Private to those files: nothing else includes it.  A session and its
+ * transaction belong to one event loop; every function here runs on it.
+ */
+#ifndef PORTIER_SMTP_SESSION_PRIV_H
+#define PORTIER_SMTP_SESSION_PRIV_H
+
+#include <arpa/inet.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "data_reader.h"
+#include "filter.h"
+#include "relay.h"
+#include "smtp_parse.h"
+#include "smtp_reply.h"
+
+struct evbuffer;
+struct bufferevent;
+struct loop;
+struct snapshot;
+struct auth_sasl;
+
+#define SESSION_OUT_FLUSH	(64 * 1024)	/* spool decoded data in chunks this big */
+#define SESSION_HEADER_MAX	(256 * 1024)	/* header block examined by filters */
+#define SESSION_AUTH_LINE_MAX	12288		/* RFC 4954 4: at least 12288 octets */
+#define SESSION_LINGER_TURNS	100		/* x 10 ms a last reply may take to leave */
+
+enum session_state {
+	S_GREET_PAUSE,	/* waiting greet_pause; talking now is an error */
+	S_CMD,		/* reading commands */
+	S_DATA,		/* reading DATA content */
+	S_BDAT,		/* reading a BDAT chunk */
+	S_AUTH,		/* reading SASL responses */
+	S_CLOSING,	/* flushing the last reply, then close */
+	S_DEAD,		/* waiting to be reaped */
+};
+
+enum txn_result { TXN_DELIVERED, TXN_REJECTED, TXN_TEMPFAIL, TXN_DISCARDED, TXN_ABORTED };
+
+
+/* What a DSN needs to know of each accepted recipient. */
+struct rcpt_info {
+	char orcpt[SMTP_PARSE_XTEXT_MAX + 1];
+	unsigned notify;	/* SMTP_PARSE_NOTIFY_*, 0 = not given */
+};
+
+struct txn {
+	unsigned seq;
+	unsigned long long start_ms;
+	struct smtp_parse_mail mail;
+	char from[SMTP_PARSE_ADDR_SIZE];
+	struct buf mail_params;
+	struct smtp_parse_rcpt rcpt;	/* the RCPT in progress */
+	char rcpt_addr[SMTP_PARSE_ADDR_SIZE];
+	struct buf rcpt_params;
+	struct rcpt_info *rinfo;	/* per accepted rcpt, parallel to ftx.rcpts */
+	unsigned long long arrival;	/* wall clock seconds at MAIL */
+	unsigned rcpt_attempts;
+	struct filter_txn ftx;
+	struct relay_txn *relay;
+	struct spool *spool;
+	struct data_reader dr;
+	struct buf out;			/* decoded content not yet spooled */
+	bool bdat_used;
+	bool data_failed;		/* spool write failed */
+	struct buf head;		/* what goes before the body */
+	size_t body_off;
+	struct relay_txn *dsn_relay;
+	struct spool *dsn_spool;
+	struct buf dsn_head;
+	struct relay_result final;	/* the reply that ends the message */
+	bool had_separator;		/* the header block ended with an empty line */
+};
+
+struct session {
+	uint64_t id;
+	char idstr[20];
+	struct loop *loop;
+	struct snapshot *snap;
+	const struct conf *conf;
+	const struct conf_listener *lconf;
+	const struct conf_limits *lim;
+	const struct filter_chain *chain;
+	struct bufferevent *bev;
+	struct evbuffer *pending;	/* replies not yet handed to the socket */
+	enum session_state state;
+	struct smtp_parse_reader reader;
+	bool paused;		/* an async step is in progress */
+	bool in_process;	/* session_process is on the stack */
+	bool filter_pending;	/* a filter job references our memory */
+	unsigned errors;
+	unsigned ntxn;
+	char addr[INET6_ADDRSTRLEN];
+	char *helo;
+	bool esmtp;
+	struct filter_session fsess;
+	struct filter_state *fstate;
+	struct txn *txn;
+	struct event *ev;	/* greet pause timer, then the reaper */
+	void (*fnext)(struct session *, const struct filter_result *);	/* after a pending stage */
+	struct auth_sasl *sasl;	/* the AUTH exchange in progress */
+	struct smtp_parse_reader auth_reader;
+	char *auth_user;	/* the login, once authenticated */
+	bool tls_active;	/* the handshake completed */
+	bool tls_handshaking;
+	bool closed_cleanly;	/* we ended it (QUIT, 421): send close_notify */
+	unsigned linger;	/* reaper turns spent waiting for the last reply */
+	bool alert_only;	/* linger for a TLS alert below, not for replies */
+	char tls_desc[128];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384 256/256" */
+	uint64_t bdat_left;	/* octets of the current chunk still to read */
+	bool bdat_last;
+	enum smtp_reply_id bdat_discard;	/* R_MAX, or the error once the chunk is read */
+};
+
+/* smtp_session.c: replies, lifetime, filters and the command loop */
+struct evbuffer *session_out(struct session *s);
+void session_flush(struct session *s);
+void session_reply(struct session *s, enum smtp_reply_id id);
+void session_reply_custom(struct session *s, int code, const char *ecode, const char *text);
+void session_reply_result(struct session *s, const struct relay_result *r);
+void session_reply_close(struct session *s, enum smtp_reply_id id);
+void session_client_error(struct session *s, enum smtp_reply_id id);
+void session_close(struct session *s);
+void session_pause(struct session *s);
+void session_resume(struct session *s);
+void session_set_timeout(struct session *s, unsigned secs);
+void session_txn_end(struct session *s, enum txn_result result, const char *reply);
+void session_txn_reset(struct session *s);
+typedef void (*stage_next_fn)(struct session *s, const struct filter_result *res);
+void session_run_stage(struct session *s, enum filter_stage stage, const char *arg, stage_next_fn next);
+bool session_verdict_stops(struct session *s, const struct filter_result *res);
+bool session_frame_line(struct smtp_parse_reader *r, struct evbuffer *in,
+    enum smtp_parse_line_status *st_r, const char **line_r, size_t *linelen_r,
+    size_t *consumed_r, bool *more_r);
+void session_read_cb(struct bufferevent *bev, void *arg);
+void session_write_cb(struct bufferevent *bev, void *arg);
+void session_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* smtp_data.c: DATA, BDAT and the end of a message */
+void smtp_data_data(struct session *s);
+void smtp_data_bdat(struct session *s, const struct smtp_parse_cmd *cmd);
+bool smtp_data_read(struct session *s, struct evbuffer *in);
+bool smtp_data_read_bdat(struct session *s, struct evbuffer *in);
+void smtp_data_chunk_done(struct session *s);
+void smtp_data_end(struct session *s);
+
+/* smtp_auth.c: STARTTLS and AUTH */
+void smtp_auth_starttls(struct session *s);
+void smtp_auth_tls_established(struct session *s);
+void smtp_auth_cmd(struct session *s, const struct smtp_parse_cmd *cmd);
+bool smtp_auth_read_line(struct session *s, struct evbuffer *in);
+
+#endif
