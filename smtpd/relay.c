@@ -283,13 +283,6 @@ relay_txn_set_requiretls(struct relay_txn *rt, bool on)
 	rt->requiretls = on;
 }
 
-/* relay_spec - target as configured */
-const char *
-relay_spec(const struct relay_txn *rt)
-{
-	return rt->spec;
-}
-
 /* relay_is_per_rcpt - LMTP and Maildir answer per recipient */
 bool
 relay_is_per_rcpt(const struct relay_txn *rt)

@@ -58,7 +58,6 @@ void relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body
 void relay_data_begin(struct relay_txn *rt);
 /* relay_is_per_rcpt - true when relay_data gives one result per recipient. */
 bool relay_is_per_rcpt(const struct relay_txn *rt);
-const char *relay_spec(const struct relay_txn *rt);
 
 /* relay_result_set - fill a result (helper for callers and tests). */
 void relay_result_set(struct relay_result *r, int code, const char *ecode, const char *text);

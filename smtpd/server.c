@@ -287,12 +287,6 @@ loop_relay(struct loop *l)
 	return l->relay;
 }
 
-bool
-loop_draining(const struct loop *l)
-{
-	return atomic_load(&((struct loop *)l)->draining) != 0;
-}
-
 /* server_new_session_id - unique over the process and across restarts */
 uint64_t
 server_new_session_id(void)

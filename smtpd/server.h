@@ -50,7 +50,6 @@ void loop_free(struct loop *l);
 struct event_base *loop_base(struct loop *l);
 struct workers_loop *loop_workers(struct loop *l);
 struct relay_pool *loop_relay(struct loop *l);
-bool loop_draining(const struct loop *l);
 void loop_session_add(struct loop *l, struct session *s, uint64_t id);
 void loop_session_remove(struct loop *l, struct session *s, uint64_t id);
 struct session *loop_session_find(struct loop *l, uint64_t id);

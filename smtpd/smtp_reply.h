@@ -16,7 +16,6 @@ enum smtp_reply_id {
 	R_TOO_MANY_SESSIONS,	/* 421 4.7.0 */
 	R_SHUTDOWN,		/* 421 4.3.2 */
 	R_BYE,			/* 221 2.0.0 */
-	R_OK,			/* 250 2.0.0 Ok */
 	R_NOOP,			/* 250 2.0.0 Ok */
 	R_RSET,			/* 250 2.0.0 Ok */
 	R_HELO,			/* 250 HOST */
@@ -56,7 +55,6 @@ enum smtp_reply_id {
 	R_BACKEND_TIMEOUT,	/* 451 4.4.2 backend timeout */
 	R_BACKEND_GARBLED,	/* 451 4.4.0 backend protocol error */
 	R_SMTPUTF8_NEEDED,	/* 553 5.6.7 */
-	R_8BIT_HEADER,		/* reserved */
 	R_FILTER_REJECT,	/* 550 5.7.1 rejected by policy */
 	R_FILTER_TEMPFAIL,	/* 451 4.7.1 try again later */
 	R_DISCARDED,		/* 250 2.0.0 Ok (discarded) -- logged, not delivered */
