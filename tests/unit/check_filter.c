@@ -372,6 +372,7 @@ static struct workers_loop *filler_wl;
 static pthread_mutex_t gate_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
 static bool gate_opened;
+static unsigned gate_started;	/* gated jobs a pool thread has picked up */
 static unsigned fillers_submitted, fillers_done;
 
 /* gate_work - a pool job that waits for the gate */
@@ -379,6 +380,8 @@ static void
 gate_work(void *arg)
 {
 	pthread_mutex_lock(&gate_mtx);
+	gate_started++;
+	pthread_cond_broadcast(&gate_cond);
 	while (!gate_opened)
 		pthread_cond_wait(&gate_cond, &gate_mtx);
 	pthread_mutex_unlock(&gate_mtx);
@@ -396,6 +399,17 @@ static enum filter_verdict
 filler_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
 {
 	t_note(inst, "rcpt");
+	/*
+	 * Occupy the pool's thread first, then fill its queue: otherwise the
+	 * thread could take a queued job after we stop and make room for the
+	 * next filter, which would then wait behind the closed gate.
+	 */
+	if (workers_submit(filler_wl, gate_work, gate_done, NULL))
+		fillers_submitted++;
+	pthread_mutex_lock(&gate_mtx);
+	while (gate_started == 0)
+		pthread_cond_wait(&gate_cond, &gate_mtx);
+	pthread_mutex_unlock(&gate_mtx);
 	while (workers_submit(filler_wl, gate_work, gate_done, NULL))
 		fillers_submitted++;
 	return FILTER_CONTINUE;
