@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
-[ -x configure ] || ./autogen.sh >/dev/null
-[ -f Makefile ] || ./configure >/dev/null
-make -j"$(nproc 2>/dev/null || echo 2)" smtpd/portier >/dev/null
+[ -x configure ] || ./autogen.sh >/dev/null 2>&1
+# Build out of tree, so scripts/test-all.sh can still configure its own builds.
+mkdir -p build-default
+(cd build-default && { [ -f Makefile ] || ../configure >/dev/null; } &&
+	make -j"$(nproc 2>/dev/null || echo 2)" smtpd/portier >/dev/null)
 mkdir -p var/mail
 cat <<MSG
 portier is starting on 127.0.0.1:2525 (config: etc/portier.conf).
@@ -21,4 +23,4 @@ or, with nothing but Python:
 
 then look in var/mail/localhost/newcomer/new/.
 MSG
-exec smtpd/portier -c etc/portier.conf
+exec build-default/smtpd/portier -c etc/portier.conf
