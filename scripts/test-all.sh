@@ -12,7 +12,12 @@ echo "== installing dependencies"
 sh scripts/install-deps.sh test
 
 echo "== building with sanitizers"
-./autogen.sh >/dev/null
+if [ -f config.status ]; then
+	# The builds below are out of tree; an in-tree configure would make them fail.
+	echo "(removing the in-tree build: make distclean)"
+	make distclean >/dev/null 2>&1 || true
+fi
+./autogen.sh >/dev/null 2>&1
 rm -rf build-san && mkdir build-san && cd build-san
 ../configure --enable-sanitizers --enable-werror >/dev/null
 make -j"$jobs" >/dev/null
