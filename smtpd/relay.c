@@ -154,6 +154,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *text);
 static void txn_start_op(struct relay_txn *rt);
 static void conn_ready(struct relay_conn *c);
+static void rcpt_cmd(struct relay_txn *rt, unsigned caps, struct buf *b);
 static bool conn_start_tls(struct relay_conn *c);
 static void conn_tls_up(struct relay_conn *c);
 
@@ -220,17 +221,18 @@ pool_remove(struct relay_pool *pool, struct relay_conn *c)
 	}
 }
 
-/* pool_put - park an idle connection, or close it when the pool is full */
+/* pool_put - park an idle connection (or one awaiting its RSET reply), or close it when the pool is full */
 static void
 pool_put(struct relay_pool *pool, struct relay_conn *c, unsigned max)
 {
 	struct timeval tv = { RELAY_IDLE_TIMEOUT, 0 };
 
 	c->txn = NULL;
-	if (pool->nidle >= max || c->state != RS_IDLE) {
+	if (pool->nidle >= max || (c->state != RS_IDLE && c->state != RS_RSET)) {
 		conn_free(c);
 		return;
 	}
+	bufferevent_enable(c->bev, EV_READ);	/* EOF, idle timeout, RSET reply */
 	bufferevent_set_timeouts(c->bev, &tv, NULL);
 	c->next = pool->idle;
 	pool->idle = c;
@@ -305,19 +307,9 @@ txn_release_conn(struct relay_txn *rt)
 		return;
 	}
 	if (!rt->completed && c->got_reply) {
-		/* Clear the half-done envelope before anyone reuses it. */
+		/* Clear the half-done envelope before anyone reuses it (a new owner waits for its reply). */
 		c->state = RS_RSET;
-		bufferevent_enable(c->bev, EV_READ);
 		evbuffer_add(bufferevent_get_output(c->bev), "RSET\r\n", 6);
-		{
-			struct timeval tv = { 30, 0 };
-
-			bufferevent_set_timeouts(c->bev, &tv, NULL);
-		}
-		c->next = rt->pool->idle;
-		rt->pool->idle = c;
-		rt->pool->nidle++;
-		return;
 	}
 	pool_put(rt->pool, c, rt->conf->relay_pool);
 }
@@ -647,8 +639,6 @@ relay_mail(struct relay_txn *rt, const char *from, const char *params, relay_cb 
 void
 relay_rcpt(struct relay_txn *rt, const char *rcpt, const char *params, relay_cb cb, void *arg)
 {
-	struct buf p;
-
 	rt->op = OP_RCPT;
 	rt->cb = cb;
 	rt->arg = arg;
@@ -689,10 +679,8 @@ relay_rcpt(struct relay_txn *rt, const char *rcpt, const char *params, relay_cb 
 		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 		return;
 	}
-	buf_init(&p);
-	filter_params(rt->conn->caps, params, &p);
-	cmd_printf_path(&rt->cmd, "RCPT TO:", rcpt, p.data);
-	buf_free(&p);
+	buf_reset(&rt->cmd);
+	rcpt_cmd(rt, rt->conn->caps, &rt->cmd);
 	txn_start_op(rt);
 }
 
