@@ -300,13 +300,12 @@ dsn_step(void *arg, const struct relay_result *r)
 		dsn_data_relayed(s, r, 1);
 		return;
 	}
-	if (t->dsn_head.len == 0) {
+	if (!t->dsn_rcpt_sent) {
 		/* MAIL FROM:<> accepted: now the one recipient. */
-		buf_puts(&t->dsn_head, "rcpt");
+		t->dsn_rcpt_sent = true;
 		relay_rcpt(t->dsn_relay, t->from, "", dsn_step, s);
 		return;
 	}
-	buf_reset(&t->dsn_head);
 	relay_data(t->dsn_relay, &t->dsn_head, t->dsn_spool, 0, dsn_data_relayed, s);
 }
 
@@ -371,7 +370,6 @@ send_dsn(struct session *s, const struct relay_result *res, size_t n)
 		return;
 	}
 	buf_free(&msg);
-	buf_reset(&t->dsn_head);
 	t->dsn_relay = relay_txn_new(loop_relay(s->loop), s->conf, target, s->idstr);
 	if (s->snap->tls_client)
 		relay_txn_set_tls(t->dsn_relay, s->snap->tls_client);

@@ -55,7 +55,6 @@ static const char *const txn_result_names[] = {
 };
 
 static void session_process(struct session *s);
-static void *session_auth_backend(const struct session *s);
 static bool output_pending(struct session *s);
 
 /* ---- replies -------------------------------------------------------------- */
@@ -448,13 +447,6 @@ session_verdict_stops(struct session *s, const struct filter_result *res)
 	return true;
 }
 
-/* session_auth_backend - the credential backend of the snapshot */
-static void *
-session_auth_backend(const struct session *s)
-{
-	return s->snap->auth;
-}
-
 /* ---- HELO / EHLO ------------------------------------------------------------- */
 
 /* starttls_offered - STARTTLS is advertised on plain STARTTLS listeners */
@@ -469,7 +461,7 @@ static bool
 auth_offered(const struct session *s)
 {
 	return s->lconf->role != ROLE_MX && s->tls_active && s->fsess.auth_user == NULL &&
-	    session_auth_backend(s) != NULL;
+	    s->snap->auth != NULL;
 }
 
 /* helo_proceed - after the HELO filters */
@@ -561,6 +553,7 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 {
 	struct smtp_parse_mail m;
 	enum smtp_parse_status st;
+	char from[SMTP_PARSE_ADDR_SIZE];
 	struct txn *t;
 	unsigned allowed = SMTP_PARSE_PARAM_SIZE | SMTP_PARSE_PARAM_BODY |
 	    SMTP_PARSE_PARAM_SMTPUTF8 | SMTP_PARSE_PARAM_RET | SMTP_PARSE_PARAM_ENVID;
@@ -600,25 +593,21 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 		session_reply(s, R_SIZE_DECLARED);
 		return;
 	}
-	if (s->auth_user != NULL) {
-		char addr[SMTP_PARSE_ADDR_SIZE];
+	smtp_parse_addr_format(&m.from, from, sizeof(from));
+	if (s->auth_user != NULL && !sender_login_allowed(s->snap->senders, s->auth_user, from)) {
+		char esc[SMTP_PARSE_ADDR_SIZE * 4], uesc[600];
 
-		smtp_parse_addr_format(&m.from, addr, sizeof(addr));
-		if (!sender_login_allowed(s->snap->senders, s->auth_user, addr)) {
-			char esc[SMTP_PARSE_ADDR_SIZE * 4], uesc[600];
-
-			log_info("id=%s event=sender_login_mismatch user=%s from=<%s>", s->idstr,
-			    log_escape(uesc, sizeof(uesc), s->auth_user, strlen(s->auth_user)),
-			    log_escape(esc, sizeof(esc), addr, strlen(addr)));
-			session_client_error(s, R_SENDER_NOT_OWNED);
-			return;
-		}
+		log_info("id=%s event=sender_login_mismatch user=%s from=<%s>", s->idstr,
+		    log_escape(uesc, sizeof(uesc), s->auth_user, strlen(s->auth_user)),
+		    log_escape(esc, sizeof(esc), from, strlen(from)));
+		session_client_error(s, R_SENDER_NOT_OWNED);
+		return;
 	}
 	t = xcalloc(1, sizeof(*t));
 	t->seq = ++s->ntxn;
 	t->start_ms = now_ms();
 	t->mail = m;
-	smtp_parse_addr_format(&m.from, t->from, sizeof(t->from));
+	str_copy(t->from, from, sizeof(t->from));
 	buf_init(&t->mail_params);
 	smtp_parse_mail_params(&m, &t->mail_params);
 	buf_init(&t->rcpt_params);

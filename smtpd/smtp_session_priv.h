@@ -73,7 +73,8 @@ struct txn {
 	size_t body_off;
 	struct relay_txn *dsn_relay;
 	struct spool *dsn_spool;
-	struct buf dsn_head;
+	struct buf dsn_head;		/* empty: the DSN is a whole message in dsn_spool */
+	bool dsn_rcpt_sent;
 	struct relay_result final;	/* the reply that ends the message */
 	bool had_separator;		/* the header block ended with an empty line */
 };
