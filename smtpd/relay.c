@@ -97,6 +97,7 @@ struct relay_pool {
 	struct workers_loop *wl;
 	struct relay_conn *idle;	/* singly linked */
 	unsigned nidle;
+	struct evbuffer *stage;	/* scratch for conn_flush, empty between calls */
 };
 
 struct relay_txn {
@@ -178,6 +179,9 @@ relay_pool_new(struct event_base *base, struct workers_loop *wl)
 
 	pool->base = base;
 	pool->wl = wl;
+	pool->stage = evbuffer_new();
+	if (pool->stage == NULL)
+		fatal("evbuffer_new failed");
 	return pool;
 }
 
@@ -202,6 +206,7 @@ relay_pool_free(struct relay_pool *pool)
 		next = c->next;
 		conn_free(c);
 	}
+	evbuffer_free(pool->stage);
 	free(pool);
 }
 
@@ -460,26 +465,46 @@ filter_params(unsigned caps, const char *in, struct buf *out)
 	return true;
 }
 
+/* conn_is_plain - no TLS on this connection, up or being set up */
+static bool
+conn_is_plain(const struct relay_conn *c)
+{
+	return !c->tls && bufferevent_openssl_get_ssl(c->bev) == NULL;
+}
+
+/*
+ * conn_flush - send what is staged in the pool's scratch buffer.  On a
+ * plain socket with nothing queued, write(2) it directly: handing it to the
+ * bufferevent would cost an epoll_ctl to add EV_WRITE, a loop turn, and an
+ * epoll_ctl to drop it again.  What the socket does not take (and
+ * everything under TLS) is queued in the bufferevent as usual; an error
+ * leaves the bytes queued too, and the bufferevent reports it.  Returns
+ * true when everything went out directly.
+ */
+static bool
+conn_flush(struct relay_conn *c)
+{
+	struct evbuffer *stage = c->pool->stage;
+	struct evbuffer *bout = bufferevent_get_output(c->bev);
+
+	if (conn_is_plain(c) && evbuffer_get_length(bout) == 0)
+		(void)evbuffer_write(stage, bufferevent_getfd(c->bev));
+	if (evbuffer_get_length(stage) == 0)
+		return true;
+	evbuffer_add_buffer(bout, stage);
+	return false;
+}
+
 /* conn_send_cmd - write the current command and wait for its reply */
 static void
 conn_send_cmd(struct relay_conn *c, const struct buf *cmd)
 {
 	struct timeval tv = { 0, 0 };
 
-	struct evbuffer *bout = bufferevent_get_output(c->bev);
-	size_t off = 0;
-
 	tv.tv_sec = c->txn ? c->txn->conf->relay_timeout : 30;
 	bufferevent_set_timeouts(c->bev, &tv, &tv);
-	/* A command fits the socket buffer: write it now, sparing two epoll_ctl calls. */
-	if (!c->tls && bufferevent_openssl_get_ssl(c->bev) == NULL && evbuffer_get_length(bout) == 0) {
-		ssize_t n = write(bufferevent_getfd(c->bev), cmd->data, cmd->len);
-
-		if (n > 0)
-			off = (size_t)n;
-	}
-	if (off < cmd->len)
-		evbuffer_add(bout, cmd->data + off, cmd->len - off);
+	evbuffer_add(c->pool->stage, cmd->data, cmd->len);
+	(void)conn_flush(c);
 }
 
 /* unix_connect - a non-blocking AF_UNIX connect for lmtp:unix:PATH */
@@ -699,73 +724,97 @@ rcpt_cmd(struct relay_txn *rt, unsigned caps, struct buf *b)
 	buf_free(&p);
 }
 
-/* body_fill - queue dot-stuffed body bytes until the output is full */
+/*
+ * body_stuff - append n octets at p to out, dot-stuffed: a line that starts
+ * with '.' gets one more.  *line_start says whether p starts a line, and is
+ * left saying whether the next octet will.
+ */
+static void
+body_stuff(struct evbuffer *out, const char *p, size_t n, bool *line_start)
+{
+	while (n > 0) {
+		const char *dot = memchr(p, '.', n);
+		size_t len;
+
+		if (dot == NULL) {
+			evbuffer_add(out, p, n);
+			*line_start = p[n - 1] == '\n';
+			return;
+		}
+		len = (size_t)(dot - p);
+		if (len > 0)
+			evbuffer_add(out, p, len);
+		if (len > 0 ? dot[-1] == '\n' : *line_start)
+			evbuffer_add(out, "..", 2);
+		else
+			evbuffer_add(out, ".", 1);
+		*line_start = false;
+		p = dot + 1;
+		n -= len + 1;
+	}
+}
+
+/*
+ * body_fill - send the dot-stuffed body, then the final dot.  Bytes the
+ * socket takes at once are written directly; once some are queued, the
+ * write callback calls here again as the queue drains, and the queue is
+ * kept under RELAY_SEND_HIGH.
+ */
 static bool
 body_fill(struct relay_txn *rt)
 {
-	struct evbuffer *out = bufferevent_get_output(rt->conn->bev);
+	struct relay_conn *c = rt->conn;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *stage = rt->pool->stage;
+	const char *mem = spool_mem(rt->body);
 	size_t total = spool_size(rt->body);
 	char chunk[16384];
 
-	while (rt->send_off < total && evbuffer_get_length(out) < RELAY_SEND_HIGH) {
-		size_t want = total - rt->send_off;
-		const char *p;
-		ssize_t n;
+	for (;;) {
+		while (rt->send_off < total &&
+		    evbuffer_get_length(out) + evbuffer_get_length(stage) < RELAY_SEND_HIGH) {
+			size_t want = total - rt->send_off;
+			const char *p;
+			ssize_t n;
 
-		if (want > sizeof(chunk))
-			want = sizeof(chunk);
-		n = spool_pread(rt->body, chunk, want, rt->send_off);
-		if (n <= 0)
-			return false;
-		rt->send_off += (size_t)n;
-		/* Dot-stuff: a line starting with '.' gets one more. */
-		p = chunk;
-		while (n > 0) {
-			const char *nl;
-			size_t len;
-
-			if (rt->line_start && *p == '.')
-				evbuffer_add(out, ".", 1);
-			nl = memchr(p, '\n', (size_t)n);
-			len = nl ? (size_t)(nl - p) + 1 : (size_t)n;
-			evbuffer_add(out, p, len);
-			rt->line_start = nl != NULL;
-			p += len;
-			n -= (ssize_t)len;
+			if (want > sizeof(chunk))
+				want = sizeof(chunk);
+			if (mem == NULL) {
+				n = spool_pread(rt->body, chunk, want, rt->send_off);
+				if (n <= 0)
+					return false;
+				p = chunk;
+			} else {
+				p = mem + rt->send_off;
+				n = (ssize_t)want;
+			}
+			rt->send_off += (size_t)n;
+			body_stuff(stage, p, (size_t)n, &rt->line_start);
 		}
+		if (rt->send_off >= total && c->state == RS_BODY) {
+			if (!rt->line_start)
+				evbuffer_add(stage, "\r\n", 2);	/* never happens: reader ends with CRLF */
+			evbuffer_add(stage, ".\r\n", 3);
+			c->state = RS_DOT;
+			free(rt->dres);
+			rt->ndres = 0;
+			rt->dres = xcalloc(rt->nrcpts ? rt->nrcpts : 1, sizeof(*rt->dres));
+		}
+		if (!conn_flush(c) || c->state != RS_BODY)
+			return true;
 	}
-	if (rt->send_off >= total) {
-		if (!rt->line_start)
-			evbuffer_add(out, "\r\n", 2);	/* never happens: reader ends with CRLF */
-		evbuffer_add(out, ".\r\n", 3);
-		rt->conn->state = RS_DOT;
-		free(rt->dres);
-		rt->ndres = 0;
-		rt->dres = xcalloc(rt->nrcpts ? rt->nrcpts : 1, sizeof(*rt->dres));
-	}
-	return true;
 }
 
 /* body_start - after 354: the head, then the body */
 static void
 body_start(struct relay_txn *rt)
 {
-	struct evbuffer *out = bufferevent_get_output(rt->conn->bev);
-	const char *p = rt->head->data, *end = p + rt->head->len;
-
 	rt->conn->state = RS_BODY;
 	rt->send_off = rt->body_off;
-	rt->line_start = true;
 	/* The head is ours or filtered headers: stuff it the same way. */
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t len = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
-
-		if (*p == '.')
-			evbuffer_add(out, ".", 1);
-		evbuffer_add(out, p, len);
-		p += len;
-	}
+	rt->line_start = true;
+	body_stuff(rt->pool->stage, rt->head->data, rt->head->len, &rt->line_start);
+	rt->line_start = true;
 	if (!body_fill(rt))
 		txn_fail(rt, 451, "4.3.0", "Error: cannot read spooled message");
 }

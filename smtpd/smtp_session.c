@@ -1127,7 +1127,14 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	}
 	if (!filter_chain_empty(s->chain))
 		s->fstate = filter_state_new(s->chain);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/*
+	 * EV_WRITE is on from bufferevent_socket_new, and the write event is
+	 * armed only when output is queued; enabling it again would arm it now,
+	 * for nothing, at the price of two epoll_ctl calls.  The TLS
+	 * bufferevent needs both directions for its handshake.
+	 */
+	bufferevent_enable(s->bev, bufferevent_openssl_get_ssl(s->bev) != NULL ?
+	    EV_READ | EV_WRITE : EV_READ);
 	s->state = S_GREET_PAUSE;
 	if (s->lconf->greet_pause > 0) {
 		struct timeval tv = { s->lconf->greet_pause, 0 };
