@@ -23,6 +23,7 @@
 #include "dsn.h"
 #include "log.h"
 #include "server.h"
+#include "sockin.h"
 #include "spool.h"
 #include "tls.h"
 #include "util.h"
@@ -71,6 +72,9 @@ smtp_auth_starttls(struct session *s)
 	s->fsess.helo = NULL;
 	s->esmtp = false;
 	smtp_parse_reader_reset(&s->reader);
+	/* The TLS filter reads through the plain bufferevent from now on. */
+	sockin_free(s->sin);
+	s->sin = NULL;
 	tbev = bufferevent_openssl_filter_new(loop_base(s->loop), s->bev, ssl,
 	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tbev == NULL)

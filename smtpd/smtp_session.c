@@ -38,6 +38,7 @@
 #include "log.h"
 #include "relay.h"
 #include "server.h"
+#include "sockin.h"
 #include "smtp_parse.h"
 #include "smtp_reply.h"
 #include "smtp_session.h"
@@ -198,6 +199,7 @@ session_free(struct session *s)
 		/* close_notify keeps the TLS session resumable (OpenSSL drops it otherwise). */
 		if (ssl != NULL && s->tls_active && s->closed_cleanly)
 			SSL_shutdown(ssl);
+		sockin_free(s->sin);
 		bufferevent_free(s->bev);
 	}
 	if (s->ev)
@@ -250,8 +252,11 @@ session_reap(struct session *s)
 {
 	s->state = S_DEAD;
 	/* While a last reply lingers (reap_cb) writing goes on, and reading, to see EOF. */
-	if (s->bev && !s->closed_cleanly)
+	if (s->bev && !s->closed_cleanly) {
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+		if (s->sin)
+			sockin_disable(s->sin);
+	}
 	if (s->ev)
 		event_free(s->ev);
 	s->ev = event_new(loop_base(s->loop), -1, 0, reap_cb, s);
@@ -300,6 +305,11 @@ session_set_timeout(struct session *s, unsigned secs)
 {
 	struct timeval tv = { secs, 0 };
 
+	if (s->sin) {
+		sockin_set_timeout(s->sin, secs);
+		bufferevent_set_timeouts(s->bev, NULL, &tv);
+		return;
+	}
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
 }
 
@@ -1112,7 +1122,11 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	if (s->pending == NULL)
 		fatal("evbuffer_new failed");
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, 256 * 1024);
+	if (bufferevent_openssl_get_ssl(bev) == NULL && bufferevent_getfd(bev) >= 0)
+		s->sin = sockin_new(loop_base(loop), bev, SESSION_INPUT_HIGH, session_read_cb,
+		    session_event_cb, s);
+	else
+		bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_INPUT_HIGH);
 	session_set_timeout(s, bufferevent_openssl_get_ssl(bev) != NULL ? s->conf->tls_handshake_timeout :
 	    s->lim->command_timeout);
 	loop_session_add(loop, s, s->id);
@@ -1128,13 +1142,16 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	if (!filter_chain_empty(s->chain))
 		s->fstate = filter_state_new(s->chain);
 	/*
-	 * EV_WRITE is on from bufferevent_socket_new, and the write event is
-	 * armed only when output is queued; enabling it again would arm it now,
-	 * for nothing, at the price of two epoll_ctl calls.  The TLS
-	 * bufferevent needs both directions for its handshake.
+	 * A plain socket is read by the sockin.  EV_WRITE is on from
+	 * bufferevent_socket_new, and the write event is armed only when output
+	 * is queued; enabling it again would arm it now, for nothing, at the
+	 * price of two epoll_ctl calls.  The TLS bufferevent needs both
+	 * directions for its handshake.
 	 */
-	bufferevent_enable(s->bev, bufferevent_openssl_get_ssl(s->bev) != NULL ?
-	    EV_READ | EV_WRITE : EV_READ);
+	if (s->sin)
+		sockin_enable(s->sin);
+	else
+		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	s->state = S_GREET_PAUSE;
 	if (s->lconf->greet_pause > 0) {
 		struct timeval tv = { s->lconf->greet_pause, 0 };

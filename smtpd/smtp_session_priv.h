@@ -30,6 +30,7 @@ struct auth_sasl;
 #define SESSION_HEADER_MAX	(256 * 1024)	/* header block examined by filters */
 #define SESSION_AUTH_LINE_MAX	12288		/* RFC 4954 4: at least 12288 octets */
 #define SESSION_LINGER_TURNS	100		/* x 10 ms a last reply may take to leave */
+#define SESSION_INPUT_HIGH	(256 * 1024)	/* client input buffered before reading pauses */
 
 enum session_state {
 	S_GREET_PAUSE,	/* waiting greet_pause; talking now is an error */
@@ -89,6 +90,7 @@ struct session {
 	const struct conf_limits *lim;
 	const struct filter_chain *chain;
 	struct bufferevent *bev;
+	struct sockin *sin;	/* reads a plain socket (NULL under TLS) */
 	struct evbuffer *pending;	/* replies not yet handed to the socket */
 	enum session_state state;
 	struct smtp_parse_reader reader;
