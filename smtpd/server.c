@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -447,10 +448,39 @@ parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *len_r)
 	return true;
 }
 
-/* bind_one - a listening socket with SO_REUSEPORT */
-static evutil_socket_t
-bind_one(const char *spec, char **err_r)
+/*
+ * loop_cpu - the CPU whose connections loop i takes: the i-th CPU this
+ * process may run on, round robin; -1 if unknown.
+ */
+static int
+loop_cpu(unsigned i)
 {
+	cpu_set_t set;
+	int cpu, n = 0, k;
+
+	if (sched_getaffinity(0, sizeof(set), &set) != 0 || (n = CPU_COUNT(&set)) == 0)
+		return -1;
+	k = (int)(i % (unsigned)n);
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		if (CPU_ISSET(cpu, &set) && k-- == 0)
+			return cpu;
+	return -1;
+}
+
+/*
+ * bind_one - a listening socket with SO_REUSEPORT for loop i.
+ *
+ * SO_INCOMING_CPU: among the SO_REUSEPORT listeners of one address, the
+ * kernel (Linux 6.2 and later; earlier ones hash) gives a new connection to
+ * the listener whose CPU processed its handshake, so a session lives on the
+ * loop of the CPU its packets arrive on.  Connections arriving on one CPU (one
+ * NIC queue, or a local client) share one loop, which then serves them with
+ * fewer thread wake-ups than if they were spread over every loop.
+ */
+static evutil_socket_t
+bind_one(const char *spec, unsigned i, char **err_r)
+{
+	int cpu = loop_cpu(i);
 	struct sockaddr_storage ss;
 	socklen_t len;
 	evutil_socket_t fd;
@@ -467,6 +497,8 @@ bind_one(const char *spec, char **err_r)
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+	if (cpu >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_INCOMING_CPU, &cpu, sizeof(cpu));
 	/* Replies are whole; never let Nagle hold one back.  Accepted sockets inherit it. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	if (ss.ss_family == AF_INET6)
@@ -494,7 +526,7 @@ loops_bind(struct loop *loops, unsigned nloops, const struct conf *conf)
 			for (a = 0; a < cl->nlisten; a++) {
 				struct listen_sock *ls;
 				char *err = NULL;
-				evutil_socket_t fd = bind_one(cl->listen[a], &err);
+				evutil_socket_t fd = bind_one(cl->listen[a], i, &err);
 
 				if (fd < 0) {
 					log_err("event=bind_error listener=%s error=\"%s\"", cl->name, err);
