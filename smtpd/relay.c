@@ -75,6 +75,8 @@ struct relay_conn {
 	bool tls;		/* TLS is up on this connection */
 	bool tls_verified;	/* and the backend's certificate was verified */
 	bool got_reply;		/* any reply on this use */
+	bool listed;		/* on the pool's held list */
+	struct evbuffer *held;	/* output held until the end of the loop turn */
 	struct relay_txn *txn;	/* NULL while pooled */
 	struct relay_conn *next;	/* pool list */
 	/* reply assembly */
@@ -98,6 +100,9 @@ struct relay_pool {
 	struct relay_conn *idle;	/* singly linked */
 	unsigned nidle;
 	struct evbuffer *stage;	/* scratch for conn_flush, empty between calls */
+	bool corked;		/* hold plain writes until relay_pool_uncork */
+	struct relay_conn **held;	/* connections with held output (NULL: freed) */
+	size_t nheld, aheld;
 };
 
 struct relay_txn {
@@ -157,6 +162,7 @@ static void txn_start_op(struct relay_txn *rt);
 static void conn_ready(struct relay_conn *c);
 static void rcpt_cmd(struct relay_txn *rt, unsigned caps, struct buf *b);
 static bool conn_start_tls(struct relay_conn *c);
+static bool conn_flush(struct relay_conn *c);
 static void conn_tls_up(struct relay_conn *c);
 
 /* relay_result_set - fill a result */
@@ -189,6 +195,15 @@ relay_pool_new(struct event_base *base, struct workers_loop *wl)
 static void
 conn_free(struct relay_conn *c)
 {
+	if (c->listed) {
+		size_t i;
+
+		for (i = 0; i < c->pool->nheld; i++)
+			if (c->pool->held[i] == c)
+				c->pool->held[i] = NULL;
+	}
+	if (c->held)
+		evbuffer_free(c->held);
 	if (c->bev)
 		bufferevent_free(c->bev);
 	buf_free(&c->text);
@@ -207,6 +222,7 @@ relay_pool_free(struct relay_pool *pool)
 		conn_free(c);
 	}
 	evbuffer_free(pool->stage);
+	free(pool->held);
 	free(pool);
 }
 
@@ -314,7 +330,8 @@ txn_release_conn(struct relay_txn *rt)
 	if (!rt->completed && c->got_reply) {
 		/* Clear the half-done envelope before anyone reuses it (a new owner waits for its reply). */
 		c->state = RS_RSET;
-		evbuffer_add(bufferevent_get_output(c->bev), "RSET\r\n", 6);
+		evbuffer_add(rt->pool->stage, "RSET\r\n", 6);
+		(void)conn_flush(c);
 	}
 	pool_put(rt->pool, c, rt->conf->relay_pool);
 }
@@ -472,27 +489,98 @@ conn_is_plain(const struct relay_conn *c)
 	return !c->tls && bufferevent_openssl_get_ssl(c->bev) == NULL;
 }
 
+/* conn_queued - output not yet written: held for the turn's end, or in the bufferevent */
+static size_t
+conn_queued(struct relay_conn *c)
+{
+	return evbuffer_get_length(bufferevent_get_output(c->bev)) +
+	    (c->held ? evbuffer_get_length(c->held) : 0);
+}
+
+/* conn_hold - keep the staged bytes for relay_pool_uncork */
+static void
+conn_hold(struct relay_conn *c)
+{
+	struct relay_pool *pool = c->pool;
+
+	if (c->held == NULL && (c->held = evbuffer_new()) == NULL)
+		fatal("evbuffer_new failed");
+	evbuffer_add_buffer(c->held, pool->stage);
+	if (c->listed)
+		return;
+	if (pool->nheld == pool->aheld) {
+		pool->aheld = pool->aheld ? 2 * pool->aheld : 16;
+		pool->held = xreallocarray(pool->held, pool->aheld, sizeof(*pool->held));
+	}
+	pool->held[pool->nheld++] = c;
+	c->listed = true;
+}
+
 /*
  * conn_flush - send what is staged in the pool's scratch buffer.  On a
  * plain socket with nothing queued, write(2) it directly: handing it to the
  * bufferevent would cost an epoll_ctl to add EV_WRITE, a loop turn, and an
- * epoll_ctl to drop it again.  What the socket does not take (and
- * everything under TLS) is queued in the bufferevent as usual; an error
- * leaves the bytes queued too, and the bufferevent reports it.  Returns
- * true when everything went out directly.
+ * epoll_ctl to drop it again.  While the pool is corked (the loop is running
+ * its callbacks), the bytes are held and written when the turn ends: the
+ * backend then finds the commands of several sessions at once, and wakes up
+ * once for them.  What the socket does not take (and everything under TLS)
+ * is queued in the bufferevent as usual; an error leaves the bytes queued
+ * too, and the bufferevent reports it.  Returns true unless bytes wait in
+ * the bufferevent (its write callback then says when they left).
  */
 static bool
 conn_flush(struct relay_conn *c)
 {
-	struct evbuffer *stage = c->pool->stage;
+	struct relay_pool *pool = c->pool;
+	struct evbuffer *stage = pool->stage;
 	struct evbuffer *bout = bufferevent_get_output(c->bev);
 
+	/* Once some is held, the rest follows it, or the order would break. */
+	if (c->listed || (pool->corked && conn_is_plain(c) && evbuffer_get_length(bout) == 0)) {
+		conn_hold(c);
+		return true;
+	}
 	if (conn_is_plain(c) && evbuffer_get_length(bout) == 0)
 		(void)evbuffer_write(stage, bufferevent_getfd(c->bev));
 	if (evbuffer_get_length(stage) == 0)
 		return true;
 	evbuffer_add_buffer(bout, stage);
 	return false;
+}
+
+static void conn_refill(struct relay_conn *c);
+
+/* relay_pool_cork - hold plain backend writes until relay_pool_uncork */
+void
+relay_pool_cork(struct relay_pool *pool)
+{
+	pool->corked = true;
+}
+
+/* relay_pool_uncork - the loop turn is over: write what was held */
+void
+relay_pool_uncork(struct relay_pool *pool)
+{
+	size_t i;
+
+	pool->corked = false;
+	/* A refill below may hold nothing (not corked) but may free connections: indexes stay valid. */
+	for (i = 0; i < pool->nheld; i++) {
+		struct relay_conn *c = pool->held[i];
+		struct evbuffer *bout;
+
+		if (c == NULL)
+			continue;
+		c->listed = false;
+		bout = bufferevent_get_output(c->bev);
+		if (evbuffer_get_length(bout) == 0)
+			(void)evbuffer_write(c->held, bufferevent_getfd(c->bev));
+		if (evbuffer_get_length(c->held) > 0)
+			evbuffer_add_buffer(bout, c->held);
+		else
+			conn_refill(c);
+	}
+	pool->nheld = 0;
 }
 
 /* conn_send_cmd - write the current command and wait for its reply */
@@ -764,7 +852,6 @@ static bool
 body_fill(struct relay_txn *rt)
 {
 	struct relay_conn *c = rt->conn;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct evbuffer *stage = rt->pool->stage;
 	const char *mem = spool_mem(rt->body);
 	size_t total = spool_size(rt->body);
@@ -772,7 +859,7 @@ body_fill(struct relay_txn *rt)
 
 	for (;;) {
 		while (rt->send_off < total &&
-		    evbuffer_get_length(out) + evbuffer_get_length(stage) < RELAY_SEND_HIGH) {
+		    conn_queued(c) + evbuffer_get_length(stage) < RELAY_SEND_HIGH) {
 			size_t want = total - rt->send_off;
 			const char *p;
 			ssize_t n;
@@ -800,7 +887,8 @@ body_fill(struct relay_txn *rt)
 			rt->ndres = 0;
 			rt->dres = xcalloc(rt->nrcpts ? rt->nrcpts : 1, sizeof(*rt->dres));
 		}
-		if (!conn_flush(c) || c->state != RS_BODY)
+		/* Held: relay_pool_uncork writes it and calls again. */
+		if (!conn_flush(c) || c->state != RS_BODY || c->listed)
 			return true;
 	}
 }
@@ -1327,16 +1415,22 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
-/* conn_write_cb - refill the body while sending */
+/* conn_refill - the output drained: more of the body, if it is being sent */
 static void
-conn_write_cb(struct bufferevent *bev, void *arg)
+conn_refill(struct relay_conn *c)
 {
-	struct relay_conn *c = arg;
-
 	if (c->txn && c->state == RS_BODY) {
 		if (!body_fill(c->txn))
 			txn_fail(c->txn, 451, "4.3.0", "Error: cannot read spooled message");
 	}
+}
+
+/* conn_write_cb - refill the body while sending */
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	conn_refill(arg);
 }
 
 /* conn_event_cb - connected, closed, error or timeout */

@@ -36,6 +36,13 @@ typedef void (*relay_data_cb)(void *arg, const struct relay_result *res, size_t 
 
 struct relay_pool *relay_pool_new(struct event_base *base, struct workers_loop *wl);
 void relay_pool_free(struct relay_pool *pool);
+/*
+ * relay_pool_cork/uncork - while corked, commands and bodies for plain
+ * backend connections are held, and relay_pool_uncork writes them: the loop
+ * corks before running a turn's callbacks and uncorks after.
+ */
+void relay_pool_cork(struct relay_pool *pool);
+void relay_pool_uncork(struct relay_pool *pool);
 
 /* relay_txn_new - a transaction toward target; connects lazily at relay_mail. */
 struct relay_txn *relay_txn_new(struct relay_pool *pool, const struct conf *conf,

@@ -674,7 +674,20 @@ loop_main(void *arg)
 {
 	struct loop *l = arg;
 
-	event_base_dispatch(l->base);
+	/*
+	 * One turn at a time: backend writes made by a turn's callbacks are held
+	 * and written together when it ends (relay_pool_uncork), so the backend
+	 * wakes once for all of them instead of once per session.
+	 */
+	for (;;) {
+		int rc;
+
+		relay_pool_cork(l->relay);
+		rc = event_base_loop(l->base, EVLOOP_ONCE);
+		relay_pool_uncork(l->relay);
+		if (rc != 0 || event_base_got_break(l->base) || event_base_got_exit(l->base))
+			break;
+	}
 	return NULL;
 }
 
