@@ -2,11 +2,15 @@
  * log.c - event logging to stderr or syslog (see log.h).
  *
  * One write(2) per line on stderr so lines from several threads never
- * interleave.  Never logs anything it was not handed already escaped.
+ * interleave; an event loop thread may batch its lines instead (log_batch),
+ * each write(2) still whole lines and at most PIPE_BUF octets, which a pipe
+ * writes atomically.  Never logs anything it was not handed already escaped.
  */
 #include "config.h"
 
+#include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
@@ -18,6 +22,11 @@
 static bool log_syslog;
 static long log_pid;	/* cached: one getpid(2) per line adds up */
 static bool log_debug_on;
+
+/* A loop thread's lines since its turn began (log_batch). */
+static _Thread_local bool batch_on;
+static _Thread_local size_t batch_len;
+static _Thread_local char batch[PIPE_BUF];
 
 static const char *const level_names[] = {
 	[LOG_LEVEL_CRIT] = "crit",
@@ -96,9 +105,41 @@ log_msg(enum log_level level, const char *fmt, ...)
 		return;
 	}
 	line[off++] = '\n';
+	if (batch_on && level >= LOG_LEVEL_INFO) {
+		if (batch_len + off > sizeof(batch))
+			log_flush();
+		if (off <= sizeof(batch)) {
+			memcpy(batch + batch_len, line, off);
+			batch_len += off;
+			return;
+		}
+	}
+	/* Warnings and worse go out at once, after what came before them. */
+	log_flush();
 	if (write(STDERR_FILENO, line, off) < 0) {
 		/* nowhere left to report it */
 	}
+}
+
+/* log_batch - on: this thread's info and debug lines wait for log_flush */
+void
+log_batch(bool on)
+{
+	if (!on)
+		log_flush();
+	batch_on = on;
+}
+
+/* log_flush - write this thread's waiting lines */
+void
+log_flush(void)
+{
+	if (batch_len == 0)
+		return;
+	if (write(STDERR_FILENO, batch, batch_len) < 0) {
+		/* nowhere left to report it */
+	}
+	batch_len = 0;
 }
 
 /* log_escape_width - octets log_escape writes for c */

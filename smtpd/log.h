@@ -22,6 +22,13 @@ enum log_level {
 bool log_init(const char *target);
 void log_set_debug(bool on);
 void log_msg(enum log_level level, const char *fmt, ...) PRINTF_LIKE(2, 3);
+/*
+ * log_batch - an event loop thread may hold its info and debug lines (stderr
+ * only) and write them with log_flush at the end of each loop turn: one
+ * write(2) for many lines.  Warnings and worse flush at once.
+ */
+void log_batch(bool on);
+void log_flush(void);
 
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)

@@ -677,17 +677,21 @@ loop_main(void *arg)
 	/*
 	 * One turn at a time: backend writes made by a turn's callbacks are held
 	 * and written together when it ends (relay_pool_uncork), so the backend
-	 * wakes once for all of them instead of once per session.
+	 * wakes once for all of them instead of once per session.  The turn's
+	 * log lines go out in one write(2) too.
 	 */
+	log_batch(true);
 	for (;;) {
 		int rc;
 
 		relay_pool_cork(l->relay);
 		rc = event_base_loop(l->base, EVLOOP_ONCE);
 		relay_pool_uncork(l->relay);
+		log_flush();
 		if (rc != 0 || event_base_got_break(l->base) || event_base_got_exit(l->base))
 			break;
 	}
+	log_batch(false);
 	return NULL;
 }
 
