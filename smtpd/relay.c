@@ -34,6 +34,7 @@
 #include "log.h"
 #include "maildir.h"
 #include "relay.h"
+#include "sockin.h"
 #include "spool.h"
 #include "util.h"
 #include "workers.h"
@@ -43,6 +44,7 @@
 #define RELAY_MAX_REPLY_LINES	64
 #define RELAY_SEND_HIGH		(256 * 1024)	/* refill body output below this */
 #define RELAY_IDLE_TIMEOUT	60		/* seconds a pooled connection may idle */
+#define RELAY_INPUT_HIGH	(64 * 1024)	/* backend input buffered before reading pauses */
 
 enum relay_state {
 	RS_CONNECTING,
@@ -67,6 +69,7 @@ enum relay_op { OP_NONE, OP_MAIL, OP_RCPT, OP_DATA };
 struct relay_conn {
 	struct relay_pool *pool;
 	struct bufferevent *bev;
+	struct sockin *sin;	/* reads the plain socket once connected (NULL under TLS) */
 	enum relay_state state;
 	bool lmtp;
 	char *spec;		/* target spec, to match pool entries */
@@ -191,6 +194,30 @@ relay_pool_new(struct event_base *base, struct workers_loop *wl)
 	return pool;
 }
 
+/* conn_set_timeouts - read and write deadlines in seconds (0: none) */
+static void
+conn_set_timeouts(struct relay_conn *c, unsigned rsecs, unsigned wsecs)
+{
+	struct timeval r = { rsecs, 0 }, w = { wsecs, 0 };
+
+	if (c->sin) {
+		sockin_set_timeout(c->sin, rsecs);
+		bufferevent_set_timeouts(c->bev, NULL, wsecs ? &w : NULL);
+		return;
+	}
+	bufferevent_set_timeouts(c->bev, rsecs ? &r : NULL, wsecs ? &w : NULL);
+}
+
+/* conn_read_on - read replies (and see EOF) */
+static void
+conn_read_on(struct relay_conn *c)
+{
+	if (c->sin)
+		sockin_enable(c->sin);
+	else
+		bufferevent_enable(c->bev, EV_READ);
+}
+
 /* conn_free - close a connection for good */
 static void
 conn_free(struct relay_conn *c)
@@ -204,6 +231,7 @@ conn_free(struct relay_conn *c)
 	}
 	if (c->held)
 		evbuffer_free(c->held);
+	sockin_free(c->sin);
 	if (c->bev)
 		bufferevent_free(c->bev);
 	buf_free(&c->text);
@@ -246,15 +274,13 @@ pool_remove(struct relay_pool *pool, struct relay_conn *c)
 static void
 pool_put(struct relay_pool *pool, struct relay_conn *c, unsigned max)
 {
-	struct timeval tv = { RELAY_IDLE_TIMEOUT, 0 };
-
 	c->txn = NULL;
 	if (pool->nidle >= max || (c->state != RS_IDLE && c->state != RS_RSET)) {
 		conn_free(c);
 		return;
 	}
-	bufferevent_enable(c->bev, EV_READ);	/* EOF, idle timeout, RSET reply */
-	bufferevent_set_timeouts(c->bev, &tv, NULL);
+	conn_read_on(c);	/* EOF, idle timeout, RSET reply */
+	conn_set_timeouts(c, RELAY_IDLE_TIMEOUT, 0);
 	c->next = pool->idle;
 	pool->idle = c;
 	pool->nidle++;
@@ -587,10 +613,9 @@ relay_pool_uncork(struct relay_pool *pool)
 static void
 conn_send_cmd(struct relay_conn *c, const struct buf *cmd)
 {
-	struct timeval tv = { 0, 0 };
+	unsigned secs = c->txn ? c->txn->conf->relay_timeout : 30;
 
-	tv.tv_sec = c->txn ? c->txn->conf->relay_timeout : 30;
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	conn_set_timeouts(c, secs, secs);
 	evbuffer_add(c->pool->stage, cmd->data, cmd->len);
 	(void)conn_flush(c);
 }
@@ -697,7 +722,7 @@ txn_start_op(struct relay_txn *rt)
 	case OP_NONE:
 		return;
 	}
-	bufferevent_enable(c->bev, EV_READ);
+	conn_read_on(c);
 	conn_send_cmd(c, &rt->cmd);
 }
 
@@ -1152,6 +1177,10 @@ conn_start_tls(struct relay_conn *c)
 	SSL *ssl = tls_client_ssl_new(rt->tls_ctx, name, verify);
 	struct bufferevent *tbev;
 
+	/* The TLS filter reads through the plain bufferevent from now on, under the same deadline. */
+	sockin_free(c->sin);
+	c->sin = NULL;
+	conn_set_timeouts(c, rt->conf->relay_timeout, rt->conf->relay_timeout);
 	tbev = bufferevent_openssl_filter_new(rt->pool->base, c->bev, ssl,
 	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tbev == NULL)
@@ -1447,9 +1476,17 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		int on = 1;
 
+		unsigned secs = rt ? rt->conf->relay_connect_timeout : 30;
+
 		/* One command, one reply: never let Nagle hold a command back. */
 		if (rt == NULL || !rt->target->is_unix)
 			setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+		/* From now on a sockin reads the plain socket (no FIONREAD per read). */
+		c->sin = sockin_new(c->pool->base, c->bev, RELAY_INPUT_HIGH, conn_read_cb,
+		    conn_event_cb, c);
+		bufferevent_disable(c->bev, EV_READ);
+		conn_set_timeouts(c, secs, secs);	/* for the greeting */
+		sockin_enable(c->sin);
 		c->state = RS_GREETING;
 		return;
 	}

@@ -81,6 +81,9 @@ struct loop {
 	struct session_slot **buckets;
 	size_t nbuckets;
 	size_t nsessions;
+	bool in_turn;		/* loop_main is running callbacks: replies wait for its end */
+	uint64_t *later;	/* sessions with replies to flush at the turn's end */
+	size_t nlater, alater;
 };
 
 static pthread_mutex_t snap_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -349,6 +352,41 @@ loop_session_remove(struct loop *l, struct session *s, uint64_t id)
 	}
 	if (l->nsessions == 0 && atomic_load(&l->draining))
 		event_base_loopbreak(l->base);
+}
+
+/*
+ * loop_flush_later - a session's replies are ready: flush them when the
+ * loop turn ends, with every other session's, so the clients wake up once
+ * for the lot.  False when no turn is running (tests drive loops by hand):
+ * the caller flushes now.
+ */
+bool
+loop_flush_later(struct loop *l, uint64_t id)
+{
+	if (!l->in_turn)
+		return false;
+	if (l->nlater == l->alater) {
+		l->alater = l->alater ? 2 * l->alater : 64;
+		l->later = xreallocarray(l->later, l->alater, sizeof(*l->later));
+	}
+	l->later[l->nlater++] = id;
+	return true;
+}
+
+/* loop_flush_sessions - the turn ended: send the replies it made (sessions gone since are skipped) */
+static void
+loop_flush_sessions(struct loop *l)
+{
+	size_t i;
+
+	l->in_turn = false;
+	for (i = 0; i < l->nlater; i++) {
+		struct session *s = loop_session_find(l, l->later[i]);
+
+		if (s != NULL)
+			session_flush(s);
+	}
+	l->nlater = 0;
 }
 
 /* loop_session_find - the live session with id, or NULL */
@@ -677,15 +715,18 @@ loop_main(void *arg)
 	/*
 	 * One turn at a time: backend writes made by a turn's callbacks are held
 	 * and written together when it ends (relay_pool_uncork), so the backend
-	 * wakes once for all of them instead of once per session.  The turn's
-	 * log lines go out in one write(2) too.
+	 * wakes once for all of them instead of once per session.  The clients'
+	 * replies wait for the turn's end the same way (loop_flush_later), and
+	 * the turn's log lines go out in one write(2).
 	 */
 	log_batch(true);
 	for (;;) {
 		int rc;
 
+		l->in_turn = true;
 		relay_pool_cork(l->relay);
 		rc = event_base_loop(l->base, EVLOOP_ONCE);
+		loop_flush_sessions(l);
 		relay_pool_uncork(l->relay);
 		log_flush();
 		if (rc != 0 || event_base_got_break(l->base) || event_base_got_exit(l->base))
@@ -724,6 +765,7 @@ loop_free(struct loop *l)
 	relay_pool_free(l->relay);
 	workers_detach(l->wl);
 	free(l->buckets);
+	free(l->later);
 	free(l);
 }
 
@@ -764,6 +806,7 @@ loop_teardown(struct loop *l)
 	relay_pool_free(l->relay);
 	workers_detach(l->wl);
 	free(l->buckets);
+	free(l->later);
 	event_base_free(l->base);
 }
 

@@ -93,6 +93,19 @@ session_flush(struct session *s)
 		evbuffer_add_buffer(bout, s->pending);
 }
 
+/*
+ * session_flush_soon - replies are ready: send them at the end of the loop
+ * turn (loop_flush_later), or now when no turn is running
+ */
+static void
+session_flush_soon(struct session *s)
+{
+	if (evbuffer_get_length(s->pending) == 0)
+		return;
+	if (!loop_flush_later(s->loop, s->id))
+		session_flush(s);
+}
+
 /* session_reply - a table reply */
 void
 session_reply(struct session *s, enum smtp_reply_id id)
@@ -330,7 +343,7 @@ session_resume(struct session *s)
 {
 	s->paused = false;
 	if (s->state == S_CLOSING || s->state == S_DEAD || s->in_process) {
-		session_flush(s);
+		session_flush_soon(s);
 		return;
 	}
 	session_process(s);
@@ -925,7 +938,7 @@ session_process(struct session *s)
 		}
 	}
 	s->in_process = false;
-	session_flush(s);
+	session_flush_soon(s);
 }
 
 /* pipeline_flooded - more complete commands waiting than max_pipelined */
@@ -1161,5 +1174,5 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 		return;
 	}
 	session_run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
-	session_flush(s);
+	session_flush_soon(s);
 }

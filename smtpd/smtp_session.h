@@ -27,5 +27,7 @@ void session_start(struct loop *loop, struct snapshot *snap, size_t li, struct b
 void session_shutdown_idle(struct session *s);
 /* session_shutdown - drain deadline: 421 and close; a session waiting on the backend only if force. */
 void session_shutdown(struct session *s, bool force);
+/* session_flush - send the replies collected so far (the loop calls it at a turn's end). */
+void session_flush(struct session *s);
 
 #endif

@@ -19,6 +19,7 @@
 #include "relay.h"
 #include "smtp_parse.h"
 #include "smtp_reply.h"
+#include "smtp_session.h"
 
 struct evbuffer;
 struct bufferevent;
@@ -123,7 +124,6 @@ struct session {
 
 /* smtp_session.c: replies, lifetime, filters and the command loop */
 struct evbuffer *session_out(struct session *s);
-void session_flush(struct session *s);
 void session_reply(struct session *s, enum smtp_reply_id id);
 void session_reply_custom(struct session *s, int code, const char *ecode, const char *text);
 void session_reply_result(struct session *s, const struct relay_result *r);
