@@ -28,6 +28,11 @@ static _Thread_local bool batch_on;
 static _Thread_local size_t batch_len;
 static _Thread_local char batch[PIPE_BUF];
 
+/* The "YYYY-MM-DDTHH:MM:SS" of the second last formatted, per thread. */
+static _Thread_local time_t stamp_sec = -1;
+static _Thread_local char stamp[32];
+static _Thread_local size_t stamp_len;
+
 static const char *const level_names[] = {
 	[LOG_LEVEL_CRIT] = "crit",
 	[LOG_LEVEL_ERR] = "error",
@@ -81,11 +86,17 @@ log_msg(enum log_level level, const char *fmt, ...)
 		return;
 	if (!log_syslog) {
 		struct timespec ts;
-		struct tm tm;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
-		gmtime_r(&ts.tv_sec, &tm);
-		off = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+		if (ts.tv_sec != stamp_sec) {
+			struct tm tm;
+
+			gmtime_r(&ts.tv_sec, &tm);
+			stamp_len = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+			stamp_sec = ts.tv_sec;
+		}
+		memcpy(line, stamp, stamp_len);
+		off = stamp_len;
 		n = snprintf(line + off, sizeof(line) - off, ".%03ldZ portier[%ld]: %s: ",
 		    ts.tv_nsec / 1000000L, log_pid ? log_pid : (long)getpid(), level_names[level]);
 		if (n > 0)
