@@ -12,8 +12,12 @@
 # A second pair with smtp-source -d (sessions kept open across messages) runs too unless
 # KEEPALIVE=no.
 #
+# PORTIER_B=/other/portier adds a third run to every round, so that two builds are compared in
+# the same invocation, alternating with the reference (the machine's speed drifts between
+# invocations; a comparison across two invocations mostly measures that drift).
+#
 # Environment: MESSAGES (10000) SESSIONS (20) SIZE (5120) ROUNDS (3) KEEPALIVE (yes) WARMUP (500) WORKERS (0: one loop per core)
-#   PORTIER (smtpd/portier) RUN_TIMEOUT (60 + MESSAGES/25 s per run) STRICT (0; 1 = exit 2
+#   PORTIER (smtpd/portier) PORTIER_B (none) RUN_TIMEOUT (60 + MESSAGES/25 s per run) STRICT (0; 1 = exit 2
 #   when the ratio is below target) KEEP_TMP (0; 1 = keep the work directory
 #   and logs, which are kept anyway when a run fails)
 # Exit: 0 measured; 1 a run failed or portier is missing; 2 below target with STRICT=1.
@@ -26,6 +30,7 @@ PY=/usr/bin/python3
 SINK=/usr/sbin/smtp-sink
 SOURCE=/usr/sbin/smtp-source
 PORTIER=${PORTIER:-$root/smtpd/portier}
+PORTIER_B=${PORTIER_B:-}
 MESSAGES=${MESSAGES:-10000}
 SESSIONS=${SESSIONS:-20}
 SIZE=${SIZE:-5120}
@@ -64,6 +69,9 @@ fi
 
 portier_ok=yes
 [ -f "$PORTIER" ] && [ -x "$PORTIER" ] || portier_ok=no
+if [ -n "$PORTIER_B" ] && { [ ! -f "$PORTIER_B" ] || [ ! -x "$PORTIER_B" ]; }; then
+	die "PORTIER_B=$PORTIER_B is not an executable file"
+fi
 
 tmp=$(mktemp -d /tmp/portier-bench.XXXXXX)
 chmod 755 "$tmp"
@@ -133,7 +141,7 @@ show_log() { # FILE WHAT
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
 
-# run_case MODE KEEP N: MODE direct|portier, KEEP yes = smtp-source -d, N messages.
+# run_case MODE KEEP N: MODE direct|portier|portier_b, KEEP yes = smtp-source -d, N messages.
 # Sets elapsed (s), rate (msg/s) and hwm (portier's VmHWM in bytes, 0 for direct); dies on failure.
 run_case() {
 	local mode=$1 keep=$2 n=$3
@@ -151,7 +159,9 @@ run_case() {
 	target=$sport
 
 	hwm=0
-	if [ "$mode" = portier ]; then
+	if [ "$mode" != direct ]; then
+		local bin=$PORTIER
+		[ "$mode" = portier_b ] && bin=$PORTIER_B
 		conf=$tmp/portier-$tag.conf
 		log=$tmp/portier-$tag.log
 		cat >"$conf" <<-EOF
@@ -174,12 +184,12 @@ run_case() {
 			relay_pool = 32
 		EOF
 		chmod 644 "$conf"
-		"$PORTIER" -c "$conf" >"$log" 2>&1 &
+		"$bin" -c "$conf" >"$log" 2>&1 &
 		xpid=$!
 		pids+=("$xpid")
 		lib wait-smtp "$pport" "$START_TIMEOUT" "$xpid" 2>"$tmp/wait.err" || {
 			show_log "$log" "portier's log"
-			die "portier ($PORTIER -c $conf) did not greet on 127.0.0.1:$pport: $(cat "$tmp/wait.err")"
+			die "portier ($bin -c $conf) did not greet on 127.0.0.1:$pport: $(cat "$tmp/wait.err")"
 		}
 		target=$pport
 	fi
@@ -269,6 +279,7 @@ for keep in "${keeps[@]}"; do
 	fi
 	d_runs=()
 	p_runs=()
+	b_runs=()
 	for ((round = 1; round <= ROUNDS; round++)); do
 		tagr=""
 		[ "$ROUNDS" = 1 ] || tagr=" #$round"
@@ -279,6 +290,11 @@ for keep in "${keeps[@]}"; do
 			run_case portier "$keep" "$MESSAGES"
 			show "portier$suffix$tagr" "$MESSAGES" "$elapsed" "$rate" "$hwm"
 			p_runs+=("$rate $elapsed $hwm")
+		fi
+		if [ -n "$PORTIER_B" ]; then
+			run_case portier_b "$keep" "$MESSAGES"
+			show "portier_b$suffix$tagr" "$MESSAGES" "$elapsed" "$rate" "$hwm"
+			b_runs+=("$rate $elapsed $hwm")
 		fi
 	done
 	read -r d_rate d_el _ <<<"$(median "${d_runs[@]}")"
@@ -301,6 +317,12 @@ for keep in "${keeps[@]}"; do
 	else
 		ratio_line "ratio" "$p_rate" "$d_rate" ""
 		if [ "$below" = 1 ]; then fail=2; fi
+	fi
+	if [ -n "$PORTIER_B" ]; then
+		read -r b_rate b_el b_hwm <<<"$(median "${b_runs[@]}")"
+		b_hwm=$(printf '%s\n' "${b_runs[@]}" | awk '$3 > m { m = $3 } END { print m + 0 }')
+		show "portier_b$suffix" "$MESSAGES" "$b_el" "$b_rate" "$b_hwm" "   ($PORTIER_B)"
+		ratio_line "ratio_b$suffix" "$b_rate" "$d_rate" " [PORTIER_B, for comparison]"
 	fi
 done
 
