@@ -1391,27 +1391,44 @@ conn_idle_reply(struct relay_conn *c)
 	conn_free(c);
 }
 
+/* conn_garbled - the backend sent something that is not SMTP: fail, or drop the pooled connection */
+static void
+conn_garbled(struct relay_conn *c)
+{
+	if (c->txn)
+		txn_fail(c->txn, 451, "4.4.0", "Error: backend protocol error, try again later");
+	else {
+		pool_remove(c->pool, c);
+		conn_free(c);
+	}
+}
+
 /* conn_read_cb - parse backend replies */
 static void
 conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct relay_conn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	char *line;
-	size_t len;
+	char line[RELAY_MAX_REPLY_LINE + 1];
 
-	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF)) != NULL) {
-		int rc = reply_line(c, line, len);
+	for (;;) {
+		size_t eol_len, len;
+		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+		int rc;
 
-		free(line);
+		if (eol.pos < 0)
+			break;
+		len = (size_t)eol.pos;
+		if (len > RELAY_MAX_REPLY_LINE) {
+			conn_garbled(c);
+			return;
+		}
+		evbuffer_remove(in, line, len);
+		line[len] = '\0';
+		evbuffer_drain(in, eol_len);
+		rc = reply_line(c, line, len);
 		if (rc < 0) {
-			if (c->txn)
-				txn_fail(c->txn, 451, "4.4.0",
-				    "Error: backend protocol error, try again later");
-			else {
-				pool_remove(c->pool, c);
-				conn_free(c);
-			}
+			conn_garbled(c);
 			return;
 		}
 		if (rc == 0)
@@ -1434,14 +1451,8 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		    conn_op_reply(c)))
 			return;	/* c is gone */
 	}
-	if (evbuffer_get_length(in) > RELAY_MAX_REPLY_LINE) {
-		if (c->txn)
-			txn_fail(c->txn, 451, "4.4.0", "Error: backend protocol error, try again later");
-		else {
-			pool_remove(c->pool, c);
-			conn_free(c);
-		}
-	}
+	if (evbuffer_get_length(in) > RELAY_MAX_REPLY_LINE)
+		conn_garbled(c);
 }
 
 /* conn_refill - the output drained: more of the body, if it is being sent */

@@ -91,24 +91,63 @@ smtp_reply_get(enum smtp_reply_id id)
 	return &replies[id];
 }
 
+/* put - copy up to n octets of s at *off in dst, keeping room for CRLF and NUL */
+static void
+put(char *dst, size_t size, size_t *off, const char *s, size_t n)
+{
+	size_t room = size - 3 - *off;
+
+	if (n > room)
+		n = room;
+	memcpy(dst + *off, s, n);
+	*off += n;
+}
+
+/*
+ * smtp_reply_line - a table reply, "CODE ECODE TEXT\r\n", in dst (NUL
+ * terminated); host fills %s.  The text is cut, never the CRLF, if size is
+ * too small.  Returns the length.  No printf: seven of these per message.
+ */
+size_t
+smtp_reply_line(char *dst, size_t size, enum smtp_reply_id id, const char *host)
+{
+	const struct smtp_reply_entry *e = smtp_reply_get(id);
+	const char *pct = strstr(e->text, "%s");
+	char code[4];
+	size_t off = 0;
+
+	if (size < 8) {
+		if (size > 0)
+			dst[0] = '\0';
+		return 0;
+	}
+	code[0] = (char)('0' + e->code / 100 % 10);
+	code[1] = (char)('0' + e->code / 10 % 10);
+	code[2] = (char)('0' + e->code % 10);
+	code[3] = ' ';
+	put(dst, size, &off, code, 4);
+	if (e->ecode) {
+		put(dst, size, &off, e->ecode, strlen(e->ecode));
+		put(dst, size, &off, " ", 1);
+	}
+	if (pct) {
+		put(dst, size, &off, e->text, (size_t)(pct - e->text));
+		put(dst, size, &off, host, strlen(host));
+		put(dst, size, &off, pct + 2, strlen(pct + 2));
+	} else {
+		put(dst, size, &off, e->text, strlen(e->text));
+	}
+	memcpy(dst + off, "\r\n", 3);
+	return off + 2;
+}
+
 /* smtp_reply_format - append a table reply */
 void
 smtp_reply_format(struct buf *out, enum smtp_reply_id id, const char *host)
 {
-	const struct smtp_reply_entry *e = smtp_reply_get(id);
-	const char *pct = strstr(e->text, "%s");
+	char line[SMTP_REPLY_LINE_MAX];
 
-	buf_printf(out, "%d ", e->code);
-	if (e->ecode)
-		buf_printf(out, "%s ", e->ecode);
-	if (pct) {
-		buf_append(out, e->text, (size_t)(pct - e->text));
-		buf_puts(out, host);
-		buf_puts(out, pct + 2);
-	} else {
-		buf_puts(out, e->text);
-	}
-	buf_puts(out, "\r\n");
+	buf_append(out, line, smtp_reply_line(line, sizeof(line), id, host));
 }
 
 /* smtp_reply_custom - append a reply from parts, multi-line on \n */

@@ -97,6 +97,9 @@ const struct smtp_reply_entry *smtp_reply_get(enum smtp_reply_id id);
  * becomes a multi-line reply with CODE- continuation lines.
  */
 void smtp_reply_format(struct buf *out, enum smtp_reply_id id, const char *host);
+/* smtp_reply_line - the same into dst (NUL-terminated), text cut to fit; returns the length. */
+#define SMTP_REPLY_LINE_MAX	512	/* RFC 5321 4.5.3.1.5: a reply line, CRLF included */
+size_t smtp_reply_line(char *dst, size_t size, enum smtp_reply_id id, const char *host);
 void smtp_reply_custom(struct buf *out, int code, const char *ecode, const char *text);
 
 #endif

@@ -110,12 +110,10 @@ session_flush_soon(struct session *s)
 void
 session_reply(struct session *s, enum smtp_reply_id id)
 {
-	struct buf b;
+	char line[SMTP_REPLY_LINE_MAX];
 
-	buf_init(&b);
-	smtp_reply_format(&b, id, s->conf->hostname);
-	evbuffer_add(session_out(s), b.data, b.len);
-	buf_free(&b);
+	evbuffer_add(session_out(s), line, smtp_reply_line(line, sizeof(line), id,
+	    s->conf->hostname));
 }
 
 /* session_reply_custom - a reply with text from a filter or the backend */

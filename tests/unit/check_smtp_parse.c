@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "smtp_parse.h"
+#include "smtp_reply.h"
 
 /* Input that may hold NULs: a literal and its length. */
 #define S(lit)	{ lit, sizeof(lit) - 1 }
@@ -1059,6 +1060,47 @@ START_TEST(test_names)
 END_TEST
 
 /* smtp_parse_suite - every test case above */
+/* Table replies: every entry formats as CODE SP [ECODE SP] TEXT CRLF, and is cut, never its CRLF. */
+START_TEST(test_reply_line)
+{
+	char line[SMTP_REPLY_LINE_MAX], small[16];
+	struct buf b;
+	size_t n;
+	int id;
+
+	n = smtp_reply_line(line, sizeof(line), R_BANNER, "mx.example.test");
+	ck_assert_str_eq(line, "220 mx.example.test ESMTP portier\r\n");
+	ck_assert_uint_eq(n, strlen(line));
+	n = smtp_reply_line(line, sizeof(line), R_MAIL_OK, "h");
+	ck_assert_str_eq(line, "250 2.1.0 Sender ok\r\n");
+	for (id = 0; id < R_MAX; id++) {
+		const struct smtp_reply_entry *e = smtp_reply_get((enum smtp_reply_id)id);
+		char want[SMTP_REPLY_LINE_MAX];
+
+		n = smtp_reply_line(line, sizeof(line), (enum smtp_reply_id)id, "host.test");
+		ck_assert_uint_eq(n, strlen(line));
+		ck_assert_int_eq(atoi(line), e->code);
+		ck_assert_msg(n >= 6 && memcmp(line + n - 2, "\r\n", 2) == 0, "reply %d: %s", id, line);
+		snprintf(want, sizeof(want), "%d %s%s", e->code, e->ecode ? e->ecode : "",
+		    e->ecode ? " " : "");
+		ck_assert_msg(strncmp(line, want, strlen(want)) == 0, "reply %d: %s", id, line);
+		/* smtp_reply_format appends the same line. */
+		buf_init(&b);
+		buf_puts(&b, "x");
+		smtp_reply_format(&b, (enum smtp_reply_id)id, "host.test");
+		ck_assert_str_eq(b.data + 1, line);
+		buf_free(&b);
+	}
+	/* Too small: the text is cut, the line still ends with CRLF and fits. */
+	n = smtp_reply_line(small, sizeof(small), R_BANNER, "a-very-long-host-name.example.test");
+	ck_assert_uint_eq(n, sizeof(small) - 1);
+	ck_assert_str_eq(small, "220 a-very-lo\r\n");
+	n = smtp_reply_line(small, 4, R_BANNER, "h");
+	ck_assert_uint_eq(n, 0);
+	ck_assert_str_eq(small, "");
+}
+END_TEST
+
 static Suite *
 smtp_parse_suite(void)
 {
@@ -1091,6 +1133,10 @@ smtp_parse_suite(void)
 	tcase_add_test(tc, test_helo_length);
 	tcase_add_loop_test(tc, test_bdat, 0, (int)ARRAY_SIZE(bdat_cases));
 	tcase_add_loop_test(tc, test_auth, 0, (int)ARRAY_SIZE(auth_cases));
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("reply");
+	tcase_add_test(tc, test_reply_line);
 	suite_add_tcase(s, tc);
 	return s;
 }
