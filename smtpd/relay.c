@@ -194,20 +194,6 @@ relay_pool_new(struct event_base *base, struct workers_loop *wl)
 	return pool;
 }
 
-/* conn_set_timeouts - read and write deadlines in seconds (0: none) */
-static void
-conn_set_timeouts(struct relay_conn *c, unsigned rsecs, unsigned wsecs)
-{
-	struct timeval r = { rsecs, 0 }, w = { wsecs, 0 };
-
-	if (c->sin) {
-		sockin_set_timeout(c->sin, rsecs);
-		bufferevent_set_timeouts(c->bev, NULL, wsecs ? &w : NULL);
-		return;
-	}
-	bufferevent_set_timeouts(c->bev, rsecs ? &r : NULL, wsecs ? &w : NULL);
-}
-
 /* conn_read_on - read replies (and see EOF) */
 static void
 conn_read_on(struct relay_conn *c)
@@ -280,7 +266,7 @@ pool_put(struct relay_pool *pool, struct relay_conn *c, unsigned max)
 		return;
 	}
 	conn_read_on(c);	/* EOF, idle timeout, RSET reply */
-	conn_set_timeouts(c, RELAY_IDLE_TIMEOUT, 0);
+	sockin_timeouts(c->sin, c->bev, RELAY_IDLE_TIMEOUT, 0);
 	c->next = pool->idle;
 	pool->idle = c;
 	pool->nidle++;
@@ -615,7 +601,7 @@ conn_send_cmd(struct relay_conn *c, const struct buf *cmd)
 {
 	unsigned secs = c->txn ? c->txn->conf->relay_timeout : 30;
 
-	conn_set_timeouts(c, secs, secs);
+	sockin_timeouts(c->sin, c->bev, secs, secs);
 	evbuffer_add(c->pool->stage, cmd->data, cmd->len);
 	(void)conn_flush(c);
 }
@@ -1180,7 +1166,7 @@ conn_start_tls(struct relay_conn *c)
 	/* The TLS filter reads through the plain bufferevent from now on, under the same deadline. */
 	sockin_free(c->sin);
 	c->sin = NULL;
-	conn_set_timeouts(c, rt->conf->relay_timeout, rt->conf->relay_timeout);
+	sockin_timeouts(c->sin, c->bev, rt->conf->relay_timeout, rt->conf->relay_timeout);
 	tbev = bufferevent_openssl_filter_new(rt->pool->base, c->bev, ssl,
 	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tbev == NULL)
@@ -1496,7 +1482,7 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		c->sin = sockin_new(c->pool->base, c->bev, RELAY_INPUT_HIGH, conn_read_cb,
 		    conn_event_cb, c);
 		bufferevent_disable(c->bev, EV_READ);
-		conn_set_timeouts(c, secs, secs);	/* for the greeting */
+		sockin_timeouts(c->sin, c->bev, secs, secs);	/* for the greeting */
 		sockin_enable(c->sin);
 		c->state = RS_GREETING;
 		return;

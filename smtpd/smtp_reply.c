@@ -141,15 +141,6 @@ smtp_reply_line(char *dst, size_t size, enum smtp_reply_id id, const char *host)
 	return off + 2;
 }
 
-/* smtp_reply_format - append a table reply */
-void
-smtp_reply_format(struct buf *out, enum smtp_reply_id id, const char *host)
-{
-	char line[SMTP_REPLY_LINE_MAX];
-
-	buf_append(out, line, smtp_reply_line(line, sizeof(line), id, host));
-}
-
 /* smtp_reply_custom - append a reply from parts, multi-line on \n */
 void
 smtp_reply_custom(struct buf *out, int code, const char *ecode, const char *text)

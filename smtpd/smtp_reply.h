@@ -2,7 +2,7 @@
  * smtp_reply.h - every fixed reply portier sends, in one table.
  *
  * Each entry has its code, its RFC 3463 enhanced code and its words; a
- * session formats them with smtp_reply_format.  Replies that carry text from
+ * session formats them with smtp_reply_line.  Replies that carry text from
  * elsewhere (backend, filters) are built by the session, never here.
  */
 #ifndef PORTIER_SMTP_REPLY_H
@@ -92,12 +92,11 @@ struct smtp_reply_entry {
 const struct smtp_reply_entry *smtp_reply_get(enum smtp_reply_id id);
 
 /*
- * smtp_reply_format - append "CODE ECODE TEXT\r\n" to out; host fills %s.
+ * smtp_reply_line - "CODE ECODE TEXT\r\n" into dst (NUL-terminated), host
+ * filling %s, the text cut to fit; returns the length.
  * smtp_reply_custom - append a reply from parts; multi-line text (\n inside)
  * becomes a multi-line reply with CODE- continuation lines.
  */
-void smtp_reply_format(struct buf *out, enum smtp_reply_id id, const char *host);
-/* smtp_reply_line - the same into dst (NUL-terminated), text cut to fit; returns the length. */
 #define SMTP_REPLY_LINE_MAX	512	/* RFC 5321 4.5.3.1.5: a reply line, CRLF included */
 size_t smtp_reply_line(char *dst, size_t size, enum smtp_reply_id id, const char *host);
 void smtp_reply_custom(struct buf *out, int code, const char *ecode, const char *text);

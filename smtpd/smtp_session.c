@@ -314,14 +314,7 @@ session_shutdown_idle(struct session *s)
 void
 session_set_timeout(struct session *s, unsigned secs)
 {
-	struct timeval tv = { secs, 0 };
-
-	if (s->sin) {
-		sockin_set_timeout(s->sin, secs);
-		bufferevent_set_timeouts(s->bev, NULL, &tv);
-		return;
-	}
-	bufferevent_set_timeouts(s->bev, &tv, &tv);
+	sockin_timeouts(s->sin, s->bev, secs, secs);
 }
 
 /*

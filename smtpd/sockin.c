@@ -160,3 +160,16 @@ sockin_set_timeout(struct sockin *si, unsigned secs)
 	if (si->enabled && !si->suspended)
 		arm(si);
 }
+
+void
+sockin_timeouts(struct sockin *si, struct bufferevent *bev, unsigned rsecs, unsigned wsecs)
+{
+	struct timeval r = { rsecs, 0 }, w = { wsecs, 0 };
+
+	if (si != NULL) {
+		sockin_set_timeout(si, rsecs);
+		bufferevent_set_timeouts(bev, NULL, wsecs ? &w : NULL);
+		return;
+	}
+	bufferevent_set_timeouts(bev, rsecs ? &r : NULL, wsecs ? &w : NULL);
+}

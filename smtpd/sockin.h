@@ -37,5 +37,12 @@ void sockin_enable(struct sockin *si);
 void sockin_disable(struct sockin *si);
 /* sockin_set_timeout - no data for secs seconds is BEV_EVENT_TIMEOUT (0: none) */
 void sockin_set_timeout(struct sockin *si, unsigned secs);
+/*
+ * sockin_timeouts - the deadlines of a socket read by si (or, si NULL, by bev
+ * itself): reads on si if there is one, else on bev; writes on bev.  Seconds,
+ * 0 for none.
+ */
+void sockin_timeouts(struct sockin *si, struct bufferevent *bev, unsigned rsecs,
+    unsigned wsecs);
 
 #endif
