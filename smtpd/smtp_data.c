@@ -187,6 +187,20 @@ content_error_reply(enum data_reader_error e)
 	}
 }
 
+/*
+ * content_refused - the message broke a content rule: end the transaction;
+ * too big is not counted as a client error, the others are
+ */
+static void
+content_refused(struct session *s, enum data_reader_error e)
+{
+	session_txn_end(s, TXN_REJECTED, data_reader_strerror(e));
+	if (e == DATA_READER_TOO_BIG)
+		session_reply(s, R_SIZE_EXCEEDED);
+	else
+		session_client_error(s, content_error_reply(e));
+}
+
 /* smtp_data_chunk_done - a complete chunk: acknowledge, or end the message */
 void
 smtp_data_chunk_done(struct session *s)
@@ -210,11 +224,7 @@ smtp_data_chunk_done(struct session *s)
 	e = data_reader_error(&t->dr);
 	if (e != DATA_READER_OK) {
 		/* Refuse now; the rest of this message's chunks are thrown away. */
-		session_txn_end(s, TXN_REJECTED, data_reader_strerror(e));
-		if (e == DATA_READER_TOO_BIG)
-			session_reply(s, R_SIZE_EXCEEDED);
-		else
-			session_client_error(s, content_error_reply(e));
+		content_refused(s, e);
 		return;
 	}
 	snprintf(text, sizeof(text), "%llu octets received",
@@ -516,11 +526,7 @@ smtp_data_end(struct session *s)
 
 	if (e != DATA_READER_OK) {
 		log_info("id=%s event=content_error error=\"%s\"", s->idstr, data_reader_strerror(e));
-		session_txn_end(s, TXN_REJECTED, data_reader_strerror(e));
-		if (e == DATA_READER_TOO_BIG)
-			session_reply(s, R_SIZE_EXCEEDED);
-		else
-			session_client_error(s, content_error_reply(e));
+		content_refused(s, e);
 		return;
 	}
 	if (t->data_failed) {
