@@ -5,7 +5,7 @@
 set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config
- libevent-dev libssl-dev libinih-dev check libsubunit-dev libcrypt-dev
+ libevent-dev libssl-dev libinih-dev check libsubunit-dev libcrypt-dev liburing-dev
  clang libclang-rt-dev"
 TEST_PKGS="postfix dovecot-core dovecot-lmtpd swaks libnet-ssleay-perl libauthen-sasl-perl msmtp python3 python3-pytest openssl
  procps iproute2"

@@ -238,6 +238,7 @@ static const struct conf_key conf_server_keys[] = {
 	KC("metrics", metrics, conf_set_metrics, 0, 0, NULL),
 	{ "local_domains", conf_set_domains, 0, 0, 0, NULL, NULL },	/* whole conf */
 	KC("drain_timeout", drain_timeout, conf_set_uint, 0, 86400, NULL),
+	KC("io_uring", io_uring, conf_set_bool, 0, 0, NULL),
 	{ NULL, NULL, 0, 0, 0, NULL, NULL }
 };
 
@@ -877,6 +878,7 @@ conf_build(struct conf_load *ld)
 	c->resolver = xstrdup("system");
 	c->log = xstrdup("stderr");
 	c->drain_timeout = 30;
+	c->io_uring = true;
 	c->relay.kind = RELAY_NONE;
 	c->bounce_relay.kind = RELAY_NONE;
 	c->relay_tls = RELAY_TLS_NONE;

@@ -91,6 +91,7 @@ struct conf {
 	char **local_domains;	/* lower-case */
 	size_t nlocal_domains;
 	unsigned drain_timeout;	/* seconds SIGTERM waits for live sessions */
+	bool io_uring;		/* batch a loop turn's socket writes through io_uring */
 	struct conf_limits limits;
 
 	struct conf_listener *listeners;

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "maildir.h"
 #include "relay.h"
+#include "sendbatch.h"
 #include "sockin.h"
 #include "spool.h"
 #include "util.h"
@@ -569,7 +570,20 @@ relay_pool_cork(struct relay_pool *pool)
 	pool->corked = true;
 }
 
-/* relay_pool_uncork - the loop turn is over: write what was held */
+void
+relay_pool_send(struct relay_pool *pool, struct sendbatch *sb)
+{
+	size_t i;
+
+	for (i = 0; i < pool->nheld; i++) {
+		struct relay_conn *c = pool->held[i];
+
+		if (c != NULL && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			sendbatch_add(sb, bufferevent_getfd(c->bev), c->held);
+	}
+}
+
+/* relay_pool_uncork - the loop turn is over: write what was held (what relay_pool_send left) */
 void
 relay_pool_uncork(struct relay_pool *pool)
 {

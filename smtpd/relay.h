@@ -22,6 +22,7 @@ struct event_base;
 struct workers_loop;
 struct spool;
 struct relay_pool;
+struct sendbatch;
 struct relay_txn;
 
 struct relay_result {
@@ -43,6 +44,12 @@ void relay_pool_free(struct relay_pool *pool);
  */
 void relay_pool_cork(struct relay_pool *pool);
 void relay_pool_uncork(struct relay_pool *pool);
+/*
+ * relay_pool_send - before relay_pool_uncork, hand what is held for idle
+ * plain sockets to the turn's batch; relay_pool_uncork then queues what
+ * the sockets did not take (after sendbatch_run) or writes it itself.
+ */
+void relay_pool_send(struct relay_pool *pool, struct sendbatch *sb);
 
 /* relay_txn_new - a transaction toward target; connects lazily at relay_mail. */
 struct relay_txn *relay_txn_new(struct relay_pool *pool, const struct conf *conf,

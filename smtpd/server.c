@@ -41,6 +41,7 @@
 #include "filter.h"
 #include "log.h"
 #include "relay.h"
+#include "sendbatch.h"
 #include "server.h"
 #include "smtp_session.h"
 #include "tls.h"
@@ -84,6 +85,7 @@ struct loop {
 	bool in_turn;		/* loop_main is running callbacks: replies wait for its end */
 	uint64_t *later;	/* sessions with replies to flush at the turn's end */
 	size_t nlater, alater;
+	struct sendbatch *sb;	/* the turn's writes, in one system call */
 };
 
 static pthread_mutex_t snap_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -373,7 +375,11 @@ loop_flush_later(struct loop *l, uint64_t id)
 	return true;
 }
 
-/* loop_flush_sessions - the turn ended: send the replies it made (sessions gone since are skipped) */
+/*
+ * loop_flush_sessions - the turn ended: send the replies it made and the
+ * backend commands it held, all in one batch; then what the sockets did not
+ * take goes to the bufferevents (sessions gone since are skipped)
+ */
 static void
 loop_flush_sessions(struct loop *l)
 {
@@ -384,9 +390,18 @@ loop_flush_sessions(struct loop *l)
 		struct session *s = loop_session_find(l, l->later[i]);
 
 		if (s != NULL)
+			session_send(s, l->sb);
+	}
+	relay_pool_send(l->relay, l->sb);
+	sendbatch_run(l->sb);
+	for (i = 0; i < l->nlater; i++) {
+		struct session *s = loop_session_find(l, l->later[i]);
+
+		if (s != NULL)
 			session_flush(s);
 	}
 	l->nlater = 0;
+	relay_pool_uncork(l->relay);
 }
 
 /* loop_session_find - the live session with id, or NULL */
@@ -727,7 +742,6 @@ loop_main(void *arg)
 		relay_pool_cork(l->relay);
 		rc = event_base_loop(l->base, EVLOOP_ONCE);
 		loop_flush_sessions(l);
-		relay_pool_uncork(l->relay);
 		log_flush();
 		if (rc != 0 || event_base_got_break(l->base) || event_base_got_exit(l->base))
 			break;
@@ -766,12 +780,13 @@ loop_free(struct loop *l)
 	workers_detach(l->wl);
 	free(l->buckets);
 	free(l->later);
+	sendbatch_free(l->sb);
 	free(l);
 }
 
 /* loop_setup - base, listeners, worker channel and relay pool of one loop */
 static void
-loop_setup(struct loop *l, unsigned index)
+loop_setup(struct loop *l, unsigned index, const struct conf *conf)
 {
 	size_t i;
 	struct event_base *base = event_base_new();
@@ -779,6 +794,7 @@ loop_setup(struct loop *l, unsigned index)
 	if (base == NULL)
 		fatal("event_base_new failed");
 	loop_init(l, index, base, worker_pool);
+	l->sb = sendbatch_new(conf->io_uring);
 	l->lev = xcalloc(l->nsocks ? l->nsocks : 1, sizeof(*l->lev));
 	for (i = 0; i < l->nsocks; i++) {
 		l->lev[i] = evconnlistener_new(l->base, accept_cb, &l->socks[i],
@@ -807,6 +823,7 @@ loop_teardown(struct loop *l)
 	workers_detach(l->wl);
 	free(l->buckets);
 	free(l->later);
+	sendbatch_free(l->sb);
 	event_base_free(l->base);
 }
 
@@ -905,7 +922,10 @@ server_run(struct snapshot *snap, const char *config_path)
 	worker_pool = workers_new(conf->worker_threads ? conf->worker_threads : 4, 10000);
 	auth_failures = authfail_new(conf->auth_max_failures, conf->auth_failure_window, 100000);
 	for (i = 0; i < nloops; i++)
-		loop_setup(&loops[i], i);
+		loop_setup(&loops[i], i, conf);
+	if (conf->io_uring && nloops > 0 && !sendbatch_uring(loops[0].sb))
+		log_warn("event=startup io_uring=unavailable reason=\"%s\" writes=writev",
+		    sendbatch_uring_why(loops[0].sb));
 
 	memset(&sc, 0, sizeof(sc));
 	sc.base = event_base_new();
@@ -926,8 +946,9 @@ server_run(struct snapshot *snap, const char *config_path)
 		if (pthread_create(&loops[i].thread, NULL, loop_main, &loops[i]) != 0)
 			fatal("pthread_create failed");
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	log_info("event=startup loops=%u listeners=%zu relay=%s", nloops, conf->nlisteners,
-	    conf->relay.spec ? conf->relay.spec : "none");
+	log_info("event=startup loops=%u listeners=%zu relay=%s writes=%s", nloops, conf->nlisteners,
+	    conf->relay.spec ? conf->relay.spec : "none",
+	    nloops > 0 && sendbatch_uring(loops[0].sb) ? "io_uring" : "writev");
 
 	event_base_dispatch(sc.base);
 

@@ -37,6 +37,7 @@
 #include "filter.h"
 #include "log.h"
 #include "relay.h"
+#include "sendbatch.h"
 #include "server.h"
 #include "sockin.h"
 #include "smtp_parse.h"
@@ -68,29 +69,38 @@ session_out(struct session *s)
 }
 
 /*
- * session_flush - send the collected replies.  On a plain socket with
- * nothing queued, write(2) them directly: handing them to the bufferevent
- * would cost an epoll_ctl to add EV_WRITE and another to drop it, for
- * every reply.  Whatever the socket does not take (and everything under
- * TLS) goes through the bufferevent as usual.
+ * session_send - write the collected replies on a plain socket with nothing
+ * queued, directly or through the turn's batch sb (NULL: now): handing them
+ * to the bufferevent would cost an epoll_ctl to add EV_WRITE and another to
+ * drop it, for every reply.  What the socket does not take stays collected.
+ */
+void
+session_send(struct session *s, struct sendbatch *sb)
+{
+	evutil_socket_t fd;
+
+	if (evbuffer_get_length(s->pending) == 0 || s->bev == NULL)
+		return;
+	if (s->tls_active || s->tls_handshaking || bufferevent_openssl_get_ssl(s->bev) != NULL ||
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) != 0)
+		return;
+	if ((fd = bufferevent_getfd(s->bev)) >= 0)
+		sendbatch_add(sb, fd, s->pending);	/* drains what was written */
+}
+
+/*
+ * session_flush - send the collected replies: directly when session_send
+ * can, and whatever the socket does not take (and everything under TLS)
+ * through the bufferevent as usual.
  */
 void
 session_flush(struct session *s)
 {
-	struct evbuffer *bout;
-
 	if (evbuffer_get_length(s->pending) == 0 || s->bev == NULL)
 		return;
-	bout = bufferevent_get_output(s->bev);
-	if (!s->tls_active && !s->tls_handshaking && evbuffer_get_length(bout) == 0 &&
-	    bufferevent_openssl_get_ssl(s->bev) == NULL) {
-		evutil_socket_t fd = bufferevent_getfd(s->bev);
-
-		if (fd >= 0)
-			evbuffer_write(s->pending, fd);	/* drains what was written */
-	}
+	session_send(s, NULL);
 	if (evbuffer_get_length(s->pending) > 0)
-		evbuffer_add_buffer(bout, s->pending);
+		evbuffer_add_buffer(bufferevent_get_output(s->bev), s->pending);
 }
 
 /*

@@ -17,6 +17,7 @@
 struct loop;
 struct snapshot;
 struct session;
+struct sendbatch;
 
 struct bufferevent;
 
@@ -29,5 +30,7 @@ void session_shutdown_idle(struct session *s);
 void session_shutdown(struct session *s, bool force);
 /* session_flush - send the replies collected so far (the loop calls it at a turn's end). */
 void session_flush(struct session *s);
+/* session_send - write them if the socket is plain and idle, through sb (NULL: now); the rest stays */
+void session_send(struct session *s, struct sendbatch *sb);
 
 #endif

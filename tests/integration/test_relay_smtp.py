@@ -362,3 +362,52 @@ def test_txn_log_line(relay_pair, client):
     assert "alice@example.test" in line, line
     size = re.search(r"(?:^|\s)size=(\d+)", line)
     assert size and int(size.group(1)) >= len(msg) - 10, line
+
+
+@pytest.mark.parametrize("io_uring", ["yes", "no"])
+def test_turn_writes_batched_or_not(make_pair, client, io_uring):
+    """A loop turn's writes go out in one io_uring call, or with writev(2) per socket (io_uring =
+    no, or a kernel that refuses io_uring: then a warning says why); the startup line says
+    which.  Either way, 12 clients at once, each pipelining its whole transaction, get every
+    reply and every message arrives byte-identical."""
+    p, s = make_pair(server={"io_uring": io_uring})
+    m = p.wait_log(r"event=startup loops=.* writes=(\S+)")
+    assert m, p.log_text()
+    line, writes = m.group(0), m.group(1)
+    if io_uring == "no":
+        assert writes == "writev", line
+        assert "io_uring=unavailable" not in p.log_text()
+    elif writes != "io_uring":
+        assert writes == "writev", line
+        assert re.search(r'io_uring=unavailable reason="[^"]+" writes=writev', p.log_text())
+    n = 12
+    msgs = {i: make_message(body_lines=["client %d line %d" % (i, k) for k in range(200)])
+            for i in range(n)}
+    errors = []
+
+    def one(i):
+        try:
+            c = client(p.port)
+            c.start()
+            c.send(b"MAIL FROM:<sender%d@origin.test>\r\nRCPT TO:<rcpt%d@example.test>\r\n"
+                   b"DATA\r\n" % (i, i))
+            codes = [r.code for r in c.read_replies(3)]
+            assert codes == [250, 250, 354], codes
+            c.send(peers.dot_stuff(msgs[i]) + b".\r\nQUIT\r\n")
+            codes = [r.code for r in c.read_replies(2)]
+            assert codes == [250, 221], codes
+        except Exception as e:          # reported below, with the client's number
+            errors.append("client %d: %r" % (i, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    got = s.wait_messages(n)
+    assert len(got) == n
+    for m in got:
+        i = int(re.match(r"rcpt(\d+)@", m.rcpts[0]).group(1))
+        assert m.mail_from == "sender%d@origin.test" % i
+        peers.assert_same_message(msgs[i], m.content)
