@@ -17,6 +17,8 @@
 # invocations; a comparison across two invocations mostly measures that drift).
 #
 # Environment: MESSAGES (10000) SESSIONS (20) SIZE (5120) ROUNDS (3) KEEPALIVE (yes) WARMUP (500) WORKERS (0: one loop per core)
+#   IO_URING (unset: the default; yes/no sets portier's io_uring key; each portier line shows the
+#   writes= its startup logged)
 #   PORTIER (smtpd/portier) PORTIER_B (none) RUN_TIMEOUT (60 + MESSAGES/25 s per run) STRICT (0; 1 = exit 2
 #   when the ratio is below target) KEEP_TMP (0; 1 = keep the work directory
 #   and logs, which are kept anyway when a run fails)
@@ -173,6 +175,7 @@ run_case() {
 			log = stderr
 			local_domains = example.test
 			max_sessions = 20000
+			${IO_URING:+io_uring = $IO_URING}
 
 			[listener bench]
 			listen = 127.0.0.1:$pport
@@ -225,6 +228,7 @@ run_case() {
 	if [ -n "$xpid" ]; then
 		alive "$xpid" || { show_log "$log" "portier's log"; die "portier exited during the run"; }
 		hwm=$(lib status "$xpid" VmHWM)
+		wmode=$(grep -o 'writes=[a-z_]*' "$log" | head -n 1) || wmode="writes=?"
 		stop "$xpid"
 		if [ "$stop_rc" != 0 ]; then
 			echo "throughput.sh: warning: portier exited with status $stop_rc after SIGTERM (expected 0)" >&2
@@ -288,12 +292,12 @@ for keep in "${keeps[@]}"; do
 		d_runs+=("$rate $elapsed 0")
 		if [ "$portier_ok" = yes ]; then
 			run_case portier "$keep" "$MESSAGES"
-			show "portier$suffix$tagr" "$MESSAGES" "$elapsed" "$rate" "$hwm"
+			show "portier$suffix$tagr" "$MESSAGES" "$elapsed" "$rate" "$hwm" "   $wmode"
 			p_runs+=("$rate $elapsed $hwm")
 		fi
 		if [ -n "$PORTIER_B" ]; then
 			run_case portier_b "$keep" "$MESSAGES"
-			show "portier_b$suffix$tagr" "$MESSAGES" "$elapsed" "$rate" "$hwm"
+			show "portier_b$suffix$tagr" "$MESSAGES" "$elapsed" "$rate" "$hwm" "   $wmode"
 			b_runs+=("$rate $elapsed $hwm")
 		fi
 	done
