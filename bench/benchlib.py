@@ -15,6 +15,7 @@ Used as a module by idle_memory.py and as a command by throughput.sh:
 Never leaves a process behind; never touches anything but what it is given.
 """
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -106,11 +107,20 @@ def status_field(pid, field):
 
 
 def timed(secs, outfile, cmd):
-    """Run cmd with a deadline, timing it on the monotonic clock."""
+    """Run cmd with a deadline, timing it on the monotonic clock.  The exit is seen through a
+    pidfd the moment it happens: Popen.wait(timeout) polls with sleeps of up to 50 ms, which
+    would add up to 50 ms (2-4 % of a 10,000-message run) to every measurement."""
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, start_new_session=True)
     try:
-        rc = p.wait(timeout=secs)
+        pidfd = os.pidfd_open(p.pid)
+        try:
+            ready, _, _ = select.select([pidfd], [], [], secs)
+        finally:
+            os.close(pidfd)
+        if not ready:
+            raise subprocess.TimeoutExpired(cmd, secs)
+        rc = p.wait()
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
