@@ -42,6 +42,7 @@
 #include "auth.h"
 #include "conf.h"
 #include "util.h"
+#include "unit.h"
 
 /* ---- helpers ---- */
 
@@ -1594,8 +1595,7 @@ int
 main(void)
 {
 	const char *t = getenv("TMPDIR");
-	SRunner *sr;
-	int failed;
+	int rc;
 
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(tmp_root, sizeof(tmp_root), "%s/check_auth.XXXXXX",
@@ -1604,10 +1604,7 @@ main(void)
 		perror(tmp_root);
 		return EXIT_FAILURE;
 	}
-	sr = srunner_create(auth_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	rc = unit_run(auth_suite());
 	rm_rf(tmp_root);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return rc;
 }

@@ -18,6 +18,7 @@
 
 #include "authfail.h"
 #include "util.h"
+#include "unit.h"
 
 /* --- thresholds ------------------------------------------------------------------ */
 
@@ -399,14 +400,4 @@ authfail_suite(void)
 }
 
 /* main - run the suite; the exit status tells make check */
-int
-main(void)
-{
-	SRunner *sr = srunner_create(authfail_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(authfail_suite)

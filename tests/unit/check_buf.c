@@ -17,6 +17,7 @@
 #include "buf.h"
 #include "log.h"
 #include "util.h"
+#include "unit.h"
 
 /* check_invariants - len < cap, data NUL-terminated at len */
 static void
@@ -453,14 +454,4 @@ buf_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(buf_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(buf_suite)

@@ -16,6 +16,7 @@
 
 #include "conf.h"
 #include "util.h"
+#include "unit.h"
 
 /* A valid base to append mistakes to: lines 1-5. */
 #define BASE \
@@ -802,14 +803,4 @@ conf_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(conf_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(conf_suite)

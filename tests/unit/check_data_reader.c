@@ -17,6 +17,7 @@
 
 #include "buf.h"
 #include "data_reader.h"
+#include "unit.h"
 
 #define DOT DATA_READER_DOT
 #define RAW DATA_READER_RAW
@@ -725,14 +726,4 @@ data_reader_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(data_reader_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(data_reader_suite)

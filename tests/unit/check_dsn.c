@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "dsn.h"
 #include "util.h"
+#include "unit.h"
 
 #define MAX_PARTS 4
 
@@ -721,14 +722,4 @@ dsn_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(dsn_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(dsn_suite)

@@ -24,6 +24,7 @@
 #include "spool.h"
 #include "workers.h"
 #include "filter.h"
+#include "unit.h"
 
 /* ---- the trace ---- */
 
@@ -1567,15 +1568,11 @@ filter_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
+	int rc;
 
 	if (evthread_use_pthreads() != 0)
 		return 1;
-	sr = srunner_create(filter_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	rc = unit_run(filter_suite());
 	libevent_global_shutdown();
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return rc;
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "unit.h"
 
 static int rfd = -1, saved = -1;
 
@@ -144,14 +145,4 @@ log_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(log_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+UNIT_MAIN(log_suite)

@@ -26,6 +26,7 @@
 #include "maildir.h"
 #include "spool.h"
 #include "util.h"
+#include "unit.h"
 
 static const char HEAD[] = "Return-Path: <a@b.test>\r\nReceived: from x by y\r\n";
 static const char BODY[] = "Subject: hi\r\n\r\nline one\r\n.. dotted\r\n";
@@ -677,14 +678,4 @@ maildir_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(maildir_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(maildir_suite)

@@ -25,6 +25,7 @@
 #include <event2/buffer.h>
 
 #include "sendbatch.h"
+#include "unit.h"
 
 #define NSOCKS 150		/* more than one submission (64) holds */
 
@@ -333,14 +334,4 @@ sendbatch_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(sendbatch_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(sendbatch_suite)

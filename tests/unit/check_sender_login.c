@@ -18,6 +18,7 @@
 #include "buf.h"
 #include "sender_login.h"
 #include "util.h"
+#include "unit.h"
 
 /* Input that may hold NULs: a literal and its length. */
 #define S(lit)	lit, sizeof(lit) - 1
@@ -545,14 +546,4 @@ sender_login_suite(void)
 }
 
 /* main - run the suite; the exit status tells make check */
-int
-main(void)
-{
-	SRunner *sr = srunner_create(sender_login_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(sender_login_suite)

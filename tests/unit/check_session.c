@@ -27,6 +27,7 @@
 #include "server.h"
 #include "smtp_session.h"
 #include "workers.h"
+#include "unit.h"
 
 struct step {
 	const char *send;	/* NULL: just read */
@@ -450,14 +451,4 @@ session_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(session_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(session_suite)

@@ -17,6 +17,7 @@
 #include "buf.h"
 #include "smtp_parse.h"
 #include "smtp_reply.h"
+#include "unit.h"
 
 /* Input that may hold NULs: a literal and its length. */
 #define S(lit)	{ lit, sizeof(lit) - 1 }
@@ -1135,14 +1136,4 @@ smtp_parse_suite(void)
 }
 
 /* main - run the suite; the exit status tells make check */
-int
-main(void)
-{
-	SRunner *sr = srunner_create(smtp_parse_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(smtp_parse_suite)

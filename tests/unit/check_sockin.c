@@ -26,6 +26,7 @@
 #include <event2/event.h>
 
 #include "sockin.h"
+#include "unit.h"
 
 struct fixture {
 	struct event_base *base;
@@ -315,14 +316,4 @@ sockin_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(sockin_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+UNIT_MAIN(sockin_suite)

@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "spool.h"
+#include "unit.h"
 
 static char testdir[64];
 
@@ -447,14 +448,4 @@ spool_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(spool_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+UNIT_MAIN(spool_suite)

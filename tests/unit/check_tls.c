@@ -29,6 +29,7 @@
 #include "conf.h"
 #include "tls.h"
 #include "util.h"
+#include "unit.h"
 
 #define CN "mx.example.test"
 #define GREETING "220 " CN " ESMTP\r\n"
@@ -916,14 +917,10 @@ tls_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
+	int rc;
 
 	make_certs();
-	sr = srunner_create(tls_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	rc = unit_run(tls_suite());
 	remove_certs();
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return rc;
 }

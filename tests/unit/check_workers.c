@@ -17,6 +17,7 @@
 
 #include "util.h"
 #include "workers.h"
+#include "unit.h"
 
 /* A gate jobs can wait on until the test opens it. */
 struct gate {
@@ -392,15 +393,11 @@ workers_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
+	int rc;
 
 	if (evthread_use_pthreads() != 0)
 		return 1;
-	sr = srunner_create(workers_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	rc = unit_run(workers_suite());
 	libevent_global_shutdown();
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return rc;
 }
