@@ -104,6 +104,12 @@ sendbatch_add(struct sendbatch *sb, evutil_socket_t fd, struct evbuffer *buf)
 		struct io_uring_sqe *sqe;
 		int n;
 
+		unsigned i;
+
+		/* Added twice: its bytes are on their way once already. */
+		for (i = 0; i < sb->n; i++)
+			if (sb->send[i].buf == buf)
+				return;
 		if (sb->n == SB_ENTRIES)
 			sendbatch_run(sb);
 		s = &sb->send[sb->n];

@@ -36,7 +36,10 @@ struct sendbatch;
 struct sendbatch *sendbatch_new(bool use_uring);
 void sendbatch_free(struct sendbatch *sb);
 
-/* sendbatch_add - send buf's contents to fd (now, or at sendbatch_run); sb may be NULL: now */
+/*
+ * sendbatch_add - send buf's contents to fd (now, or at sendbatch_run); sb
+ * may be NULL: now.  A buffer added again before the run is sent once.
+ */
 void sendbatch_add(struct sendbatch *sb, evutil_socket_t fd, struct evbuffer *buf);
 
 /* sendbatch_run - make the sends added since the last run; drains what each sent */

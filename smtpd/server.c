@@ -398,7 +398,7 @@ loop_flush_sessions(struct loop *l)
 		struct session *s = loop_session_find(l, l->later[i]);
 
 		if (s != NULL)
-			session_flush(s);
+			session_turn_end(s);
 	}
 	l->nlater = 0;
 	relay_pool_uncork(l->relay);

@@ -110,9 +110,11 @@ session_flush(struct session *s)
 static void
 session_flush_soon(struct session *s)
 {
-	if (evbuffer_get_length(s->pending) == 0)
+	if (evbuffer_get_length(s->pending) == 0 || s->flush_listed)
 		return;
-	if (!loop_flush_later(s->loop, s->id))
+	if (loop_flush_later(s->loop, s->id))
+		s->flush_listed = true;
+	else
 		session_flush(s);
 }
 
@@ -296,6 +298,14 @@ session_close(struct session *s)
 	if (!output_pending(s) || s->tls_active)
 		session_reap(s);
 	/* else the write callback reaps once the buffer drained */
+}
+
+/* session_turn_end - the turn's batch was sent: what the socket did not take goes to the bufferevent */
+void
+session_turn_end(struct session *s)
+{
+	s->flush_listed = false;
+	session_flush(s);
 }
 
 /* session_shutdown - the drain deadline passed */

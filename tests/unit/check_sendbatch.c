@@ -294,6 +294,29 @@ START_TEST(test_peer_gone_writev)
 }
 END_TEST
 
+/* The same buffer added twice before the run is sent once. */
+START_TEST(test_added_twice_sent_once)
+{
+	struct sendbatch *sb = batch(true);
+	struct evbuffer *b = evbuffer_new();
+	char got[64];
+	int sv[2];
+
+	pair(sv);
+	evbuffer_add(b, "501 5.5.4 Syntax\r\n", 18);
+	sendbatch_add(sb, sv[0], b);
+	sendbatch_add(sb, sv[0], b);
+	sendbatch_run(sb);
+	drain_all(sv[1], got, sizeof(got));
+	ck_assert_str_eq(got, "501 5.5.4 Syntax\r\n");
+	ck_assert_uint_eq(evbuffer_get_length(b), 0);
+	evbuffer_free(b);
+	sendbatch_free(sb);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
 /* An empty buffer is no send at all, and a run with nothing added returns. */
 START_TEST(test_empty)
 {
@@ -329,6 +352,7 @@ sendbatch_suite(void)
 	tcase_add_test(tc, test_full_socket_writev);
 	tcase_add_test(tc, test_peer_gone_uring);
 	tcase_add_test(tc, test_peer_gone_writev);
+	tcase_add_test(tc, test_added_twice_sent_once);
 	tcase_add_test(tc, test_empty);
 	suite_add_tcase(s, tc);
 	return s;
