@@ -435,19 +435,11 @@ conn_start_tls(struct relay_conn *c)
 	const char *name = rt->conf->relay_tls_name ? rt->conf->relay_tls_name : rt->target->host;
 	bool verify = tls_client_verify(rt->conf);
 	SSL *ssl = tls_client_ssl_new(rt->tls_ctx, name, verify);
-	struct bufferevent *tbev;
 
 	/* The TLS filter reads through the plain bufferevent from now on, under the same deadline. */
-	sockin_free(c->sin);
-	c->sin = NULL;
-	sockin_timeouts(c->sin, c->bev, rt->conf->relay_timeout, rt->conf->relay_timeout);
-	tbev = bufferevent_openssl_filter_new(rt->pool->base, c->bev, ssl,
-	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-	if (tbev == NULL)
-		fatal("bufferevent_openssl_filter_new failed");
-	c->bev = tbev;
-	bufferevent_setcb(tbev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	bufferevent_enable(tbev, EV_READ | EV_WRITE);
+	sockin_timeouts(NULL, c->bev, rt->conf->relay_timeout, rt->conf->relay_timeout);
+	c->bev = sockin_starttls(&c->sin, rt->pool->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+	    conn_read_cb, conn_write_cb, conn_event_cb, c);
 	c->state = RS_HANDSHAKE;
 	return true;
 }

@@ -40,7 +40,6 @@ void
 smtp_auth_starttls(struct session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
-	struct bufferevent *tbev;
 	size_t pending;
 	SSL *ssl;
 
@@ -72,16 +71,8 @@ smtp_auth_starttls(struct session *s)
 	s->fsess.helo = NULL;
 	s->esmtp = false;
 	smtp_parse_reader_reset(&s->reader);
-	/* The TLS filter reads through the plain bufferevent from now on. */
-	sockin_free(s->sin);
-	s->sin = NULL;
-	tbev = bufferevent_openssl_filter_new(loop_base(s->loop), s->bev, ssl,
-	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (tbev == NULL)
-		fatal("bufferevent_openssl_filter_new failed");
-	s->bev = tbev;
-	bufferevent_setcb(tbev, session_read_cb, session_write_cb, session_event_cb, s);
-	bufferevent_enable(tbev, EV_READ | EV_WRITE);
+	s->bev = sockin_starttls(&s->sin, loop_base(s->loop), s->bev, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, session_read_cb, session_write_cb, session_event_cb, s);
 	session_set_timeout(s, s->conf->tls_handshake_timeout);
 	s->tls_handshaking = true;
 	s->paused = true;	/* nothing is read as a command until the handshake is done */

@@ -173,3 +173,20 @@ sockin_timeouts(struct sockin *si, struct bufferevent *bev, unsigned rsecs, unsi
 	}
 	bufferevent_set_timeouts(bev, rsecs ? &r : NULL, wsecs ? &w : NULL);
 }
+
+struct bufferevent *
+sockin_starttls(struct sockin **sin, struct event_base *base, struct bufferevent *bev, SSL *ssl,
+    enum bufferevent_ssl_state state, bufferevent_data_cb read_cb, bufferevent_data_cb write_cb,
+    bufferevent_event_cb event_cb, void *arg)
+{
+	struct bufferevent *tbev;
+
+	sockin_free(*sin);
+	*sin = NULL;
+	tbev = bufferevent_openssl_filter_new(base, bev, ssl, state, BEV_OPT_CLOSE_ON_FREE);
+	if (tbev == NULL)
+		fatal("bufferevent_openssl_filter_new failed");
+	bufferevent_setcb(tbev, read_cb, write_cb, event_cb, arg);
+	bufferevent_enable(tbev, EV_READ | EV_WRITE);
+	return tbev;
+}

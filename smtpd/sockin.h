@@ -10,7 +10,8 @@
  *
  * The bufferevent's own reading must stay disabled while a sockin reads its
  * socket.  Under TLS there is no sockin: OpenSSL reads through the
- * bufferevent.  To hand the socket back (STARTTLS), free the sockin first.
+ * bufferevent.  To hand the socket back (STARTTLS), free the sockin first:
+ * sockin_starttls does that and wraps the bufferevent in TLS.
  */
 #ifndef PORTIER_SOCKIN_H
 #define PORTIER_SOCKIN_H
@@ -18,6 +19,8 @@
 #include <stddef.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
 
 #define SOCKIN_READ_MAX	65536	/* octets per read(2) */
 
@@ -44,5 +47,17 @@ void sockin_set_timeout(struct sockin *si, unsigned secs);
  */
 void sockin_timeouts(struct sockin *si, struct bufferevent *bev, unsigned rsecs,
     unsigned wsecs);
+
+/*
+ * sockin_starttls - start TLS over the plain bev: *sin (if any) is freed and
+ * set to NULL, since OpenSSL reads through bev from now on.  Returns the TLS
+ * filter bufferevent, which owns bev and ssl, with the callbacks set and
+ * reading and writing enabled; state is BUFFEREVENT_SSL_ACCEPTING or
+ * BUFFEREVENT_SSL_CONNECTING.  Never NULL (out of memory is fatal).
+ */
+struct bufferevent *sockin_starttls(struct sockin **sin, struct event_base *base,
+    struct bufferevent *bev, SSL *ssl, enum bufferevent_ssl_state state,
+    bufferevent_data_cb read_cb, bufferevent_data_cb write_cb, bufferevent_event_cb event_cb,
+    void *arg);
 
 #endif
