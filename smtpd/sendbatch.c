@@ -102,9 +102,8 @@ sendbatch_add(struct sendbatch *sb, evutil_socket_t fd, struct evbuffer *buf)
 	if (sb != NULL && sb->uring) {
 		struct sb_send *s;
 		struct io_uring_sqe *sqe;
-		int n;
-
 		unsigned i;
+		int n;
 
 		/* Added twice: its bytes are on their way once already. */
 		for (i = 0; i < sb->n; i++)
