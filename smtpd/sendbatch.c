@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #ifdef HAVE_LIBURING
 #include <liburing.h>
@@ -45,6 +46,67 @@ struct sendbatch {
 #endif
 };
 
+#ifdef HAVE_LIBURING
+/*
+ * probe - does this kernel's io_uring send to a full socket with MSG_DONTWAIT
+ * without waiting?  Recent kernels complete it with EAGAIN.  One that armed a
+ * poll instead would stall the whole loop on a client that stopped reading,
+ * so the answer is tried on a full socketpair, not assumed.  NULL or why not.
+ */
+static const char *
+probe(struct io_uring *ring)
+{
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	struct __kernel_timespec wait = { 0, 200 * 1000 * 1000 };
+	struct msghdr msg;
+	struct iovec iov;
+	char fill[4096];
+	const char *why = NULL;
+	int sv[2], small = 1, rc;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return "socketpair failed";
+	(void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	memset(fill, 'x', sizeof(fill));
+	while (send(sv[0], fill, sizeof(fill), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+		;
+	iov.iov_base = fill;
+	iov.iov_len = 1;
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	if ((sqe = io_uring_get_sqe(ring)) == NULL) {
+		why = "no submission entry";
+		goto out;
+	}
+	io_uring_prep_sendmsg(sqe, sv[0], &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if ((rc = io_uring_submit(ring)) != 1) {
+		why = "io_uring_enter refused a send";
+		goto out;
+	}
+	rc = io_uring_wait_cqe_timeout(ring, &cqe, &wait);
+	if (rc == 0) {
+		if (cqe->res != -EAGAIN)
+			why = cqe->res == -EINVAL ? "IORING_OP_SENDMSG not supported" :
+			    "a send to a full socket did not fail with EAGAIN";
+		io_uring_cqe_seen(ring, cqe);
+		goto out;
+	}
+	/* The send waits for room: the kernel ignores MSG_DONTWAIT. Closing the peer ends it. */
+	why = "a send to a full socket waited (MSG_DONTWAIT ignored)";
+	close(sv[1]);
+	sv[1] = -1;
+	if (io_uring_wait_cqe_timeout(ring, &cqe, &wait) == 0)
+		io_uring_cqe_seen(ring, cqe);
+out:
+	close(sv[0]);
+	if (sv[1] >= 0)
+		close(sv[1]);
+	return why;
+}
+#endif
+
 struct sendbatch *
 sendbatch_new(bool use_uring)
 {
@@ -53,11 +115,16 @@ sendbatch_new(bool use_uring)
 #ifdef HAVE_LIBURING
 	if (use_uring) {
 		int rc = io_uring_queue_init(SB_ENTRIES, &sb->ring, 0);
+		const char *why;
 
-		if (rc == 0)
-			sb->uring = true;
-		else
+		if (rc != 0)
 			snprintf(sb->why, sizeof(sb->why), "io_uring_setup: %s", strerror(-rc));
+		else if ((why = probe(&sb->ring)) != NULL) {
+			/* Exiting the ring cancels a send the probe left waiting. */
+			io_uring_queue_exit(&sb->ring);
+			snprintf(sb->why, sizeof(sb->why), "%s", why);
+		} else
+			sb->uring = true;
 	} else
 		snprintf(sb->why, sizeof(sb->why), "turned off");
 #else

@@ -11,9 +11,10 @@
  * before any reader can run.
  *
  * Without io_uring (not built in, refused by the kernel or by a seccomp
- * filter, or turned off with "io_uring = no") sendbatch_add writes at once
- * with writev(2): what reaches the sockets is the same, only the number of
- * system calls and wake-ups differs.
+ * filter, turned off with "io_uring = no", or a kernel whose io_uring send
+ * waits on a full socket despite MSG_DONTWAIT: sendbatch_new tries one)
+ * sendbatch_add writes at once with writev(2): what reaches the sockets is
+ * the same, only the number of system calls and wake-ups differs.
  *
  * Use: sendbatch_add for each socket, then sendbatch_run.  Between the two
  * nobody may touch the buffers or close the sockets.  Afterwards each
