@@ -39,15 +39,16 @@ struct relay_pool *relay_pool_new(struct event_base *base, struct workers_loop *
 void relay_pool_free(struct relay_pool *pool);
 /*
  * relay_pool_cork/uncork - while corked, commands and bodies for plain
- * backend connections are held, and relay_pool_uncork writes them: the loop
- * corks before running a turn's callbacks and uncorks after.
+ * backend connections are held; relay_pool_send writes them and
+ * relay_pool_uncork queues the rest: the loop corks before running a turn's
+ * callbacks and sends and uncorks after.
  */
 void relay_pool_cork(struct relay_pool *pool);
 void relay_pool_uncork(struct relay_pool *pool);
 /*
  * relay_pool_send - before relay_pool_uncork, hand what is held for idle
- * plain sockets to the turn's batch; relay_pool_uncork then queues what
- * the sockets did not take (after sendbatch_run) or writes it itself.
+ * plain sockets to the turn's batch; relay_pool_uncork then (after
+ * sendbatch_run) queues what the sockets did not take in the bufferevents.
  */
 void relay_pool_send(struct relay_pool *pool, struct sendbatch *sb);
 

@@ -222,6 +222,7 @@ relay_pool_cork(struct relay_pool *pool)
 	pool->corked = true;
 }
 
+/* relay_pool_send - the loop turn is over: hand what was held for idle plain sockets to sb */
 void
 relay_pool_send(struct relay_pool *pool, struct sendbatch *sb)
 {
@@ -235,7 +236,10 @@ relay_pool_send(struct relay_pool *pool, struct sendbatch *sb)
 	}
 }
 
-/* relay_pool_uncork - the loop turn is over: write what was held (what relay_pool_send left) */
+/*
+ * relay_pool_uncork - the loop turn is over and relay_pool_send's batch was
+ * sent: what the sockets did not take goes to the bufferevents
+ */
 void
 relay_pool_uncork(struct relay_pool *pool)
 {
@@ -245,16 +249,12 @@ relay_pool_uncork(struct relay_pool *pool)
 	/* A refill below may hold nothing (not corked) but may free connections: indexes stay valid. */
 	for (i = 0; i < pool->nheld; i++) {
 		struct relay_conn *c = pool->held[i];
-		struct evbuffer *bout;
 
 		if (c == NULL)
 			continue;
 		c->listed = false;
-		bout = bufferevent_get_output(c->bev);
-		if (evbuffer_get_length(bout) == 0)
-			(void)evbuffer_write(c->held, bufferevent_getfd(c->bev));
 		if (evbuffer_get_length(c->held) > 0)
-			evbuffer_add_buffer(bout, c->held);
+			evbuffer_add_buffer(bufferevent_get_output(c->bev), c->held);
 		else
 			conn_refill(c);
 	}

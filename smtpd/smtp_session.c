@@ -89,18 +89,22 @@ session_send(struct session *s, struct sendbatch *sb)
 }
 
 /*
- * session_flush - send the collected replies: directly when session_send
- * can, and whatever the socket does not take (and everything under TLS)
- * through the bufferevent as usual.
+ * session_queue - hand what session_send left (everything, under TLS) to the
+ * bufferevent, which writes it when the socket takes it and reports errors
  */
+void
+session_queue(struct session *s)
+{
+	if (s->bev != NULL && evbuffer_get_length(s->pending) > 0)
+		evbuffer_add_buffer(bufferevent_get_output(s->bev), s->pending);
+}
+
+/* session_flush - send the collected replies now: session_send, then session_queue */
 void
 session_flush(struct session *s)
 {
-	if (evbuffer_get_length(s->pending) == 0 || s->bev == NULL)
-		return;
 	session_send(s, NULL);
-	if (evbuffer_get_length(s->pending) > 0)
-		evbuffer_add_buffer(bufferevent_get_output(s->bev), s->pending);
+	session_queue(s);
 }
 
 /*
@@ -110,11 +114,9 @@ session_flush(struct session *s)
 static void
 session_flush_soon(struct session *s)
 {
-	if (evbuffer_get_length(s->pending) == 0 || s->flush_listed)
+	if (evbuffer_get_length(s->pending) == 0)
 		return;
-	if (loop_flush_later(s->loop, s->id))
-		s->flush_listed = true;
-	else
+	if (!loop_flush_later(s->loop, s->id))
 		session_flush(s);
 }
 
@@ -298,14 +300,6 @@ session_close(struct session *s)
 	if (!output_pending(s) || s->tls_active)
 		session_reap(s);
 	/* else the write callback reaps once the buffer drained */
-}
-
-/* session_turn_end - the turn's batch was sent: what the socket did not take goes to the bufferevent */
-void
-session_turn_end(struct session *s)
-{
-	s->flush_listed = false;
-	session_flush(s);
 }
 
 /* session_shutdown - the drain deadline passed */

@@ -32,7 +32,7 @@ void session_shutdown(struct session *s, bool force);
 void session_flush(struct session *s);
 /* session_send - write them if the socket is plain and idle, through sb (NULL: now); the rest stays */
 void session_send(struct session *s, struct sendbatch *sb);
-/* session_turn_end - after the turn's batch: off the loop's list, and session_flush for the rest */
-void session_turn_end(struct session *s);
+/* session_queue - after the turn's batch: what session_send left goes to the bufferevent */
+void session_queue(struct session *s);
 
 #endif

@@ -114,7 +114,6 @@ struct session {
 	bool tls_active;	/* the handshake completed */
 	bool tls_handshaking;
 	bool closed_cleanly;	/* we ended it (QUIT, 421): send close_notify */
-	bool flush_listed;	/* on the loop's list of replies to send at the turn's end */
 	unsigned linger;	/* reaper turns spent waiting for the last reply */
 	bool alert_only;	/* linger for a TLS alert below, not for replies */
 	char tls_desc[128];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384 256/256" */
