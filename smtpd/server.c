@@ -398,7 +398,7 @@ loop_flush_sessions(struct loop *l)
 		struct session *s = loop_session_find(l, l->later[i]);
 
 		if (s != NULL)
-			session_turn_end(s);
+			session_queue(s);
 	}
 	l->nlater = 0;
 	relay_pool_uncork(l->relay);
@@ -761,6 +761,18 @@ loop_init(struct loop *l, unsigned index, struct event_base *base, struct worker
 	l->ctl = event_new(l->base, -1, 0, ctl_cb, l);
 }
 
+/* loop_fini - undo loop_init, and free the sessions' lookup and the turn's lists */
+static void
+loop_fini(struct loop *l)
+{
+	event_free(l->ctl);
+	relay_pool_free(l->relay);
+	workers_detach(l->wl);
+	free(l->buckets);
+	free(l->later);
+	sendbatch_free(l->sb);
+}
+
 /* loop_new - a loop without listeners on an existing base (tests drive sessions on it) */
 struct loop *
 loop_new(struct event_base *base, struct workers *w)
@@ -775,12 +787,7 @@ loop_new(struct event_base *base, struct workers *w)
 void
 loop_free(struct loop *l)
 {
-	event_free(l->ctl);
-	relay_pool_free(l->relay);
-	workers_detach(l->wl);
-	free(l->buckets);
-	free(l->later);
-	sendbatch_free(l->sb);
+	loop_fini(l);
 	free(l);
 }
 
@@ -818,12 +825,7 @@ loop_teardown(struct loop *l)
 	free(l->socks);
 	if (l->drain_timer)
 		event_free(l->drain_timer);
-	event_free(l->ctl);
-	relay_pool_free(l->relay);
-	workers_detach(l->wl);
-	free(l->buckets);
-	free(l->later);
-	sendbatch_free(l->sb);
+	loop_fini(l);
 	event_base_free(l->base);
 }
 
@@ -894,6 +896,7 @@ server_run(struct snapshot *snap, const char *config_path)
 	struct signal_ctx sc;
 	struct event *ev_term, *ev_int, *ev_hup;
 	sigset_t all, old;
+	bool uring;
 
 	evthread_use_pthreads();
 	atomic_store(&session_counter, ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 44));
@@ -923,7 +926,8 @@ server_run(struct snapshot *snap, const char *config_path)
 	auth_failures = authfail_new(conf->auth_max_failures, conf->auth_failure_window, 100000);
 	for (i = 0; i < nloops; i++)
 		loop_setup(&loops[i], i, conf);
-	if (conf->io_uring && nloops > 0 && !sendbatch_uring(loops[0].sb))
+	uring = sendbatch_uring(loops[0].sb);	/* nloops >= 1 */
+	if (conf->io_uring && !uring)
 		log_warn("event=startup io_uring=unavailable reason=\"%s\" writes=writev",
 		    sendbatch_uring_why(loops[0].sb));
 
@@ -948,7 +952,7 @@ server_run(struct snapshot *snap, const char *config_path)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	log_info("event=startup loops=%u listeners=%zu relay=%s writes=%s", nloops, conf->nlisteners,
 	    conf->relay.spec ? conf->relay.spec : "none",
-	    nloops > 0 && sendbatch_uring(loops[0].sb) ? "io_uring" : "writev");
+	    uring ? "io_uring" : "writev");
 
 	event_base_dispatch(sc.base);
 

@@ -157,8 +157,7 @@ sockin_set_timeout(struct sockin *si, unsigned secs)
 {
 	si->timeout.tv_sec = secs;
 	si->timeout.tv_usec = 0;
-	if (si->enabled && !si->suspended)
-		arm(si);
+	arm(si);
 }
 
 void
