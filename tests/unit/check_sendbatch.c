@@ -1,14 +1,14 @@
 /*
  * check_sendbatch.c - unit tests for smtpd/sendbatch.c, a turn's writes in one call.
  *
- * Real sockets (AF_UNIX stream pairs and a loopback TCP connection), both
- * ways a batch can work: through io_uring (when the kernel allows it here;
- * the test says so when it does not) and plain writev(2).  Checked: nothing
+ * Real sockets (AF_UNIX stream pairs), both ways a batch can work (loop
+ * tests: pass 0 through io_uring when the kernel allows it here, and the
+ * test says so when it does not; pass 1 plain writev(2)).  Checked: nothing
  * leaves before sendbatch_run when batched, every socket gets its bytes in
  * order, more sends than one submission holds, a buffer of more chains than
  * one send takes, a full socket (the rest stays, the run does not wait), a
- * peer that is gone (no SIGPIPE, the bytes stay for the caller), and the
- * NULL batch that writes at once.
+ * peer that is gone (no SIGPIPE, the bytes stay for the caller), a buffer
+ * added twice (sent once), and the NULL batch that writes at once.
  */
 #include "config.h"
 
@@ -72,9 +72,9 @@ batch(bool uring)
 }
 
 /* Every socket gets its own bytes, in order; with io_uring none before the run. */
-static void
-many_sockets(bool uring)
+START_TEST(test_many_sockets)
 {
+	bool uring = _i == 0;	/* loop test: 0 io_uring, 1 writev */
 	struct sendbatch *sb = batch(uring);
 	int (*sv)[2] = calloc(NSOCKS, sizeof(*sv));
 	struct evbuffer **buf = calloc(NSOCKS, sizeof(*buf));
@@ -109,22 +109,6 @@ many_sockets(bool uring)
 	free(buf);
 	free(sv);
 }
-
-START_TEST(test_many_sockets_uring)
-{
-	many_sockets(true);
-}
-END_TEST
-
-START_TEST(test_many_sockets_writev)
-{
-	struct sendbatch *sb = sendbatch_new(false);
-
-	ck_assert(!sendbatch_uring(sb));
-	ck_assert_str_eq(sendbatch_uring_why(sb), "turned off");
-	sendbatch_free(sb);
-	many_sockets(false);
-}
 END_TEST
 
 /* Turned off or NULL: the bytes leave at sendbatch_add. */
@@ -134,6 +118,8 @@ START_TEST(test_unbatched_writes_at_once)
 	struct evbuffer *b = evbuffer_new();
 	int sv[2];
 
+	ck_assert(!sendbatch_uring(sb));
+	ck_assert_str_eq(sendbatch_uring_why(sb), "turned off");
 	pair(sv);
 	evbuffer_add(b, "221 2.0.0 Bye\r\n", 15);
 	sendbatch_add(sb, sv[0], b);
@@ -153,9 +139,9 @@ START_TEST(test_unbatched_writes_at_once)
 END_TEST
 
 /* A buffer of many chains: one send takes some, the rest stays in order. */
-static void
-many_chains(bool uring)
+START_TEST(test_many_chains)
 {
+	bool uring = _i == 0;	/* loop test: 0 io_uring, 1 writev */
 	struct sendbatch *sb = batch(uring);
 	struct evbuffer *b = evbuffer_new(), *chunk;
 	char line[32], *want, *got;
@@ -194,23 +180,12 @@ many_chains(bool uring)
 	close(sv[0]);
 	close(sv[1]);
 }
-
-START_TEST(test_many_chains_uring)
-{
-	many_chains(true);
-}
-END_TEST
-
-START_TEST(test_many_chains_writev)
-{
-	many_chains(false);
-}
 END_TEST
 
 /* A full socket: part is sent, the rest stays, and the run does not wait for the reader. */
-static void
-full_socket(bool uring)
+START_TEST(test_full_socket)
 {
+	bool uring = _i == 0;	/* loop test: 0 io_uring, 1 writev */
 	struct sendbatch *sb = batch(uring);
 	struct evbuffer *b = evbuffer_new();
 	size_t total = 4 * 1024 * 1024, left;
@@ -234,23 +209,12 @@ full_socket(bool uring)
 	close(sv[0]);
 	close(sv[1]);
 }
-
-START_TEST(test_full_socket_uring)
-{
-	full_socket(true);
-}
-END_TEST
-
-START_TEST(test_full_socket_writev)
-{
-	full_socket(false);
-}
 END_TEST
 
 /* The peer is gone: no SIGPIPE, the bytes stay, the other sends of the batch go out. */
-static void
-peer_gone(bool uring)
+START_TEST(test_peer_gone)
 {
+	bool uring = _i == 0;	/* loop test: 0 io_uring, 1 writev */
 	struct sendbatch *sb = batch(uring);
 	struct evbuffer *dead = evbuffer_new(), *live = evbuffer_new();
 	char got[64];
@@ -280,17 +244,6 @@ peer_gone(bool uring)
 	close(a[0]);
 	close(b[0]);
 	close(b[1]);
-}
-
-START_TEST(test_peer_gone_uring)
-{
-	peer_gone(true);
-}
-END_TEST
-
-START_TEST(test_peer_gone_writev)
-{
-	peer_gone(false);
 }
 END_TEST
 
@@ -343,15 +296,11 @@ sendbatch_suite(void)
 	TCase *tc = tcase_create("core");
 
 	tcase_set_timeout(tc, 20);
-	tcase_add_test(tc, test_many_sockets_uring);
-	tcase_add_test(tc, test_many_sockets_writev);
+	tcase_add_loop_test(tc, test_many_sockets, 0, 2);
 	tcase_add_test(tc, test_unbatched_writes_at_once);
-	tcase_add_test(tc, test_many_chains_uring);
-	tcase_add_test(tc, test_many_chains_writev);
-	tcase_add_test(tc, test_full_socket_uring);
-	tcase_add_test(tc, test_full_socket_writev);
-	tcase_add_test(tc, test_peer_gone_uring);
-	tcase_add_test(tc, test_peer_gone_writev);
+	tcase_add_loop_test(tc, test_many_chains, 0, 2);
+	tcase_add_loop_test(tc, test_full_socket, 0, 2);
+	tcase_add_loop_test(tc, test_peer_gone, 0, 2);
 	tcase_add_test(tc, test_added_twice_sent_once);
 	tcase_add_test(tc, test_empty);
 	suite_add_tcase(s, tc);
