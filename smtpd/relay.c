@@ -59,6 +59,11 @@ relay_txn_new(struct relay_pool *pool, const struct conf *conf,
 	rt->spec = xstrdup(target->spec ? target->spec : "");
 	str_copy(rt->sid, session_id, sizeof(rt->sid));
 	buf_init(&rt->cmd);
+	buf_init(&rt->head);
+	if (target->kind == RELAY_MAILDIR) {
+		rt->maildir_root = xstrdup(target->path);
+		rt->hostname = xstrdup(conf->hostname);
+	}
 	return rt;
 }
 
@@ -115,7 +120,7 @@ relay_txn_free(struct relay_txn *rt)
 	if (rt == NULL)
 		return;
 	if (rt->maildir_busy) {
-		/* The worker still reads our envelope: free on its completion. */
+		/* The worker still reads what we own: free on its completion. */
 		rt->free_pending = true;
 		rt->cb = NULL;
 		rt->dcb = NULL;
@@ -125,6 +130,10 @@ relay_txn_free(struct relay_txn *rt)
 	if (rt->defer)
 		event_free(rt->defer);
 	buf_free(&rt->cmd);
+	buf_free(&rt->head);
+	spool_free(rt->body);
+	free(rt->maildir_root);
+	free(rt->hostname);
 	free(rt->from);
 	for (i = 0; i < rt->nrcpts; i++)
 		free(rt->rcpts[i]);
@@ -493,7 +502,7 @@ body_start(struct relay_txn *rt)
 	rt->send_off = rt->body_off;
 	/* The head is ours or filtered headers: stuff it the same way. */
 	rt->line_start = true;
-	body_stuff(rt->pool->stage, rt->head->data, rt->head->len, &rt->line_start);
+	body_stuff(rt->pool->stage, rt->head.data, rt->head.len, &rt->line_start);
 	rt->line_start = true;
 	if (!body_fill(rt))
 		txn_fail(rt, 451, "4.3.0", "Error: cannot read spooled message");
@@ -509,8 +518,8 @@ maildir_work(void *arg)
 	for (i = 0; i < rt->nrcpts; i++) {
 		char *err = NULL;
 
-		if (maildir_deliver(rt->target->path, rt->rcpts[i], rt->conf->hostname,
-		    rt->head->data, rt->head->len, rt->body, rt->body_off, &err)) {
+		if (maildir_deliver(rt->maildir_root, rt->rcpts[i], rt->hostname,
+		    rt->head.data, rt->head.len, rt->body, rt->body_off, &err)) {
 			relay_result_set(&rt->dres[i], 250, "2.0.0", "Ok: delivered to Maildir");
 		} else {
 			log_err("id=%s event=maildir_error rcpt=<%s> error=\"%s\"", rt->sid,
@@ -531,6 +540,13 @@ maildir_done(void *arg)
 
 	rt->maildir_busy = false;
 	if (rt->free_pending) {
+		size_t i, ok = 0;
+
+		/* Nobody to tell: the client left (it will retry: a duplicate, never a loss). */
+		for (i = 0; i < rt->ndres; i++)
+			ok += rt->dres[i].code / 100 == 2;
+		log_warn("id=%s event=delivered_unacknowledged relay=maildir delivered=%zu of=%zu",
+		    rt->sid, ok, rt->ndres);
 		rt->free_pending = false;
 		relay_txn_free(rt);
 		return;
@@ -539,7 +555,10 @@ maildir_done(void *arg)
 	txn_deliver_cb(-1, 0, rt);
 }
 
-/* relay_data - send the message; results per recipient or one */
+/*
+ * relay_data - send the message; results per recipient or one.  The head is
+ * copied and the body referenced, so the caller may free both at once.
+ */
 void
 relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, size_t off,
     relay_data_cb cb, void *arg)
@@ -547,8 +566,10 @@ relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, siz
 	rt->op = OP_DATA;
 	rt->dcb = cb;
 	rt->arg = arg;
-	rt->head = head;
-	rt->body = body;
+	buf_reset(&rt->head);
+	buf_append(&rt->head, head->data, head->len);
+	spool_free(rt->body);
+	rt->body = spool_ref(body);
 	rt->body_off = off;
 	if (rt->failed) {
 		txn_fail(rt, rt->fail.code, rt->fail.ecode, rt->fail.text);

@@ -66,7 +66,11 @@ void relay_txn_free(struct relay_txn *rt);
 /* params: accepted ESMTP parameters "SIZE=1 BODY=8BITMIME ..."; unsupported ones are dropped. */
 void relay_mail(struct relay_txn *rt, const char *from, const char *params, relay_cb cb, void *arg);
 void relay_rcpt(struct relay_txn *rt, const char *rcpt, const char *params, relay_cb cb, void *arg);
-/* relay_data - send head (header block incl. the empty line) then body from off. */
+/*
+ * relay_data - send head (header block incl. the empty line) then body from
+ * off.  The relay copies head and takes a reference to body (spool_ref), so
+ * the caller may free its own at any time, even while a job still reads them.
+ */
 void relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, size_t off,
     relay_data_cb cb, void *arg);
 /* relay_data_begin - send DATA early (optional; relay_data still follows or the txn is freed). */

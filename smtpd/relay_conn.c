@@ -660,12 +660,13 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && c->reused && !c->got_reply &&
 	    (rt->op == OP_MAIL || rt->mail_inflight) && !rt->retried) {
-		/* The pooled connection was stale: one fresh try. */
+		/* The pooled connection was stale: one fresh try.  c is freed here. */
 		rt->retried = true;
 		c->state = RS_DEAD;
 		txn_release_conn(rt);
-		if (txn_attach_conn(rt, false))
-			return;
+		if (!txn_attach_conn(rt, false))
+			txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT)
 		txn_fail(rt, 451, "4.4.2", "Error: backend timed out, try again later");

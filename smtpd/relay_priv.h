@@ -118,9 +118,9 @@ struct relay_txn {
 	bool rcpt_drain;	/* MAIL failed: the pipelined RCPT's reply is dropped */
 	bool mail_failed;	/* every RCPT gets mail_res */
 	struct relay_result mail_res;
-	/* body */
-	const struct buf *head;
-	struct spool *body;
+	/* body: what a transfer or a Maildir job reads is owned here, never the session's */
+	struct buf head;	/* a copy of the caller's head */
+	struct spool *body;	/* a reference (spool_ref) */
 	size_t body_off;
 	size_t send_off;
 	bool line_start;
@@ -129,8 +129,10 @@ struct relay_txn {
 	bool early;		/* DATA went out while the client was still sending */
 	bool early_failed;	/* and the backend refused it: early_res */
 	struct relay_result early_res;
-	bool maildir_busy;	/* a worker job holds pointers into us */
-	bool free_pending;
+	bool maildir_busy;	/* a worker job reads us (head, body, envelope, the two below) */
+	bool free_pending;	/* the session let go meanwhile: free on the job's completion */
+	char *maildir_root;	/* copies of the config the job reads (the snapshot may go) */
+	char *hostname;
 };
 
 /* relay_conn.c: the connection layer */

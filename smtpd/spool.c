@@ -30,6 +30,7 @@
 #include "util.h"
 
 struct spool {
+	unsigned refs;		/* see spool.h: loop thread only */
 	size_t mem_limit;
 	char *tmpdir;		/* NULL: $TMPDIR or /tmp, looked up when needed */
 	struct buf mem;		/* the body while fd < 0 */
@@ -67,6 +68,7 @@ spool_new(size_t mem_limit, const char *tmpdir)
 {
 	struct spool *s = xcalloc(1, sizeof(*s));
 
+	s->refs = 1;
 	s->mem_limit = mem_limit;
 	s->tmpdir = tmpdir != NULL ? xstrdup(tmpdir) : NULL;
 	buf_init(&s->mem);
@@ -74,11 +76,23 @@ spool_new(size_t mem_limit, const char *tmpdir)
 	return s;
 }
 
-/* spool_free - release memory and close the file */
+/* spool_ref - another reference (an asynchronous reader's) */
+struct spool *
+spool_ref(struct spool *s)
+{
+	assert(s->refs > 0);
+	s->refs++;
+	return s;
+}
+
+/* spool_free - drop a reference; the last one releases memory and closes the file */
 void
 spool_free(struct spool *s)
 {
 	if (s == NULL)
+		return;
+	assert(s->refs > 0);
+	if (--s->refs > 0)
 		return;
 	if (s->fd >= 0)
 		close(s->fd);

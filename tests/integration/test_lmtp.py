@@ -1,6 +1,8 @@
 """Relaying to LMTP backends: Dovecot (TCP and unix socket) and minismtpd.py for per-recipient
 results after DATA (mixed results -> DSN or tempfail)."""
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -210,3 +212,33 @@ def test_lmtp_every_recipient_refused_after_data(portier, sink, client):
     c.send_message(make_message(), expect="550 5.7.1")
     c.cmd("NOOP", expect="250 2.0.0")
     bounce.assert_nothing(settle=1.0)
+
+
+def test_stale_pooled_connection_and_socket_gone(portier, tmpdir_0755, client):
+    """A pooled LMTP connection dies while MAIL is unanswered and the backend's unix socket is
+    gone: the one fresh try fails at once (connect: no such file) and the client gets
+    451 4.4.1; portier neither reads the freed connection (ASan) nor stops serving."""
+    sock = os.path.join(tmpdir_0755, "lmtp.sock")
+    sink = peers.Process("smtp-sink", [peers.SMTP_SINK, "-u", "nobody", "-L", "unix:%s" % sock, "100"],
+                         os.path.join(tmpdir_0755, "sink.log"))
+    try:
+        assert peers.wait_until(lambda: peers.unix_accepts(sock), 10), "smtp-sink not up"
+        p = portier(peers.portier_config("lmtp:unix:%s" % sock))
+        c = client(p.port)
+        c.start()
+        c.transaction("sender@origin.test", ["alice@example.test"], make_message())
+        # The connection is pooled now.  Freeze the sink (the pooled connection stays open
+        # but will not answer), take its socket away, then kill it once MAIL is on its way.
+        sink.signal(signal.SIGSTOP)
+        os.unlink(sock)
+        c.sendline("MAIL FROM:<sender@origin.test>")
+        assert c.read_reply().is_(250)      # lazy: MAIL goes out with the first RCPT
+        c.sendline("RCPT TO:<bob@example.test>")
+        time.sleep(0.3)                     # MAIL+RCPT written to the frozen sink
+        sink.signal(signal.SIGKILL)
+        r = c.read_reply()
+        assert r.is_(451, "4.4.1"), r
+        c.cmd("RSET", expect="250")
+        c.quit()
+    finally:
+        sink.stop(signal.SIGKILL)

@@ -62,3 +62,34 @@ def test_maildir_several_messages_unique_files(portier, tmpdir_0755, client):
         with open(fn, "rb") as f:
             got.append(peers.strip_trace(f.read(), b"\r\n", ("return-path", "received"))[1])
     assert sorted(got) == sorted(sent)
+
+
+def test_maildir_client_gone_after_dot(portier, tmpdir_0755):
+    """A client that closes the socket right after the final dot of a large (spooled to a temp
+    file) message: the worker writing the Maildir copies must still read the body it was given
+    (the session's own copy is freed when the session ends).  Every message arrives whole and
+    the sanitizer build reports nothing (the fixture fails the test on a report)."""
+    root, p = maildir_setup(portier, tmpdir_0755)
+    body = [("line %06d " % i) + "x" * 88 for i in range(30000)]      # ~3 MB, past spool_memory
+    msg = make_message(body_lines=body)
+    n = 4
+    for _ in range(n):
+        c = peers.SmtpClient(p.port)
+        c.start()
+        c.sendline("MAIL FROM:<sender@origin.test>")
+        assert c.read_reply().is_(250)
+        for user in ("dave", "erin"):
+            c.sendline("RCPT TO:<%s@example.test>" % user)
+            assert c.read_reply().is_(250)
+        c.sendline("DATA")
+        assert c.read_reply().is_(354)
+        c.send(msg + b".\r\n")
+        c.close()                   # gone before the reply
+    for user in ("dave", "erin"):
+        md = os.path.join(root, "example.test", user)
+        assert peers.wait_until(lambda: len(peers.maildir_files(md)) >= n, 20), md
+        for fn in peers.maildir_files(md):
+            with open(fn, "rb") as f:
+                rest = peers.strip_trace(f.read(), b"\r\n", ("return-path", "received"))[1]
+            peers.assert_same_message(msg, rest, nl=b"\r\n")
+    p.wait_log(r"event=txn .*to=<dave@example\.test>,<erin@example\.test>", timeout=20)

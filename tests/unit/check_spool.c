@@ -142,6 +142,26 @@ START_TEST(test_below_and_at_bound)
 }
 END_TEST
 
+/* test_ref - the file stays open and readable until the last reference goes */
+START_TEST(test_ref)
+{
+	struct spool *s = spool_new(4, testdir);
+	struct buf want;
+	int before = count_fds();
+
+	buf_init(&want);
+	write_ok(s, "0123456789", 10);
+	buf_append(&want, "0123456789", 10);
+	ck_assert_ptr_eq(spool_ref(s), s);
+	spool_free(s);			/* the transaction lets go */
+	ck_assert_int_eq(count_fds(), before + 1);
+	check_content(s, &want);	/* the job still reads it */
+	spool_free(s);
+	ck_assert_int_eq(count_fds(), before);
+	buf_free(&want);
+}
+END_TEST
+
 START_TEST(test_over_bound)
 {
 	struct spool *s = spool_new(16, testdir);
@@ -433,6 +453,7 @@ spool_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_below_and_at_bound);
 	tcase_add_test(tc, test_over_bound);
+	tcase_add_test(tc, test_ref);
 	tcase_add_test(tc, test_pread_across_switch);
 	tcase_add_test(tc, test_random_writes);
 	tcase_add_test(tc, test_truncate_reuse);
