@@ -711,6 +711,12 @@ conf_check_listener(struct conf_load *ld, const struct conf_listener *l,
 	if (l->tls_required && l->tls == TLS_NONE)
 		conf_error(ld, conf_kv_line(s, "tls_required"), s->type, s->name,
 		    "tls_required", "needs tls = starttls (or implicit)");
+	/* AUTH is offered only under TLS: without it nobody could ever send */
+	if (l->role == ROLE_SUBMISSION && l->tls == TLS_NONE)
+		conf_error(ld, conf_section_get(s, "tls") != NULL ? conf_kv_line(s, "tls") :
+		    conf_kv_line(s, "role"), s->type, s->name, "tls", "role submission "
+		    "offers AUTH only under TLS, so no client could authenticate; set "
+		    "tls = starttls (and a [tls] cert and key)");
 	if ((l->role == ROLE_SUBMISSION || l->role == ROLE_SUBMISSIONS) &&
 	    c->auth_passwd_file == NULL && c->auth_dovecot == NULL)
 		conf_error(ld, conf_kv_line(s, "role"), s->type, s->name, "role",
@@ -814,6 +820,45 @@ conf_check_tls(struct conf_load *ld)
 		    tls != NULL ? "set" : "add a [tls] section with");
 }
 
+/* conf_not_yet - refuse key of s: its feature is not built yet */
+static void
+conf_not_yet(struct conf_load *ld, const struct conf_section *s, const char *key,
+    const char *fix)
+{
+	int line = conf_kv_line(s, key);
+
+	if (!conf_error_at_line(ld, line))	/* a bad value says so already */
+		conf_error(ld, line, s->type, s->name, key, "not implemented yet; %s", fix);
+}
+
+/*
+ * conf_check_not_yet - keys that parse but that nothing acts on yet: only
+ * their default (which is what portier does) loads, so that no key silently
+ * does nothing.  The values are still parsed for the issues that build them.
+ */
+static void
+conf_check_not_yet(struct conf_load *ld)
+{
+	const struct conf *c = ld->c;
+	const struct conf_section *s;
+	size_t i;
+
+	if (c->metrics != NULL)
+		conf_not_yet(ld, conf_section_find(c, "server", NULL), "metrics",
+		    "remove the line");
+	for (i = 0; i < c->nlisteners; i++) {
+		s = conf_section_find(c, "listener", c->listeners[i].name);
+		if (c->listeners[i].proxy_protocol)
+			conf_not_yet(ld, s, "proxy_protocol", "remove the line (no is the default)");
+		if (c->listeners[i].nproxy_trusted > 0)
+			conf_not_yet(ld, s, "proxy_trusted", "remove the line");
+	}
+	if ((s = conf_section_find(c, "redis", NULL)) != NULL)
+		for (i = 0; i < s->nkv; i++)
+			if (conf_lookup_key(conf_redis_keys, s->kv[i].key) != NULL)
+				conf_not_yet(ld, s, s->kv[i].key, "remove the [redis] section");
+}
+
 /* conf_check_global - what must hold across sections */
 static void
 conf_check_global(struct conf_load *ld)
@@ -831,6 +876,7 @@ conf_check_global(struct conf_load *ld)
 		    conf_section_find(c, "listener", c->listeners[i].name));
 	conf_check_addresses(ld);
 	conf_check_tls(ld);
+	conf_check_not_yet(ld);
 	s = conf_section_find(c, "backend", NULL);
 	if (s == NULL)
 		conf_error(ld, last, "backend", NULL, "relay", "no [backend]; add one with "

@@ -58,8 +58,8 @@ struct conf_listener {
 	enum conf_role role;
 	enum conf_tls tls;
 	bool tls_required;	/* tls_required = yes: MAIL refused before STARTTLS */
-	bool proxy_protocol;
-	char **proxy_trusted;	/* "ADDR" or "ADDR/PREFIX" (checked); none = any peer */
+	bool proxy_protocol;	/* not built yet: conf_load refuses yes */
+	char **proxy_trusted;	/* "ADDR" or "ADDR/PREFIX"; not built yet: refused if set */
 	size_t nproxy_trusted;
 	unsigned greet_pause;
 	enum conf_bare_newline bare_newline;
@@ -87,7 +87,7 @@ struct conf {
 	unsigned worker_threads;	/* blocking-callback pool size */
 	char *resolver;
 	char *log;
-	char *metrics;
+	char *metrics;		/* not built yet: conf_load refuses it if set */
 	char **local_domains;	/* lower-case */
 	size_t nlocal_domains;
 	unsigned drain_timeout;	/* seconds SIGTERM waits for live sessions */
@@ -115,7 +115,7 @@ struct conf {
 	unsigned relay_connect_timeout;
 	unsigned relay_pool;		/* idle backend connections kept per loop */
 
-	char *redis_server;
+	char *redis_server;		/* not built yet: conf_load refuses any [redis] key */
 	char *auth_passwd_file;
 	char *auth_dovecot;
 	char *auth_sender_login_map;	/* login -> allowed senders; NULL = login is the address */

@@ -2,6 +2,8 @@
 import os
 import re
 
+import pytest
+
 import peers
 
 
@@ -49,6 +51,72 @@ def test_check_reports_each_error_with_file_line_section_key(portier_bin, tmpdir
     for line_no, rx in want:
         pat = re.compile("^" + re.escape("%s:%d: " % (path, line_no)) + rx)
         assert any(pat.match(l) for l in err_lines), "no error line for line %d:\n%s" % (line_no, out)
+
+
+def _check_text(tmpdir, text, name="t.conf"):
+    """Write text (with {port} filled in) and run `portier -t -c` on it: (path, rc, output)."""
+    path = os.path.join(tmpdir, name)
+    with open(path, "w") as f:
+        f.write(text.replace("{port}", str(peers.free_port())))
+    rc, out = peers.run_portier_check(path)
+    return path, rc, out
+
+
+def _line_of(text, needle):
+    """1-based number of the first line of text that starts with needle."""
+    return next(i for i, l in enumerate(text.splitlines(), 1) if l.startswith(needle))
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("server", "metrics", "127.0.0.1:9125"),
+    ("listener", "proxy_protocol", "yes"),
+    ("listener", "proxy_trusted", "10.0.0.0/8 fd00::/8"),
+    ("redis", "server", "127.0.0.1:6379"),
+    ("redis", "server", ""),
+])
+def test_check_refuses_keys_not_implemented(portier_bin, tmpdir_0755, section, key, value):
+    """A key whose feature is not built yet never loads silently: -t exits 2 with
+    'FILE:LINE: [section] key: not implemented yet' on the key's own line (for [redis], any
+    key, even empty)."""
+    kw = {}
+    extra = ""
+    if section == "server":
+        kw["server"] = {key: value}
+    elif section == "listener":
+        kw["listener"] = {key: value}
+    else:
+        extra = "[redis]\n%s = %s\n" % (key, value)
+    text = peers.portier_config(**kw, extra=extra)
+    path, rc, out = _check_text(tmpdir_0755, text)
+    assert rc == 2, (rc, out)
+    label = "[listener mx]" if section == "listener" else "[%s]" % section
+    line = _line_of(text, "%s = " % key) if section != "redis" else len(text.splitlines())
+    want = "%s:%d: %s %s: not implemented yet" % (path, line, label, key)
+    assert want in out, "want %r in:\n%s" % (want, out)
+    assert len(out.strip().splitlines()) == 1, out
+
+
+def test_check_accepts_defaults_of_keys_not_implemented(portier_bin, tmpdir_0755):
+    """The defaults of those keys are what portier does, so they load: proxy_protocol = no,
+    empty proxy_trusted and metrics, an empty [redis] section."""
+    text = peers.portier_config(server={"metrics": ""},
+                                listener={"proxy_protocol": "no", "proxy_trusted": ""},
+                                extra="[redis]\n")
+    path, rc, out = _check_text(tmpdir_0755, text)
+    assert rc == 0, out
+
+
+def test_check_refuses_submission_without_tls(portier_bin, tmpdir_0755):
+    """role submission with tls = none could never authenticate anybody (AUTH is offered only
+    under TLS): -t exits 2 and says to set tls = starttls."""
+    text = peers.portier_config(listener={"role": "submission", "tls": "none"},
+                                extra="[auth]\npasswd_file = /nonexistent/passwd\n")
+    path, rc, out = _check_text(tmpdir_0755, text)
+    assert rc == 2, (rc, out)
+    want = "%s:%d: [listener mx] tls: role submission offers AUTH only under TLS" % (
+        path, _line_of(text, "tls = none"))
+    assert want in out, "want %r in:\n%s" % (want, out)
+    assert "tls = starttls" in out, out
 
 
 def test_check_missing_file_is_an_error(portier_bin, tmpdir_0755):

@@ -94,8 +94,8 @@ static const char full_conf[] =
 	"listen = 0.0.0.0:25 [::]:25, 127.0.0.1:26\n"
 	"filters = dnsbl spf milter:rspamd\n"
 	"max_message_size = 10m\n"
-	"proxy_protocol = on\n"
-	"proxy_trusted = 10.0.0.0/8 fd00::/8 192.0.2.1\n"
+	"proxy_protocol = off\n"			/* the default: accepted */
+	"proxy_trusted =\n"
 	"greet_pause = 3\n"
 	"bare_newline = Normalize\n"
 	"\n"
@@ -117,7 +117,7 @@ static const char full_conf[] =
 	"worker_threads = 4\n"
 	"resolver = 127.0.0.1 ::1@5353\n"
 	"log = syslog\n"
-	"metrics = 127.0.0.1:9125\n"
+	"metrics =\n"
 	"local_domains = Example.TEST, other.test.\n"
 	"    third.test  ; continued on an indented line\n"
 	"drain_timeout = 5\n"
@@ -137,7 +137,7 @@ static const char full_conf[] =
 	"relay_connect_timeout = 10\n"
 	"relay_pool = 0\n"
 	"[redis]\n"
-	"server = 127.0.0.1:6379\n"
+	"; no keys: every one is refused until Redis is built\n"
 	"[auth]\n"
 	"passwd_file = /etc/portier/passwd\n"
 	"[milter rspamd]\n"
@@ -157,7 +157,7 @@ START_TEST(test_full)
 	ck_assert_uint_eq(c->worker_threads, 4);
 	ck_assert_str_eq(c->resolver, "127.0.0.1 ::1@5353");
 	ck_assert_str_eq(c->log, "syslog");
-	ck_assert_str_eq(c->metrics, "127.0.0.1:9125");
+	ck_assert_ptr_null(c->metrics);
 	ck_assert_uint_eq(c->nlocal_domains, 3);
 	ck_assert_str_eq(c->local_domains[0], "example.test");
 	ck_assert_str_eq(c->local_domains[1], "other.test");
@@ -181,9 +181,8 @@ START_TEST(test_full)
 	ck_assert_int_eq(mx->role, ROLE_MX);
 	ck_assert_int_eq(mx->tls, TLS_NONE);
 	ck_assert(!mx->tls_required);
-	ck_assert(mx->proxy_protocol);
-	ck_assert_uint_eq(mx->nproxy_trusted, 3);
-	ck_assert_str_eq(mx->proxy_trusted[1], "fd00::/8");
+	ck_assert(!mx->proxy_protocol);
+	ck_assert_uint_eq(mx->nproxy_trusted, 0);
 	ck_assert_uint_eq(mx->greet_pause, 3);
 	ck_assert_int_eq(mx->bare_newline, BARE_NEWLINE_NORMALIZE);
 	ck_assert_uint_eq(mx->nfilters, 3);
@@ -218,7 +217,8 @@ START_TEST(test_full)
 	ck_assert_uint_eq(c->relay_timeout, 60);
 	ck_assert_uint_eq(c->relay_connect_timeout, 10);
 	ck_assert_uint_eq(c->relay_pool, 0);
-	ck_assert_str_eq(c->redis_server, "127.0.0.1:6379");
+	ck_assert_ptr_null(c->redis_server);
+	ck_assert_ptr_nonnull(conf_section_find(c, "redis", NULL));
 	ck_assert_str_eq(c->auth_passwd_file, "/etc/portier/passwd");
 	ck_assert_ptr_null(c->auth_dovecot);
 
@@ -389,11 +389,10 @@ static const struct {
 
 START_TEST(test_bools)
 {
-	char *text = xasprintf("[listener x]\nlisten = *:25\nproxy_protocol = %s\n"
-	    "[backend]\nrelay = maildir:m\n", bool_cases[_i].value);
+	char *text = xasprintf(BASE "io_uring = %s\n", bool_cases[_i].value);
 	struct conf *c = load_ok(text);
 
-	ck_assert_int_eq(c->listeners[0].proxy_protocol, bool_cases[_i].want);
+	ck_assert_int_eq(c->io_uring, bool_cases[_i].want);
 	conf_unref(c);
 	free(text);
 }
@@ -574,6 +573,21 @@ static const struct {
 	  ":8: [auth] dovecot: set either passwd_file or dovecot, not both" },
 	{ BASE "[auth]\ndovecot = /run/auth\n", ":7: [auth] dovecot: \"/run/auth\": write unix:PATH, inet:HOST:PORT or HOST:PORT" },
 	{ BASE "[redis]\nserver = unix:\n", ":7: [redis] server: unix: needs a socket path" },
+	/* keys of features not built yet: only their defaults load */
+	{ BASE "metrics = 127.0.0.1:9125\n", ":6: [server] metrics: not implemented yet" },
+	{ "[listener mx]\nlisten = *:25\nproxy_protocol = yes\n[backend]\nrelay = maildir:m\n",
+	  ":3: [listener mx] proxy_protocol: not implemented yet" },
+	{ "[listener mx]\nlisten = *:25\nproxy_trusted = 10.0.0.0/8\n[backend]\nrelay = maildir:m\n",
+	  ":3: [listener mx] proxy_trusted: not implemented yet" },
+	{ BASE "[redis]\nserver = 127.0.0.1:6379\n", ":7: [redis] server: not implemented yet" },
+	{ BASE "[redis]\nserver =\n", ":7: [redis] server: not implemented yet" },
+	/* submission without TLS could never authenticate */
+	{ "[listener s]\nlisten = *:587\nrole = submission\n[auth]\npasswd_file = p\n"
+	  "[backend]\nrelay = maildir:m\n",
+	  ":3: [listener s] tls: role submission offers AUTH only under TLS" },
+	{ "[listener s]\nlisten = *:587\nrole = submission\ntls = none\n[auth]\npasswd_file = p\n"
+	  "[backend]\nrelay = maildir:m\n",
+	  ":4: [listener s] tls: role submission offers AUTH only under TLS" },
 };
 
 START_TEST(test_errors)
@@ -633,6 +647,32 @@ START_TEST(test_all_errors)
 	}
 	ck_assert_uint_eq(count_lines(err.data), ARRAY_SIZE(want));
 	buf_free(&err);
+}
+END_TEST
+
+/* Keys of features not built yet load at their defaults, and a bad value is one error. */
+START_TEST(test_not_yet)
+{
+	struct conf *c = load_ok("[listener mx]\nlisten = *:25\nproxy_protocol = no\n"
+	    "proxy_trusted =\n[server]\nmetrics =\n[redis]\n[backend]\nrelay = maildir:m\n");
+	struct buf err;
+
+	ck_assert(!c->listeners[0].proxy_protocol);
+	ck_assert_ptr_null(c->metrics);
+	ck_assert_ptr_null(c->redis_server);
+	conf_unref(c);
+
+	buf_init(&err);
+	ck_assert_ptr_null(load_text(BASE "metrics = 9125\n[redis]\nserver = unix:\n", &err));
+	ck_assert_msg(count_lines(err.data) == 2, "%s", err.data);
+	ck_assert_ptr_null(strstr(err.data, "not implemented"));
+	buf_free(&err);
+
+	/* submission over implicit TLS is fine: AUTH is offered from the start */
+	c = load_ok("[listener s]\nlisten = *:587\nrole = submission\ntls = implicit\n"
+	    "[tls]\ncert = c\nkey = k\n[auth]\npasswd_file = p\n[backend]\nrelay = maildir:m\n");
+	ck_assert_int_eq(c->listeners[0].tls, TLS_IMPLICIT);
+	conf_unref(c);
 }
 END_TEST
 
@@ -793,6 +833,7 @@ conf_suite(void)
 	tcase_add_loop_test(tc, test_relays, 0, (int)ARRAY_SIZE(relay_cases));
 	tcase_add_loop_test(tc, test_errors, 0, (int)ARRAY_SIZE(error_cases));
 	tcase_add_test(tc, test_all_errors);
+	tcase_add_test(tc, test_not_yet);
 	tcase_add_test(tc, test_long_line);
 	tcase_add_test(tc, test_bom_crlf);
 	tcase_add_test(tc, test_missing_file);
