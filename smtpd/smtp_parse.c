@@ -420,9 +420,13 @@ scan_label(struct scan *s)
 	return true;
 }
 
-/* scan_domain - Domain: sub-domain *("." sub-domain), no trailing dot */
+/*
+ * scan_domain - Domain: sub-domain *("." sub-domain).  With root_dot, one
+ * trailing dot before the closing '>' (the DNS root, "example.org.") is
+ * stepped over too; the caller drops it.  Two dots are never a domain.
+ */
 static bool
-scan_domain(struct scan *s)
+scan_domain(struct scan *s, bool root_dot)
 {
 	for (;;) {
 		if (!scan_label(s))
@@ -430,6 +434,8 @@ scan_domain(struct scan *s)
 		if (s->p == s->end || *s->p != '.')
 			return true;
 		s->p++;
+		if (root_dot && s->p < s->end && *s->p == '>')
+			return true;
 	}
 }
 
@@ -480,7 +486,7 @@ scan_route(struct scan *s)
 		if (s->p == s->end || *s->p != '@')
 			return scan_fail(s, "bad source route");
 		s->p++;
-		if (!scan_domain(s))
+		if (!scan_domain(s, false))
 			return false;
 		if (s->p < s->end && *s->p == ',') {
 			s->p++;
@@ -552,7 +558,8 @@ set_why(const char **why_r, const char *why)
 
 /*
  * scan_mailbox - [A-d-l ":"] Mailbox ">" after the "<": finds the raw local
- * part and domain; an address literal is written canonical into a->domain.
+ * part and domain (which may end in the root dot); an address literal is
+ * written canonical into a->domain.
  */
 static bool
 scan_mailbox(struct scan *s, struct smtp_addr *a, const unsigned char **local_r,
@@ -577,7 +584,7 @@ scan_mailbox(struct scan *s, struct smtp_addr *a, const unsigned char **local_r,
 		if (!scan_literal(s, a->domain, sizeof(a->domain)))
 			return false;
 		a->is_literal = true;
-	} else if (!scan_domain(s))
+	} else if (!scan_domain(s, true))
 		return false;
 	if (s->p == s->end || *s->p != '>')
 		return scan_fail(s, "bad character after domain");
@@ -626,6 +633,8 @@ path_scan(const unsigned char *p, const unsigned char *end, unsigned flags,
 		goto fail;
 	locallen = (size_t)(domain - 1 - local);
 	domainlen = (size_t)(s.p - domain);
+	if (!a->is_literal && domain[domainlen - 1] == '.')
+		domainlen--;	/* the root dot: "example.org." is example.org */
 	s.p++;		/* the '>' */
 
 	st = SMTP_PARSE_TOO_LONG;
@@ -1192,7 +1201,7 @@ smtp_parse_helo(const char *args, size_t len, struct smtp_parse_helo *helo_r)
 		helo_r->is_literal = scan_literal(&s, literal, sizeof(literal)) &&
 		    s.p == s.end;
 	else
-		helo_r->is_domain = scan_domain(&s) && s.p == s.end;
+		helo_r->is_domain = scan_domain(&s, false) && s.p == s.end;
 	return SMTP_PARSE_OK;
 }
 

@@ -28,6 +28,9 @@ RCPT_FORMS = [
     ("ipv4-literal", "RCPT TO:<user@[127.0.0.1]>"),
     ("ipv6-literal", "RCPT TO:<user@[IPv6:::1]>"),
     ("trailing-dot", "RCPT TO:<user@example.test.>"),
+    ("postmaster-trailing-dot", "RCPT TO:<postmaster@example.test.>"),
+    ("trailing-dot-foreign", "RCPT TO:<user@foreign.test.>"),
+    ("two-trailing-dots", "RCPT TO:<user@example.test..>"),
     ("upper-case", "RCPT TO:<USER@EXAMPLE.TEST>"),
     ("double-at-local-last", "RCPT TO:<user@foreign.test@example.test>"),
     ("double-at-foreign-last", "RCPT TO:<user@example.test@foreign.test>"),
@@ -53,7 +56,9 @@ RCPT_FORMS = [
     ("orcpt-param", "RCPT TO:<user@example.test> ORCPT=rfc822;user@foreign.test"),
 ]
 
-MUST_BE_LOCAL_AND_ACCEPTED = {"upper-case", "postmaster-bare"}
+# A root dot ("example.test.") is the same domain: accepted and passed on without it.
+MUST_BE_LOCAL_AND_ACCEPTED = {"upper-case", "postmaster-bare", "trailing-dot",
+                              "postmaster-trailing-dot"}
 
 
 def refused_ok(r):
@@ -151,8 +156,8 @@ def outcome_ok(r):
 @pytest.mark.parametrize("form_id,line", RCPT_FORMS, ids=[f for f, _ in RCPT_FORMS])
 def test_rcpt_form(battery_server, form_id, line):
     """One RCPT form (see RCPT_FORMS): refused (550 5.7.1 / 501 / 553), or delivered as a local
-    example.test recipient with no foreign domain in it.  USER@EXAMPLE.TEST and <postmaster>
-    must be accepted (local)."""
+    example.test recipient with no foreign domain in it.  USER@EXAMPLE.TEST, <postmaster>
+    and the trailing-dot forms must be accepted (local)."""
     p, s = battery_server
     r = RESULTS[form_id] = run_case(p, s, form_id, line)
     assert outcome_ok(r), "%s: %s\n  sent %r\n  reply %r\n  backend recipients %r" % (
@@ -195,6 +200,23 @@ def test_foreign_recipient_dropped_from_mixed_list(relay_pair, client):
     m = s.wait_messages(1)[0]
     for a in m.rcpts:
         assert rcpt_domain(a).lower() == LOCAL and "foreign" not in a.lower(), m.rcpts
+
+
+def test_trailing_dot_is_the_same_domain(relay_pair, client):
+    """One root dot ends a domain (portier.conf(5)): <user@example.test.> is the local
+    example.test, and both it and the sender reach the backend without the dot; two dots are a
+    syntax error (501)."""
+    p, s = relay_pair
+    c = client(p.port)
+    c.start()
+    c.cmd("MAIL FROM:<sender@Origin.test.>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<user@example.test..>", expect="501")
+    c.cmd("RCPT TO:<user@example.test.>", expect="250 2.1.5")
+    c.cmd("RCPT TO:<postmaster@EXAMPLE.test.>", expect="250 2.1.5")
+    c.send_message(make_message(), expect="250")
+    m = s.wait_messages(1)[0]
+    assert m.mail_from == "sender@origin.test", m.mail_from
+    assert sorted(m.rcpts) == ["postmaster@example.test", "user@example.test"], m.rcpts
 
 
 def test_null_sender_cannot_relay(relay_pair, client):

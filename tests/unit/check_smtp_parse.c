@@ -458,6 +458,8 @@ static const struct {
 	{ "FROM: <>", ALL, SMTP_PARSE_OK, "", "" },
 	{ "FROM:<> BODY=8BITMIME", ALL, SMTP_PARSE_OK, "", "BODY=8BITMIME" },
 	{ "FROM:<@relay.example:a@b.example>", ALL, SMTP_PARSE_OK, "a@b.example", "" },
+	{ "FROM:<a@B.example.>", ALL, SMTP_PARSE_OK, "a@b.example", "" },
+	{ "FROM:<a@b.example..>", ALL, SMTP_PARSE_SYNTAX, NULL, NULL },
 	{ "FROM:a@b.example", ALL, SMTP_PARSE_SYNTAX, NULL, NULL },
 	{ "FROM:<a@b.example", ALL, SMTP_PARSE_SYNTAX, NULL, NULL },
 	{ "FROM <a@b.example>", ALL, SMTP_PARSE_SYNTAX, NULL, NULL },
@@ -667,7 +669,23 @@ static const struct {
 	{ "TO:<user@[192.0.2.1>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
 	{ "TO:<user@[192.0.2.1].example>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
 	{ "TO:<user@192.0.2.1>", false, SMTP_PARSE_OK, "user@192.0.2.1", "" },
-	{ "TO:<user@local.test.>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
+	/* One root dot is the same domain, dropped; two dots or a dot alone never are. */
+	{ "TO:<user@local.test.>", false, SMTP_PARSE_OK, "user@local.test", "" },
+	{ "TO:<User@Local.TEST.>", false, SMTP_PARSE_OK, "User@local.test", "" },
+	{ "TO:<postmaster@local.test.>", false, SMTP_PARSE_OK, "postmaster@local.test", "" },
+	{ "TO:<user@localhost.> NOTIFY=NEVER", false, SMTP_PARSE_OK, "user@localhost",
+	  "NOTIFY=NEVER" },
+	{ "TO:<@relay.test:user@local.test.>", false, SMTP_PARSE_OK, "user@local.test", "" },
+	{ "TO:<user@local.test..>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
+	{ "TO:<user@local.test. >", false, SMTP_PARSE_SYNTAX, NULL, NULL },
+	{ "TO:<user@local.test.x.>", false, SMTP_PARSE_OK, "user@local.test.x", "" },
+	{ "TO:<user@.>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
+	{ "TO:<user@..>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
+	{ "TO:<user@local-.>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
+	{ "TO:<user@[192.0.2.1].>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
+	{ "TO:<@relay.test.:user@local.test>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
+	{ "TO:<user@local.test.", false, SMTP_PARSE_SYNTAX, NULL, NULL },
+	{ "TO:<user.@local.test.>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
 	{ "TO:<user@.local.test>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
 	{ "TO:<user@local..test>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
 	{ "TO:<user@>", false, SMTP_PARSE_SYNTAX, NULL, NULL },
@@ -720,6 +738,9 @@ static const struct {
 	  "u@123456789012345678901234567890123456789012345678901234567890123.example", "" },
 	{ "TO:<u@1234567890123456789012345678901234567890123456789012345678901234.example>",
 	  false, SMTP_PARSE_SYNTAX, NULL, NULL },
+	{ "TO:<u@123456789012345678901234567890123456789012345678901234567890123.example.>",
+	  false, SMTP_PARSE_OK,
+	  "u@123456789012345678901234567890123456789012345678901234567890123.example", "" },
 
 	/* Parameters. */
 	{ "TO:<u@l.test> NOTIFY=SUCCESS,FAILURE", false, SMTP_PARSE_OK, "u@l.test",
@@ -753,6 +774,7 @@ static const struct {
 	/* UTF-8 only in an SMTPUTF8 transaction. */
 	{ "TO:<δοκιμή@παράδειγμα.δοκιμή>", false, SMTP_PARSE_NEED_SMTPUTF8, NULL, NULL },
 	{ "TO:<δοκιμή@παράδειγμα.δοκιμή>", true, SMTP_PARSE_OK, "δοκιμή@παράδειγμα.δοκιμή", "" },
+	{ "TO:<δοκιμή@παράδειγμα.δοκιμή.>", true, SMTP_PARSE_OK, "δοκιμή@παράδειγμα.δοκιμή", "" },
 	{ "TO:<ÜSER@ÉXAMPLE.Test>", true, SMTP_PARSE_OK, "ÜSER@Éxample.test", "" },
 	{ "TO:<\"ü ser\"@example.test>", true, SMTP_PARSE_OK, "\"ü ser\"@example.test", "" },
 	{ "TO:<\"üser\"@example.test>", true, SMTP_PARSE_OK, "üser@example.test", "" },
@@ -824,6 +846,13 @@ START_TEST(test_path_limits)
 	n = snprintf(path, sizeof(path), "<ab@%s>", dom + 4);
 	ck_assert_int_eq(smtp_parse_path(path, (size_t)n, 0, &a, &why), SMTP_PARSE_TOO_LONG);
 	ck_assert_str_eq(why, "address too long");
+	/* A root dot counts toward the path as sent; the domain is without it. */
+	n = snprintf(path, sizeof(path), "<a@%s.>", dom + 4);
+	ck_assert_int_eq(smtp_parse_path(path, (size_t)n, 0, &a, &why), SMTP_PARSE_TOO_LONG);
+	n = snprintf(path, sizeof(path), "<a@%s.>", dom + 5);
+	ck_assert_int_eq(n, 256);
+	ck_assert_int_eq(smtp_parse_path(path, (size_t)n, 0, &a, &why), SMTP_PARSE_OK);
+	ck_assert_str_eq(a.domain, dom + 5);
 	/* A 256-octet domain is too long whatever else. */
 	n = snprintf(path, sizeof(path), "<a@%s>", dom);
 	ck_assert_int_eq(smtp_parse_path(path, (size_t)n, 0, &a, &why), SMTP_PARSE_TOO_LONG);
