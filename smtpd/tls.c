@@ -13,27 +13,41 @@
  *
  * Server side, decided here: the server's cipher preference wins (a client
  * that prefers ChaCha20 first keeps it); for TLS <= 1.2 only ECDHE with AEAD
- * ciphers unless [tls] ciphers says otherwise.  Session resumption uses the
- * server-side cache only; session tickets are off (SSL_OP_NO_TICKET).  A ticket
- * key would live as long as the context -- until the next SIGHUP, perhaps
- * months -- and one leaked key would decrypt every resumed session of that
- * period; rotating keys needs a timer, and this module stays off the event
- * loop.  With tickets off, TLS 1.2 resumes by session id and TLS 1.3 by
- * stateful tickets, both looked up in the same cache (one per context, shared
- * by every loop, bounded at TLS_SESSION_CACHE_SIZE entries of TLS_SESSION_TIMEOUT
- * seconds).  Across a fleet a client resumes only on the node it saw before,
- * which costs SMTP little.  No SNI-selected certificates: one cert/key pair.
+ * ciphers unless [tls] ciphers says otherwise.
+ *
+ * Session resumption: stateless session tickets (RFC 5077 for TLS 1.2, the
+ * NewSessionTicket of TLS 1.3), so that a session resumes however the last
+ * one ended -- OpenSSL drops a cached session freed without close_notify, as
+ * when a client closes without QUIT -- and in whichever loop thread the next
+ * connection lands.  The ticket keys (AES-256-CBC, HMAC-SHA256) belong to the
+ * context, behind a mutex since every loop thread uses it: a key encrypts new
+ * tickets for TLS_SESSION_TIMEOUT seconds, then only decrypts (and renews)
+ * them for as long again, then is erased, so a key that leaks opens at most
+ * ten minutes of TLS 1.2 sessions (TLS 1.3 resumes with a fresh ECDHE, so a
+ * leaked key opens no TLS 1.3 traffic).  Keys rotate when a handshake finds
+ * them old (no timer: this module stays off the event loop).  A new context
+ * (SIGHUP) starts with new keys.  Clients without tickets resume TLS 1.2 by
+ * session id from the server-side cache (one per context, shared by every
+ * loop, TLS_SESSION_CACHE_SIZE entries), which keeps only sessions that ended
+ * with close_notify.  Across a fleet a client resumes only on the node it saw
+ * before, which costs SMTP little.  No SNI-selected certificates: one
+ * cert/key pair.
  */
 #include "config.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -42,9 +56,29 @@
 #include "util.h"
 
 #define TLS_SESSION_CACHE_SIZE	4096
-#define TLS_SESSION_TIMEOUT	300	/* seconds */
 #define TLS_SESSION_ID_CONTEXT	"portier"
 #define TLS_ERRBUF		512
+#define TLS_TICKET_NAME		16	/* octets, fixed by OpenSSL */
+#define TLS_TICKET_SECRET	32	/* AES-256 key; HMAC-SHA256 key */
+
+/* One ticket key; set false when the slot is empty (or erased). */
+struct tls_ticket_key {
+	bool set;
+	time_t born;		/* on the context's ticket clock */
+	unsigned char name[TLS_TICKET_NAME];
+	unsigned char aes[TLS_TICKET_SECRET];
+	unsigned char hmac[TLS_TICKET_SECRET];
+};
+
+/* The ticket keys of one server context (its ex_data), used by every loop thread. */
+struct tls_tickets {
+	pthread_mutex_t lock;
+	time_t skipped;			/* tls_tickets_skip, for tests */
+	struct tls_ticket_key key[2];	/* [0] encrypts, [1] the one before: decrypts */
+};
+
+static pthread_once_t tls_tickets_once = PTHREAD_ONCE_INIT;
+static int tls_tickets_index = -1;	/* SSL_CTX ex_data slot, set once */
 
 /* tls_no_passphrase - password callback that refuses: never prompt on a terminal */
 static int
@@ -170,6 +204,185 @@ tls_server_keypair(SSL_CTX *ctx, const char *cert, const char *key, char **err_r
 	return true;
 }
 
+/* ---- session tickets ---- */
+
+/* tls_tickets_free - ex_data destructor: erase and free a context's ticket keys */
+static void
+tls_tickets_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	struct tls_tickets *t = ptr;
+
+	if (t == NULL)
+		return;
+	pthread_mutex_destroy(&t->lock);
+	OPENSSL_cleanse(t, sizeof(*t));
+	free(t);
+}
+
+/* tls_tickets_init_index - the ex_data slot, once per process */
+static void
+tls_tickets_init_index(void)
+{
+	tls_tickets_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_tickets_free);
+}
+
+/* tls_tickets_of - the ticket keys of ctx, or NULL (not a server context of ours) */
+static struct tls_tickets *
+tls_tickets_of(SSL_CTX *ctx)
+{
+	return tls_tickets_index < 0 ? NULL : SSL_CTX_get_ex_data(ctx, tls_tickets_index);
+}
+
+/* tls_tickets_now - the ticket clock: monotonic seconds, plus what tests skipped */
+static time_t
+tls_tickets_now(const struct tls_tickets *t)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		fatal("clock_gettime(CLOCK_MONOTONIC) failed");
+	return ts.tv_sec + t->skipped;
+}
+
+/* tls_tickets_age - erase keys past their life; retire the current one after its turn */
+static void
+tls_tickets_age(struct tls_tickets *t, time_t now)
+{
+	if (t->key[0].set && now - t->key[0].born >= TLS_SESSION_TIMEOUT) {
+		OPENSSL_cleanse(&t->key[1], sizeof(t->key[1]));
+		t->key[1] = t->key[0];
+		OPENSSL_cleanse(&t->key[0], sizeof(t->key[0]));
+	}
+	/* decrypts for TLS_SESSION_TIMEOUT after it stopped encrypting */
+	if (t->key[1].set && now - t->key[1].born >= 2 * TLS_SESSION_TIMEOUT)
+		OPENSSL_cleanse(&t->key[1], sizeof(t->key[1]));
+}
+
+/* tls_tickets_current - the key for a new ticket (made if there is none); NULL if no randomness */
+static const struct tls_ticket_key *
+tls_tickets_current(struct tls_tickets *t, time_t now)
+{
+	struct tls_ticket_key *k = &t->key[0];
+
+	if (!k->set) {
+		if (RAND_bytes(k->name, sizeof(k->name)) != 1 ||
+		    RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
+		    RAND_bytes(k->hmac, sizeof(k->hmac)) != 1) {
+			OPENSSL_cleanse(k, sizeof(*k));
+			return NULL;
+		}
+		k->born = now;
+		k->set = true;
+	}
+	return k;
+}
+
+/* tls_tickets_find - the live key named name, or NULL */
+static const struct tls_ticket_key *
+tls_tickets_find(const struct tls_tickets *t, const unsigned char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(t->key); i++)
+		if (t->key[i].set && memcmp(t->key[i].name, name, TLS_TICKET_NAME) == 0)
+			return &t->key[i];
+	return NULL;
+}
+
+/* tls_ticket_setup - key the ticket's cipher and MAC with k; false on OpenSSL failure */
+static bool
+tls_ticket_setup(const struct tls_ticket_key *k, const unsigned char *iv,
+    EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, bool enc)
+{
+	OSSL_PARAM params[3];
+
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac,
+	    sizeof(k->hmac));
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
+	params[2] = OSSL_PARAM_construct_end();
+	if (!EVP_MAC_CTX_set_params(hctx, params))
+		return false;
+	return (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) :
+	    EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv)) == 1;
+}
+
+/*
+ * tls_ticket_cb - OpenSSL's ticket key callback, from any loop thread.
+ * New ticket (enc): 1, or 0 for none.  Presented ticket: 1 to resume, 2 to
+ * resume and issue a fresh ticket (the key is retiring), 0 for a full
+ * handshake (unknown or erased key).  -1 fails the handshake.
+ */
+static int
+tls_ticket_cb(SSL *ssl, unsigned char name[TLS_TICKET_NAME], unsigned char *iv,
+    EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+	struct tls_tickets *t = tls_tickets_of(SSL_get_SSL_CTX(ssl));
+	const struct tls_ticket_key *k;
+	time_t now;
+	int ret;
+
+	if (t == NULL)
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	now = tls_tickets_now(t);
+	tls_tickets_age(t, now);
+	if (enc) {
+		k = tls_tickets_current(t, now);
+		if (k != NULL && RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) == 1)
+			memcpy(name, k->name, TLS_TICKET_NAME);
+		else
+			k = NULL;
+	} else
+		k = tls_tickets_find(t, name);
+	if (k == NULL)
+		ret = 0;
+	else if (!tls_ticket_setup(k, iv, cctx, hctx, enc))
+		ret = -1;
+	else
+		ret = (!enc && k == &t->key[1]) ? 2 : 1;
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
+/* tls_server_tickets - stateless tickets under keys of ctx's own; false and *err_r on error */
+static bool
+tls_server_tickets(SSL_CTX *ctx, char **err_r)
+{
+	struct tls_tickets *t;
+
+	if (pthread_once(&tls_tickets_once, tls_tickets_init_index) != 0 ||
+	    tls_tickets_index < 0)
+		fatal("tls: no ex_data slot for ticket keys");
+	t = xcalloc(1, sizeof(*t));
+	if (pthread_mutex_init(&t->lock, NULL) != 0)
+		fatal("tls: pthread_mutex_init failed");
+	if (!SSL_CTX_set_ex_data(ctx, tls_tickets_index, t)) {
+		tls_tickets_free(ctx, t, NULL, tls_tickets_index, 0, NULL);
+		tls_fail(NULL, err_r, "cannot attach session ticket keys");
+		return false;
+	}
+	if (!SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb)) {
+		tls_fail(NULL, err_r, "cannot set the session ticket callback");
+		return false;
+	}
+	return true;
+}
+
+/* tls_tickets_skip - move ctx's ticket clock on by seconds (tests) */
+void
+tls_tickets_skip(SSL_CTX *ctx, unsigned seconds)
+{
+	struct tls_tickets *t = tls_tickets_of(ctx);
+
+	if (t == NULL)
+		return;
+	pthread_mutex_lock(&t->lock);
+	t->skipped += (time_t)seconds;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- contexts ---- */
+
 /* tls_server_ctx_new - context for listeners from [tls] */
 SSL_CTX *
 tls_server_ctx_new(const struct conf *conf, char **err_r)
@@ -195,16 +408,19 @@ tls_server_ctx_new(const struct conf *conf, char **err_r)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE |
-	    SSL_OP_PRIORITIZE_CHACHA | SSL_OP_NO_TICKET);
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	SSL_CTX_sess_set_cache_size(ctx, TLS_SESSION_CACHE_SIZE);
 	SSL_CTX_set_timeout(ctx, TLS_SESSION_TIMEOUT);
-	/* One stateful ticket per handshake: each one is a cache entry. */
+	/* One TLS 1.3 ticket per handshake: an SMTP client resumes one connection. */
 	SSL_CTX_set_num_tickets(ctx, 1);
 	if (!SSL_CTX_set_session_id_context(ctx, (const unsigned char *)TLS_SESSION_ID_CONTEXT,
 	    sizeof(TLS_SESSION_ID_CONTEXT) - 1))
 		return tls_fail(ctx, err_r, "cannot set session id context");
+	if (!tls_server_tickets(ctx, err_r)) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	return ctx;
 }
 

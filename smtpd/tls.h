@@ -29,6 +29,8 @@ struct conf;
 #define TLS_DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
 /* Key exchange groups offered and accepted, in order of preference. */
 #define TLS_GROUPS "X25519:P-256:P-384"
+/* Seconds a session may be resumed; also how long a ticket key encrypts (see tls.c). */
+#define TLS_SESSION_TIMEOUT 300
 
 /* tls_server_ctx_new - context for listeners from [tls]; NULL and *err_r on error. */
 SSL_CTX *tls_server_ctx_new(const struct conf *conf, char **err_r);
@@ -36,9 +38,11 @@ SSL_CTX *tls_server_ctx_new(const struct conf *conf, char **err_r);
  * tls_server_ssl_new - one server-side connection (accept state); never NULL.
  * End a session that closed cleanly (QUIT) with SSL_shutdown before freeing
  * it: OpenSSL drops a session freed without close_notify from the cache, and
- * the client cannot resume it.
+ * a client without session tickets cannot resume it.
  */
 SSL *tls_server_ssl_new(SSL_CTX *ctx);
+/* tls_tickets_skip - for tests: age the session ticket keys of a server ctx by seconds. */
+void tls_tickets_skip(SSL_CTX *ctx, unsigned seconds);
 
 /* tls_client_ctx_new - context for backend connections from [backend]; NULL and *err_r on error. */
 SSL_CTX *tls_client_ctx_new(const struct conf *conf, char **err_r);

@@ -1,6 +1,6 @@
 """TLS on the client side: STARTTLS (RFC 3207) and implicit TLS, protocol floor, handshake
-timeout, plaintext injection behind STARTTLS (CVE-2011-0411 class), tls_required, the
-Received header's TLS clause.  Backend: smtp-sink.  Clients: the raw SmtpClient with python
+timeout, plaintext injection behind STARTTLS (CVE-2011-0411 class), tls_required, session
+resumption, the Received header's TLS clause.  Backend: smtp-sink.  Clients: the raw SmtpClient with python
 ssl, openssl s_client."""
 import os
 import socket
@@ -295,6 +295,55 @@ def test_starttls_s_client(tls_server, certs):
     assert "Verify return code: 0 (ok)" in out, out
     assert "New, TLSv1.3" in out, out
     assert "250 DSN" in out, out
+
+
+def _starttls_once(srv, client, ctx, session=None):
+    """One STARTTLS session offering `session`; ends without QUIT, the way testssl and
+    openssl s_client -reconnect leave (the client's close_notify, then the TCP close).
+    Returns (whether the server resumed `session`, the session to offer next time)."""
+    c = client(srv.port)
+    c.start()
+    c.cmd("STARTTLS", expect="220 2.0.0")
+    c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost", session=session)
+    reused = c.sock.session_reused
+    c.ehlo()                    # TLS 1.3: the ticket follows the handshake; read past it
+    nxt = c.sock.session
+    try:
+        c.sock.unwrap()         # close_notify (else the client itself drops the session)
+    except (ssl.SSLError, OSError):
+        pass                    # the server closed without answering it
+    c.close()
+    return reused, nxt
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["tls12", "tls13"])
+def test_session_resumption_starttls(tls_server, client, certs, version):
+    """portier.conf(5): TLS sessions resume.  A client that offers the session of its last
+    connection gets an abbreviated handshake, four times in a row, although each of those
+    connections ended without QUIT (so the server never sent close_notify)."""
+    srv = tls_server()
+    ctx = tls_context(certs, minimum=version, maximum=version)
+    reused, sess = _starttls_once(srv, client, ctx)
+    assert not reused
+    got = []
+    for i in range(4):
+        reused, sess = _starttls_once(srv, client, ctx, session=sess)
+        got.append(reused)
+    assert got == [True] * 4, "session_reused on the next connections: %r" % got
+
+
+def test_session_resumption_s_client_reconnect(tls_server, certs):
+    """openssl s_client -reconnect (as testssl runs it) on implicit TLS 1.2: the first session
+    is new and the 5 reconnections resume it.  (s_client drops a TLS 1.3 connection before the
+    ticket arrives, so it cannot resume TLS 1.3 this way: test_session_resumption_starttls.)"""
+    srv = tls_server(listeners=IMPLICIT)
+    rc, out = s_client(srv.imp, certs, ["-reconnect", "-tls1_2"], stdin=b"QUIT\r\n",
+                       timeout=15)
+    lines = [l for l in out.splitlines() if l.startswith(("New, ", "Reused, "))]
+    assert len(lines) == 6, out
+    assert lines[0].startswith("New, ") and all(l.startswith("Reused, ") for l in lines[1:]), \
+        "\n".join(lines)
 
 
 # An OpenSSL 3 client refuses TLS 1.0/1.1 by itself at its default security level; level 0

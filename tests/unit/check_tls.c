@@ -12,6 +12,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,7 +198,7 @@ START_TEST(test_server_ctx_loads)
 	ck_assert(opts & SSL_OP_NO_COMPRESSION);
 	ck_assert(opts & SSL_OP_NO_RENEGOTIATION);
 	ck_assert(opts & SSL_OP_CIPHER_SERVER_PREFERENCE);
-	ck_assert(opts & SSL_OP_NO_TICKET);
+	ck_assert(!(opts & SSL_OP_NO_TICKET));	/* stateless tickets: see tls.c */
 	ck_assert_int_eq(SSL_CTX_get_min_proto_version(ctx), TLS1_2_VERSION);
 	ck_assert(SSL_CTX_get_session_cache_mode(ctx) & SSL_SESS_CACHE_SERVER);
 	ck_assert(SSL_CTX_get_mode(ctx) & SSL_MODE_RELEASE_BUFFERS);
@@ -561,7 +562,11 @@ START_TEST(test_client_ctx_errors)
 }
 END_TEST
 
-/* first_session - a full handshake; the client's session, after a clean close or none */
+/*
+ * first_session - a full handshake; the client's session.  The client always
+ * ends with close_notify (else its own OpenSSL will not offer the session
+ * again); the server only when clean, as after QUIT.
+ */
 static SSL_SESSION *
 first_session(SSL_CTX *sctx, SSL_CTX *cctx, bool clean)
 {
@@ -575,18 +580,17 @@ first_session(SSL_CTX *sctx, SSL_CTX *cctx, bool clean)
 	ck_assert(!SSL_session_reused(client));
 	roundtrip(client, server);	/* the client reads the TLS 1.3 ticket here */
 	sess = SSL_get1_session(client);
-	if (clean) {
-		SSL_shutdown(client);
+	SSL_shutdown(client);
+	if (clean)
 		SSL_shutdown(server);
-	}
 	SSL_free(client);
 	SSL_free(server);
 	return sess;
 }
 
-/* resumed - a second handshake offering sess; whether the server resumed it */
+/* resumed - a handshake offering sess: was it resumed?  The new session goes to *next_r */
 static bool
-resumed(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *sess)
+resumed(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *sess, SSL_SESSION **next_r)
 {
 	SSL *client = SSL_new(cctx), *server = tls_server_ssl_new(sctx);
 	bool reused;
@@ -598,12 +602,48 @@ resumed(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *sess)
 	ck_assert(r.ok);
 	roundtrip(client, server);
 	reused = SSL_session_reused(client) && SSL_session_reused(server);
+	if (next_r != NULL)
+		*next_r = SSL_get1_session(client);
+	SSL_shutdown(client);	/* else the client marks sess not resumable */
 	SSL_free(client);
 	SSL_free(server);
 	return reused;
 }
 
-/* Resumption through the server-side cache, tickets off (see tls.c). */
+/* A resumption run in a thread of its own, as in another event loop. */
+struct resume_job {
+	SSL_CTX *sctx, *cctx;
+	SSL_SESSION *sess;
+	bool reused;
+};
+
+/* resume_thread - resumed() in another thread */
+static void *
+resume_thread(void *arg)
+{
+	struct resume_job *j = arg;
+
+	j->reused = resumed(j->sctx, j->cctx, j->sess, NULL);
+	return NULL;
+}
+
+/* resumed_elsewhere - resumed(), from a second thread sharing the server context */
+static bool
+resumed_elsewhere(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *sess)
+{
+	struct resume_job j = { sctx, cctx, sess, false };
+	pthread_t th;
+
+	ck_assert_int_eq(pthread_create(&th, NULL, resume_thread, &j), 0);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	return j.reused;
+}
+
+/*
+ * Resumption by session ticket however the last session ended, in any
+ * thread; by session id from the cache for a client without tickets, only
+ * after close_notify (OpenSSL's rule; the session sends it after QUIT).
+ */
 START_TEST(test_session_resumption)
 {
 	static const int versions[] = { TLS1_2_VERSION, TLS1_3_VERSION };
@@ -617,31 +657,99 @@ START_TEST(test_session_resumption)
 		cctx = plain_client(TLS1_2_VERSION, versions[i], NULL);
 		sess = first_session(sctx, cctx, true);
 		ck_assert_int_eq(SSL_SESSION_get_protocol_version(sess), versions[i]);
-		/* TLS 1.2: no RFC 5077 ticket, a session id into the cache. */
-		if (versions[i] == TLS1_2_VERSION)
-			ck_assert(!SSL_SESSION_has_ticket(sess));
-		ck_assert_int_eq(SSL_CTX_sess_number(sctx), 1);
-		ck_assert(resumed(sctx, cctx, sess));
+		ck_assert(SSL_SESSION_has_ticket(sess));
+		ck_assert(resumed(sctx, cctx, sess, NULL));
 		SSL_SESSION_free(sess);
 
-		/* A session freed without close_notify leaves the cache (OpenSSL's rule). */
+		/* No close_notify from the server (a client that left without QUIT): the
+		 * ticket still resumes. */
 		sess = first_session(sctx, cctx, false);
-		ck_assert(!resumed(sctx, cctx, sess));
+		ck_assert(resumed(sctx, cctx, sess, NULL));
+		ck_assert(resumed_elsewhere(sctx, cctx, sess));
 		SSL_SESSION_free(sess);
 		SSL_CTX_free(cctx);
 		tls_ctx_unref(sctx);
 	}
 
-	/* A new context (SIGHUP) does not know the old one's sessions. */
+	/* TLS 1.2 without tickets: a session id into the cache. */
+	sctx = server_ctx(&c);
+	cctx = plain_client(TLS1_2_VERSION, TLS1_2_VERSION, NULL);
+	SSL_CTX_set_options(cctx, SSL_OP_NO_TICKET);
+	sess = first_session(sctx, cctx, true);
+	ck_assert(!SSL_SESSION_has_ticket(sess));
+	ck_assert_int_eq(SSL_CTX_sess_number(sctx), 1);
+	ck_assert(resumed_elsewhere(sctx, cctx, sess));
+	/* that one ended without close_notify from the server: gone from the cache */
+	ck_assert(!resumed(sctx, cctx, sess, NULL));
+	SSL_SESSION_free(sess);
+	sess = first_session(sctx, cctx, false);
+	ck_assert(!resumed(sctx, cctx, sess, NULL));
+	SSL_SESSION_free(sess);
+	SSL_CTX_free(cctx);
+	tls_ctx_unref(sctx);
+
+	/* A new context (SIGHUP) knows neither the old one's sessions nor its ticket keys. */
 	sctx = server_ctx(&c);
 	cctx = plain_client(TLS1_2_VERSION, TLS1_3_VERSION, NULL);
 	sess = first_session(sctx, cctx, true);
 	tls_ctx_unref(sctx);
 	sctx = server_ctx(&c);
-	ck_assert(!resumed(sctx, cctx, sess));
+	ck_assert(!resumed(sctx, cctx, sess, NULL));
 	SSL_SESSION_free(sess);
 	SSL_CTX_free(cctx);
 	tls_ctx_unref(sctx);
+}
+END_TEST
+
+/*
+ * A ticket key encrypts for TLS_SESSION_TIMEOUT seconds, then still opens
+ * its tickets (and the server renews them) for as long again, then is gone.
+ */
+START_TEST(test_ticket_key_rotation)
+{
+	static const int versions[] = { TLS1_2_VERSION, TLS1_3_VERSION };
+	struct conf c = server_conf();
+	SSL_SESSION *sess, *renewed, *later;
+	SSL_CTX *sctx, *cctx;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(versions); i++) {
+		sctx = server_ctx(&c);
+		cctx = plain_client(TLS1_2_VERSION, versions[i], NULL);
+		sess = first_session(sctx, cctx, false);
+		tls_tickets_skip(sctx, TLS_SESSION_TIMEOUT - 1);
+		ck_assert(resumed(sctx, cctx, sess, NULL));
+		tls_tickets_skip(sctx, 1);		/* its key now only decrypts */
+		ck_assert(resumed(sctx, cctx, sess, &renewed));
+		ck_assert(SSL_SESSION_has_ticket(renewed));
+		tls_tickets_skip(sctx, TLS_SESSION_TIMEOUT - 1);
+		ck_assert(resumed(sctx, cctx, sess, NULL));
+		tls_tickets_skip(sctx, 1);		/* its key is erased */
+		ck_assert(!resumed(sctx, cctx, sess, &later));
+		/* the ticket renewed under the next key still opens */
+		ck_assert(resumed(sctx, cctx, renewed, NULL));
+		/* and so does the one from the full handshake just now */
+		ck_assert(resumed(sctx, cctx, later, NULL));
+		SSL_SESSION_free(sess);
+		SSL_SESSION_free(renewed);
+		SSL_SESSION_free(later);
+		tls_ctx_unref(sctx);
+
+		/* The same ages with no handshake between: the key retires and dies late. */
+		sctx = server_ctx(&c);
+		sess = first_session(sctx, cctx, false);
+		tls_tickets_skip(sctx, 2 * TLS_SESSION_TIMEOUT - 1);
+		ck_assert(resumed(sctx, cctx, sess, NULL));
+		SSL_SESSION_free(sess);
+		tls_ctx_unref(sctx);
+		sctx = server_ctx(&c);
+		sess = first_session(sctx, cctx, false);
+		tls_tickets_skip(sctx, 2 * TLS_SESSION_TIMEOUT);
+		ck_assert(!resumed(sctx, cctx, sess, NULL));
+		SSL_SESSION_free(sess);
+		SSL_CTX_free(cctx);
+		tls_ctx_unref(sctx);
+	}
 }
 END_TEST
 
@@ -898,6 +1006,7 @@ tls_suite(void)
 	tcase_add_test(tc, test_tls12_ciphers);
 	tcase_add_test(tc, test_tls13_ciphersuites);
 	tcase_add_test(tc, test_session_resumption);
+	tcase_add_test(tc, test_ticket_key_rotation);
 	tcase_add_test(tc, test_ctx_outlives_owner);
 	tcase_add_test(tc, test_errors_text);
 	suite_add_tcase(s, tc);
