@@ -1,20 +1,27 @@
 /*
  * server.c - listeners, event loops, signals and the config snapshot.
  *
- * main() hands a checked snapshot to server_run, which binds every listen
- * address once per loop (SO_REUSEPORT: the kernel spreads connections),
- * drops privileges for good, then runs one thread per loop while the main
- * thread waits for signals.  SIGTERM: stop accepting, let sessions finish up
- * to drain_timeout, then 421 the rest and exit 0.  SIGHUP: load the config
- * again; new sessions get the new snapshot, live ones keep theirs.
+ * main() hands a checked snapshot to server_run, which sizes the session
+ * bound to RLIMIT_NOFILE, makes sure no other process holds a listen
+ * address, binds every address once per loop (SO_REUSEPORT: the kernel
+ * spreads connections), drops privileges for good, then runs one thread per
+ * loop while the main thread waits for signals.  SIGTERM: stop accepting,
+ * let sessions finish up to drain_timeout, then 421 the rest and exit 0.
+ * SIGHUP: load the config again; new sessions get the new snapshot, live
+ * ones keep theirs; each bound address goes to the listener that lists it
+ * now (by address, else by name), never by position.
  *
- * Must never: serve as root, block a loop, or let a thread other than a
+ * Must never: serve as root, block a loop, spin on a failing accept(2),
+ * share a port with another process, or let a thread other than a
  * session's own loop touch that session.
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -26,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -43,6 +51,7 @@
 #include "relay.h"
 #include "sendbatch.h"
 #include "server.h"
+#include "smtp_reply.h"
 #include "smtp_session.h"
 #include "tls.h"
 #include "../policy/auth.h"
@@ -52,17 +61,46 @@
 #include "workers.h"
 
 #define DRAIN_GRACE	5	/* seconds after drain_timeout for sessions waiting on the backend */
+#define ACCEPT_PAUSE	1	/* seconds a loop stops accepting after accept(2) failed */
+#define ACCEPT_QUIET	10	/* seconds without a failed accept(2) that end a spell of them */
+#define ACCEPT_REMIND	60	/* seconds between two accept_paused lines in one spell */
+
+/*
+ * The descriptor budget (fd_budget): what one session may hold at once (its
+ * client, a backend connection, a spooled body), and what the process holds
+ * whatever the sessions do.  Estimates on the high side: an overdrawn budget
+ * means EMFILE in a session's relay or spool, which only the client sees.
+ */
+#define FD_PER_SESSION	3
+#define FD_RESERVE	16	/* stdio, the main loop and its signal pipe, syslog, reload's files */
+#define FD_PER_LOOP	6	/* epoll, wake-up eventfd and pipe, io_uring ring, spares */
+#define FD_PER_WORKER	4	/* a Maildir delivery's directories and file, or a Dovecot socket */
+
+/* An address bound at start: each loop has a socket on it. */
+struct bound_addr {
+	char *listener;		/* the [listener] that had it at start */
+	char *spec;		/* as written there */
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
 
 struct listen_sock {
 	struct loop *loop;
 	evutil_socket_t fd;
-	size_t li;		/* index into conf->listeners */
-	char addr[128];
+	size_t bi;		/* index into bound[] */
+};
+
+/* A listener's live sessions, found by name: a session may outlive its listener's config. */
+struct server_count {
+	char *name;
+	atomic_uint n;
+	struct server_count *next;
 };
 
 struct session_slot {
 	uint64_t id;
 	struct session *s;
+	struct server_count *count;	/* the listener it counts on; NULL until server_session_begin */
 	struct session_slot *next;
 };
 
@@ -77,6 +115,12 @@ struct loop {
 	size_t nsocks;
 	struct event *ctl;		/* drain/stop requests from the main thread */
 	struct event *drain_timer;
+	struct event *accept_timer;	/* ends an accept pause */
+	bool accept_paused;		/* listeners disabled until accept_timer or a session ends */
+	bool accept_trouble;		/* in a spell of failed accept(2)s (see accept_error_cb) */
+	unsigned long long accept_failed_ms;	/* now_ms() of the last failure */
+	unsigned long long accept_logged_ms;	/* now_ms() of the last accept_paused line */
+	unsigned accept_pauses;		/* pauses since that line */
 	atomic_int draining;
 	unsigned drain_passes;
 	struct session_slot **buckets;
@@ -91,9 +135,16 @@ struct loop {
 static pthread_mutex_t snap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct snapshot *snap_current;
 static atomic_uint_fast64_t session_counter;
-static atomic_uint session_count;
+static atomic_uint sessions_live;	/* the process's, for the process bound */
+static unsigned fd_session_max = UINT_MAX;	/* sessions RLIMIT_NOFILE leaves room for; set at start */
+static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct server_count *count_list;	/* never shrinks; guarded by count_lock */
+static struct bound_addr *bound;	/* set before the loops start, then read-only */
+static size_t nbound;
 static struct workers *worker_pool;
 static struct authfail *auth_failures;
+
+static void loop_accept_resume(struct loop *l);
 
 /* server_authfail - the failed-AUTH counters */
 struct authfail *
@@ -103,6 +154,27 @@ server_authfail(void)
 }
 
 static bool conf_uses_tls(const struct conf *conf);
+
+/* server_count_get - the session count of the listener called name (made on first use) */
+static struct server_count *
+server_count_get(const char *name)
+{
+	struct server_count *c;
+
+	pthread_mutex_lock(&count_lock);
+	for (c = count_list; c != NULL; c = c->next)
+		if (strcmp(c->name, name) == 0)
+			break;
+	if (c == NULL) {
+		c = xcalloc(1, sizeof(*c));
+		c->name = xstrdup(name);
+		atomic_init(&c->n, 0);
+		c->next = count_list;
+		count_list = c;
+	}
+	pthread_mutex_unlock(&count_lock);
+	return c;
+}
 
 /* snapshot_auth - the credential backend and sender map, when [auth] is set */
 static bool
@@ -205,6 +277,9 @@ snapshot_new(struct conf *conf, char **err_r)
 			return NULL;
 		}
 	}
+	s->counts = xcalloc(conf->nlisteners, sizeof(*s->counts));
+	for (i = 0; i < conf->nlisteners; i++)
+		s->counts[i] = server_count_get(conf->listeners[i].name);
 	return s;
 }
 
@@ -227,6 +302,8 @@ snapshot_unref(struct snapshot *s)
 	for (i = 0; i < s->conf->nlisteners; i++)
 		filter_chain_free(s->chains[i]);
 	free(s->chains);
+	free(s->counts);
+	free(s->bound_li);
 	if (s->tls)
 		tls_ctx_unref(s->tls);
 	if (s->tls_client)
@@ -300,13 +377,6 @@ server_new_session_id(void)
 	return atomic_fetch_add(&session_counter, 1);
 }
 
-/* server_session_done - release a max_sessions slot */
-void
-server_session_done(void)
-{
-	atomic_fetch_sub(&session_count, 1);
-}
-
 /* loop_session_add - register s under id */
 void
 loop_session_add(struct loop *l, struct session *s, uint64_t id)
@@ -332,13 +402,14 @@ loop_session_add(struct loop *l, struct session *s, uint64_t id)
 	slot = xmalloc(sizeof(*slot));
 	slot->id = id;
 	slot->s = s;
+	slot->count = NULL;
 	b = id & (l->nbuckets - 1);
 	slot->next = l->buckets[b];
 	l->buckets[b] = slot;
 	l->nsessions++;
 }
 
-/* loop_session_remove - unregister id */
+/* loop_session_remove - unregister id and give back what it counted on */
 void
 loop_session_remove(struct loop *l, struct session *s, uint64_t id)
 {
@@ -347,6 +418,10 @@ loop_session_remove(struct loop *l, struct session *s, uint64_t id)
 	for (pp = &l->buckets[id & (l->nbuckets - 1)]; (slot = *pp) != NULL; pp = &slot->next) {
 		if (slot->id == id) {
 			*pp = slot->next;
+			if (slot->count != NULL) {
+				atomic_fetch_sub(&slot->count->n, 1);
+				atomic_fetch_sub(&sessions_live, 1);
+			}
 			free(slot);
 			l->nsessions--;
 			break;
@@ -354,6 +429,9 @@ loop_session_remove(struct loop *l, struct session *s, uint64_t id)
 	}
 	if (l->nsessions == 0 && atomic_load(&l->draining))
 		event_base_loopbreak(l->base);
+	/* A descriptor came free: a loop paused by EMFILE may try again now. */
+	if (l->accept_paused && !atomic_load(&l->draining))
+		loop_accept_resume(l);
 }
 
 /*
@@ -404,9 +482,9 @@ loop_flush_sessions(struct loop *l)
 	relay_pool_uncork(l->relay);
 }
 
-/* loop_session_find - the live session with id, or NULL */
-struct session *
-loop_session_find(struct loop *l, uint64_t id)
+/* loop_slot_find - the registry entry of id, or NULL */
+static struct session_slot *
+loop_slot_find(struct loop *l, uint64_t id)
 {
 	struct session_slot *slot;
 
@@ -414,8 +492,108 @@ loop_session_find(struct loop *l, uint64_t id)
 		return NULL;
 	for (slot = l->buckets[id & (l->nbuckets - 1)]; slot; slot = slot->next)
 		if (slot->id == id)
-			return slot->s;
+			return slot;
 	return NULL;
+}
+
+/* loop_session_find - the live session with id, or NULL */
+struct session *
+loop_session_find(struct loop *l, uint64_t id)
+{
+	struct session_slot *slot = loop_slot_find(l, id);
+
+	return slot != NULL ? slot->s : NULL;
+}
+
+/* loop_accept_set - enable or disable every listener of l that is still open */
+static void
+loop_accept_set(struct loop *l, bool on)
+{
+	size_t i;
+
+	for (i = 0; i < l->nsocks; i++) {
+		if (l->lev[i] == NULL)
+			continue;
+		if (on)
+			evconnlistener_enable(l->lev[i]);
+		else
+			evconnlistener_disable(l->lev[i]);
+	}
+}
+
+/* loop_accept_resume - end an accept pause: take connections again */
+static void
+loop_accept_resume(struct loop *l)
+{
+	evtimer_del(l->accept_timer);
+	l->accept_paused = false;
+	loop_accept_set(l, true);
+}
+
+/* accept_timer_cb - the pause is over (a drain has closed the listeners meanwhile) */
+static void
+accept_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct loop *l = arg;
+
+	if (!atomic_load(&l->draining))
+		loop_accept_resume(l);
+}
+
+/*
+ * accept_error_cb - accept(2) failed (EMFILE, ENFILE, ENOBUFS...): the
+ * connection stays in the kernel's queue and the socket stays readable, so
+ * trying again at once would spin.  Stop accepting on this loop for
+ * ACCEPT_PAUSE seconds, or until one of its sessions ends and gives a
+ * descriptor back.  While descriptors are short every session's end brings
+ * another pause: one line starts the spell and one a minute recalls it,
+ * with the pauses since; ACCEPT_QUIET seconds without a failure end it.
+ */
+static void
+accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct listen_sock *ls = arg;
+	struct loop *l = ls->loop;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { ACCEPT_PAUSE, 0 };
+	unsigned long long now = now_ms();
+
+	if (l->accept_trouble && now - l->accept_failed_ms >= ACCEPT_QUIET * 1000ULL)
+		l->accept_trouble = false;
+	l->accept_pauses++;
+	if (!l->accept_trouble || now - l->accept_logged_ms >= ACCEPT_REMIND * 1000ULL) {
+		log_warn("event=accept_paused listen=%s error=\"%s\" sessions=%zu pause=%ds "
+		    "pauses=%u", bound[ls->bi].spec, evutil_socket_error_to_string(err),
+		    l->nsessions, ACCEPT_PAUSE, l->accept_pauses);
+		l->accept_logged_ms = now;
+		l->accept_pauses = 0;
+	}
+	l->accept_trouble = true;
+	l->accept_failed_ms = now;
+	l->accept_paused = true;
+	loop_accept_set(l, false);
+	evtimer_add(l->accept_timer, &tv);
+}
+
+/* accept_refuse - a connection to an address no listener has since a reload: 421, close */
+static void
+accept_refuse(const struct snapshot *snap, const struct listen_sock *ls, evutil_socket_t fd,
+    const struct sockaddr *sa)
+{
+	char line[SMTP_REPLY_LINE_MAX], client[INET6_ADDRSTRLEN] = "unknown";
+	size_t n = smtp_reply_line(line, sizeof(line), R_SHUTDOWN, snap->conf->hostname);
+
+	/* A new socket's buffer takes one line; if not, the client just sees the close. */
+	if (send(fd, line, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_debug("event=refused error=\"%s\"", strerror(errno));
+	evutil_closesocket(fd);
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, client, sizeof(client));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, client,
+		    sizeof(client));
+	log_info("event=refused listen=%s client=%s reason=\"no listener has this address since "
+	    "the reload\"", bound[ls->bi].spec, client);
 }
 
 /* accept_cb - a new client on one of this loop's sockets */
@@ -424,41 +602,49 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
     void *arg)
 {
 	struct listen_sock *ls = arg;
+	struct loop *l = ls->loop;
 	struct snapshot *snap = snapshot_get();
-	size_t li = ls->li;
-
-	if (li >= snap->conf->nlisteners) {
-		/* The reloaded config has fewer listeners: keep serving on the old one. */
-		li = snap->conf->nlisteners - 1;
-	}
+	size_t li = snap->bound_li[ls->bi];
 	struct bufferevent *bev;
 
+	if (l->accept_trouble && now_ms() - l->accept_failed_ms >= ACCEPT_QUIET * 1000ULL) {
+		log_info("event=accept_resumed listen=%s pauses=%u", bound[ls->bi].spec,
+		    l->accept_pauses);
+		l->accept_trouble = false;
+		l->accept_pauses = 0;
+	}
+	if (li == SIZE_MAX) {
+		accept_refuse(snap, ls, fd, sa);
+		snapshot_unref(snap);
+		return;
+	}
 	/* TCP_NODELAY comes from the listening socket (Linux copies it to accepted ones). */
 	if (snap->conf->listeners[li].tls == TLS_IMPLICIT && snap->tls != NULL)
-		bev = bufferevent_openssl_socket_new(ls->loop->base, fd, tls_server_ssl_new(snap->tls),
+		bev = bufferevent_openssl_socket_new(l->base, fd, tls_server_ssl_new(snap->tls),
 		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	else
-		bev = bufferevent_socket_new(ls->loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL)
 		fatal("bufferevent_socket_new failed");
-	session_start(ls->loop, snap, li, bev, sa, (socklen_t)salen);
+	session_start(l, snap, li, bev, sa, (socklen_t)salen);
 	snapshot_unref(snap);
 }
 
-/* server_session_begin - count a new session; false when over max */
+/* server_session_begin - count a session on its listener and the process; false when over */
 bool
-server_session_begin(unsigned max)
+server_session_begin(struct loop *l, uint64_t id, const struct snapshot *snap, size_t li)
 {
-	return atomic_fetch_add(&session_count, 1) < max;
-}
+	struct session_slot *slot = loop_slot_find(l, id);
+	const struct conf *conf = snap->conf;
+	unsigned pmax = conf->limits.max_sessions;
+	bool ok;
 
-/* accept_error_cb - EMFILE and friends: pause briefly, never spin */
-static void
-accept_error_cb(struct evconnlistener *lev, void *arg)
-{
-	int err = EVUTIL_SOCKET_ERROR();
-
-	log_warn("event=accept_error error=\"%s\"", evutil_socket_error_to_string(err));
+	assert(slot != NULL && slot->count == NULL && li < conf->nlisteners);
+	if (pmax > fd_session_max)
+		pmax = fd_session_max;
+	slot->count = snap->counts[li];
+	ok = atomic_fetch_add(&slot->count->n, 1) < conf->listeners[li].limits.max_sessions;
+	return atomic_fetch_add(&sessions_live, 1) < pmax && ok;
 }
 
 /* parse_listen - "HOST:PORT" or "[V6]:PORT" into a sockaddr */
@@ -521,7 +707,7 @@ loop_cpu(unsigned i)
 }
 
 /*
- * bind_one - a listening socket with SO_REUSEPORT for loop i.
+ * bind_one - a listening socket with SO_REUSEPORT on address b for loop i.
  *
  * SO_INCOMING_CPU: among the SO_REUSEPORT listeners of one address, the
  * kernel (Linux 6.2 and later; earlier ones hash) gives a new connection to
@@ -531,21 +717,15 @@ loop_cpu(unsigned i)
  * fewer thread wake-ups than if they were spread over every loop.
  */
 static evutil_socket_t
-bind_one(const char *spec, unsigned i, char **err_r)
+bind_one(const struct bound_addr *b, unsigned i, char **err_r)
 {
 	int cpu = loop_cpu(i);
-	struct sockaddr_storage ss;
-	socklen_t len;
 	evutil_socket_t fd;
 	int on = 1;
 
-	if (!parse_listen(spec, &ss, &len)) {
-		*err_r = xasprintf("listen %s: not HOST:PORT with a numeric host", spec);
-		return -1;
-	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(b->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		*err_r = xasprintf("listen %s: socket: %s", spec, strerror(errno));
+		*err_r = xasprintf("socket: %s", strerror(errno));
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
@@ -554,48 +734,308 @@ bind_one(const char *spec, unsigned i, char **err_r)
 		setsockopt(fd, SOL_SOCKET, SO_INCOMING_CPU, &cpu, sizeof(cpu));
 	/* Replies are whole; never let Nagle hold one back.  Accepted sockets inherit it. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	if (ss.ss_family == AF_INET6)
+	if (b->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
 	/* listen() comes after the privilege drop: nobody connects to a root process. */
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
-		*err_r = xasprintf("listen %s: %s", spec, strerror(errno));
+	if (bind(fd, (const struct sockaddr *)&b->ss, b->len) < 0) {
+		*err_r = xstrdup(strerror(errno));
 		close(fd);
 		return -1;
 	}
 	return fd;
 }
 
-/* loops_bind - every listen address, once per loop */
-static bool
-loops_bind(struct loop *loops, unsigned nloops, const struct conf *conf)
+/*
+ * bind_probe - is address b free?  SO_REUSEPORT lets any socket of the same
+ * user join a group, another program's included, and the kernel would then
+ * share the connections out between us without a word.  A plain bind (no
+ * SO_REUSEPORT; SO_REUSEADDR so that our own previous run's TIME_WAIT
+ * connections do not count) fails when anyone holds the address, with or
+ * without SO_REUSEPORT.  IPv6 addresses are probed V6ONLY, as bind_one binds
+ * them: [::]:25 does not take 0.0.0.0:25's connections, so a server there
+ * is no conflict.  NULL when free, else why not (caller frees).
+ */
+static char *
+bind_probe(const struct bound_addr *b)
 {
-	unsigned i;
+	evutil_socket_t fd;
+	int on = 1;
+	char *why = NULL;
+
+	fd = socket(b->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return xasprintf("socket: %s", strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (b->ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, (const struct sockaddr *)&b->ss, b->len) < 0)
+		why = errno == EADDRINUSE ? xstrdup("address already in use by another process") :
+		    xstrdup(strerror(errno));
+	close(fd);
+	return why;
+}
+
+/* bound_free - forget the bound addresses */
+static void
+bound_free(void)
+{
+	size_t i;
+
+	for (i = 0; i < nbound; i++) {
+		free(bound[i].listener);
+		free(bound[i].spec);
+	}
+	free(bound);
+	bound = NULL;
+	nbound = 0;
+}
+
+/*
+ * bound_collect - every listen address of conf, parsed, into bound[], each
+ * probed: false (logged, naming listener and address) when one is not ours
+ * to take.  All are probed before any is bound, so that our own 0.0.0.0:25
+ * group never makes 127.0.0.1:25 look taken.
+ */
+static bool
+bound_collect(const struct conf *conf)
+{
 	size_t li, a;
 
-	for (i = 0; i < nloops; i++) {
-		for (li = 0; li < conf->nlisteners; li++) {
-			const struct conf_listener *cl = &conf->listeners[li];
+	for (li = 0; li < conf->nlisteners; li++) {
+		const struct conf_listener *cl = &conf->listeners[li];
 
-			for (a = 0; a < cl->nlisten; a++) {
-				struct listen_sock *ls;
-				char *err = NULL;
-				evutil_socket_t fd = bind_one(cl->listen[a], i, &err);
+		for (a = 0; a < cl->nlisten; a++) {
+			struct bound_addr *b;
+			char *why;
 
-				if (fd < 0) {
-					log_err("event=bind_error listener=%s error=\"%s\"", cl->name, err);
-					free(err);
-					return false;
-				}
-				loops[i].socks = xreallocarray(loops[i].socks, loops[i].nsocks + 1,
-				    sizeof(*loops[i].socks));
-				ls = &loops[i].socks[loops[i].nsocks++];
-				ls->loop = &loops[i];
-				ls->fd = fd;
-				ls->li = li;
-				str_copy(ls->addr, cl->listen[a], sizeof(ls->addr));
+			bound = xreallocarray(bound, nbound + 1, sizeof(*bound));
+			b = &bound[nbound++];
+			b->listener = xstrdup(cl->name);
+			b->spec = xstrdup(cl->listen[a]);
+			if (!parse_listen(b->spec, &b->ss, &b->len))
+				why = xstrdup("not HOST:PORT with a numeric host");
+			else
+				why = bind_probe(b);
+			if (why != NULL) {
+				log_err("event=bind_error listener=%s listen=%s error=\"%s\"",
+				    cl->name, b->spec, why);
+				free(why);
+				return false;
 			}
 		}
 	}
+	return true;
+}
+
+/* loops_unbind - close what loops_bind opened (a failed start) */
+static void
+loops_unbind(struct loop *loops, unsigned nloops)
+{
+	unsigned i;
+	size_t k;
+
+	for (i = 0; i < nloops; i++) {
+		for (k = 0; k < loops[i].nsocks; k++)
+			close(loops[i].socks[k].fd);
+		free(loops[i].socks);
+		loops[i].socks = NULL;
+		loops[i].nsocks = 0;
+	}
+}
+
+/* loops_bind - every bound address, once per loop */
+static bool
+loops_bind(struct loop *loops, unsigned nloops)
+{
+	unsigned i;
+	size_t bi;
+
+	for (i = 0; i < nloops; i++) {
+		loops[i].socks = xcalloc(nbound ? nbound : 1, sizeof(*loops[i].socks));
+		for (bi = 0; bi < nbound; bi++) {
+			struct listen_sock *ls;
+			char *err = NULL;
+			evutil_socket_t fd = bind_one(&bound[bi], i, &err);
+
+			if (fd < 0) {
+				log_err("event=bind_error listener=%s listen=%s error=\"%s\"",
+				    bound[bi].listener, bound[bi].spec, err);
+				free(err);
+				return false;
+			}
+			ls = &loops[i].socks[loops[i].nsocks++];
+			ls->loop = &loops[i];
+			ls->fd = fd;
+			ls->bi = bi;
+		}
+	}
+	return true;
+}
+
+/* sockaddr_same - one address and port? */
+static bool
+sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+		    memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	}
+	return false;
+}
+
+/* listener_with_addr - the listener of conf listing bound address b, or SIZE_MAX */
+static size_t
+listener_with_addr(const struct conf *conf, const struct bound_addr *b)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	size_t li, a;
+
+	for (li = 0; li < conf->nlisteners; li++)
+		for (a = 0; a < conf->listeners[li].nlisten; a++)
+			if (parse_listen(conf->listeners[li].listen[a], &ss, &len) &&
+			    sockaddr_same(&ss, &b->ss))
+				return li;
+	return SIZE_MAX;
+}
+
+/* listener_named - the listener of conf called name, or SIZE_MAX */
+static size_t
+listener_named(const struct conf *conf, const char *name)
+{
+	size_t li;
+
+	for (li = 0; li < conf->nlisteners; li++)
+		if (strcmp(conf->listeners[li].name, name) == 0)
+			return li;
+	return SIZE_MAX;
+}
+
+/* addr_is_bound - is spec one of the addresses bound at start? */
+static bool
+addr_is_bound(const char *spec)
+{
+	struct bound_addr b;
+	size_t bi;
+
+	if (!parse_listen(spec, &b.ss, &b.len))
+		return false;
+	for (bi = 0; bi < nbound; bi++)
+		if (sockaddr_same(&bound[bi].ss, &b.ss))
+			return true;
+	return false;
+}
+
+/*
+ * snapshot_map - which listener of snap serves each bound address: the one
+ * that lists it, else (its address was changed) the one of the name that
+ * bound it, else none (its connections get 421).  Sockets are bound only at
+ * start (after the privilege drop, ports below 1024 could not be bound
+ * again), so a reload logs every address a restart would bind or close;
+ * returns how many.
+ */
+static unsigned
+snapshot_map(struct snapshot *snap)
+{
+	const struct conf *conf = snap->conf;
+	unsigned restart = 0;
+	size_t bi, li, a;
+
+	snap->bound_li = xcalloc(nbound ? nbound : 1, sizeof(*snap->bound_li));
+	for (bi = 0; bi < nbound; bi++) {
+		const struct bound_addr *b = &bound[bi];
+
+		li = listener_with_addr(conf, b);
+		if (li != SIZE_MAX && strcmp(conf->listeners[li].name, b->listener) != 0)
+			log_info("event=reload listen=%s listener=%s was=%s", b->spec,
+			    conf->listeners[li].name, b->listener);
+		if (li == SIZE_MAX && (li = listener_named(conf, b->listener)) != SIZE_MAX) {
+			log_warn("event=reload listener=%s listen=%s warning=\"no longer listed; "
+			    "still served by this listener until portier is restarted\"",
+			    b->listener, b->spec);
+			restart++;
+		} else if (li == SIZE_MAX) {
+			log_warn("event=reload listen=%s warning=\"no listener has this address: "
+			    "connections get 421 until portier is restarted\"", b->spec);
+			restart++;
+		}
+		snap->bound_li[bi] = li;
+	}
+	for (li = 0; li < conf->nlisteners; li++) {
+		for (a = 0; a < conf->listeners[li].nlisten; a++) {
+			if (addr_is_bound(conf->listeners[li].listen[a]))
+				continue;
+			log_warn("event=reload listener=%s listen=%s warning=\"not bound: restart "
+			    "portier to listen there\"", conf->listeners[li].name,
+			    conf->listeners[li].listen[a]);
+			restart++;
+		}
+	}
+	return restart;
+}
+
+/*
+ * fd_budget - the sessions RLIMIT_NOFILE leaves room for, after the
+ * process's own descriptors (FD_RESERVE, per loop its listening sockets,
+ * wake-ups and idle backend connections, per worker thread), at
+ * FD_PER_SESSION each.  Raises the soft limit toward the hard one first when
+ * max_sessions needs it.  0 when not even one session fits.
+ */
+static unsigned
+fd_budget(const struct conf *conf, unsigned nloops, rlim_t *nofile_r, rlim_t *reserve_r)
+{
+	struct rlimit rl;
+	unsigned threads = conf->worker_threads ? conf->worker_threads : 4;
+	rlim_t reserve, want, room;
+
+	reserve = FD_RESERVE + (rlim_t)nloops * (FD_PER_LOOP + nbound + conf->relay_pool) +
+	    (rlim_t)threads * FD_PER_WORKER;
+	want = reserve + (rlim_t)FD_PER_SESSION * conf->limits.max_sessions;
+	*reserve_r = reserve;
+	*nofile_r = RLIM_INFINITY;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return UINT_MAX;
+	if (rl.rlim_cur < want && rl.rlim_max > rl.rlim_cur) {
+		struct rlimit up = { rl.rlim_max < want ? rl.rlim_max : want, rl.rlim_max };
+
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl.rlim_cur = up.rlim_cur;
+	}
+	*nofile_r = rl.rlim_cur;
+	if (rl.rlim_cur < reserve + FD_PER_SESSION)
+		return 0;
+	room = (rl.rlim_cur - reserve) / FD_PER_SESSION;
+	return room < UINT_MAX ? (unsigned)room : UINT_MAX;
+}
+
+/* sessions_size - set the process bound from RLIMIT_NOFILE; false (logged) if none fits */
+static bool
+sessions_size(const struct conf *conf, unsigned nloops)
+{
+	rlim_t nofile, reserve;
+	unsigned max = fd_budget(conf, nloops, &nofile, &reserve);
+
+	if (max == 0) {
+		log_err("event=startup error=\"RLIMIT_NOFILE %llu leaves no descriptor for a session: "
+		    "%llu needed, plus %d a session; raise the limit (ulimit -n, LimitNOFILE=) or "
+		    "lower workers, worker_threads or relay_pool\"", (unsigned long long)nofile,
+		    (unsigned long long)reserve, FD_PER_SESSION);
+		return false;
+	}
+	fd_session_max = max;
+	if (max < conf->limits.max_sessions)
+		log_warn("event=max_sessions_lowered configured=%u max_sessions=%u nofile=%llu "
+		    "reserve=%llu per_session=%d", conf->limits.max_sessions, max,
+		    (unsigned long long)nofile, (unsigned long long)reserve, FD_PER_SESSION);
 	return true;
 }
 
@@ -696,6 +1136,8 @@ ctl_cb(evutil_socket_t fd, short what, void *arg)
 	size_t i;
 
 	snapshot_unref(snap);
+	evtimer_del(l->accept_timer);
+	l->accept_paused = false;
 	for (i = 0; i < l->nsocks; i++) {
 		if (l->lev[i]) {
 			evconnlistener_free(l->lev[i]);
@@ -759,6 +1201,9 @@ loop_init(struct loop *l, unsigned index, struct event_base *base, struct worker
 	l->wl = workers_attach(w, l->base);
 	l->relay = relay_pool_new(l->base, l->wl);
 	l->ctl = event_new(l->base, -1, 0, ctl_cb, l);
+	l->accept_timer = evtimer_new(l->base, accept_timer_cb, l);
+	if (l->ctl == NULL || l->accept_timer == NULL)
+		fatal("event_new failed");
 }
 
 /* loop_fini - undo loop_init, and free the sessions' lookup and the turn's lists */
@@ -766,6 +1211,7 @@ static void
 loop_fini(struct loop *l)
 {
 	event_free(l->ctl);
+	event_free(l->accept_timer);
 	relay_pool_free(l->relay);
 	workers_detach(l->wl);
 	free(l->buckets);
@@ -846,6 +1292,7 @@ sighup_cb(evutil_socket_t sig, short what, void *arg)
 	struct conf *conf;
 	struct snapshot *snap;
 	char *err = NULL;
+	unsigned restart;
 
 	buf_init(&errors);
 	conf = conf_load(sc->config_path, &errors);
@@ -862,10 +1309,15 @@ sighup_cb(evutil_socket_t sig, short what, void *arg)
 		conf_unref(conf);
 		return;
 	}
+	restart = snapshot_map(snap);
+	if (conf->limits.max_sessions > fd_session_max)
+		log_warn("event=max_sessions_lowered configured=%u max_sessions=%u reason=nofile",
+		    conf->limits.max_sessions, fd_session_max);
 	conf_set_current(conf_ref(conf));
 	snapshot_set(snap);
 	authfail_set_limits(auth_failures, conf->auth_max_failures, conf->auth_failure_window);
-	log_info("event=reload result=ok config=%s", sc->config_path);
+	log_info("event=reload result=ok config=%s restart_needed=%s", sc->config_path,
+	    restart > 0 ? "yes" : "no");
 }
 
 /* sigterm_cb - drain every loop */
@@ -900,24 +1352,25 @@ server_run(struct snapshot *snap, const char *config_path)
 
 	evthread_use_pthreads();
 	atomic_store(&session_counter, ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 44));
-	snapshot_set(snapshot_ref(snap));
 	if (geteuid() == 0 && (conf->user == NULL || *conf->user == '\0')) {
 		log_err("event=startup error=\"refusing to serve as root: set user = in [server]\"");
-		return 1;
+		goto fail;
 	}
-	if (!loops_bind(loops, nloops, conf))
-		return 1;
+	if (!bound_collect(conf) || !sessions_size(conf, nloops) || !loops_bind(loops, nloops))
+		goto fail;
+	snapshot_map(snap);
+	snapshot_set(snapshot_ref(snap));
 	prepare_maildir(conf);
 	if (!drop_privileges(conf->user))
-		return 1;
+		goto fail;
 	for (i = 0; i < nloops; i++) {
 		size_t k;
 
 		for (k = 0; k < loops[i].nsocks; k++) {
 			if (listen(loops[i].socks[k].fd, 1024) < 0) {
 				log_err("event=listen_error listen=%s error=\"%s\"",
-				    loops[i].socks[k].addr, strerror(errno));
-				return 1;
+				    bound[loops[i].socks[k].bi].spec, strerror(errno));
+				goto fail;
 			}
 		}
 	}
@@ -950,7 +1403,9 @@ server_run(struct snapshot *snap, const char *config_path)
 		if (pthread_create(&loops[i].thread, NULL, loop_main, &loops[i]) != 0)
 			fatal("pthread_create failed");
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	log_info("event=startup loops=%u listeners=%zu relay=%s writes=%s", nloops, conf->nlisteners,
+	log_info("event=startup loops=%u listeners=%zu max_sessions=%u relay=%s writes=%s", nloops,
+	    conf->nlisteners, conf->limits.max_sessions < fd_session_max ?
+	    conf->limits.max_sessions : fd_session_max,
 	    conf->relay.spec ? conf->relay.spec : "none",
 	    uring ? "io_uring" : "writev");
 
@@ -969,6 +1424,14 @@ server_run(struct snapshot *snap, const char *config_path)
 	event_free(ev_hup);
 	event_base_free(sc.base);
 	free(loops);
+	bound_free();
 	snapshot_set(NULL);
 	return 0;
+
+fail:
+	loops_unbind(loops, nloops);
+	free(loops);
+	bound_free();
+	snapshot_set(NULL);
+	return 1;
 }

@@ -1,11 +1,13 @@
 /*
  * server.h - processes and loops: the config snapshot with its filter
  * chains, one event loop per core with its own SO_REUSEPORT listeners, the
- * session registry of each loop, signals (SIGTERM drains, SIGHUP reloads).
+ * session registry of each loop, the session bounds (per listener, per
+ * process, from the descriptor limit), signals (SIGTERM drains, SIGHUP
+ * reloads).
  *
  * Only server.c creates threads.  Sessions live on one loop for their whole
  * life; anything crossing threads (worker completions) finds its session by
- * 64-bit id through server_session_find, never by pointer.
+ * 64-bit id through loop_session_find, never by pointer.
  */
 #ifndef PORTIER_SERVER_H
 #define PORTIER_SERVER_H
@@ -30,6 +32,8 @@ struct snapshot {
 	struct ssl_ctx_st *tls_client;	/* toward the backend when relay_tls != none */
 	struct auth_backend *auth;	/* credential check when [auth] is set, else NULL */
 	struct sender_login_map *senders;	/* [auth] sender_login_map, else NULL */
+	struct server_count **counts;	/* per listener: its live sessions, kept by name across reloads */
+	size_t *bound_li;	/* per address bound at start: its listener here, SIZE_MAX: none */
 };
 
 struct loop;
@@ -59,9 +63,12 @@ struct authfail;
 /* server_authfail - the process's failed-AUTH counters (NULL outside server_run). */
 struct authfail *server_authfail(void);
 
-/* server_session_begin - count a new session; false if that makes more than max. */
-bool server_session_begin(unsigned max);
-/* server_session_done - a session ended: frees its slot in max_sessions. */
-void server_session_done(void);
+/*
+ * server_session_begin - count session id (registered on l) on listener li of
+ * snap and on the process; false if that makes more than the listener's
+ * max_sessions or the process's bound ([server] max_sessions, lowered to fit
+ * RLIMIT_NOFILE).  Counted either way: loop_session_remove gives the slot back.
+ */
+bool server_session_begin(struct loop *l, uint64_t id, const struct snapshot *snap, size_t li);
 
 #endif

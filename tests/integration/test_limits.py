@@ -1,5 +1,10 @@
 """Limits and misbehaving clients: line lengths, bare CR/LF and NUL in commands, message size,
-error count, pipelining flood, timeouts, session count, listener-level overrides."""
+error count, pipelining flood, timeouts, session count, listener-level overrides, running out
+of file descriptors."""
+import os
+import pwd
+import resource
+import subprocess
 import time
 
 import pytest
@@ -227,6 +232,20 @@ def test_data_timeout(make_pair, client):
     s.assert_nothing(settle=0)
 
 
+def served(port):
+    """A new client gets the 220 greeting."""
+    try:
+        c = peers.SmtpClient(port, timeout=5)
+    except OSError:
+        return False
+    try:
+        return c.read_reply().code == 220
+    except (ConnectionClosed, OSError):
+        return False
+    finally:
+        c.close()
+
+
 def test_max_sessions(make_pair, client):
     """With max_sessions = 2, a third simultaneous client gets 421 4.7.0 and a close; once a
     session ends a new client is served again."""
@@ -241,16 +260,8 @@ def test_max_sessions(make_pair, client):
     peers.expect_reply(r, "421 4.7.0", "greeting of the session over the limit")
     c3.expect_closed()
     c1.quit()
-
-    def served():
-        c = client(p.port)
-        try:
-            r = c.read_reply()
-        except (ConnectionClosed, OSError):
-            return False
-        c.close()
-        return r.code == 220
-    assert peers.wait_until(served, 5, interval=0.2), "no session admitted after one ended"
+    assert peers.wait_until(lambda: served(p.port), 5, interval=0.2), \
+        "no session admitted after one ended"
     c2.cmd("NOOP", expect="250 2.0.0")
 
 
@@ -276,3 +287,115 @@ def test_listener_overrides_server_limits(portier, sink, client):
     for i in range(4):
         c2.cmd("RCPT TO:<r%d@example.test>" % i, expect="250 2.1.5")
     c2.cmd("RCPT TO:<r9@example.test>", expect="452 4.5.3")
+
+
+NOFILE_WRAPPER = ("import os, resource, sys; "
+                  "resource.setrlimit(resource.RLIMIT_NOFILE, (%d, %d)); "
+                  "os.execv(sys.argv[1], sys.argv[1:])")
+
+
+def start_with_nofile(portier, config_text, nofile):
+    """portier started with RLIMIT_NOFILE = nofile (soft and hard), set in a Python wrapper
+    that then execs it (the same PID)."""
+    p = portier(config_text, start=False)
+    real = p.binary
+    p.binary = peers.PYTHON
+    p.extra_args = ["-c", NOFILE_WRAPPER % (nofile, nofile), real]
+    p._start_with_retries()
+    return p
+
+
+def set_nofile(pid, soft):
+    """Set the soft RLIMIT_NOFILE of a running process (hard unchanged); returns the old
+    (soft, hard).  prlimit(2) on another user's process needs CAP_SYS_RESOURCE, which a
+    container's root may lack: it is done from a child running as the target's user."""
+    with open("/proc/%d/status" % pid) as f:
+        uid = int(next(l for l in f if l.startswith("Uid:")).split()[1])
+    with open("/proc/%d/limits" % pid) as f:
+        hard = next(l for l in f if l.startswith("Max open files")).split()[4]
+    hard = str(resource.RLIM_INFINITY) if hard == "unlimited" else hard
+    code = ("import resource, sys; print(*resource.prlimit(int(sys.argv[1]), "
+            "resource.RLIMIT_NOFILE, (int(sys.argv[2]), int(sys.argv[3]))))")
+
+    def become_target():
+        if os.geteuid() != uid:
+            pw = pwd.getpwuid(uid)
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(uid)
+    out = subprocess.run([peers.PYTHON, "-c", code, str(pid), str(soft), hard],
+                         preexec_fn=become_target, stdout=subprocess.PIPE, check=True,
+                         timeout=20).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def open_clients(port, n):
+    out = []
+    for _ in range(n):
+        out.append(peers.SmtpClient(port, timeout=5))
+    return out
+
+
+@pytest.mark.timeout(90)
+def test_max_sessions_derived_from_rlimit_nofile(portier, sink):
+    """Started with RLIMIT_NOFILE = 64, portier lowers max_sessions to what the descriptors
+    allow (logged once at startup); clients beyond it get 421 4.7.0, accept(2) never fails
+    (no accept_paused line), the log stays small, and once they leave a new client is
+    served."""
+    s = sink()
+    text = peers.portier_config("smtp:127.0.0.1:%d" % s.port,
+                                server={"workers": 1, "worker_threads": 1},
+                                backend={"relay_pool": 0})
+    p = start_with_nofile(portier, text, 64)
+    m = p.wait_log(r"event=max_sessions_lowered configured=5000 max_sessions=(\d+) nofile=64 ")
+    assert m, "no max_sessions_lowered line at startup:\n" + p.log_text()
+    limit = int(m.group(1))
+    assert 1 <= limit < 20, m.group(0)
+    time.sleep(0.3)                 # let the start-up probe session end
+    mark = len(p.log_text().splitlines())
+    clients = open_clients(p.port, limit + 10)
+    try:
+        codes = []
+        for c in clients:
+            try:
+                codes.append(c.read_reply().code)
+            except (ConnectionClosed, OSError):
+                codes.append(None)
+        assert codes[:limit] == [220] * limit, codes
+        assert all(code == 421 for code in codes[limit:]), codes
+    finally:
+        for c in clients:
+            c.close()
+    assert peers.wait_until(lambda: served(p.port), 5, interval=0.2), p.log_text()[-3000:]
+    lines = p.log_text().splitlines()[mark:]
+    assert not [l for l in lines if "accept_paused" in l], "\n".join(lines)
+    assert len(lines) < 10 * (limit + 12), "%d log lines for %d clients" % (len(lines), limit + 11)
+
+
+@pytest.mark.timeout(90)
+def test_descriptor_exhaustion_pauses_accepting(make_pair):
+    """When accept(2) fails with EMFILE (RLIMIT_NOFILE lowered under a running portier), the
+    loop stops accepting for a while and says so once, instead of retrying in a loop (which
+    wrote hundreds of thousands of lines); once the clients leave, new ones are served."""
+    p, s = make_pair(server={"workers": 1})
+    time.sleep(0.3)                 # let the start-up probe session end
+    fds = [int(n) for n in os.listdir("/proc/%d/fd" % p.pid)]
+    old = set_nofile(p.pid, max(fds) + 1 + 3)
+    mark = len(p.log_text().splitlines())
+    clients = []
+    try:
+        clients = open_clients(p.port, 12)
+        time.sleep(2.5)             # more than two pauses
+        lines = p.log_text().splitlines()[mark:]
+        assert len(lines) < 100, "%d log lines in 2.5 s:\n%s" % (len(lines), "\n".join(lines[:50]))
+        paused = [l for l in lines if "accept_paused" in l]
+        assert len(paused) == 1, "%d accept_paused lines:\n%s" % (len(paused), "\n".join(lines))
+        assert 'error="Too many open files"' in paused[0], paused[0]
+    finally:
+        for c in clients:
+            c.close()
+    assert peers.wait_until(lambda: served(p.port), 8, interval=0.2), \
+        "no client served after the others left:\n" + p.log_text()[-3000:]
+    lines = p.log_text().splitlines()[mark:]
+    assert len([l for l in lines if "accept_paused" in l]) == 1, "\n".join(lines)
+    set_nofile(p.pid, old[0])
