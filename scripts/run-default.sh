@@ -2,9 +2,10 @@
 # run-default.sh - build portier and run it on the embedded default config:
 # 127.0.0.1:2525, mail for "localhost", Maildir delivery under ./var/mail.
 # This is the README's first command.  Runs in the foreground; Ctrl-C stops it.
+# It installs (scripts/install-deps.sh run) what it then tells you to use: swaks, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sh scripts/install-deps.sh
+sh scripts/install-deps.sh run
 [ -x configure ] || ./autogen.sh >/dev/null 2>&1
 # Build out of tree, so scripts/test-all.sh can still configure its own builds.
 mkdir -p build-default

@@ -1,5 +1,9 @@
-"""The process: SIGTERM (idle, draining, drain timeout), SIGHUP reload, logging."""
+"""The process: SIGTERM (idle, draining, drain timeout), SIGHUP reload, logging; and how the
+README starts it: the paths it shows exist, the scripts install what they tell you to run."""
+import os
+import re
 import signal
+import subprocess
 import time
 
 import peers
@@ -115,3 +119,97 @@ def test_debug_flag_logs_debug_lines(portier, sink, client):
     c.transaction("sender@origin.test", ["alice@example.test"], make_message())
     c.quit()
     assert p.wait_log(r": debug: ", timeout=3), p.log_text()
+
+
+SRC = os.environ.get("SRCDIR") or os.path.normpath(os.path.join(peers.HERE, "..", ".."))
+
+
+def read_src(path):
+    with open(os.path.join(SRC, path)) as f:
+        return f.read()
+
+
+def code_blocks(markdown):
+    """The fenced code blocks of a Markdown text, each as a list of lines."""
+    return [b.splitlines() for b in re.findall(r"^```[a-z]*\n(.*?)^```", markdown, re.M | re.S)]
+
+
+def built_dirs():
+    """The build directories the scripts make (mkdir, then configure and make in them)."""
+    out = set()
+    for name in os.listdir(os.path.join(SRC, "scripts")):
+        out.update(re.findall(r"mkdir (?:-p )?(build[\w-]*)", read_src("scripts/" + name)))
+    return out
+
+
+def test_readme_commands_use_paths_that_exist(portier_bin):
+    """Every portier command in the README names the binary where a build puts it (a build
+    directory that a script or the README itself makes: builds are out of tree), and every
+    -c FILE it passes exists from there; the default configuration it shows checks out."""
+    readme = read_src("README.md")
+    dirs = built_dirs()
+    seen = 0
+    for block in code_blocks(readme):
+        cwd = ""
+        for line in block:
+            cmd = line.split("#")[0].strip()
+            dirs.update(re.findall(r"mkdir (?:-p )?(build[\w-]*)", cmd))
+            for part in re.split(r"&&|;", cmd):
+                words = part.split()
+                if words[:1] == ["cd"] and len(words) > 1:
+                    cwd = os.path.normpath(os.path.join(cwd, words[1]))
+                    continue
+                if not words or not words[0].endswith("smtpd/portier"):
+                    continue
+                seen += 1
+                binary = os.path.normpath(os.path.join(cwd, words[0]))
+                assert binary.split(os.sep)[0] in dirs and binary.count(os.sep) == 2, \
+                    "README runs %r (%s from the top): no build makes it there; builds go to " \
+                    "%s" % (words[0], binary, sorted(dirs))
+                if "-c" in words and words.index("-c") + 1 < len(words):
+                    conf = words[words.index("-c") + 1]
+                    if conf != "FILE":
+                        path = os.path.normpath(os.path.join(cwd, conf))
+                        assert os.path.exists(os.path.join(SRC, path)), \
+                            "README: %r passes -c %s, missing from the top" % (line, path)
+    assert seen, "the README shows no portier command"
+    r = subprocess.run([portier_bin, "-t", "-c", "etc/portier.conf"], cwd=SRC,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+    assert r.returncode == 0, r.stdout.decode()
+
+
+def test_readme_points_into_the_repository():
+    """The files the README refers to (links, paths in backquotes) are in the repository, and
+    the documents among them are in the distribution tarball (EXTRA_DIST)."""
+    readme = read_src("README.md")
+    refs = set(re.findall(r"\]\(([^)#\s]+)\)", readme))
+    refs.update(t for t in re.findall(r"`([^`\s]+)`", readme)
+                if re.search(r"\.(md|[58]|conf|example|sh)$", t))
+    assert refs, "no references found in the README"
+    makefile = read_src("Makefile.am").replace("\\\n", " ")
+    dist = set()
+    for m in re.finditer(r"^(EXTRA_DIST|dist_man_MANS)\s*=(.*)$", makefile, re.M):
+        dist.update(m.group(2).split())
+    for ref in sorted(refs):
+        path = os.path.normpath(ref)
+        assert not path.startswith(".."), "README refers outside the repository: %s" % ref
+        assert os.path.exists(os.path.join(SRC, path)), "README refers to a missing %s" % ref
+        if path.endswith((".md", ".5", ".8")):
+            assert path in dist, "%s is not distributed (EXTRA_DIST in Makefile.am)" % ref
+
+
+def test_run_default_installs_what_it_tells_you_to_run():
+    """scripts/run-default.sh ends by telling the newcomer to send mail with swaks or python3:
+    the packages it has scripts/install-deps.sh install (in its mode) include them."""
+    script = read_src("scripts/run-default.sh")
+    mode = re.search(r"^sh scripts/install-deps\.sh\b([^\n#]*)", script, re.M)
+    assert mode, "run-default.sh does not run scripts/install-deps.sh"
+    message = script[script.index("<<MSG"):script.index("\nMSG\n")]
+    commands = {l.split()[0] for l in message.splitlines()[1:] if l.startswith("  ")}
+    assert {"swaks", "python3"} <= commands, commands
+    r = subprocess.run(["sh", "scripts/install-deps.sh", "--list"] + mode.group(1).split(),
+                       cwd=SRC, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    listed = set(r.stdout.decode().split())
+    # Here each command is named like the Debian package that has it.
+    assert commands <= listed, "run-default.sh suggests %s; install-deps.sh%s installs %s" % (
+        sorted(commands), mode.group(1), sorted(listed))
