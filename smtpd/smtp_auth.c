@@ -75,7 +75,7 @@ smtp_auth_starttls(struct session *s)
 	    BUFFEREVENT_SSL_ACCEPTING, session_read_cb, session_write_cb, session_event_cb, s);
 	session_set_timeout(s, s->conf->tls_handshake_timeout);
 	s->tls_handshaking = true;
-	s->paused = true;	/* nothing is read as a command until the handshake is done */
+	session_enter_wait(s, SESSION_WAIT_TLS);	/* nothing is read as a command until it is done */
 }
 
 /* smtp_auth_tls_established - the handshake completed (STARTTLS or implicit TLS) */
@@ -92,7 +92,8 @@ smtp_auth_tls_established(struct session *s)
 	session_set_timeout(s, s->lim->command_timeout);
 	if (s->tls_handshaking) {
 		s->tls_handshaking = false;
-		session_resume(s);
+		if (session_wait_over(s))
+			session_continue(s);
 	}
 }
 
@@ -165,11 +166,10 @@ auth_done(void *arg)
 	struct auth_job *j = arg;
 	struct session *s = loop_session_find(j->loop, j->id);
 
-	if (s == NULL || s->state == S_DEAD || s->state == S_CLOSING) {
+	if (s == NULL || !session_wait_over(s)) {
 		auth_job_free(j);
 		return;
 	}
-	s->paused = false;
 	switch (j->result) {
 	case AUTH_OK: {
 		char uesc[600];
@@ -191,7 +191,7 @@ auth_done(void *arg)
 		break;
 	}
 	auth_job_free(j);
-	session_resume(s);
+	session_continue(s);
 }
 
 /* auth_verify_async - hand the credentials to the worker pool */
@@ -208,12 +208,12 @@ auth_verify_async(struct session *s)
 	str_copy(j->client_ip, s->addr, sizeof(j->client_ip));
 	j->secured = s->tls_active;
 	auth_abort(s);	/* wipes the exchange's copy */
-	session_pause(s);
+	session_enter_wait(s, SESSION_WAIT_AUTH);
 	if (!workers_submit(loop_workers(s->loop), auth_work, auth_done, j)) {
 		auth_job_free(j);
-		s->paused = false;
+		session_enter_wait(s, SESSION_WAIT_NONE);
 		session_reply(s, R_AUTH_TEMPFAIL);
-		session_resume(s);
+		session_continue(s);
 	}
 }
 

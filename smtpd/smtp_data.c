@@ -284,7 +284,8 @@ dsn_data_relayed(void *arg, const struct relay_result *res, size_t n)
 	struct session *s = arg;
 	struct txn *t = s->txn;
 
-	s->paused = false;
+	if (!session_wait_over(s))
+		return;
 	if (n >= 1 && res[0].code / 100 == 2) {
 		log_info("id=%s event=dsn_sent to=<%s> reply=\"%d %s\"", s->idstr, t->from,
 		    res[0].code, res[0].ecode);
@@ -296,7 +297,7 @@ dsn_data_relayed(void *arg, const struct relay_result *res, size_t n)
 		session_reply(s, R_DSN_FAILED);
 		session_txn_end(s, TXN_TEMPFAIL, "dsn failed");
 	}
-	session_resume(s);
+	session_continue(s);
 }
 
 /* dsn_step - MAIL and RCPT of the DSN transaction */
@@ -383,7 +384,7 @@ send_dsn(struct session *s, const struct relay_result *res, size_t n)
 	t->dsn_relay = relay_txn_new(loop_relay(s->loop), s->conf, target, s->idstr);
 	if (s->snap->tls_client)
 		relay_txn_set_tls(t->dsn_relay, s->snap->tls_client);
-	session_pause(s);
+	session_enter_wait(s, SESSION_WAIT_RELAY);
 	relay_mail(t->dsn_relay, "", "", dsn_step, s);
 }
 
@@ -396,7 +397,8 @@ data_relayed(void *arg, const struct relay_result *res, size_t n)
 	const struct relay_result *first_ok = NULL, *first_temp = NULL, *first_perm = NULL;
 	size_t i;
 
-	s->paused = false;
+	if (!session_wait_over(s))
+		return;
 	for (i = 0; i < n; i++) {
 		const struct relay_result *r = &res[i];
 
@@ -420,8 +422,7 @@ data_relayed(void *arg, const struct relay_result *res, size_t n)
 			session_txn_end(s, TXN_DELIVERED, first_ok->text);
 		} else {
 			send_dsn(s, res, n);
-			if (!s->paused)
-				session_resume(s);
+			session_continue(s);
 			return;
 		}
 	} else if (first_ok) {
@@ -433,7 +434,7 @@ data_relayed(void *arg, const struct relay_result *res, size_t n)
 		session_reply_result(s, r);
 		session_txn_end(s, r->code / 100 == 4 ? TXN_TEMPFAIL : TXN_REJECTED, r->text);
 	}
-	session_resume(s);
+	session_continue(s);
 }
 
 /* data_filtered - after the DATA filters: compose and relay */
@@ -483,7 +484,7 @@ data_filtered(struct session *s, const struct filter_result *res)
 		}
 	}
 	build_head(s, t->had_separator);
-	session_pause(s);
+	session_enter_wait(s, SESSION_WAIT_RELAY);
 	relay_data(t->relay, &t->head, t->spool, t->body_off, data_relayed, s);
 }
 

@@ -19,6 +19,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -235,7 +236,6 @@ session_free(struct session *s)
 	auth_sasl_free(s->sasl);
 	snapshot_unref(s->snap);
 	free(s);
-	server_session_done();
 }
 
 /* reap_cb - free outside any of the session's own callbacks */
@@ -244,8 +244,8 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
 
-	if (s->filter_pending)
-		return;	/* the filter completion reaps us */
+	if (s->wait == SESSION_WAIT_FILTER)
+		return;	/* the filter job reads us: its completion reaps us (filter_done) */
 	if (s->closed_cleanly && s->linger < SESSION_LINGER_TURNS && output_pending(s)) {
 		/* The last reply is still on its way (a TLS filter's socket): wait for it. */
 		struct timeval tv = { 0, 10000 };
@@ -306,21 +306,19 @@ session_close(struct session *s)
 void
 session_shutdown(struct session *s, bool force)
 {
-	if (s->state == S_CLOSING || s->state == S_DEAD)
-		return;
-	if (s->paused && !force) {
-		/* Mid-transaction with the backend: let it answer, once more. */
+	if (s->wait != SESSION_WAIT_NONE && !force) {
+		/* Mid-transaction with the backend or a filter: let it answer, once more. */
 		return;
 	}
-	/* Forced: the backend transaction is abandoned (never acknowledged: the client retries). */
-	session_reply_close(s, R_SHUTDOWN);
+	/* Forced: the transaction is abandoned (never acknowledged: the client retries). */
+	session_interrupt(s, R_SHUTDOWN);
 }
 
 /* session_shutdown_idle - SIGTERM: a session between transactions ends now (421 4.3.2) */
 void
 session_shutdown_idle(struct session *s)
 {
-	if (s->state == S_CMD && s->txn == NULL && !s->paused)
+	if (s->state == S_CMD && s->txn == NULL && s->wait == SESSION_WAIT_NONE)
 		session_reply_close(s, R_SHUTDOWN);
 }
 
@@ -331,23 +329,75 @@ session_set_timeout(struct session *s, unsigned secs)
 	sockin_timeouts(s->sin, s->bev, secs, secs);
 }
 
+static const char *const session_wait_names[] = {
+	"none", "tls", "filter", "auth", "relay",
+};
+
 /*
- * session_pause - stop processing while an async step runs.  Reading goes
- * on (pipelined input waits in the buffer, bounded by the read watermark):
- * toggling EV_READ would cost two epoll_ctl calls per backend round trip.
+ * session_enter_wait - the one place that says what the session waits for.
+ * Reading goes on while it waits (pipelined input stays in the buffer,
+ * bounded by the read watermark): toggling EV_READ would cost two epoll_ctl
+ * calls per backend round trip.
  */
 void
-session_pause(struct session *s)
+session_enter_wait(struct session *s, enum session_wait w)
 {
-	s->paused = true;
+	if (s->wait == w)
+		return;
+	log_debug("id=%s event=wait from=%s to=%s", s->idstr, session_wait_names[s->wait],
+	    session_wait_names[w]);
+	s->wait = w;
 }
 
-/* session_resume - the async step finished: go on with buffered input */
-void
-session_resume(struct session *s)
+/*
+ * session_wait_over - a completion arrived: the wait ends.  False when the
+ * session is closing or was interrupted meanwhile (then the owed 421 goes
+ * out now): the completion drops its result and must not reply.
+ */
+bool
+session_wait_over(struct session *s)
 {
-	s->paused = false;
-	if (s->state == S_CLOSING || s->state == S_DEAD || s->in_process) {
+	enum smtp_reply_id owed = s->interrupted;
+
+	session_enter_wait(s, SESSION_WAIT_NONE);
+	if (s->state == S_CLOSING || s->state == S_DEAD)
+		return false;
+	if (owed == R_MAX)
+		return true;
+	s->interrupted = R_MAX;
+	session_interrupt(s, owed);
+	return false;
+}
+
+/*
+ * session_interrupt - a command timeout, a pipelining flood or the drain
+ * ends the session with reply id.  A filter job still reads the session and
+ * its transaction: then only record it, and the completion carries it out
+ * (session_wait_over).  Any other wait is cancelled with the transaction.
+ */
+void
+session_interrupt(struct session *s, enum smtp_reply_id id)
+{
+	if (s->state == S_CLOSING || s->state == S_DEAD)
+		return;
+	if (s->wait == SESSION_WAIT_FILTER) {
+		if (s->interrupted == R_MAX) {
+			log_info("id=%s event=interrupt_deferred wait=filter reply=%d", s->idstr,
+			    smtp_reply_get(id)->code);
+			s->interrupted = id;
+		}
+		return;
+	}
+	session_txn_reset(s);
+	session_reply_close(s, id);
+}
+
+/* session_continue - a wait ended: go on with buffered input */
+void
+session_continue(struct session *s)
+{
+	if (s->state == S_CLOSING || s->state == S_DEAD || s->in_process ||
+	    s->wait != SESSION_WAIT_NONE) {
 		session_flush_soon(s);
 		return;
 	}
@@ -381,15 +431,15 @@ session_txn_end(struct session *s, enum txn_result result, const char *replytext
 
 	if (t == NULL)
 		return;
+	/* A filter job reads the transaction: it ends only once the job is back. */
+	assert(s->wait != SESSION_WAIT_FILTER);
 	s->txn = NULL;
 	if (result != TXN_DELIVERED && result != TXN_DISCARDED && s->fstate) {
 		struct filter_ctx ctx = { NULL, &s->fsess, &t->ftx };
 		struct filter_result res;
 
-		/* Abort never blocks a loop: inline part only, result ignored. */
-		if (filter_run(s->fstate, FILTER_STAGE_ABORT, &ctx, NULL, &res, NULL, NULL,
-		    NULL) == FILTER_RUN_PENDING)
-			log_warn("id=%s event=filter_abort_pending", s->idstr);
+		/* Abort runs every filter's abort inline and passes. */
+		(void)filter_run(s->fstate, FILTER_STAGE_ABORT, &ctx, NULL, &res, NULL, NULL, NULL);
 	}
 	buf_init(&to);
 	to_list(t, &to);
@@ -418,8 +468,6 @@ session_txn_reset(struct session *s)
 
 /* ---- filters ------------------------------------------------------------------- */
 
-typedef void (*stage_next_fn)(struct session *s, const struct filter_result *res);
-
 /* filter_done - a blocking stage finished (on our loop) */
 static void
 filter_done(uint64_t id, void *arg, const struct filter_result *res)
@@ -428,15 +476,16 @@ filter_done(uint64_t id, void *arg, const struct filter_result *res)
 
 	if (s == NULL)
 		return;
-	s->filter_pending = false;
 	if (s->state == S_DEAD) {
+		/* The client left meanwhile: reap_cb left the free to us. */
+		session_enter_wait(s, SESSION_WAIT_NONE);
 		session_free(s);
 		return;
 	}
-	s->paused = false;
+	if (!session_wait_over(s))
+		return;
 	s->fnext(s, res);
-	if (!s->paused)
-		session_resume(s);
+	session_continue(s);
 }
 
 /* session_run_stage - run a filter stage, then next (now, or when the pool is done) */
@@ -458,8 +507,7 @@ session_run_stage(struct session *s, enum filter_stage stage, const char *arg, s
 		return;
 	}
 	s->fnext = next;
-	s->filter_pending = true;
-	session_pause(s);
+	session_enter_wait(s, SESSION_WAIT_FILTER);
 }
 
 /* session_verdict_stops - does this verdict end the command with a reply? */
@@ -659,7 +707,8 @@ rcpt_relayed(void *arg, const struct relay_result *r)
 	struct session *s = arg;
 	struct txn *t = s->txn;
 
-	s->paused = false;
+	if (!session_wait_over(s))
+		return;
 	if (r->code / 100 == 2) {
 		struct filter_txn *f = &t->ftx;
 
@@ -677,7 +726,7 @@ rcpt_relayed(void *arg, const struct relay_result *r)
 		    r->ecode);
 		session_reply_result(s, r);
 	}
-	session_resume(s);
+	session_continue(s);
 }
 
 /*
@@ -693,7 +742,7 @@ rcpt_proceed(struct session *s, const struct filter_result *res)
 
 	if (session_verdict_stops(s, res))
 		return;
-	session_pause(s);
+	session_enter_wait(s, SESSION_WAIT_RELAY);
 	relay_rcpt(t->relay, t->rcpt_addr, t->rcpt_params.data ? t->rcpt_params.data : "",
 	    rcpt_relayed, s);
 }
@@ -921,7 +970,7 @@ session_process(struct session *s)
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 
 	s->in_process = true;
-	while (!s->paused) {
+	while (s->wait == SESSION_WAIT_NONE) {
 		if (s->state == S_DATA) {
 			if (!smtp_data_read(s, in))
 				break;
@@ -986,16 +1035,22 @@ session_read_cb(struct bufferevent *bev, void *arg)
 	}
 	if (s->state == S_GREET_PAUSE) {
 		log_info("id=%s event=greet_pause_violation client=%s", s->idstr, s->addr);
-		session_reply_close(s, R_GREET_PAUSE);
+		session_interrupt(s, R_GREET_PAUSE);
+		return;
+	}
+	if (s->interrupted != R_MAX) {
+		/* Ending once the filter is back: nothing more is read as a command. */
+		struct evbuffer *in = bufferevent_get_input(bev);
+
+		evbuffer_drain(in, evbuffer_get_length(in));
 		return;
 	}
 	if (s->state == S_CMD && pipeline_flooded(s, bufferevent_get_input(bev))) {
 		log_info("id=%s event=pipeline_flood client=%s", s->idstr, s->addr);
-		session_txn_reset(s);
-		session_reply_close(s, R_PIPELINE_FLOOD);
+		session_interrupt(s, R_PIPELINE_FLOOD);
 		return;
 	}
-	if (!s->paused && !s->in_process)
+	if (s->wait == SESSION_WAIT_NONE && !s->in_process)
 		session_process(s);
 }
 
@@ -1063,8 +1118,7 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 			session_reap(s);
 			return;
 		}
-		session_txn_reset(s);
-		session_reply_close(s, R_TIMEOUT);
+		session_interrupt(s, R_TIMEOUT);
 		return;
 	}
 	if (s->state == S_DATA || s->state == S_BDAT)
@@ -1118,6 +1172,7 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	s->id = server_new_session_id();
 	snprintf(s->idstr, sizeof(s->idstr), SESSION_ID_FMT, SESSION_ID(s->id));
 	s->bdat_discard = R_MAX;
+	s->interrupted = R_MAX;
 	if (sa->sa_family == AF_INET)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->addr,
 		    sizeof(s->addr));
@@ -1150,7 +1205,7 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	loop_session_add(loop, s, s->id);
 	log_info("id=%s event=connect client=%s listener=%s", s->idstr, s->addr, s->lconf->name);
 
-	if (!server_session_begin(s->lim->max_sessions)) {
+	if (!server_session_begin(loop, s->id, snap, li)) {
 		log_warn("id=%s event=too_many_sessions client=%s max=%u", s->idstr, s->addr,
 		    s->lim->max_sessions);
 		bufferevent_enable(s->bev, EV_WRITE);

@@ -43,6 +43,30 @@ enum session_state {
 	S_DEAD,		/* waiting to be reaped */
 };
 
+/*
+ * What the session waits for, one thing at a time, changed only by
+ * session_enter_wait.  While it waits nothing is read as a command
+ * (pipelined input stays buffered) and replies stay in order.  Each wait
+ * owns what its completion reads, or is cancelled or matched by id:
+ *   SESSION_WAIT_FILTER reads the session and its transaction on a pool
+ *     thread, so neither may go until it completes: an interruption (command
+ *     timeout, flood, drain) is recorded in s->interrupted and carried out by
+ *     the completion; EOF reaps the session there (reap_cb waits for it);
+ *   SESSION_WAIT_AUTH owns its job (user, password, snapshot) and finds the
+ *     session by id: a late completion is dropped;
+ *   SESSION_WAIT_RELAY is cancelled by freeing the relay transaction, which
+ *     owns what the backend transfer or Maildir job reads;
+ *   SESSION_WAIT_TLS is the STARTTLS handshake on our own bufferevent.
+ * Every completion starts with session_wait_over.
+ */
+enum session_wait {
+	SESSION_WAIT_NONE,
+	SESSION_WAIT_TLS,
+	SESSION_WAIT_FILTER,
+	SESSION_WAIT_AUTH,
+	SESSION_WAIT_RELAY,
+};
+
 enum txn_result { TXN_DELIVERED, TXN_REJECTED, TXN_TEMPFAIL, TXN_DISCARDED, TXN_ABORTED };
 
 
@@ -95,9 +119,9 @@ struct session {
 	struct evbuffer *pending;	/* replies not yet handed to the socket */
 	enum session_state state;
 	struct smtp_parse_reader reader;
-	bool paused;		/* an async step is in progress */
+	enum session_wait wait;	/* see enum session_wait */
+	enum smtp_reply_id interrupted;	/* R_MAX, or the 421 owed when the filter wait ends */
 	bool in_process;	/* session_process is on the stack */
-	bool filter_pending;	/* a filter job references our memory */
 	unsigned errors;
 	unsigned ntxn;
 	char addr[INET6_ADDRSTRLEN];
@@ -130,8 +154,10 @@ void session_reply_result(struct session *s, const struct relay_result *r);
 void session_reply_close(struct session *s, enum smtp_reply_id id);
 void session_client_error(struct session *s, enum smtp_reply_id id);
 void session_close(struct session *s);
-void session_pause(struct session *s);
-void session_resume(struct session *s);
+void session_enter_wait(struct session *s, enum session_wait w);
+bool session_wait_over(struct session *s);
+void session_continue(struct session *s);
+void session_interrupt(struct session *s, enum smtp_reply_id id);
 void session_set_timeout(struct session *s, unsigned secs);
 void session_txn_end(struct session *s, enum txn_result result, const char *reply);
 void session_txn_reset(struct session *s);

@@ -10,11 +10,13 @@
 #include "config.h"
 
 #include <check.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +26,7 @@
 #include <event2/thread.h>
 
 #include "conf.h"
+#include "filter.h"
 #include "server.h"
 #include "smtp_session.h"
 #include "workers.h"
@@ -42,7 +45,7 @@ static struct snapshot *snap;
 
 /* write_config - a config with small limits so edges are cheap to reach */
 static void
-write_config(const char *path, const char *extra)
+write_config(const char *path, const char *extra, const char *lextra)
 {
 	FILE *f = fopen(path, "w");
 
@@ -50,14 +53,14 @@ write_config(const char *path, const char *extra)
 	fprintf(f, "[server]\nhostname = mx.test\nlocal_domains = example.test\n"
 	    "max_recipients = 3\nmax_errors = 5\nmax_message_size = 2000\n"
 	    "max_pipelined = 20\n%s\n"
-	    "[listener test]\nlisten = 127.0.0.1:1\nrole = mx\n\n"
-	    "[backend]\nrelay = maildir:%s/mail\n", extra, tmpdir);
+	    "[listener test]\nlisten = 127.0.0.1:1\nrole = mx\n%s\n"
+	    "[backend]\nrelay = maildir:%s/mail\n", extra, lextra, tmpdir);
 	fclose(f);
 }
 
 /* setup - a loop, a pool and a snapshot over a temp Maildir */
 static void
-setup_with(const char *extra)
+setup_with(const char *extra, const char *lextra)
 {
 	char path[512];
 	struct buf err;
@@ -67,7 +70,7 @@ setup_with(const char *extra)
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_session.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
 	snprintf(path, sizeof(path), "%s/portier.conf", tmpdir);
-	write_config(path, extra);
+	write_config(path, extra, lextra);
 	buf_init(&err);
 	conf = conf_load(path, &err);
 	if (conf == NULL)
@@ -84,7 +87,7 @@ setup_with(const char *extra)
 static void
 setup(void)
 {
-	setup_with("");
+	setup_with("", "");
 }
 
 static void
@@ -128,6 +131,23 @@ client_event(struct bufferevent *bev, short what, void *arg)
 
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
 		c->eof = true;
+}
+
+/* client_start - pair[1] is the client (c), pair[0] goes to a new session from 127.0.0.1 */
+static void
+client_start(struct client *c, struct bufferevent *pair[2])
+{
+	struct sockaddr_in sin;
+
+	memset(c, 0, sizeof(*c));
+	buf_init(&c->got);
+	c->bev = pair[1];
+	bufferevent_setcb(pair[1], client_read, NULL, client_event, c);
+	bufferevent_enable(pair[1], EV_READ | EV_WRITE);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(0x7f000001);
+	session_start(loop, snap, 0, pair[0], (struct sockaddr *)&sin, sizeof(sin));
 }
 
 static void
@@ -200,20 +220,11 @@ static void
 run_transcript(const struct step *steps, size_t nsteps, bool bytewise, const char *name)
 {
 	struct bufferevent *pair[2];
-	struct sockaddr_in sin;
 	struct client c;
 	size_t i;
 
-	memset(&c, 0, sizeof(c));
-	buf_init(&c.got);
 	ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
-	c.bev = pair[1];
-	bufferevent_setcb(pair[1], client_read, NULL, client_event, &c);
-	bufferevent_enable(pair[1], EV_READ | EV_WRITE);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(0x7f000001);
-	session_start(loop, snap, 0, pair[0], (struct sockaddr *)&sin, sizeof(sin));
+	client_start(&c, pair);
 
 	for (i = 0; i < nsteps; i++) {
 		size_t from = c.got.len;
@@ -432,6 +443,255 @@ START_TEST(test_size_and_lines)
 }
 END_TEST
 
+/* ---- every filter wait point x every interruption -------------------------------- */
+
+/*
+ * The "gate" filter blocks on a pool thread at one chosen stage until the
+ * test opens the gate, so an interruption (client EOF, command timeout,
+ * pipelining flood, forced drain) lands while the job still reads the
+ * session and its transaction.  Whatever happened, the session must end
+ * with the one reply owed (421, or nothing after EOF), never a reply for
+ * the stage after it, and be freed once the job is back (ASan watches).
+ */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_is_open;
+static int gate_entered;
+static enum filter_stage gate_stage;
+static int gate_aborts;		/* loop thread only */
+
+/* gate_pass - block while the gate is closed, if this is the gated stage */
+static void
+gate_pass(enum filter_stage stage)
+{
+	if (stage != gate_stage)
+		return;
+	pthread_mutex_lock(&gate_mu);
+	gate_entered++;
+	while (!gate_is_open)
+		pthread_cond_wait(&gate_cv, &gate_mu);
+	pthread_mutex_unlock(&gate_mu);
+}
+
+static enum filter_verdict
+gate_connect(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	gate_pass(FILTER_STAGE_CONNECT);
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+gate_helo(void *inst, struct filter_ctx *ctx, const char *helo, struct filter_reply *r)
+{
+	gate_pass(FILTER_STAGE_HELO);
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+gate_mail(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r)
+{
+	gate_pass(FILTER_STAGE_MAIL);
+	ck_assert_str_eq(ctx->txn->mail_from, from);	/* the transaction is still whole */
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+gate_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	gate_pass(FILTER_STAGE_RCPT);
+	ck_assert_str_eq(rcpt, "bob@example.test");
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+gate_eom(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	gate_pass(FILTER_STAGE_DATA);
+	ck_assert_uint_eq(ctx->txn->nrcpts, 1);
+	ck_assert_str_eq(ctx->txn->rcpts[0], "bob@example.test");
+	return FILTER_CONTINUE;
+}
+
+static void
+gate_abort(void *inst, struct filter_ctx *ctx)
+{
+	gate_aborts++;
+}
+
+static const struct filter_ops gate_ops = {
+	.name = "gate", .may_block = true, .connect = gate_connect, .helo = gate_helo,
+	.mail = gate_mail, .rcpt = gate_rcpt, .eom = gate_eom, .abort = gate_abort,
+};
+
+enum interruption { INT_EOF, INT_TIMEOUT, INT_FLOOD, INT_DRAIN, INT_NONE };
+
+static const struct {
+	enum filter_stage stage;
+	const char *send;	/* what reaches the gated stage */
+	const char *before;	/* the replies before it */
+	const char *after;	/* the stage's reply once the gate opens (no interruption) */
+} gate_points[] = {
+	{ FILTER_STAGE_CONNECT, "", "", BANNER },
+	{ FILTER_STAGE_HELO, "EHLO c\r\n", BANNER, EHLO_REPLY },
+	{ FILTER_STAGE_MAIL, "EHLO c\r\nMAIL FROM:<a@o.test>\r\n", BANNER EHLO_REPLY,
+	  "250 2.1.0 Sender ok\r\n" },
+	{ FILTER_STAGE_RCPT, "EHLO c\r\nMAIL FROM:<a@o.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	  BANNER EHLO_REPLY "250 2.1.0 Sender ok\r\n", "250 2.1.5 Recipient ok\r\n" },
+	{ FILTER_STAGE_DATA, "EHLO c\r\nMAIL FROM:<a@o.test>\r\nRCPT TO:<bob@example.test>\r\n"
+	  "DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n", BANNER EHLO_REPLY "250 2.1.0 Sender ok\r\n"
+	  "250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+	  "250 2.0.0 Ok: delivered to Maildir\r\n" },
+};
+
+static const char *const owed[] = {
+	[INT_EOF] = "",
+	[INT_TIMEOUT] = "421 4.4.2 mx.test Error: timeout exceeded\r\n",
+	[INT_FLOOD] = "421 4.7.0 mx.test Error: too many pipelined commands\r\n",
+	[INT_NONE] = "554 5.5.1 Error: you talked before the greeting\r\n",	/* see gate_run */
+	[INT_DRAIN] = "421 4.3.2 mx.test Service shutting down, closing transmission channel\r\n",
+};
+
+/* gate_setup - a session test loop whose listener runs the gate filter */
+static void
+gate_setup(void)
+{
+	filter_register(&gate_ops);
+	setup_with("command_timeout = 1", "filters = gate");
+	gate_is_open = false;
+	gate_entered = 0;
+	gate_aborts = 0;
+}
+
+/* gate_open - let the blocked job go */
+static void
+gate_open(void)
+{
+	pthread_mutex_lock(&gate_mu);
+	gate_is_open = true;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+}
+
+/* spin - run the loop without blocking for ms milliseconds, or until *stop */
+static void
+spin(unsigned ms, const bool *stop)
+{
+	unsigned i;
+
+	for (i = 0; i < ms && (stop == NULL || !*stop); i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		usleep(1000);
+	}
+}
+
+/* entered - has the job reached the gate? */
+static bool
+entered(void)
+{
+	int n;
+
+	pthread_mutex_lock(&gate_mu);
+	n = gate_entered;
+	pthread_mutex_unlock(&gate_mu);
+	return n > 0;
+}
+
+/* replies_text - the client's input from an offset, for messages */
+static const char *
+replies_text(const struct client *c, size_t from)
+{
+	return c->got.data != NULL ? c->got.data + from : "";
+}
+
+/* gate_run - one wait point under one interruption */
+static void
+gate_run(size_t point, enum interruption how)
+{
+	struct bufferevent *pair[2];
+	struct client c;
+	uint64_t id;
+	size_t mark;
+	unsigned i;
+	int fds[2];
+
+	gate_stage = gate_points[point].stage;
+	/* A socket pair, not a bufferevent pair: EOF has to travel both ways. */
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+	evutil_make_socket_nonblocking(fds[0]);
+	evutil_make_socket_nonblocking(fds[1]);
+	pair[0] = bufferevent_socket_new(base, fds[0], BEV_OPT_CLOSE_ON_FREE);
+	pair[1] = bufferevent_socket_new(base, fds[1], BEV_OPT_CLOSE_ON_FREE);
+	id = server_new_session_id() + 1;	/* the next one is the session's */
+	client_start(&c, pair);
+	ck_assert_ptr_nonnull(loop_session_find(loop, id));
+	if (gate_stage != FILTER_STAGE_CONNECT)
+		pump(&c, 0, 1);	/* the banner: a client talking before it is refused */
+	bufferevent_write(pair[1], gate_points[point].send, strlen(gate_points[point].send));
+	for (i = 0; i < 5000 && !entered(); i++)
+		spin(1, NULL);
+	ck_assert_msg(entered(), "point %zu: the job never reached the gate", point);
+	spin(20, NULL);
+	ck_assert_str_eq(replies_text(&c, 0), gate_points[point].before);
+	mark = c.got.len;
+
+	switch (how) {
+	case INT_EOF:
+		bufferevent_free(pair[1]);
+		c.bev = NULL;
+		spin(50, NULL);
+		break;
+	case INT_TIMEOUT:
+		spin(1500, NULL);	/* command_timeout = 1 */
+		break;
+	case INT_FLOOD:
+		for (i = 0; i < 30; i++)
+			bufferevent_write(pair[1], "NOOP\r\n", 6);
+		spin(50, NULL);
+		break;
+	case INT_DRAIN:
+		session_shutdown(loop_session_find(loop, id), true);
+		spin(50, NULL);
+		break;
+	case INT_NONE:
+		break;
+	}
+	/* Nothing goes out while the job reads the session: it ends when the job is back. */
+	ck_assert_msg(c.got.len == mark, "point %zu how %d: [%s] before the job was back", point,
+	    (int)how, replies_text(&c, mark));
+	ck_assert_ptr_nonnull(loop_session_find(loop, id));
+	gate_open();
+	if (how == INT_NONE) {
+		pump(&c, mark, 1);
+		ck_assert_str_eq(replies_text(&c, mark), gate_points[point].after);
+		bufferevent_write(pair[1], "QUIT\r\n", 6);
+	}
+	for (i = 0; i < 5000 && loop_session_find(loop, id) != NULL; i++)
+		spin(1, NULL);
+	ck_assert_msg(loop_session_find(loop, id) == NULL, "point %zu how %d: session lives on",
+	    point, (int)how);
+	if (how != INT_EOF) {
+		spin(20, &c.eof);
+		ck_assert(c.eof);
+		/* Before the banner, the flood is a client talking first. */
+		if (how != INT_NONE)
+			ck_assert_str_eq(replies_text(&c, mark), owed[how == INT_FLOOD &&
+			    gate_stage == FILTER_STAGE_CONNECT ? INT_NONE : how]);
+		bufferevent_free(pair[1]);
+	}
+	/* A transaction that existed was aborted exactly once (none was delivered). */
+	if (how != INT_NONE)
+		ck_assert_int_eq(gate_aborts, gate_stage >= FILTER_STAGE_MAIL ? 1 : 0);
+	if (gate_stage == FILTER_STAGE_DATA)
+		ck_assert_int_eq(count_files("bob"), how == INT_NONE ? 1 : 0);
+	buf_free(&c.got);
+}
+
+START_TEST(test_wait_filter)
+{
+	gate_run((size_t)_i / (INT_NONE + 1), (enum interruption)(_i % (INT_NONE + 1)));
+}
+END_TEST
+
 static Suite *
 session_suite(void)
 {
@@ -447,6 +707,12 @@ session_suite(void)
 	tcase_add_test(tc, test_smuggling);
 	tcase_add_test(tc, test_bdat);
 	tcase_add_test(tc, test_size_and_lines);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("wait_points");
+	tcase_add_checked_fixture(tc, gate_setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_loop_test(tc, test_wait_filter, 0,
+	    (int)(sizeof(gate_points) / sizeof(gate_points[0])) * (INT_NONE + 1));
 	suite_add_tcase(s, tc);
 	return s;
 }
