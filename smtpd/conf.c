@@ -859,6 +859,41 @@ conf_check_not_yet(struct conf_load *ld)
 				conf_not_yet(ld, s, s->kv[i].key, "remove the [redis] section");
 }
 
+/*
+ * conf_check_lmtp_mixed - portier must be able to send the DSNs it owes.
+ * Only an LMTP backend refuses some recipients after the data (Maildir
+ * fails only with 4xx, always a 451; SMTP answers once).  A DSN goes to the
+ * sender, mostly on another domain, which an LMTP server does not deliver
+ * to: dsn needs an smtp: bounce_relay, or every DSN fails and each retry of
+ * the client delivers another copy.  Unset, lmtp_mixed follows bounce_relay.
+ */
+static void
+conf_check_lmtp_mixed(struct conf_load *ld)
+{
+	struct conf *c = ld->c;
+	const struct conf_section *s = conf_section_find(c, "backend", NULL);
+	int line;
+
+	if (s == NULL || c->relay.kind != RELAY_LMTP || c->bounce_relay.kind == RELAY_SMTP)
+		return;
+	if (c->bounce_relay.kind == RELAY_LMTP) {
+		line = conf_kv_line(s, "bounce_relay");
+		conf_error(ld, line, "backend", NULL, "bounce_relay", "an LMTP server delivers "
+		    "only its own mailboxes, not DSNs to remote senders; set bounce_relay = "
+		    "smtp:HOST:PORT (an MTA with a queue)");
+		return;
+	}
+	if (conf_section_get(s, "lmtp_mixed") == NULL) {
+		c->lmtp_mixed = LMTP_MIXED_TEMPFAIL;
+		return;
+	}
+	line = conf_kv_line(s, "lmtp_mixed");
+	if (c->lmtp_mixed == LMTP_MIXED_DSN && !conf_error_at_line(ld, line))
+		conf_error(ld, line, "backend", NULL, "lmtp_mixed", "dsn needs bounce_relay = "
+		    "smtp:HOST:PORT (an MTA with a queue): the LMTP backend does not deliver DSNs "
+		    "to remote senders; set it, or lmtp_mixed = tempfail");
+}
+
 /* conf_check_global - what must hold across sections */
 static void
 conf_check_global(struct conf_load *ld)
@@ -877,6 +912,7 @@ conf_check_global(struct conf_load *ld)
 	conf_check_addresses(ld);
 	conf_check_tls(ld);
 	conf_check_not_yet(ld);
+	conf_check_lmtp_mixed(ld);
 	s = conf_section_find(c, "backend", NULL);
 	if (s == NULL)
 		conf_error(ld, last, "backend", NULL, "relay", "no [backend]; add one with "

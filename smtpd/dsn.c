@@ -167,15 +167,14 @@ dsn_date(char *dst, size_t size, time_t t)
 		fatal("dsn_date: buffer too small");
 }
 
-/* dsn_status - Status: ecode if well-formed and of the reply's class, else from code */
+/* dsn_status - Status: ecode if well-formed and permanent (5.x.x), else 5.0.0 */
 static void
 dsn_status(char *dst, size_t size, const struct dsn_rcpt *r)
 {
 	const char *e = r->ecode;
 	size_t a, b;
 
-	if (e != NULL && (e[0] == '4' || e[0] == '5') && e[0] - '0' == r->code / 100 &&
-	    e[1] == '.') {
+	if (e != NULL && e[0] == '5' && e[1] == '.') {
 		a = strspn(e + 2, "0123456789");
 		if (a >= 1 && a <= 3 && e[2 + a] == '.') {
 			b = strspn(e + 3 + a, "0123456789");
@@ -185,7 +184,7 @@ dsn_status(char *dst, size_t size, const struct dsn_rcpt *r)
 			}
 		}
 	}
-	str_copy(dst, r->code / 100 == 4 ? "4.0.0" : "5.0.0", size);
+	str_copy(dst, "5.0.0", size);
 }
 
 /* dsn_diag - "<code>[ <ecode>] <text>": the backend's reply as it gave it */
@@ -398,6 +397,10 @@ dsn_build(struct buf *out, const struct dsn_info *info)
 	bool eight = false;
 
 	assert(info->nrcpts > 0 && info->hostname != NULL && info->sender != NULL);
+	for (i = 0; i < info->nrcpts; i++)
+		if (info->rcpts[i].code / 100 != 5)	/* a deferral reported as failed would be lost */
+			fatal("dsn_build: reply %d for <%s> is not a permanent failure",
+			    info->rcpts[i].code, info->rcpts[i].addr);
 	for (i = 0; i < ARRAY_SIZE(parts); i++)
 		buf_init(&parts[i]);
 	dsn_human(&parts[0], info);

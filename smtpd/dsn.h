@@ -20,11 +20,16 @@
 
 #include "buf.h"
 
-/* One failed recipient and the backend's reply for it. */
+/*
+ * One failed recipient and the backend's reply for it: a permanent failure
+ * (5xx) only.  A deferral (4xx) is no failure (RFC 3464 "Action: failed"
+ * would tell the sender it is lost); dsn_build treats one as a broken
+ * invariant (fatal).
+ */
 struct dsn_rcpt {
 	const char *addr;	/* the recipient as given to the backend */
 	const char *orcpt;	/* ORCPT "type;xtext" as sent; NULL: none */
-	int code;		/* the backend's reply code, e.g. 550 */
+	int code;		/* the backend's reply code, 5xx, e.g. 550 */
 	const char *ecode;	/* its enhanced code, e.g. "5.1.1"; NULL: none given */
 	const char *text;	/* its reply text; a multi-line reply may be CRLF-joined */
 };

@@ -753,7 +753,13 @@ conn_op_reply(struct relay_conn *c)
 		txn_fail(rt, 451, "4.4.0", "Error: backend protocol error, try again later");
 		return false;
 	case RS_DOT:
-		conn_result(c, &rt->dres[rt->ndres++]);
+		if (c->code / 100 == 3) {
+			/* Neither taken nor refused: never pass a 3xx on as a verdict. */
+			relay_result_set(&rt->dres[rt->ndres++], 451, "4.4.0",
+			    "Error: backend protocol error, try again later");
+		} else {
+			conn_result(c, &rt->dres[rt->ndres++]);
+		}
 		if (c->lmtp && rt->ndres < rt->nrcpts)
 			return true;
 		c->state = RS_IDLE;

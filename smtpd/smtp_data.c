@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,14 +326,15 @@ static void
 send_dsn(struct session *s, const struct relay_result *res, size_t n)
 {
 	struct txn *t = s->txn;
-	const struct conf_relay *target = s->conf->bounce_relay.kind != RELAY_NONE ?
-	    &s->conf->bounce_relay : &s->conf->relay;
+	/* conf.c sees to it: a DSN never goes to the LMTP backend, which delivers no remote sender. */
+	const struct conf_relay *target = &s->conf->bounce_relay;
 	struct dsn_rcpt *dr = xcalloc(n, sizeof(*dr));
 	struct dsn_info info;
 	struct buf msg, hdr;
 	const char *err;
 	size_t i, nd = 0;
 
+	assert(target->kind == RELAY_SMTP);
 	buf_init(&msg);
 	buf_init(&hdr);
 	buf_reserve(&hdr, t->body_off);
@@ -341,8 +343,8 @@ send_dsn(struct session *s, const struct relay_result *res, size_t n)
 	for (i = 0; i < n && i < t->ftx.nrcpts; i++) {
 		const struct rcpt_info *ri = &t->rinfo[i];
 
-		if (res[i].code / 100 == 2)
-			continue;
+		if (res[i].code / 100 != 5)
+			continue;	/* delivered (data_relayed sends no deferral here) */
 		if (ri->notify && !(ri->notify & SMTP_PARSE_NOTIFY_FAILURE))
 			continue;	/* RFC 3461: the client asked for no failure notice */
 		dr[nd].addr = t->ftx.rcpts[i];
@@ -388,51 +390,89 @@ send_dsn(struct session *s, const struct relay_result *res, size_t n)
 	relay_mail(t->dsn_relay, "", "", dsn_step, s);
 }
 
-/* data_relayed - the backend's verdict on the message */
+/* rcpt_tally - the per-recipient verdicts by class (anything not 2xx or 5xx counts as transient) */
+struct rcpt_tally {
+	const struct relay_result *ok, *temp, *perm;	/* the first of each */
+	size_t nok, ntemp, nperm;
+};
+
+/* rcpt_tally - sort the backend's per-recipient verdicts into t */
+static void
+rcpt_tally(const struct relay_result *res, size_t n, struct rcpt_tally *t)
+{
+	size_t i;
+
+	memset(t, 0, sizeof(*t));
+	for (i = 0; i < n; i++) {
+		const struct relay_result *r = &res[i];
+
+		if (r->code / 100 == 2) {
+			t->ok = t->ok ? t->ok : r;
+			t->nok++;
+		} else if (r->code / 100 == 5) {
+			t->perm = t->perm ? t->perm : r;
+			t->nperm++;
+		} else {
+			t->temp = t->temp ? t->temp : r;
+			t->ntemp++;
+		}
+	}
+}
+
+/*
+ * mixed_tempfail - some recipients have the message, others do not: 451 for
+ * all of it.  The client retries the whole message, so the delivered ones
+ * get it twice: a duplicate, never a loss.
+ */
+static void
+mixed_tempfail(struct session *s, const struct rcpt_tally *t)
+{
+	log_warn("id=%s event=lmtp_mixed_tempfail reason=%s delivered=%zu deferred=%zu refused=%zu "
+	    "duplicate_on_retry=%zu", s->idstr, t->ntemp ? "deferred_recipients" : "lmtp_mixed",
+	    t->nok, t->ntemp, t->nperm, t->nok);
+	session_reply(s, R_LMTP_MIXED);
+	session_txn_end(s, TXN_TEMPFAIL, "mixed recipient results");
+}
+
+/*
+ * data_relayed - the backend's verdict on the message.  Nothing acknowledged
+ * is lost and nothing transient becomes permanent: a refusal (5xx) of some
+ * recipients earns a DSN, a deferral (4xx) never does (we keep no queue to
+ * retry it, and "Action: failed" would lose it), so 2xx with 4xx is a 451
+ * for the whole message.  Maildir fails only with 4xx.
+ */
 static void
 data_relayed(void *arg, const struct relay_result *res, size_t n)
 {
 	struct session *s = arg;
 	struct txn *t = s->txn;
-	const struct relay_result *first_ok = NULL, *first_temp = NULL, *first_perm = NULL;
-	size_t i;
+	struct rcpt_tally ty;
 
 	if (!session_wait_over(s))
 		return;
-	for (i = 0; i < n; i++) {
-		const struct relay_result *r = &res[i];
-
-		if (r->code / 100 == 2 && first_ok == NULL)
-			first_ok = r;
-		else if (r->code / 100 == 4 && first_temp == NULL)
-			first_temp = r;
-		else if (r->code / 100 != 2 && first_perm == NULL)
-			first_perm = r;
-	}
-	if (first_ok && (first_temp || first_perm)) {
-		/* Mixed per-recipient results: never a silent drop. */
-		t->final = *first_ok;
-		if (s->conf->lmtp_mixed == LMTP_MIXED_TEMPFAIL ||
-		    s->conf->relay.kind == RELAY_MAILDIR) {
-			session_reply(s, R_LMTP_MIXED);
-			session_txn_end(s, TXN_TEMPFAIL, "mixed recipient results");
+	assert(n > 0);	/* one result per recipient, or one */
+	rcpt_tally(res, n, &ty);
+	if (ty.ok && (ty.temp || ty.perm)) {
+		t->final = *ty.ok;
+		if (ty.temp || s->conf->lmtp_mixed == LMTP_MIXED_TEMPFAIL) {
+			mixed_tempfail(s, &ty);
 		} else if (!dsn_owed(t->from)) {
 			log_warn("id=%s event=dsn_suppressed reason=null_sender", s->idstr);
-			session_reply_result(s, first_ok);
-			session_txn_end(s, TXN_DELIVERED, first_ok->text);
+			session_reply_result(s, ty.ok);
+			session_txn_end(s, TXN_DELIVERED, ty.ok->text);
 		} else {
 			send_dsn(s, res, n);
 			session_continue(s);
 			return;
 		}
-	} else if (first_ok) {
-		session_reply_result(s, first_ok);
-		session_txn_end(s, TXN_DELIVERED, first_ok->text);
+	} else if (ty.ok) {
+		session_reply_result(s, ty.ok);
+		session_txn_end(s, TXN_DELIVERED, ty.ok->text);
 	} else {
-		const struct relay_result *r = first_temp ? first_temp : first_perm;
+		const struct relay_result *r = ty.temp ? ty.temp : ty.perm;
 
 		session_reply_result(s, r);
-		session_txn_end(s, r->code / 100 == 4 ? TXN_TEMPFAIL : TXN_REJECTED, r->text);
+		session_txn_end(s, r->code / 100 == 5 ? TXN_REJECTED : TXN_TEMPFAIL, r->text);
 	}
 	session_continue(s);
 }

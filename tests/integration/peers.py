@@ -321,6 +321,21 @@ class Portier(Process):
         m = wait_until(look, timeout)
         return m
 
+    def txns(self):
+        """Every transaction summary line (event=txn) logged so far, in order, as dicts of its
+        fields (quoted values unquoted): id, txn, from, to, result, reply, ..."""
+        return [parse_log_fields(m.group(0)) for m in TXN_LINE_RE.finditer(self.log_text())]
+
+    def wait_txns(self, n, timeout=10.0):
+        """Wait until at least n transaction summary lines are logged; returns them all.  A
+        transaction's line comes once portier is done with it: its reply, its relay and any
+        DSN are over, so what a backend did not get by then it will not get."""
+        wait_until(lambda: len(self.txns()) >= n, timeout)
+        got = self.txns()
+        assert len(got) >= n, "expected %d event=txn lines in portier's log, got %d:\n%s" % (
+            n, len(got), self.log_text()[-5000:])
+        return got
+
     def sanitizer_report(self):
         log = self.log_text()
         for mark in SANITIZER_MARKS:
@@ -342,6 +357,20 @@ class Portier(Process):
             gid = re.search(r"^Gid:\s+(.*)$", st, re.M).group(1).split()
             out[tid] = (uid, gid)
         return out
+
+
+TXN_LINE_RE = re.compile(r"^.*\bevent=txn\b.*$", re.M)
+LOG_FIELD_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_log_fields(line):
+    """'... id=x event=txn reply="250 ok" ...' -> {'id': 'x', 'event': 'txn', 'reply': '250 ok'}"""
+    out = {}
+    for k, v in LOG_FIELD_RE.findall(line):
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            v = re.sub(r"\\(.)", r"\1", v[1:-1])
+        out.setdefault(k, v)
+    return out
 
 
 def start_portier(config_text, **kw):
@@ -572,9 +601,15 @@ class Sink(Process):
         msgs = wait_until(lambda: len(self.messages()) >= n and self.messages(), timeout)
         return self.messages() if msgs else self.messages()
 
-    def assert_nothing(self, marker=None, settle=1.5):
-        """After `settle` seconds, no message (or none containing `marker`) was saved."""
-        time.sleep(settle)
+    def assert_nothing(self, marker=None, settle=1.5, portier=None, txns=1):
+        """No message (or none containing `marker`) was saved.  With portier: once portier has
+        logged the summary line of its first `txns` transactions (it is done with them: see
+        Portier.wait_txns), checked at once.  Without (callers not moved yet): after a fixed
+        `settle` seconds."""
+        if portier is not None:
+            portier.wait_txns(txns)
+        else:
+            time.sleep(settle)
         msgs = self.messages(complete=False)
         if marker is not None:
             msgs = [m for m in msgs if marker.encode() in m.raw]
