@@ -104,6 +104,7 @@ conf_default_limits(struct conf_limits *l)
 	l->data_timeout = 180;
 	l->max_sessions = 5000;
 	l->spool_memory = 1048576;
+	l->max_output = 262144;
 }
 
 /* ---- errors ---- */
@@ -225,6 +226,7 @@ static const struct conf_key conf_limit_keys[] = {
 	KL(data_timeout, conf_set_uint, 1, 86400, NULL),
 	KL(max_sessions, conf_set_uint, 1, UINT_MAX, NULL),
 	KL(spool_memory, conf_set_size, 0, SIZE_MAX, NULL),
+	KL(max_output, conf_set_size, 4096, SIZE_MAX, NULL),
 	{ NULL, NULL, 0, 0, 0, NULL, NULL }
 };
 

@@ -33,6 +33,7 @@ struct conf_limits {
 	unsigned data_timeout;		/* seconds between DATA/BDAT blocks: 180 */
 	unsigned max_sessions;		/* per process; new ones get 421 */
 	size_t spool_memory;		/* body bytes held in memory before a temp file */
+	size_t max_output;		/* reply octets queued for a client before reading stops */
 };
 
 struct conf_kv {

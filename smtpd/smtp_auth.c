@@ -73,7 +73,8 @@ smtp_auth_starttls(struct session *s)
 	smtp_parse_reader_reset(&s->reader);
 	s->bev = sockin_starttls(&s->sin, loop_base(s->loop), s->bev, ssl,
 	    BUFFEREVENT_SSL_ACCEPTING, session_read_cb, session_write_cb, session_event_cb, s);
-	session_set_timeout(s, s->conf->tls_handshake_timeout);
+	session_io_timeouts(s, true);
+	session_tls_watermark(s);
 	s->tls_handshaking = true;
 	session_enter_wait(s, SESSION_WAIT_TLS);	/* nothing is read as a command until it is done */
 }
@@ -89,7 +90,7 @@ smtp_auth_tls_established(struct session *s)
 	s->fsess.tls_version = tls_version(ssl);
 	s->fsess.tls_cipher = tls_cipher(ssl);
 	log_info("id=%s event=tls client=%s tls=\"%s\"", s->idstr, s->addr, s->tls_desc);
-	session_set_timeout(s, s->lim->command_timeout);
+	session_io_timeouts(s, false);
 	if (s->tls_handshaking) {
 		s->tls_handshaking = false;
 		if (session_wait_over(s))

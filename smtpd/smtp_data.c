@@ -45,7 +45,6 @@ content_begin(struct session *s, enum data_reader_mode mode)
 
 	data_reader_init(&t->dr, mode, s->lim->max_text_line, s->lim->max_message_size, bare);
 	t->spool = spool_new(s->lim->spool_memory, NULL);
-	session_set_timeout(s, s->lim->data_timeout);
 }
 
 /* smtp_data_data - DATA */
@@ -89,7 +88,6 @@ smtp_data_bdat(struct session *s, const struct smtp_parse_cmd *cmd)
 	s->state = S_BDAT;
 	s->bdat_left = size;
 	s->bdat_last = last;
-	session_set_timeout(s, s->lim->data_timeout);
 	if (t == NULL || t->ftx.nrcpts == 0) {
 		/* RFC 3030: read the chunk, throw it away, then refuse. */
 		s->bdat_discard = t == NULL ? R_NEED_MAIL : R_NEED_RCPT;
@@ -211,7 +209,6 @@ smtp_data_chunk_done(struct session *s)
 	char text[64];
 
 	s->state = S_CMD;
-	session_set_timeout(s, s->lim->command_timeout);
 	if (s->bdat_discard != R_MAX) {
 		session_client_error(s, s->bdat_discard);
 		return;

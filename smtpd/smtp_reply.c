@@ -41,6 +41,7 @@ static const struct smtp_reply_entry replies[R_MAX] = {
 	[R_NEED_RCPT] = { 503, "5.5.1", "Error: need RCPT command" },
 	[R_NESTED_MAIL] = { 503, "5.5.1", "Error: nested MAIL command" },
 	[R_BDAT_DATA_MIX] = { 503, "5.5.1", "Error: DATA not allowed after BDAT" },
+	[R_BDAT_RCPT_MIX] = { 503, "5.5.1", "Error: RCPT not allowed after BDAT" },
 	[R_TOO_MANY_RCPTS] = { 452, "4.5.3", "Error: too many recipients" },
 	[R_SIZE_EXCEEDED] = { 552, "5.3.4", "Error: message size exceeds fixed limit" },
 	[R_SIZE_DECLARED] = { 552, "5.3.4", "Error: declared message size exceeds fixed limit" },

@@ -40,6 +40,7 @@ enum smtp_reply_id {
 	R_NEED_RCPT,		/* 503 5.5.1 need RCPT */
 	R_NESTED_MAIL,		/* 503 5.5.1 nested MAIL */
 	R_BDAT_DATA_MIX,	/* 503 5.5.1 DATA after BDAT */
+	R_BDAT_RCPT_MIX,	/* 503 5.5.1 RCPT after BDAT */
 	R_TOO_MANY_RCPTS,	/* 452 4.5.3 */
 	R_SIZE_EXCEEDED,	/* 552 5.3.4 */
 	R_SIZE_DECLARED,	/* 552 5.3.4 declared SIZE too big */

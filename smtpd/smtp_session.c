@@ -59,6 +59,8 @@ static const char *const txn_result_names[] = {
 
 static void session_process(struct session *s);
 static bool output_pending(struct session *s);
+static bool output_over(struct session *s);
+static void session_reading(struct session *s, bool on);
 
 /* ---- replies -------------------------------------------------------------- */
 
@@ -158,16 +160,23 @@ session_reply_close(struct session *s, enum smtp_reply_id id)
 	session_close(s);
 }
 
-/* session_client_error - reply and count toward max_errors */
+/* session_count_error - one more client error; 421 and close at max_errors */
 void
-session_client_error(struct session *s, enum smtp_reply_id id)
+session_count_error(struct session *s)
 {
-	session_reply(s, id);
 	if (++s->errors >= s->lim->max_errors) {
 		log_info("id=%s event=too_many_errors client=%s errors=%u", s->idstr, s->addr,
 		    s->errors);
 		session_reply_close(s, R_TOO_MANY_ERRORS);
 	}
+}
+
+/* session_client_error - reply and count toward max_errors */
+void
+session_client_error(struct session *s, enum smtp_reply_id id)
+{
+	session_reply(s, id);
+	session_count_error(s);
 }
 
 /* reply_filter - a filter's verdict as a reply */
@@ -230,6 +239,7 @@ session_free(struct session *s)
 	}
 	if (s->ev)
 		event_free(s->ev);
+	event_free(s->deadline);
 	evbuffer_free(s->pending);
 	free(s->helo);
 	free(s->auth_user);
@@ -276,6 +286,7 @@ static void
 session_reap(struct session *s)
 {
 	s->state = S_DEAD;
+	evtimer_del(s->deadline);
 	/* While a last reply lingers (reap_cb) writing goes on, and reading, to see EOF. */
 	if (s->bev && !s->closed_cleanly) {
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
@@ -307,7 +318,8 @@ void
 session_shutdown(struct session *s, bool force)
 {
 	if (s->wait != SESSION_WAIT_NONE && !force) {
-		/* Mid-transaction with the backend or a filter: let it answer, once more. */
+		/* Waiting on the backend or a filter: its answer goes out first, then the 421. */
+		s->shutdown_owed = true;
 		return;
 	}
 	/* Forced: the transaction is abandoned (never acknowledged: the client retries). */
@@ -322,15 +334,104 @@ session_shutdown_idle(struct session *s)
 		session_reply_close(s, R_SHUTDOWN);
 }
 
-/* session_set_timeout - command or data deadline on reads */
+/*
+ * session_io_timeouts - what the socket itself times: a TLS handshake both
+ * ways; else writes only (command_timeout without progress), since the
+ * client's input has the session's deadline (session_rearm)
+ */
 void
-session_set_timeout(struct session *s, unsigned secs)
+session_io_timeouts(struct session *s, bool handshake)
 {
-	sockin_timeouts(s->sin, s->bev, secs, secs);
+	unsigned hs = s->conf->tls_handshake_timeout;
+
+	if (handshake)
+		sockin_timeouts(s->sin, s->bev, hs, hs);
+	else
+		sockin_timeouts(s->sin, s->bev, 0, s->lim->command_timeout);
+}
+
+/*
+ * session_rearm - start the client's clock for what the session now waits
+ * from it: a command line (command_timeout) or the next SESSION_DATA_BLOCK
+ * of content (data_timeout), or the drain of its replies (command_timeout).
+ * A dribble of one octet per period no longer holds a session: the clock is
+ * not restarted by every read, only by a whole line or block.  Stopped while
+ * the session waits for anything else.
+ */
+void
+session_rearm(struct session *s)
+{
+	struct timeval tv = { s->lim->command_timeout, 0 };
+
+	if (s->state == S_CLOSING || s->state == S_DEAD)
+		return;
+	s->block_octets = 0;
+	if (s->wait != SESSION_WAIT_NONE && s->wait != SESSION_WAIT_OUTPUT) {
+		evtimer_del(s->deadline);
+		return;
+	}
+	if (s->wait == SESSION_WAIT_NONE && (s->state == S_DATA || s->state == S_BDAT))
+		tv.tv_sec = s->lim->data_timeout;
+	evtimer_add(s->deadline, &tv);
+}
+
+/*
+ * session_tls_watermark - under TLS, encrypt no further ahead than
+ * SESSION_TLS_WIRE_HIGH octets on the socket: the rest of the replies stays
+ * in our bufferevent, where output_over sees it and session_write_cb learns
+ * that it drained
+ */
+void
+session_tls_watermark(struct session *s)
+{
+	struct bufferevent *under = bufferevent_get_underlying(s->bev);
+
+	if (under != NULL)
+		bufferevent_setwatermark(under, EV_WRITE, 0, SESSION_TLS_WIRE_HIGH);
+}
+
+/* session_state_name - what the client was expected to send, for the timeout log line */
+static const char *
+session_state_name(const struct session *s)
+{
+	if (s->wait == SESSION_WAIT_OUTPUT)
+		return "output";
+	switch (s->state) {
+	case S_GREET_PAUSE:
+		return "greeting";
+	case S_DATA:
+	case S_BDAT:
+		return "data";
+	case S_AUTH:
+		return "auth";
+	case S_CLOSING:
+	case S_DEAD:
+		return "closing";
+	default:
+		return "command";
+	}
+}
+
+/* deadline_cb - the client took too long over the line or block we waited for */
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == S_DEAD)
+		return;
+	log_info("id=%s event=timeout client=%s state=%s", s->idstr, s->addr,
+	    session_state_name(s));
+	if (s->state == S_CLOSING || s->wait == SESSION_WAIT_OUTPUT) {
+		/* It does not read: a 421 would not reach it either. */
+		session_reap(s);
+		return;
+	}
+	session_interrupt(s, R_TIMEOUT);
 }
 
 static const char *const session_wait_names[] = {
-	"none", "tls", "filter", "auth", "relay",
+	"none", "tls", "filter", "auth", "relay", "output",
 };
 
 /*
@@ -347,6 +448,7 @@ session_enter_wait(struct session *s, enum session_wait w)
 	log_debug("id=%s event=wait from=%s to=%s", s->idstr, session_wait_names[s->wait],
 	    session_wait_names[w]);
 	s->wait = w;
+	session_rearm(s);
 }
 
 /*
@@ -396,6 +498,8 @@ session_interrupt(struct session *s, enum smtp_reply_id id)
 void
 session_continue(struct session *s)
 {
+	if (s->shutdown_owed && s->wait == SESSION_WAIT_NONE)
+		session_interrupt(s, R_SHUTDOWN);
 	if (s->state == S_CLOSING || s->state == S_DEAD || s->in_process ||
 	    s->wait != SESSION_WAIT_NONE) {
 		session_flush_soon(s);
@@ -725,6 +829,9 @@ rcpt_relayed(void *arg, const struct relay_result *r)
 		    log_escape(esc, sizeof(esc), t->rcpt_addr, strlen(t->rcpt_addr)), r->code,
 		    r->ecode);
 		session_reply_result(s, r);
+		/* A refused recipient is a client error: harvesting addresses has a bound. */
+		if (r->code / 100 == 5)
+			session_count_error(s);
 	}
 	session_continue(s);
 }
@@ -776,6 +883,11 @@ cmd_rcpt(struct session *s, const struct smtp_parse_cmd *cmd)
 
 	if (t == NULL) {
 		session_client_error(s, R_NEED_MAIL);
+		return;
+	}
+	if (t->bdat_used) {
+		/* RFC 3030 3: the envelope is closed once content began (the backend has DATA). */
+		session_client_error(s, R_BDAT_RCPT_MIX);
 		return;
 	}
 	if (t->ftx.nrcpts >= s->lim->max_recipients) {
@@ -971,28 +1083,78 @@ session_process(struct session *s)
 
 	s->in_process = true;
 	while (s->wait == SESSION_WAIT_NONE) {
-		if (s->state == S_DATA) {
-			if (!smtp_data_read(s, in))
+		size_t before = evbuffer_get_length(in);
+
+		if (output_over(s))
+			break;
+		if (s->state == S_DATA || s->state == S_BDAT) {
+			bool done = s->state == S_DATA ? smtp_data_read(s, in) :
+			    smtp_data_read_bdat(s, in);
+
+			s->block_octets += before - evbuffer_get_length(in);
+			if (!done) {
+				if (s->block_octets >= SESSION_DATA_BLOCK)
+					session_rearm(s);	/* a whole block came in time */
 				break;
-			s->state = S_CMD;
-			session_set_timeout(s, s->lim->command_timeout);
-			smtp_data_end(s);
-		} else if (s->state == S_BDAT) {
-			if (!smtp_data_read_bdat(s, in))
-				break;
-			smtp_data_chunk_done(s);
+			}
+			if (s->state == S_DATA) {
+				s->state = S_CMD;
+				session_rearm(s);
+				smtp_data_end(s);
+			} else {
+				smtp_data_chunk_done(s);
+				session_rearm(s);
+			}
 		} else if (s->state == S_CMD) {
 			if (!read_command(s, in))
 				break;
+			session_rearm(s);	/* a whole line: the next one's clock starts */
 		} else if (s->state == S_AUTH) {
 			if (!smtp_auth_read_line(s, in))
 				break;
+			session_rearm(s);
 		} else {
 			break;
 		}
 	}
 	s->in_process = false;
 	session_flush_soon(s);
+}
+
+/* session_reading - start or stop reading the client's socket */
+static void
+session_reading(struct session *s, bool on)
+{
+	if (s->sin != NULL) {
+		if (on)
+			sockin_enable(s->sin);
+		else
+			sockin_disable(s->sin);
+	} else if (on) {
+		bufferevent_enable(s->bev, EV_READ);
+	} else {
+		bufferevent_disable(s->bev, EV_READ);
+	}
+}
+
+/*
+ * output_over - the socket left more than max_output octets of our replies
+ * queued: the client does not read.  Stop reading it (its own sends then
+ * fill the kernel's buffers) until they drained (session_write_cb), or end
+ * it at its command_timeout (deadline_cb).
+ */
+static bool
+output_over(struct session *s)
+{
+	size_t queued = evbuffer_get_length(bufferevent_get_output(s->bev));
+
+	if (queued <= s->lim->max_output)
+		return false;
+	log_info("id=%s event=output_full client=%s queued=%zu max=%zu", s->idstr, s->addr, queued,
+	    s->lim->max_output);
+	session_reading(s, false);
+	session_enter_wait(s, SESSION_WAIT_OUTPUT);
+	return true;
 }
 
 /* pipeline_flooded - more complete commands waiting than max_pipelined */
@@ -1061,8 +1223,17 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	struct session *s = arg;
 
 	/* The reaper waits for whatever is still on its way (reap_cb). */
-	if (s->state == S_CLOSING)
+	if (s->state == S_CLOSING) {
 		session_reap(s);
+		return;
+	}
+	if (s->wait == SESSION_WAIT_OUTPUT &&
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+		/* The client read its replies: go on with what it sent meanwhile. */
+		session_reading(s, true);
+		if (session_wait_over(s))
+			session_continue(s);
+	}
 }
 
 /* session_event_cb - EOF, error, timeout */
@@ -1112,13 +1283,10 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
+		/* Writing made no progress for command_timeout: the client does not read. */
 		log_info("id=%s event=timeout client=%s state=%s", s->idstr, s->addr,
-		    s->state == S_CMD ? "command" : s->state == S_CLOSING ? "closing" : "data");
-		if (s->state == S_CLOSING) {
-			session_reap(s);
-			return;
-		}
-		session_interrupt(s, R_TIMEOUT);
+		    (what & BEV_EVENT_WRITING) ? "output" : session_state_name(s));
+		session_reap(s);
 		return;
 	}
 	if (s->state == S_DATA || s->state == S_BDAT)
@@ -1192,7 +1360,8 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	smtp_parse_reader_init(&s->reader, s->lim->max_command_line);
 	s->bev = bev;
 	s->pending = evbuffer_new();
-	if (s->pending == NULL)
+	s->deadline = evtimer_new(loop_base(loop), deadline_cb, s);
+	if (s->pending == NULL || s->deadline == NULL)
 		fatal("evbuffer_new failed");
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
 	if (bufferevent_openssl_get_ssl(bev) == NULL && bufferevent_getfd(bev) >= 0)
@@ -1200,8 +1369,9 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 		    session_event_cb, s);
 	else
 		bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_INPUT_HIGH);
-	session_set_timeout(s, bufferevent_openssl_get_ssl(bev) != NULL ? s->conf->tls_handshake_timeout :
-	    s->lim->command_timeout);
+	session_io_timeouts(s, bufferevent_openssl_get_ssl(bev) != NULL);
+	session_tls_watermark(s);
+	session_rearm(s);
 	loop_session_add(loop, s, s->id);
 	log_info("id=%s event=connect client=%s listener=%s", s->idstr, s->addr, s->lconf->name);
 

@@ -32,6 +32,8 @@ struct auth_sasl;
 #define SESSION_AUTH_LINE_MAX	12288		/* RFC 4954 4: at least 12288 octets */
 #define SESSION_LINGER_TURNS	100		/* x 10 ms a last reply may take to leave */
 #define SESSION_INPUT_HIGH	(256 * 1024)	/* client input buffered before reading pauses */
+#define SESSION_DATA_BLOCK	(64 * 1024)	/* content octets each data_timeout allows */
+#define SESSION_TLS_WIRE_HIGH	(64 * 1024)	/* TLS records queued on the socket before encrypting waits */
 
 enum session_state {
 	S_GREET_PAUSE,	/* waiting greet_pause; talking now is an error */
@@ -56,8 +58,14 @@ enum session_state {
  *     session by id: a late completion is dropped;
  *   SESSION_WAIT_RELAY is cancelled by freeing the relay transaction, which
  *     owns what the backend transfer or Maildir job reads;
- *   SESSION_WAIT_TLS is the STARTTLS handshake on our own bufferevent.
- * Every completion starts with session_wait_over.
+ *   SESSION_WAIT_TLS is the STARTTLS handshake on our own bufferevent;
+ *   SESSION_WAIT_OUTPUT waits for the client to read: more than max_output
+ *     octets of replies are queued, reading stops until they drained.
+ * Every completion starts with session_wait_over.  The client's deadline
+ * (command_timeout per command line, data_timeout per SESSION_DATA_BLOCK of
+ * content) runs only while the session waits for the client: not while it
+ * waits for a filter, the credential check or the backend, whose own
+ * deadlines apply (session_rearm).
  */
 enum session_wait {
 	SESSION_WAIT_NONE,
@@ -65,6 +73,7 @@ enum session_wait {
 	SESSION_WAIT_FILTER,
 	SESSION_WAIT_AUTH,
 	SESSION_WAIT_RELAY,
+	SESSION_WAIT_OUTPUT,
 };
 
 enum txn_result { TXN_DELIVERED, TXN_REJECTED, TXN_TEMPFAIL, TXN_DISCARDED, TXN_ABORTED };
@@ -121,6 +130,7 @@ struct session {
 	struct smtp_parse_reader reader;
 	enum session_wait wait;	/* see enum session_wait */
 	enum smtp_reply_id interrupted;	/* R_MAX, or the 421 owed when the filter wait ends */
+	bool shutdown_owed;	/* drain: 421 once the wait's own reply went out */
 	bool in_process;	/* session_process is on the stack */
 	unsigned errors;
 	unsigned ntxn;
@@ -131,6 +141,8 @@ struct session {
 	struct filter_state *fstate;
 	struct txn *txn;
 	struct event *ev;	/* greet pause timer, then the reaper */
+	struct event *deadline;	/* the client's deadline (session_rearm) */
+	size_t block_octets;	/* content read since the data deadline was set */
 	void (*fnext)(struct session *, const struct filter_result *);	/* after a pending stage */
 	struct auth_sasl *sasl;	/* the AUTH exchange in progress */
 	struct smtp_parse_reader auth_reader;
@@ -153,12 +165,15 @@ void session_reply_custom(struct session *s, int code, const char *ecode, const 
 void session_reply_result(struct session *s, const struct relay_result *r);
 void session_reply_close(struct session *s, enum smtp_reply_id id);
 void session_client_error(struct session *s, enum smtp_reply_id id);
+void session_count_error(struct session *s);
 void session_close(struct session *s);
 void session_enter_wait(struct session *s, enum session_wait w);
 bool session_wait_over(struct session *s);
 void session_continue(struct session *s);
 void session_interrupt(struct session *s, enum smtp_reply_id id);
-void session_set_timeout(struct session *s, unsigned secs);
+void session_io_timeouts(struct session *s, bool handshake);
+void session_rearm(struct session *s);
+void session_tls_watermark(struct session *s);
 void session_txn_end(struct session *s, enum txn_result result, const char *reply);
 void session_txn_reset(struct session *s);
 typedef void (*stage_next_fn)(struct session *s, const struct filter_result *res);
