@@ -231,8 +231,12 @@ session_free(struct session *s)
 	if (s->bev) {
 		SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
 
-		/* close_notify keeps the TLS session resumable (OpenSSL drops it otherwise). */
-		if (ssl != NULL && s->tls_active && s->closed_cleanly)
+		/*
+		 * close_notify keeps the TLS session resumable (OpenSSL drops it
+		 * otherwise): when we ended it, or the client did with its own.
+		 */
+		if (ssl != NULL && s->tls_active &&
+		    (s->closed_cleanly || (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN)))
 			SSL_shutdown(ssl);
 		sockin_free(s->sin);
 		bufferevent_free(s->bev);

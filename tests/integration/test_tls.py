@@ -316,14 +316,19 @@ def _starttls_once(srv, client, ctx, session=None):
     return reused, nxt
 
 
-@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
-                         ids=["tls12", "tls13"])
-def test_session_resumption_starttls(tls_server, client, certs, version):
+@pytest.mark.parametrize("version,tickets", [(ssl.TLSVersion.TLSv1_2, True),
+                                             (ssl.TLSVersion.TLSv1_3, True),
+                                             (ssl.TLSVersion.TLSv1_2, False)],
+                         ids=["tls12", "tls13", "tls12-session-id"])
+def test_session_resumption_starttls(tls_server, client, certs, version, tickets):
     """portier.conf(5): TLS sessions resume.  A client that offers the session of its last
     connection gets an abbreviated handshake, four times in a row, although each of those
-    connections ended without QUIT (so the server never sent close_notify)."""
+    connections ended without QUIT.  Without tickets (TLS 1.2 session id, the server's cache)
+    too: the client's close_notify is answered with ours, so OpenSSL keeps the session."""
     srv = tls_server()
     ctx = tls_context(certs, minimum=version, maximum=version)
+    if not tickets:
+        ctx.options |= ssl.OP_NO_TICKET
     reused, sess = _starttls_once(srv, client, ctx)
     assert not reused
     got = []
