@@ -5,6 +5,7 @@ service, the brute-force limit, real clients (swaks, msmtp, smtplib), and the se
 rules (envelope sender and From: must belong to the login).  Backend: smtp-sink."""
 import os
 import re
+import signal
 import smtplib
 import ssl
 import time
@@ -741,3 +742,68 @@ def test_from_header_owned(tls_server, client, certs, from_header):
     send_ok(c, ALICE, ["r@foreign.test"], msg)
     m = srv.sink.wait_messages(1)[0]
     assert ("From: %s" % from_header).encode() in m.content, m.content[:500]
+
+
+# ---------------------------------------------------------------------------------------------
+# the credential check as a wait point (see test_waits.py for the backend's)
+# ---------------------------------------------------------------------------------------------
+
+def _replies_until_closed(c, timeout):
+    out = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            out.append(c.read_reply(timeout=deadline - time.monotonic()))
+        except peers.ConnectionClosed:
+            return out, True
+        except (OSError, ssl.SSLError):
+            return out, True
+    return out, False
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["eof", "flood", "sigterm", "sighup"])
+def test_auth_wait_interrupted(tls_server, client, certs, dovecot_auth, how):
+    """AUTH waits on a frozen Dovecot (SIGSTOP) while the client leaves, floods, or portier
+    drains or reloads.  EOF: the late verdict finds no session and is dropped.  Flood: 421 4.7.0
+    at once and no 235 after it.  SIGTERM: the waiting session is spared until Dovecot answers,
+    gets its 235, then 421 4.3.2, and portier exits 0.  SIGHUP: the session goes on (235, then
+    mail is accepted).  Nothing is read after it is freed (ASan)."""
+    dv = dovecot_auth()
+    srv = sub_server(tls_server, auth={"dovecot": "unix:%s" % dv.socket, "max_failures": 100},
+                     server={"max_pipelined": "5", "drain_timeout": "1"})
+    p = srv.portier
+    c = tls_session(srv, client, certs, "submissions")
+    os.killpg(dv.pid, signal.SIGSTOP)
+    try:
+        c.sendline("AUTH PLAIN " + plain_b64(ALICE, ALICE_PW))
+        time.sleep(0.5)                 # the worker now waits on the frozen Dovecot
+        if how == "eof":
+            c.close()
+            p.wait_log(r"event=disconnect client=127\.0\.0\.1 transactions=0")
+        elif how == "flood":
+            c.send(b"NOOP\r\n" * 20)
+            replies, closed = _replies_until_closed(c, 5)
+            assert [(r.code, r.enhanced) for r in replies] == [(421, "4.7.0")], replies
+            assert closed
+        elif how == "sigterm":
+            p.signal(signal.SIGTERM)
+            time.sleep(1.5)             # the drain deadline passed: the session is spared
+        else:
+            p.reload(p.config_template)
+            time.sleep(0.3)
+    finally:
+        os.killpg(dv.pid, signal.SIGCONT)
+    if how == "sigterm":
+        replies, closed = _replies_until_closed(c, 12)
+        assert [(r.code, r.enhanced) for r in replies] == [(235, "2.7.0"), (421, "4.3.2")], \
+            replies
+        assert p.wait(10) == 0, p.log_text()
+    elif how == "sighup":
+        peers.expect_reply(c.read_reply(timeout=12), "235 2.7.0", "AUTH after SIGHUP")
+        send_ok(c, ALICE, ["x@foreign.test"], make_message(frm=ALICE))
+    else:
+        # The verdict comes back to nobody; portier still serves.
+        time.sleep(1)
+        c2 = tls_session(srv, client, certs, "submissions")
+        auth_plain(c2, ALICE, ALICE_PW)
