@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1146,34 +1145,4 @@ conf_is_local_domain(const struct conf *c, const char *domain)
 		    str_ncasecmp(c->local_domains[i], domain, len) == 0)
 			return true;
 	return false;
-}
-
-/* ---- the live snapshot ---- */
-
-static pthread_mutex_t conf_live_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct conf *conf_live;
-
-/* conf_current - a new reference to the live snapshot (NULL before the first set) */
-struct conf *
-conf_current(void)
-{
-	struct conf *c;
-
-	pthread_mutex_lock(&conf_live_lock);
-	c = conf_ref(conf_live);
-	pthread_mutex_unlock(&conf_live_lock);
-	return c;
-}
-
-/* conf_set_current - install c (taking over the caller's reference), drop the old one */
-void
-conf_set_current(struct conf *c)
-{
-	struct conf *old;
-
-	pthread_mutex_lock(&conf_live_lock);
-	old = conf_live;
-	conf_live = c;
-	pthread_mutex_unlock(&conf_live_lock);
-	conf_unref(old);
 }

@@ -140,8 +140,4 @@ const char *conf_section_get(const struct conf_section *s, const char *key);
 /* conf_is_local_domain - case-insensitive match against local_domains. */
 bool conf_is_local_domain(const struct conf *c, const char *domain);
 
-/* The live snapshot: conf_current returns a new reference. */
-struct conf *conf_current(void);
-void conf_set_current(struct conf *c);	/* takes over the caller's reference */
-
 #endif

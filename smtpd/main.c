@@ -82,9 +82,7 @@ main(int argc, char *argv[])
 		snapshot_unref(snap);
 		return EXIT_CONFIG;
 	}
-	conf_set_current(conf_ref(conf));
 	rc = server_run(snap, path);
 	snapshot_unref(snap);
-	conf_set_current(NULL);
 	return rc;
 }

@@ -862,7 +862,6 @@ sighup_cb(evutil_socket_t sig, short what, void *arg)
 	if (conf->limits.max_sessions > bind_session_max())
 		log_warn("event=max_sessions_lowered configured=%u max_sessions=%u reason=nofile",
 		    conf->limits.max_sessions, bind_session_max());
-	conf_set_current(conf_ref(conf));
 	snapshot_set(snap);
 	authfail_set_limits(auth_failures, conf->auth_max_failures, conf->auth_failure_window);
 	log_info("event=reload result=ok config=%s restart_needed=%s", sc->config_path,
