@@ -1020,7 +1020,7 @@ dispatch(struct session *s, const char *line, size_t len)
 }
 
 /*
- * frame_line - frame the next line of at most r->max_line octets at the
+ * session_frame_line - frame the next line of at most r->max_line octets at the
  * front of in.  Returns false when in is empty; else *st_r, the line (into
  * in's first chunk, valid until in is drained) and how many octets to drain.
  * *more_r tells whether input remains after those octets.
