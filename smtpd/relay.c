@@ -5,7 +5,9 @@
  * time (the session is serialized, so there is never more than one operation
  * outstanding).  Connections come from a per-loop pool and go back to it
  * after a transaction; an aborted transaction is cleared with RSET first.
- * A pooled connection that turns out dead at MAIL is replaced once.  The
+ * A pooled connection that turns out dead at MAIL is replaced once; so is
+ * one the backend drops while DATA waits for a slow client (its own idle
+ * timeout): relay_data then sends the envelope again.  The
  * connections themselves (pool, connecting, handshake, writes, reading
  * replies) are relay_conn.c's; relay_priv.h has what the two share.
  *
@@ -32,7 +34,8 @@
 #include "workers.h"
 
 static void txn_start_op(struct relay_txn *rt);
-static void rcpt_cmd(struct relay_txn *rt, unsigned caps, struct buf *b);
+static void txn_replay(struct relay_txn *rt);
+static void rcpt_cmd(unsigned caps, const char *rcpt, const char *params, struct buf *b);
 
 /* relay_result_set - fill a result */
 void
@@ -135,9 +138,13 @@ relay_txn_free(struct relay_txn *rt)
 	free(rt->maildir_root);
 	free(rt->hostname);
 	free(rt->from);
-	for (i = 0; i < rt->nrcpts; i++)
+	for (i = 0; i < rt->nrcpts; i++) {
 		free(rt->rcpts[i]);
+		if (rt->rcpt_args)
+			free(rt->rcpt_args[i]);
+	}
 	free(rt->rcpts);
+	free(rt->rcpt_args);
 	free(rt->pending_rcpt);
 	free(rt->rcpt_params);
 	free(rt->mail_params);
@@ -394,20 +401,20 @@ relay_rcpt(struct relay_txn *rt, const char *rcpt, const char *params, relay_cb 
 		return;
 	}
 	buf_reset(&rt->cmd);
-	rcpt_cmd(rt, rt->conn->caps, &rt->cmd);
+	rcpt_cmd(rt->conn->caps, rt->pending_rcpt, rt->rcpt_params, &rt->cmd);
 	txn_start_op(rt);
 }
 
-/* rcpt_cmd - "RCPT TO:<...> params" for the pending recipient, appended to b */
+/* rcpt_cmd - "RCPT TO:<rcpt> params" (those the backend takes), appended to b */
 static void
-rcpt_cmd(struct relay_txn *rt, unsigned caps, struct buf *b)
+rcpt_cmd(unsigned caps, const char *rcpt, const char *params, struct buf *b)
 {
 	struct buf p, one;
 
 	buf_init(&p);
 	buf_init(&one);
-	filter_params(caps, rt->rcpt_params, &p);
-	cmd_printf_path(&one, "RCPT TO:", rt->pending_rcpt, p.data);
+	filter_params(caps, params, &p);
+	cmd_printf_path(&one, "RCPT TO:", rcpt, p.data);
 	buf_append(b, one.data, one.len);
 	buf_free(&one);
 	buf_free(&p);
@@ -484,6 +491,7 @@ body_fill(struct relay_txn *rt)
 				evbuffer_add(stage, "\r\n", 2);	/* never happens: reader ends with CRLF */
 			evbuffer_add(stage, ".\r\n", 3);
 			c->state = RS_DOT;
+			conn_reply_due(c, true);
 			free(rt->dres);
 			rt->ndres = 0;
 			rt->dres = xcalloc(rt->nrcpts ? rt->nrcpts : 1, sizeof(*rt->dres));
@@ -499,6 +507,7 @@ static void
 body_start(struct relay_txn *rt)
 {
 	rt->conn->state = RS_BODY;
+	conn_reply_due(rt->conn, false);	/* until the final dot: see conn_reply_due */
 	rt->send_off = rt->body_off;
 	/* The head is ours or filtered headers: stuff it the same way. */
 	rt->line_start = true;
@@ -585,6 +594,10 @@ relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, siz
 		}
 		return;
 	}
+	if (rt->early_lost) {
+		txn_replay(rt);
+		return;
+	}
 	if (rt->conn == NULL) {
 		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 		return;
@@ -612,7 +625,9 @@ relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, siz
  * message, so the 354 is back by the time the body is ready: one backend
  * round trip less per message.  If the message is then refused (filters,
  * bad content), relay_txn_free closes the connection in the DATA phase and
- * the backend discards the incomplete transaction.
+ * the backend discards the incomplete transaction.  While the client
+ * uploads, no reply of the backend is due (conn_reply_due), and if the
+ * backend gives up meanwhile, relay_data replays (txn_early_lost).
  */
 void
 relay_data_begin(struct relay_txn *rt)
@@ -627,6 +642,119 @@ relay_data_begin(struct relay_txn *rt)
 	conn_send_cmd(rt->conn, &rt->cmd);
 }
 
+/*
+ * mail_refused - MAIL cannot go out on this link: its verdict.  A replay
+ * only tempfails: the client has our 250 for each of its recipients.
+ */
+static void
+mail_refused(struct relay_txn *rt, int code, const char *ecode, const char *text)
+{
+	if (rt->replay) {
+		txn_fail(rt, 451, "4.4.0", text);
+		return;
+	}
+	relay_result_set(&rt->res, code, ecode, text);
+	txn_finish(rt);
+}
+
+/*
+ * txn_early_lost - the backend dropped the connection (its idle timeout, or
+ * a 421) while DATA waited for the client's message: nothing is lost yet.
+ * The connection goes; relay_data sends the envelope again.  Once only;
+ * false (nothing done) when that is not the case.
+ */
+bool
+txn_early_lost(struct relay_txn *rt)
+{
+	if (!rt->early || rt->early_failed || rt->op != OP_NONE || rt->replayed)
+		return false;
+	log_info("id=%s event=relay_closed_during_upload relay=%s action=replay_envelope", rt->sid,
+	    rt->spec);
+	rt->early_lost = true;
+	rt->conn->state = RS_DEAD;
+	txn_release_conn(rt);
+	return true;
+}
+
+/* txn_replay - relay_data after txn_early_lost: a fresh connection, then MAIL, RCPTs, DATA */
+static void
+txn_replay(struct relay_txn *rt)
+{
+	rt->early_lost = false;
+	rt->early = false;
+	rt->replayed = true;
+	rt->replay = true;
+	rt->replay_rcpts = 0;
+	if (!txn_attach_conn(rt, false))
+		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+	/* else conn_ready sends MAIL (then replay_send) once the greeting and EHLO are through */
+}
+
+/* replay_send - rt->cmd has MAIL: with PIPELINING every RCPT and DATA go with it */
+static void
+replay_send(struct relay_conn *c)
+{
+	struct relay_txn *rt = c->txn;
+	size_t i;
+
+	if (c->caps & CAP_PIPELINING) {
+		for (i = 0; i < rt->nrcpts; i++)
+			rcpt_cmd(c->caps, rt->rcpts[i], rt->rcpt_args[i], &rt->cmd);
+		buf_puts(&rt->cmd, "DATA\r\n");
+	}
+	c->state = RS_MAIL;
+	conn_send_cmd(c, &rt->cmd);
+}
+
+/* replay_next - without PIPELINING, the next command of the replay after a good reply */
+static void
+replay_next(struct relay_conn *c)
+{
+	struct relay_txn *rt = c->txn;
+
+	if (c->caps & CAP_PIPELINING)
+		return;	/* already sent */
+	buf_reset(&rt->cmd);
+	if (c->state == RS_RCPT)
+		rcpt_cmd(c->caps, rt->rcpts[rt->replay_rcpts], rt->rcpt_args[rt->replay_rcpts],
+		    &rt->cmd);
+	else
+		buf_puts(&rt->cmd, "DATA\r\n");
+	conn_send_cmd(c, &rt->cmd);
+}
+
+/*
+ * replay_reply - a reply to the replayed envelope.  Each must be what the
+ * backend said the first time (2xx to MAIL and every RCPT, 354 to DATA),
+ * else the message is tempfailed: the client has our 250 for each
+ * recipient, and retries.  False if c was freed.
+ */
+static bool
+replay_reply(struct relay_conn *c)
+{
+	struct relay_txn *rt = c->txn;
+	bool ok = c->state == RS_DATA ? c->code == 354 :
+	    (c->state == RS_MAIL || c->state == RS_RCPT) && c->code / 100 == 2;
+
+	if (!ok) {
+		log_warn("id=%s event=relay_replay_refused relay=%s reply=\"%d %s\"", rt->sid,
+		    rt->spec, c->code, c->text.data ? c->text.data : "");
+		txn_fail(rt, 451, "4.4.0", "Error: backend refused the message on a new connection, "
+		    "try again later");
+		return false;
+	}
+	if (c->state == RS_DATA) {
+		rt->replay = false;
+		body_start(rt);
+		return true;
+	}
+	if (c->state == RS_RCPT)
+		rt->replay_rcpts++;
+	c->state = rt->replay_rcpts < rt->nrcpts ? RS_RCPT : RS_DATA;
+	replay_next(c);
+	return true;
+}
+
 /* conn_ready - the link is idle: send the MAIL that waited for it */
 void
 conn_ready(struct relay_conn *c)
@@ -635,29 +763,32 @@ conn_ready(struct relay_conn *c)
 	struct buf p;
 
 	c->state = RS_IDLE;
-	if (rt == NULL || !(rt->op == OP_MAIL || (rt->op == OP_RCPT && rt->mail_inflight)))
+	if (rt == NULL || !(rt->op == OP_MAIL || (rt->op == OP_RCPT && rt->mail_inflight) ||
+	    rt->replay))
 		return;
 	if (rt->requiretls && !(c->tls_verified && (c->lmtp || (c->caps & CAP_REQUIRETLS)))) {
 		/* RFC 8689: never hand such a message over without verified TLS. */
-		relay_result_set(&rt->res, 550, "5.7.30",
+		mail_refused(rt, 550, "5.7.30",
 		    "Error: REQUIRETLS support required, the backend link does not provide it");
-		txn_finish(rt);
 		return;
 	}
 	buf_init(&p);
 	if (!filter_params(c->caps, rt->mail_params, &p)) {
 		buf_free(&p);
-		relay_result_set(&rt->res, 553, "5.6.7", "Error: backend does not support SMTPUTF8");
-		txn_finish(rt);
+		mail_refused(rt, 553, "5.6.7", "Error: backend does not support SMTPUTF8");
 		return;
 	}
 	cmd_printf_path(&rt->cmd, "MAIL FROM:", rt->from, p.data);
 	buf_free(&p);
+	if (rt->replay) {
+		replay_send(c);
+		return;
+	}
 	if (rt->op == OP_RCPT) {
 		/* MAIL with the first RCPT: one write and one wake-up when pipelining. */
 		rt->rcpt_pipelined = (c->caps & CAP_PIPELINING) != 0;
 		if (rt->rcpt_pipelined)
-			rcpt_cmd(rt, c->caps, &rt->cmd);
+			rcpt_cmd(c->caps, rt->pending_rcpt, rt->rcpt_params, &rt->cmd);
 		c->state = RS_MAIL;
 		conn_send_cmd(c, &rt->cmd);
 		return;
@@ -672,6 +803,8 @@ conn_op_reply(struct relay_conn *c)
 	struct relay_txn *rt = c->txn;
 
 	c->got_reply = true;
+	if (rt->replay)
+		return replay_reply(c);
 	switch (c->state) {
 	case RS_MAIL:
 		c->state = RS_IDLE;
@@ -692,7 +825,7 @@ conn_op_reply(struct relay_conn *c)
 			c->state = RS_RCPT;
 			if (!rt->rcpt_pipelined) {
 				buf_reset(&rt->cmd);
-				rcpt_cmd(rt, c->caps, &rt->cmd);
+				rcpt_cmd(c->caps, rt->pending_rcpt, rt->rcpt_params, &rt->cmd);
 				conn_send_cmd(c, &rt->cmd);
 			}
 			return true;
@@ -711,6 +844,9 @@ conn_op_reply(struct relay_conn *c)
 		conn_result(c, &rt->res);
 		if (c->code / 100 == 2) {
 			rt->rcpts = xreallocarray(rt->rcpts, rt->nrcpts + 1, sizeof(*rt->rcpts));
+			rt->rcpt_args = xreallocarray(rt->rcpt_args, rt->nrcpts + 1,
+			    sizeof(*rt->rcpt_args));
+			rt->rcpt_args[rt->nrcpts] = xstrdup(rt->rcpt_params ? rt->rcpt_params : "");
 			rt->rcpts[rt->nrcpts++] = rt->pending_rcpt;
 			rt->pending_rcpt = NULL;
 		}
@@ -718,10 +854,12 @@ conn_op_reply(struct relay_conn *c)
 		return true;
 	case RS_DATA:
 		if (c->code == 354) {
-			if (rt->op == OP_DATA)
+			if (rt->op == OP_DATA) {
 				body_start(rt);
-			else
+			} else {
 				c->state = RS_DATA_READY;	/* early: the body is not ready yet */
+				conn_reply_due(c, false);
+			}
 			return true;
 		}
 		if (rt->op != OP_DATA) {
@@ -748,6 +886,12 @@ conn_op_reply(struct relay_conn *c)
 		}
 		txn_finish(rt);
 		return true;
+	case RS_DATA_READY:
+		/* The backend gave up while the client was still sending (its idle timeout). */
+		if (c->code == 421 && txn_early_lost(rt))
+			return false;
+		txn_fail(rt, 451, "4.4.0", "Error: backend protocol error, try again later");
+		return false;
 	case RS_BODY:
 		/* A reply before we finished sending: the backend gave up. */
 		txn_fail(rt, 451, "4.4.0", "Error: backend protocol error, try again later");

@@ -261,13 +261,30 @@ relay_pool_uncork(struct relay_pool *pool)
 	pool->nheld = 0;
 }
 
+/*
+ * conn_reply_due - whether we wait for a reply of the backend: then none
+ * within relay_timeout is a timeout.  While we owe it the message (354 came
+ * before the client finished, or the body is on its way) only EOF is
+ * watched: the client's data_timeout bounds the upload and the write
+ * deadline the sending, so a slow upload never times the backend out.
+ */
+void
+conn_reply_due(struct relay_conn *c, bool due)
+{
+	unsigned secs = c->txn ? c->txn->conf->relay_timeout : 30;
+	struct bufferevent *plain = bufferevent_get_underlying(c->bev);
+	struct timeval tv = { secs, 0 };
+
+	sockin_timeouts(c->sin, c->bev, due ? secs : 0, secs);
+	if (plain != NULL)	/* TLS: the plain bufferevent below has deadlines of its own */
+		bufferevent_set_timeouts(plain, due ? &tv : NULL, &tv);
+}
+
 /* conn_send_cmd - write the current command and wait for its reply */
 void
 conn_send_cmd(struct relay_conn *c, const struct buf *cmd)
 {
-	unsigned secs = c->txn ? c->txn->conf->relay_timeout : 30;
-
-	sockin_timeouts(c->sin, c->bev, secs, secs);
+	conn_reply_due(c, true);
 	evbuffer_add(c->pool->stage, cmd->data, cmd->len);
 	(void)conn_flush(c);
 }
@@ -613,6 +630,8 @@ conn_refill(struct relay_conn *c)
 	if (c->txn && c->state == RS_BODY) {
 		if (!body_fill(c->txn))
 			txn_fail(c->txn, 451, "4.3.0", "Error: cannot read spooled message");
+	} else if (c->txn && c->state == RS_DOT) {
+		conn_reply_due(c, true);	/* the final dot is out: relay_timeout from now */
 	}
 }
 
@@ -668,6 +687,9 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 			txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 		return;
 	}
+	if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && c->state == RS_DATA_READY &&
+	    txn_early_lost(rt))
+		return;	/* c is freed; relay_data sends the envelope again */
 	if (what & BEV_EVENT_TIMEOUT)
 		txn_fail(rt, 451, "4.4.2", "Error: backend timed out, try again later");
 	else if (c->state == RS_HANDSHAKE) {

@@ -108,6 +108,7 @@ struct relay_txn {
 	/* envelope, kept for Maildir and per-recipient counting */
 	char *from;
 	char **rcpts;		/* accepted recipients */
+	char **rcpt_args;	/* and the parameters each was sent with (for a replay) */
 	size_t nrcpts;
 	char *pending_rcpt;
 	char *rcpt_params;
@@ -129,6 +130,10 @@ struct relay_txn {
 	bool early;		/* DATA went out while the client was still sending */
 	bool early_failed;	/* and the backend refused it: early_res */
 	struct relay_result early_res;
+	bool early_lost;	/* and the backend closed meanwhile: relay_data replays */
+	bool replay;		/* the envelope goes again on a fresh connection */
+	bool replayed;		/* it did once: no second time */
+	size_t replay_rcpts;	/* RCPTs of the replay answered so far */
 	bool maildir_busy;	/* a worker job reads us (head, body, envelope, the two below) */
 	bool free_pending;	/* the session let go meanwhile: free on the job's completion */
 	char *maildir_root;	/* copies of the config the job reads (the snapshot may go) */
@@ -143,6 +148,7 @@ size_t conn_queued(struct relay_conn *c);
 void conn_read_on(struct relay_conn *c);
 void conn_result(struct relay_conn *c, struct relay_result *r);
 void conn_send_cmd(struct relay_conn *c, const struct buf *cmd);
+void conn_reply_due(struct relay_conn *c, bool due);
 struct relay_conn *pool_get(struct relay_pool *pool, const char *spec);
 void pool_put(struct relay_pool *pool, struct relay_conn *c, unsigned max);
 
@@ -151,6 +157,7 @@ bool body_fill(struct relay_txn *rt);
 bool conn_op_reply(struct relay_conn *c);
 void conn_ready(struct relay_conn *c);
 bool txn_attach_conn(struct relay_txn *rt, bool allow_pool);
+bool txn_early_lost(struct relay_txn *rt);
 void txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *text);
 void txn_release_conn(struct relay_txn *rt);
 

@@ -38,10 +38,13 @@ static _Thread_local char scratch[SOCKIN_READ_MAX];
 static void
 arm(struct sockin *si)
 {
-	if (si->enabled && !si->suspended)
+	if (si->enabled && !si->suspended) {
 		event_add(si->ev, si->timeout.tv_sec ? &si->timeout : NULL);
-	else
+		if (!si->timeout.tv_sec)
+			event_remove_timer(si->ev);	/* event_add(NULL) keeps an earlier one */
+	} else {
 		event_del(si->ev);
+	}
 }
 
 /* drain_cb - the owner took input: resume reading once below high */

@@ -6,11 +6,15 @@ fail every recipient), and saving the exact bytes a client sent (smtp-sink drops
 It is a test peer, not a mail server: no queue, no relaying, one thread per connection.
 
     minismtpd.py --port P --dir D [--lmtp] [--ext KEYWORD]... [--rcpt-reply REGEX=REPLY]...
-                 [--data-reply REGEX=REPLY]...
+                 [--data-reply REGEX=REPLY]... [--starttls-reply REPLY] [--data-idle SECONDS]
 
 --rcpt-reply: a RCPT whose address matches REGEX (re.search) gets REPLY ("550 5.1.1 text").
 --data-reply: after the final dot, an accepted recipient matching REGEX gets REPLY; LMTP sends
               one reply per accepted recipient, SMTP sends the first matching reply (else 250).
+--starttls-reply: the reply to STARTTLS (offer it with --ext STARTTLS); there is no TLS here,
+              so only a refusal makes sense (default "502 5.5.2 not implemented").
+--data-idle:  while reading the data, no line for SECONDS ends the connection with
+              "421 4.4.2 ... timeout exceeded" (as Postfix's smtpd does after its timeout).
 Each completed DATA is saved as D/NNNNNN-PID-SEQ.json (envelope, per-recipient results) and .eml
 (the data exactly as received, dot-unstuffed, line ends untouched), written before the reply.
 """
@@ -60,10 +64,19 @@ class Conn:
         return line
 
     def read_data(self):
-        """Bytes up to CRLF.CRLF (the first line may be '.' too), dot-unstuffed."""
+        """Bytes up to CRLF.CRLF (the first line may be '.' too), dot-unstuffed; None at EOF or
+        after --data-idle seconds without a line."""
         out = []
+        if self.opts.data_idle:
+            self.s.settimeout(self.opts.data_idle)
         while True:
-            line = self.readline()
+            try:
+                line = self.readline()
+            except socket.timeout:
+                self.send("421 4.4.2 minismtpd Error: timeout exceeded")
+                return None
+            finally:
+                self.s.settimeout(120)
             if line is None:
                 return None
             if line == b".":
@@ -163,6 +176,8 @@ class Conn:
                 self.send("250 2.0.0 Ok")
             elif verb == "NOOP":
                 self.send("250 2.0.0 Ok")
+            elif verb == "STARTTLS":
+                self.send(self.opts.starttls_reply)
             elif verb == "QUIT":
                 self.send("221 2.0.0 Bye")
                 return
@@ -187,6 +202,8 @@ def main():
     ap.add_argument("--ext", action="append", default=[])
     ap.add_argument("--rcpt-reply", action="append", default=[])
     ap.add_argument("--data-reply", action="append", default=[])
+    ap.add_argument("--starttls-reply", default="502 5.5.2 not implemented")
+    ap.add_argument("--data-idle", type=float, default=0)
     opts = ap.parse_args()
     opts.rcpt_reply = [tuple(x.split("=", 1)) for x in opts.rcpt_reply]
     opts.data_reply = [tuple(x.split("=", 1)) for x in opts.data_reply]

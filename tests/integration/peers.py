@@ -723,9 +723,12 @@ class Dovecot(Process):
 class MiniSmtpd(Process):
     """minismtpd.py on a free port.  Options (see minismtpd.py --help):
     lmtp=True, ext=["SMTPUTF8", ...], rcpt_reply={regex: "550 5.1.1 ..."},
-    data_reply={regex: "550 5.2.1 ..."} (per recipient after DATA; SMTP: first match wins)."""
+    data_reply={regex: "550 5.2.1 ..."} (per recipient after DATA; SMTP: first match wins),
+    starttls_reply="454 4.7.0 ..." (with ext=["STARTTLS"]), data_idle=SECONDS (421 and close
+    when the data stalls that long)."""
 
-    def __init__(self, tmp=None, lmtp=False, ext=(), rcpt_reply=None, data_reply=None):
+    def __init__(self, tmp=None, lmtp=False, ext=(), rcpt_reply=None, data_reply=None,
+                 starttls_reply=None, data_idle=None):
         self.tmp = tmp or make_tempdir("minismtpd")
         self.dir = os.path.join(self.tmp, "msgs")
         os.makedirs(self.dir, exist_ok=True)
@@ -742,6 +745,10 @@ class MiniSmtpd(Process):
                 argv += ["--rcpt-reply", "%s=%s" % (k, v)]
             for k, v in (data_reply or {}).items():
                 argv += ["--data-reply", "%s=%s" % (k, v)]
+            if starttls_reply:
+                argv += ["--starttls-reply", starttls_reply]
+            if data_idle:
+                argv += ["--data-idle", str(data_idle)]
             Process.__init__(self, "minismtpd", argv, os.path.join(self.tmp, "minismtpd.log"))
             ok = wait_until(lambda: not self.alive() or port_accepts(self.port), START_DEADLINE)
             if ok and self.alive():
@@ -937,6 +944,19 @@ class SmtpClient:
         if expect is not None:
             expect_reply(r, expect, "reply after the final dot")
         return r
+
+    def send_message_paced(self, msg, seconds, step=0.5, timeout=20):
+        """DATA, then msg's lines spread over about `seconds` seconds (a write every `step`: a
+        slow sender), then the final dot; returns the reply after it."""
+        self.cmd("DATA", expect="354")
+        lines = dot_stuff(msg).split(b"\r\n")[:-1]
+        writes = max(1, int(seconds / step))
+        per = -(-len(lines) // writes)
+        for i in range(0, len(lines), per):
+            self.send(b"".join(l + b"\r\n" for l in lines[i:i + per]))
+            time.sleep(step)
+        self.send(b".\r\n")
+        return self.read_reply(timeout)
 
     def transaction(self, mail_from, rcpts, msg, expect="250", params=""):
         """MAIL, RCPT..., DATA; each must succeed; returns the final reply."""

@@ -232,6 +232,62 @@ def test_backend_slow_data_reply(make_pair, client):
     s.assert_nothing(settle=0)
 
 
+def test_slow_upload_longer_than_relay_timeout(make_pair, client):
+    """A client that takes about 5 s to upload its message (a write every 0.5 s) while
+    relay_timeout is 2 s: DATA went to the backend early and its 354 came back at once, but
+    portier expects nothing of the backend while the client uploads, so the client gets 250
+    and the backend has the message as sent."""
+    p, s = make_pair(backend={"relay_timeout": 2})
+    c = client(p.port)
+    c.start()
+    msg = make_message(body_lines=["slow line %d" % i for i in range(20)])
+    c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
+    t0 = time.monotonic()
+    r = c.send_message_paced(msg, 5.0)
+    assert time.monotonic() - t0 > 4.5
+    assert r.is_(250, "2.0.0"), r
+    [m] = s.wait_messages(1)
+    peers.assert_same_message(msg, m.content)
+    c.quit()
+
+
+@pytest.mark.parametrize("backend", ["eof", "eof-no-pipelining", "421"])
+def test_backend_idles_out_during_slow_upload(portier, sink, minismtpd, client, backend):
+    """The backend itself gives up on the early DATA while the client is still uploading (its
+    own 2 s timeout; the upload takes 5 s): smtp-sink -t 2 closes (with and without
+    PIPELINING), minismtpd --data-idle 2 says 421 4.4.2 and closes.  portier sends the envelope
+    again on a new connection once the message is complete (MAIL with its parameters, both
+    RCPTs, DATA: one write with PIPELINING, one command at a time without) and the client gets
+    250: the backend has one complete message, for both recipients."""
+    if backend == "421":
+        b = minismtpd(data_idle=2)
+    else:
+        b = sink(args=["-t", "2"] + (["-p"] if backend == "eof-no-pipelining" else []))
+    p = portier(peers.portier_config("smtp:127.0.0.1:%d" % b.port))
+    c = client(p.port)
+    c.start()
+    msg = make_message(body_lines=["slow line %d" % i for i in range(20)])
+    c.cmd("MAIL FROM:<sender@origin.test> BODY=8BITMIME", expect="250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
+    c.cmd("RCPT TO:<bob@example.test>", expect="250 2.1.5")
+    r = c.send_message_paced(msg, 5.0)
+    assert r.is_(250, "2.0.0"), r
+    assert p.wait_log(r"event=relay_closed_during_upload relay=\S+ action=replay_envelope")
+    if backend == "421":
+        [t] = b.wait_transactions(1)
+        assert (t["mail_from"], t["mail_params"]) == ("sender@origin.test", "BODY=8BITMIME"), t
+        assert t["rcpts"] == ["alice@example.test", "bob@example.test"], t
+        hdrs, rest = peers.strip_trace(t["data"], b"\r\n", ("received",))
+        peers.assert_same_message(msg, rest, nl=b"\r\n")
+    else:
+        [m] = b.wait_messages(1)
+        assert m.mail_from == "sender@origin.test" and "BODY=8BITMIME" in m.mail_args, m
+        assert m.rcpts == ["alice@example.test", "bob@example.test"]
+        peers.assert_same_message(msg, m.content)
+    c.quit()
+
+
 def test_client_disconnect_mid_data(relay_pair, client):
     """A client that disconnects mid-DATA: the backend receives no message, and portier keeps
     serving (the next client's message is delivered)."""

@@ -238,6 +238,23 @@ def test_relay_tls_opportunistic_backend_with_tls(chain, client, certs):
     assert ch.front.wait_log(r"event=relay_tls "), ch.front.log_text()
 
 
+def test_relay_tls_slow_upload_longer_than_relay_timeout(chain, client, certs):
+    """relay_tls = required and relay_timeout = 2: a client taking about 5 s to upload gets 250
+    and B has the message.  Under TLS the plain connection below the TLS layer has deadlines of
+    its own: neither may time the backend out while portier waits for the client."""
+    ch = chain(front_backend=dict(required(certs.ca), relay_timeout=2))
+    c, _ = front_client(client, ch)
+    msg = make_message(body_lines=["slow line %d" % i for i in range(20)])
+    c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    c.cmd("RCPT TO:<%s>" % RCPT, expect="250 2.1.5")
+    r = c.send_message_paced(msg, 5.0)
+    assert r.is_(250, "2.0.0"), r
+    [m] = ch.sink.wait_messages(1)
+    check_tls_received(back_received(m), proto="ESMTPS", helo=FRONT)
+    peers.assert_same_message(msg, m.content)
+    c.quit()
+
+
 # ---------------------------------------------------------------------------------------------
 # REQUIRETLS (RFC 8689)
 # ---------------------------------------------------------------------------------------------
