@@ -844,80 +844,135 @@ filter_auth_result(struct filter_txn *txn, const char *fmt, ...)
 
 /* ---- header block ---- */
 
-/* filter_header_name_len - length of a valid field name before ':', 0 if none */
+/*
+ * filter_header_name_len - the field name's length if the line p[0..n) opens
+ * a field ("name:" or the obsolete "name WSP* :"), else 0; *colon_r is the
+ * offset of the ':'
+ */
 static size_t
-filter_header_name_len(const char *p, size_t n)
+filter_header_name_len(const char *p, size_t n, size_t *colon_r)
 {
-	size_t i;
+	size_t i, nlen;
 
-	for (i = 0; i < n && p[i] != ':'; i++)
-		if ((unsigned char)p[i] <= ' ' || (unsigned char)p[i] > '~')
-			return 0;
-	return i < n ? i : 0;
+	for (i = 0; i < n && (unsigned char)p[i] > ' ' && (unsigned char)p[i] <= '~' &&
+	    p[i] != ':'; i++)
+		;
+	nlen = i;
+	while (i < n && (p[i] == ' ' || p[i] == '\t'))
+		i++;
+	if (nlen == 0 || i == n || p[i] != ':')
+		return 0;
+	*colon_r = i;
+	return nlen;
 }
 
-/* filter_header_push - store one parsed header */
+/* filter_headers_grow - room for one more header (doubling: a block may hold many) */
 static void
-filter_header_push(struct filter_txn *txn, const char *name, size_t nlen, const char *value,
-    size_t vlen)
+filter_headers_grow(struct filter_txn *txn)
+{
+	size_t n = txn->nheaders;
+
+	if ((n & (n - 1)) == 0)	/* 0, 1, 2, 4, ...: full (the capacity is max(n, 1)) */
+		txn->headers = xreallocarray(txn->headers, n == 0 ? 1 : n * 2,
+		    sizeof(*txn->headers));
+}
+
+/* filter_hparser_close - store the open field, if any, in txn */
+static void
+filter_hparser_close(struct filter_hparser *hp, struct filter_txn *txn, const char *msg)
 {
 	struct filter_header *h;
 
-	txn->headers = xreallocarray(txn->headers, txn->nheaders + 1, sizeof(*txn->headers));
+	if (hp->field == SIZE_MAX)
+		return;
+	filter_headers_grow(txn);
 	h = &txn->headers[txn->nheaders++];
-	h->name = xstrndup(name, nlen);
-	h->value = xstrndup(value, vlen);
+	h->name = xstrndup(msg + hp->field, hp->nlen);
+	h->value = xstrndup(msg + hp->value, hp->vend - hp->value);
+	hp->field = SIZE_MAX;
+}
+
+/* filter_hparser_end - the block ends: the body starts at body */
+static enum filter_hparser_status
+filter_hparser_end(struct filter_hparser *hp, struct filter_txn *txn, const char *msg,
+    size_t body, enum filter_eoh eoh)
+{
+	filter_hparser_close(hp, txn, msg);
+	hp->off = hp->body = body;
+	hp->eoh = eoh;
+	return FILTER_HPARSER_DONE;
+}
+
+/* filter_hparser_init - a new block: no field yet, txn's headers cleared */
+void
+filter_hparser_init(struct filter_hparser *hp, struct filter_txn *txn, size_t max)
+{
+	memset(hp, 0, sizeof(*hp));
+	hp->max = max;
+	hp->field = SIZE_MAX;
+	filter_headers_clear(txn);
 }
 
 /*
- * filter_parse_headers - split the header block (see filter.h).  Lines end
- * in CRLF (a bare LF is tolerated); a line with a NUL, a non-header line or
- * a continuation with nothing to continue starts the body unconsumed.
- * Values are raw: from after the colon (usually a space first) to the end of
- * the last continuation line, inner line breaks kept.
+ * filter_hparser_feed - parse the complete lines of msg[hp->off..len) (see
+ * filter.h).  A field stays open until the next line shows it is not folded.
+ * Lines end in CRLF; a bare LF is taken as a line end too (the session never
+ * has one: the DATA reader normalizes or refuses them).
  */
-size_t
-filter_parse_headers(struct filter_txn *txn, const char *msg, size_t len)
+enum filter_hparser_status
+filter_hparser_feed(struct filter_hparser *hp, struct filter_txn *txn, const char *msg,
+    size_t len, bool complete)
 {
-	const char *name = NULL, *value = NULL, *lf;
-	size_t off = 0, end, next, nlen = 0, vend = 0;
+	const char *lf;
+	size_t off, end, next, nlen, colon = 0;
 
-	filter_headers_clear(txn);
-	while (off < len) {
+	assert(len >= hp->off);
+	while ((off = hp->off) < len) {
 		if ((lf = memchr(msg + off, '\n', len - off)) != NULL) {
 			next = (size_t)(lf - msg) + 1;
 			end = next - 1;
 			if (end > off && msg[end - 1] == '\r')
 				end--;
-		} else
-			end = next = len;
-		if (end == off && next > off) {
-			off = next;	/* the empty line: part of the block */
-			break;
-		}
+			if (end == off)
+				return filter_hparser_end(hp, txn, msg, next,
+				    FILTER_EOH_EMPTY_LINE);
+		} else if (complete)
+			end = next = len;	/* a last line without its line end */
+		else
+			return FILTER_HPARSER_MORE;
 		if (memchr(msg + off, '\0', end - off) != NULL)
-			break;
+			return filter_hparser_end(hp, txn, msg, off, FILTER_EOH_MALFORMED);
 		if (msg[off] == ' ' || msg[off] == '\t') {
-			if (name == NULL)
-				break;
-			vend = end;
+			if (hp->field == SIZE_MAX)	/* nothing to continue */
+				return filter_hparser_end(hp, txn, msg, off, FILTER_EOH_MALFORMED);
+		} else if ((nlen = filter_header_name_len(msg + off, end - off, &colon)) == 0) {
+			return filter_hparser_end(hp, txn, msg, off, FILTER_EOH_MALFORMED);
 		} else {
-			size_t n = filter_header_name_len(msg + off, end - off);
-
-			if (n == 0)
-				break;
-			if (name != NULL)
-				filter_header_push(txn, name, nlen, value, (size_t)(msg + vend - value));
-			name = msg + off;
-			nlen = n;
-			value = name + n + 1;
-			vend = end;
+			filter_hparser_close(hp, txn, msg);
+			hp->field = off;
+			hp->nlen = nlen;
+			hp->value = off + colon + 1;
 		}
-		off = next;
+		hp->vend = end;
+		if (next > hp->max)
+			return FILTER_HPARSER_TOO_BIG;
+		hp->off = next;
 	}
-	if (name != NULL)
-		filter_header_push(txn, name, nlen, value, (size_t)(msg + vend - value));
-	return off;
+	if (!complete)
+		return FILTER_HPARSER_MORE;
+	return filter_hparser_end(hp, txn, msg, len, FILTER_EOH_END);
+}
+
+/* filter_parse_headers - a whole message's block, no limit; the body's offset */
+size_t
+filter_parse_headers(struct filter_txn *txn, const char *msg, size_t len)
+{
+	struct filter_hparser hp;
+
+	filter_hparser_init(&hp, txn, SIZE_MAX);
+	if (filter_hparser_feed(&hp, txn, msg, len, true) != FILTER_HPARSER_DONE)
+		fatal("filter_parse_headers: no end of the header block");
+	return hp.body;
 }
 
 /* One header line of the outgoing block. */
@@ -931,6 +986,7 @@ struct filter_out {
 struct filter_outs {
 	struct filter_out *v;
 	size_t n;
+	size_t cap;
 };
 
 /* filter_outs_insert - put h at pos (clamped to the end) */
@@ -939,7 +995,10 @@ filter_outs_insert(struct filter_outs *o, size_t pos, const struct filter_out *h
 {
 	if (pos > o->n)
 		pos = o->n;
-	o->v = xreallocarray(o->v, o->n + 1, sizeof(*o->v));
+	if (o->n == o->cap) {
+		o->cap = o->cap ? o->cap * 2 : 16;
+		o->v = xreallocarray(o->v, o->cap, sizeof(*o->v));
+	}
 	memmove(o->v + pos + 1, o->v + pos, (o->n - pos) * sizeof(*o->v));
 	o->v[pos] = *h;
 	o->n++;
@@ -1079,6 +1138,21 @@ filter_ar_claims(const char *value, const char *authserv_id)
 	return n == strlen(authserv_id) && str_ncasecmp(start, authserv_id, n) == 0;
 }
 
+/*
+ * filter_out_forged - a received line that only we may write: results
+ * claiming authserv_id, or a quarantine mark
+ */
+static bool
+filter_out_forged(const struct filter_out *h, const char *authserv_id)
+{
+	if (!h->received)
+		return false;
+	if (str_casecmp(h->name, FILTER_QUARANTINE_NAME) == 0)
+		return true;
+	return authserv_id != NULL && str_casecmp(h->name, FILTER_AR_NAME) == 0 &&
+	    filter_ar_claims(h->value, authserv_id);
+}
+
 /* filter_put_value - a filter's value: a leading space, folds kept, controls out */
 static void
 filter_put_value(struct buf *out, const char *v)
@@ -1162,9 +1236,9 @@ filter_put_ar(struct buf *out, const char *authserv_id, const char *results)
 void
 filter_compose_headers(const struct filter_txn *txn, const char *authserv_id, struct buf *out)
 {
-	struct filter_outs o = { NULL, 0 };
+	struct filter_outs o = { NULL, 0, 0 };
 	struct filter_out h;
-	size_t i;
+	size_t i, kept;
 
 	for (i = 0; i < txn->nheaders; i++) {
 		h = (struct filter_out){ txn->headers[i].name, txn->headers[i].value, true, false };
@@ -1172,14 +1246,11 @@ filter_compose_headers(const struct filter_txn *txn, const char *authserv_id, st
 	}
 	for (i = 0; i < txn->nedits; i++)
 		filter_apply_edit(&o, &txn->edits[i]);
-	for (i = o.n; i-- > 0;) {
-		if (!o.v[i].received)
-			continue;
-		if ((authserv_id != NULL && str_casecmp(o.v[i].name, FILTER_AR_NAME) == 0 &&
-		    filter_ar_claims(o.v[i].value, authserv_id)) ||
-		    str_casecmp(o.v[i].name, FILTER_QUARANTINE_NAME) == 0)
-			filter_outs_remove(&o, i);
-	}
+	/* One pass: a block may be thousands of forged lines. */
+	for (i = kept = 0; i < o.n; i++)
+		if (!filter_out_forged(&o.v[i], authserv_id))
+			o.v[kept++] = o.v[i];
+	o.n = kept;
 
 	if (txn->auth_results.len > 0 && authserv_id != NULL)
 		filter_put_ar(out, authserv_id, txn->auth_results.data);

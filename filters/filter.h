@@ -53,7 +53,7 @@ struct filter_reply {
 };
 
 struct filter_header {
-	char *name;
+	char *name;		/* without WSP before the ':' ("From : x" is From) */
 	char *value;		/* raw after the ':' (usually " ..."), folding kept, no final CRLF */
 };
 
@@ -200,9 +200,64 @@ void filter_delete_rcpt(struct filter_txn *txn, const char *rcpt);
 void filter_auth_result(struct filter_txn *txn, const char *fmt, ...) PRINTF_LIKE(2, 3);
 
 /*
- * filter_parse_headers - split the header block at the start of spooled
- * message data into txn->headers; returns the header block's length in bytes
- * (including the empty line), the body starts there.
+ * The header block, read as RFC 5322 (2.2, and the obsolete syntax of 4.5)
+ * and as the backends read it (Postfix's cleanup, Dovecot): fields
+ * "name:" or "name WSP* :", the name printable US-ASCII without ':', each
+ * folded over lines that start with SP or HTAB.  A field's name is stored
+ * without the WSP before its ':' (and composed back as "name:", as Postfix
+ * does).  The block ends at the empty line, at the end of the message, or at
+ * the first line that is neither a field nor the continuation of one (a
+ * malformed line, or a line with a NUL): the body starts with that line, and
+ * the empty line is owed before it (see filter_hparser), so that every
+ * backend takes for headers exactly what the filters saw.
+ */
+enum filter_eoh {
+	FILTER_EOH_EMPTY_LINE,	/* at the empty line; the body follows it */
+	FILTER_EOH_MALFORMED,	/* at a line that is no field: the body, the empty line owed */
+	FILTER_EOH_END,		/* the message ends inside the block: no body */
+};
+
+enum filter_hparser_status {
+	FILTER_HPARSER_DONE,	/* parsed: body and eoh say where and how the block ended */
+	FILTER_HPARSER_MORE,	/* feed again with more of the message */
+	FILTER_HPARSER_TOO_BIG,	/* the fields are longer than max */
+};
+
+/*
+ * A resumable parser of the header block: no I/O, offsets only (the caller's
+ * buffer may move between calls).  Memory: the fields parsed are copied into
+ * txn->headers; the caller holds the block (at most max octets plus one line
+ * plus whatever it read ahead).
+ */
+struct filter_hparser {
+	size_t max;		/* octets of fields allowed, line ends in, the empty line out */
+	size_t off;		/* first octet not parsed yet */
+	size_t field;		/* the open field's first octet; SIZE_MAX: none open */
+	size_t nlen;		/* its name's length (no WSP) */
+	size_t value;		/* its value's first octet, after the ':' */
+	size_t vend;		/* its value's end so far (the line end excluded) */
+	size_t body;		/* DONE: where the body starts (the block's length) */
+	enum filter_eoh eoh;	/* DONE: how the block ended */
+};
+
+/* filter_hparser_init - start a block; clears txn->headers */
+void filter_hparser_init(struct filter_hparser *hp, struct filter_txn *txn, size_t max);
+
+/*
+ * filter_hparser_feed - parse more of the block.  msg is the message from
+ * its first octet, len how much of it is at hand (never less than the last
+ * call's), complete whether that is all of it.  Only complete lines are
+ * parsed until then.  MORE: call again with more; DONE: txn->headers holds
+ * the fields, hp->body and hp->eoh are set; TOO_BIG: a field line ends past
+ * hp->max (the fields parsed so far stay in txn).  Never call it again after
+ * DONE or TOO_BIG.
+ */
+enum filter_hparser_status filter_hparser_feed(struct filter_hparser *hp, struct filter_txn *txn,
+    const char *msg, size_t len, bool complete);
+
+/*
+ * filter_parse_headers - the header block of a whole message in memory,
+ * without a size limit (tools, tests); returns where the body starts.
  */
 size_t filter_parse_headers(struct filter_txn *txn, const char *msg, size_t len);
 
@@ -211,7 +266,8 @@ size_t filter_parse_headers(struct filter_txn *txn, const char *msg, size_t len)
  * edits applied, forged Authentication-Results claiming authserv_id removed,
  * and one Authentication-Results (RFC 8601) from txn->auth_results prepended
  * when any filter recorded results.  Appends to out, CRLF line ends, without
- * the empty separator line.
+ * the empty separator line; every name is followed by its ':' at once (an
+ * obsolete "name WSP* :" goes out as "name:").
  */
 void filter_compose_headers(const struct filter_txn *txn, const char *authserv_id, struct buf *out);
 

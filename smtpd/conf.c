@@ -96,6 +96,7 @@ conf_default_limits(struct conf_limits *l)
 	l->max_command_line = 512;
 	l->max_text_line = 1000;
 	l->max_message_size = 52428800;
+	l->max_header_size = 1048576;
 	l->max_recipients = 100;
 	l->max_errors = 10;
 	l->max_pipelined = 200;
@@ -214,6 +215,7 @@ static const char *const conf_tls_protocol_words[] = { "TLSv1.2", "TLSv1.3", NUL
 /* Limits: in [server], and overridable per [listener]. */
 static const struct conf_key conf_limit_keys[] = {
 	KL(max_message_size, conf_set_size, 1, SIZE_MAX, NULL),
+	KL(max_header_size, conf_set_size, 1024, 1073741824, NULL),
 	KL(max_recipients, conf_set_uint, 1, UINT_MAX, NULL),
 	KL(max_errors, conf_set_uint, 1, UINT_MAX, NULL),
 	KL(max_pipelined, conf_set_uint, 1, UINT_MAX, NULL),

@@ -26,6 +26,7 @@ struct conf_limits {
 	size_t max_command_line;	/* octets incl. CRLF, RFC 5321 4.5.3.1.4: 512 */
 	size_t max_text_line;		/* octets incl. CRLF, 4.5.3.1.6: 1000 */
 	size_t max_message_size;	/* octets, advertised in SIZE */
+	size_t max_header_size;		/* octets of header fields, line ends in, empty line out */
 	unsigned max_recipients;	/* per transaction, 4.5.3.1.8: >= 100 */
 	unsigned max_errors;		/* client errors before 421 */
 	unsigned max_pipelined;		/* commands waiting in the input buffer */

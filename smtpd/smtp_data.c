@@ -243,7 +243,12 @@ rfc5322_date(char *dst, size_t size)
 	strftime(dst, size, "%a, %d %b %Y %H:%M:%S +0000", &tm);
 }
 
-/* build_head - Received (and Return-Path for Maildir), then the filtered headers */
+/*
+ * build_head - Received (and Return-Path for Maildir), then the filtered
+ * headers, then the empty line: the message's own, or the one owed before a
+ * body that started at a malformed line (or replaced by a filter); none only
+ * when there is no body at all
+ */
 static void
 build_head(struct session *s, bool had_separator)
 {
@@ -271,7 +276,7 @@ build_head(struct session *s, bool had_separator)
 	if (t->ftx.quarantine)
 		buf_printf(&t->head, "X-Portier-Quarantine: %s\r\n", t->ftx.quarantine);
 	filter_compose_headers(&t->ftx, s->conf->hostname, &t->head);
-	if (had_separator)
+	if (had_separator || spool_size(t->spool) > t->body_off)
 		buf_puts(&t->head, "\r\n");
 }
 
@@ -551,16 +556,62 @@ from_headers_owned(struct session *s)
 	return true;
 }
 
+/*
+ * parse_header_block - the header block into t->ftx: all of it, from memory
+ * or read from the spool file in chunks until it ends, never more than
+ * max_header_size octets of fields.  R_MAX when parsed, else the reply.
+ */
+static enum smtp_reply_id
+parse_header_block(struct session *s)
+{
+	struct txn *t = s->txn;
+	size_t size = spool_size(t->spool), n;
+	const char *mem = spool_mem(t->spool);
+	enum filter_hparser_status st;
+	struct filter_hparser hp;
+	struct buf b;
+	ssize_t got;
+
+	filter_hparser_init(&hp, &t->ftx, s->lim->max_header_size);
+	if (mem != NULL || size == 0) {
+		st = filter_hparser_feed(&hp, &t->ftx, mem != NULL ? mem : "", size, true);
+	} else {
+		buf_init(&b);
+		do {
+			n = size - b.len < SESSION_HEADER_CHUNK ? size - b.len : SESSION_HEADER_CHUNK;
+			buf_reserve(&b, n);
+			if ((got = spool_pread(t->spool, b.data + b.len, n, b.len)) <= 0) {
+				log_err("id=%s event=spool_error error=\"cannot read the header block\"",
+				    s->idstr);
+				buf_free(&b);
+				return R_LOCAL_ERROR;
+			}
+			b.len += (size_t)got;
+			b.data[b.len] = '\0';
+			st = filter_hparser_feed(&hp, &t->ftx, b.data, b.len, b.len == size);
+		} while (st == FILTER_HPARSER_MORE);
+		buf_free(&b);
+	}
+	if (st == FILTER_HPARSER_TOO_BIG) {
+		log_info("id=%s event=content_error error=\"header block over max_header_size\" "
+		    "max_header_size=%zu", s->idstr, s->lim->max_header_size);
+		return R_HEADER_TOO_BIG;
+	}
+	t->body_off = hp.body;
+	t->had_separator = hp.eoh == FILTER_EOH_EMPTY_LINE;
+	if (hp.eoh == FILTER_EOH_MALFORMED)
+		log_debug("id=%s event=header_block_end reason=malformed_line offset=%zu", s->idstr,
+		    hp.body);
+	return R_MAX;
+}
+
 /* smtp_data_end - the message is complete (DATA terminator or BDAT LAST) */
 void
 smtp_data_end(struct session *s)
 {
 	struct txn *t = s->txn;
 	enum data_reader_error e = data_reader_error(&t->dr);
-	char *copy = NULL;
-	const char *msg;
-	size_t n;
-	bool sep;
+	enum smtp_reply_id r;
 
 	if (e != DATA_READER_OK) {
 		log_info("id=%s event=content_error error=\"%s\"", s->idstr, data_reader_strerror(e));
@@ -572,23 +623,12 @@ smtp_data_end(struct session *s)
 		session_txn_end(s, TXN_TEMPFAIL, "spool error");
 		return;
 	}
-	n = spool_size(t->spool);
-	msg = spool_mem(t->spool);
-	if (msg == NULL) {
-		ssize_t got;
-
-		if (n > SESSION_HEADER_MAX)
-			n = SESSION_HEADER_MAX;
-		copy = xmalloc(n ? n : 1);
-		got = spool_pread(t->spool, copy, n, 0);
-		n = got > 0 ? (size_t)got : 0;
-		msg = copy;
+	if ((r = parse_header_block(s)) != R_MAX) {
+		session_txn_end(s, r == R_HEADER_TOO_BIG ? TXN_REJECTED : TXN_TEMPFAIL,
+		    r == R_HEADER_TOO_BIG ? "message header too big" : "spool error");
+		session_reply(s, r);
+		return;
 	}
-	t->body_off = filter_parse_headers(&t->ftx, msg, n);
-	sep = t->body_off >= 2 && msg[t->body_off - 1] == '\n' &&
-	    (t->body_off == 2 || (t->body_off >= 4 && msg[t->body_off - 3] == '\n'));
-	free(copy);
-	t->had_separator = sep;
 	if (s->auth_user != NULL && !from_headers_owned(s)) {
 		session_reply(s, R_FROM_NOT_OWNED);
 		session_txn_end(s, TXN_REJECTED, "From: not owned by the login");

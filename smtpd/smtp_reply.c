@@ -45,6 +45,7 @@ static const struct smtp_reply_entry replies[R_MAX] = {
 	[R_TOO_MANY_RCPTS] = { 452, "4.5.3", "Error: too many recipients" },
 	[R_SIZE_EXCEEDED] = { 552, "5.3.4", "Error: message size exceeds fixed limit" },
 	[R_SIZE_DECLARED] = { 552, "5.3.4", "Error: declared message size exceeds fixed limit" },
+	[R_HEADER_TOO_BIG] = { 552, "5.3.4", "Error: message header size exceeds fixed limit" },
 	[R_LINE_TOO_LONG] = { 554, "5.6.0", "Error: message line longer than the limit" },
 	[R_BARE_NEWLINE_DATA] = { 554, "5.6.0", "Error: bare <CR> or <LF> in message, lines must end with <CR><LF>" },
 	[R_NUL_DATA] = { 554, "5.6.0", "Error: NUL byte in message" },

@@ -44,6 +44,7 @@ enum smtp_reply_id {
 	R_TOO_MANY_RCPTS,	/* 452 4.5.3 */
 	R_SIZE_EXCEEDED,	/* 552 5.3.4 */
 	R_SIZE_DECLARED,	/* 552 5.3.4 declared SIZE too big */
+	R_HEADER_TOO_BIG,	/* 552 5.3.4 header block over max_header_size */
 	R_LINE_TOO_LONG,	/* 554 5.6.0 text line over limit */
 	R_BARE_NEWLINE_DATA,	/* 554 5.6.0 bare CR/LF in message */
 	R_NUL_DATA,		/* 554 5.6.0 NUL in message */

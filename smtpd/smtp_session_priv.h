@@ -28,7 +28,7 @@ struct snapshot;
 struct auth_sasl;
 
 #define SESSION_OUT_FLUSH	(64 * 1024)	/* spool decoded data in chunks this big */
-#define SESSION_HEADER_MAX	(256 * 1024)	/* header block examined by filters */
+#define SESSION_HEADER_CHUNK	(64 * 1024)	/* header block read from a spool file in chunks this big */
 #define SESSION_AUTH_LINE_MAX	12288		/* RFC 4954 4: at least 12288 octets */
 #define SESSION_LINGER_TURNS	100		/* x 10 ms a last reply may take to leave */
 #define SESSION_INPUT_HIGH	(256 * 1024)	/* client input buffered before reading pauses */

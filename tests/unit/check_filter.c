@@ -1238,69 +1238,261 @@ END_TEST
 
 /* ---- header parsing ---- */
 
+#define ALL	((size_t)-1)	/* the body offset: the whole message is the block */
+#define NOMAX	0		/* no max_header_size */
+
 static const struct {
-	const char *name;
+	const char *what;
 	const char *msg;
-	size_t consumed;	/* (size_t)-1: all of it */
-	const char *want;	/* "name=value|" per header, values with \r\n shown raw */
-} parse_cases[] = {
-	{ "simple", "From: a\r\nTo: b\r\n\r\nbody\r\n", 18, "From= a|To= b|" },
-	{ "folding", "Subject: one\r\n two\r\n\tthree\r\nX: y\r\n\r\nB", 36,
-	  "Subject= one\r\n two\r\n\tthree|X= y|" },
-	{ "no body", "From: a\r\nTo: b\r\n\r\n", (size_t)-1, "From= a|To= b|" },
-	{ "no empty line", "From: a\r\nTo: b\r\n", (size_t)-1, "From= a|To= b|" },
-	{ "no final crlf", "From: a\r\nTo: b", (size_t)-1, "From= a|To= b|" },
-	{ "malformed line starts body", "From: a\r\nnot a header\r\nTo: b\r\n\r\n", 9, "From= a|" },
-	{ "space before colon", "From: a\r\nSubject : x\r\n", 9, "From= a|" },
-	{ "no colon", "From: a\r\nJunk\r\n", 9, "From= a|" },
-	{ "empty name", "From: a\r\n: x\r\n", 9, "From= a|" },
-	{ "leading continuation", " folded\r\nFrom: a\r\n", 0, "" },
-	{ "empty message", "", 0, "" },
-	{ "only empty line", "\r\nbody", 2, "" },
-	{ "empty value", "X-Empty:\r\nY:z\r\n\r\n", 17, "X-Empty=|Y=z|" },
-	{ "colon in value", "X: a:b: c\r\n\r\n", 13, "X= a:b: c|" },
-	{ "bare lf", "From: a\nTo: b\n\nbody", 15, "From= a|To= b|" },
-	{ "8bit name", "Fr\xc3\xb6m: a\r\n\r\n", 0, "" },
-	{ "mbox from line", "From a@b Mon Jan 1\r\nFrom: a\r\n", 0, "" },
-	{ "continuation of last header at end", "A: 1\r\n 2", (size_t)-1, "A= 1\r\n 2|" },
+	size_t len;		/* 0: strlen(msg) */
+	size_t max;		/* NOMAX: SIZE_MAX */
+	enum filter_hparser_status st;
+	size_t body;		/* ALL: len */
+	enum filter_eoh eoh;
+	const char *want;	/* "name=value|" per field, values raw */
+} hparse_cases[] = {
+	{ "simple", "From: a\r\nTo: b\r\n\r\nbody\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 18, FILTER_EOH_EMPTY_LINE, "From= a|To= b|" },
+	{ "folding", "Subject: one\r\n two\r\n\tthree\r\nX: y\r\n\r\nB", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 36, FILTER_EOH_EMPTY_LINE, "Subject= one\r\n two\r\n\tthree|X= y|" },
+	{ "no body", "From: a\r\nTo: b\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_EMPTY_LINE, "From= a|To= b|" },
+	{ "no separator at all", "From: a\r\nTo: b\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_END, "From= a|To= b|" },
+	{ "no final crlf", "From: a\r\nTo: b", 0, NOMAX,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_END, "From= a|To= b|" },
+	{ "continuation at the very end", "A: 1\r\n 2", 0, NOMAX,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_END, "A= 1\r\n 2|" },
+	/* the obsolete syntax: WSP before the colon, the name without it */
+	{ "obs: space before colon", "From : ceo@bank.example\r\nTo: b\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_EMPTY_LINE, "From= ceo@bank.example|To= b|" },
+	{ "obs: tab before colon", "From\t: x\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_EMPTY_LINE, "From= x|" },
+	{ "obs: mixed WSP, no space after", "Subject \t \t:x\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_EMPTY_LINE, "Subject=x|" },
+	{ "obs: folded value", "Authentication-Results :\r\n mx.example.test; dkim=pass\r\n\r\n", 0,
+	  NOMAX, FILTER_HPARSER_DONE, ALL, FILTER_EOH_EMPTY_LINE,
+	  "Authentication-Results=\r\n mx.example.test; dkim=pass|" },
+	{ "obs after a folded field", "X: 1\r\n\t2\r\nFrom  : a\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_EMPTY_LINE, "X= 1\r\n\t2|From= a|" },
+	{ "WSP then colon continues", "From: a\r\n : x\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_EMPTY_LINE, "From= a\r\n : x|" },
+	{ "whitespace-only continuation", "A: 1\r\n \r\n\r\nB", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 11, FILTER_EOH_EMPTY_LINE, "A= 1\r\n |" },
+	/* a line that is no field ends the block, the body starts with it */
+	{ "malformed: words", "From: a\r\nnot a header\r\nTo: b\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 9, FILTER_EOH_MALFORMED, "From= a|" },
+	{ "malformed: space inside the name", "From: a\r\nTwo words: x\r\nTo: b\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 9, FILTER_EOH_MALFORMED, "From= a|" },
+	{ "malformed: no colon", "From: a\r\nJunk\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 9, FILTER_EOH_MALFORMED, "From= a|" },
+	{ "malformed: WSP then no colon", "From: a\r\nJunk \t\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 9, FILTER_EOH_MALFORMED, "From= a|" },
+	{ "malformed: empty name", "From: a\r\n: x\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 9, FILTER_EOH_MALFORMED, "From= a|" },
+	{ "malformed: first line", "this is not a header\r\nFrom: a\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 0, FILTER_EOH_MALFORMED, "" },
+	{ "malformed: leading continuation", " folded\r\nFrom: a\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 0, FILTER_EOH_MALFORMED, "" },
+	{ "malformed: 8-bit name", "Fr\xc3\xb6m: a\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 0, FILTER_EOH_MALFORMED, "" },
+	{ "malformed: DEL in the name", "A: 1\r\nFr\x7fm: a\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 6, FILTER_EOH_MALFORMED, "A= 1|" },
+	{ "malformed: mbox From_ line", "From a@b Mon Jan 1\r\nFrom: a\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 0, FILTER_EOH_MALFORMED, "" },
+	{ "malformed: NUL in a value", "From: a\r\nX: b\0c\r\n\r\n", 19, NOMAX,
+	  FILTER_HPARSER_DONE, 9, FILTER_EOH_MALFORMED, "From= a|" },
+	{ "malformed: NUL in a continuation", "From: a\r\n b\0c\r\n\r\n", 16, NOMAX,
+	  FILTER_HPARSER_DONE, 9, FILTER_EOH_MALFORMED, "From= a|" },
+	{ "malformed: last line, no line end", "A: 1\r\njunk", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 6, FILTER_EOH_MALFORMED, "A= 1|" },
+	/* empty blocks */
+	{ "empty message", "", 0, NOMAX, FILTER_HPARSER_DONE, 0, FILTER_EOH_END, "" },
+	{ "CRLF only", "\r\n", 0, NOMAX, FILTER_HPARSER_DONE, 2, FILTER_EOH_EMPTY_LINE, "" },
+	{ "empty line, then body", "\r\nbody", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 2, FILTER_EOH_EMPTY_LINE, "" },
+	{ "empty value", "X-Empty:\r\nY:z\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 17, FILTER_EOH_EMPTY_LINE, "X-Empty=|Y=z|" },
+	{ "colon in value", "X: a:b: c\r\n\r\n", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 13, FILTER_EOH_EMPTY_LINE, "X= a:b: c|" },
+	{ "bare lf", "From: a\nTo: b\n\nbody", 0, NOMAX,
+	  FILTER_HPARSER_DONE, 15, FILTER_EOH_EMPTY_LINE, "From= a|To= b|" },
+	/* max: the fields' octets, line ends in, the empty line or the malformed line out */
+	{ "max: exactly", "A: 1\r\nB: 2\r\n\r\nbody", 0, 12,
+	  FILTER_HPARSER_DONE, 14, FILTER_EOH_EMPTY_LINE, "A= 1|B= 2|" },
+	{ "max: one octet over", "A: 1\r\nB: 2\r\n\r\nbody", 0, 11,
+	  FILTER_HPARSER_TOO_BIG, 0, FILTER_EOH_EMPTY_LINE, "A= 1|" },
+	{ "max: over by a continuation", "A: 1\r\n 2\r\n\r\n", 0, 9,
+	  FILTER_HPARSER_TOO_BIG, 0, FILTER_EOH_EMPTY_LINE, "" },
+	{ "max: continuation exactly", "A: 1\r\n 2\r\n\r\n", 0, 10,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_EMPTY_LINE, "A= 1\r\n 2|" },
+	{ "max: malformed line not counted", "A: 1\r\nB: 2\r\njunk line\r\n", 0, 12,
+	  FILTER_HPARSER_DONE, 12, FILTER_EOH_MALFORMED, "A= 1|B= 2|" },
+	{ "max: no separator, exactly", "A: 1\r\nB: 2", 0, 10,
+	  FILTER_HPARSER_DONE, ALL, FILTER_EOH_END, "A= 1|B= 2|" },
+	{ "max: no separator, one over", "A: 1\r\nB: 2", 0, 9,
+	  FILTER_HPARSER_TOO_BIG, 0, FILTER_EOH_EMPTY_LINE, "A= 1|" },
 };
 
-START_TEST(test_parse_headers)
+/* hparse_fields - "name=value|" per parsed field */
+static void
+hparse_fields(const struct filter_txn *txn, struct buf *out)
 {
+	size_t i;
+
+	buf_reset(out);
+	buf_puts(out, "");
+	for (i = 0; i < txn->nheaders; i++)
+		buf_printf(out, "%s=%s|", txn->headers[i].name, txn->headers[i].value);
+}
+
+/*
+ * hparse_feed - parse msg[0..len) handing the parser step octets more at a
+ * time (the whole of it when step is 0), each time from a fresh copy of
+ * exactly the octets at hand, so a read past them is an ASan error
+ */
+static enum filter_hparser_status
+hparse_feed(struct filter_hparser *hp, struct filter_txn *txn, const char *msg, size_t len,
+    size_t max, size_t step)
+{
+	enum filter_hparser_status st;
+	size_t have = step == 0 ? len : 0;
+	char *copy;
+
+	filter_hparser_init(hp, txn, max);
+	for (;;) {
+		copy = xmalloc(have ? have : 1);
+		memcpy(copy, msg, have);
+		st = filter_hparser_feed(hp, txn, copy, have, have == len);
+		if (st != FILTER_HPARSER_MORE) {
+			/* the fields own copies: nothing points into the buffer */
+			free(copy);
+			return st;
+		}
+		free(copy);
+		ck_assert_msg(have < len, "MORE with the whole message at hand");
+		have = len - have < step ? len : have + step;
+	}
+}
+
+START_TEST(test_hparse)
+{
+	static const size_t steps[] = { 0, 1, 2, 7 };
 	struct filter_txn txn;
+	struct filter_hparser hp;
+	enum filter_hparser_status st;
 	struct buf got;
-	size_t i, n, len = strlen(parse_cases[_i].msg), want;
+	size_t i, len = hparse_cases[_i].len ? hparse_cases[_i].len : strlen(hparse_cases[_i].msg);
+	size_t max = hparse_cases[_i].max != NOMAX ? hparse_cases[_i].max : SIZE_MAX;
+	size_t body = hparse_cases[_i].body == ALL ? len : hparse_cases[_i].body;
+	const char *what = hparse_cases[_i].what;
 
 	filter_txn_init(&txn);
 	buf_init(&got);
-	buf_puts(&got, "");
-	n = filter_parse_headers(&txn, parse_cases[_i].msg, len);
-	want = parse_cases[_i].consumed == (size_t)-1 ? len : parse_cases[_i].consumed;
-	ck_assert_msg(n == want, "%s: consumed %zu, want %zu", parse_cases[_i].name, n, want);
-	for (i = 0; i < txn.nheaders; i++)
-		buf_printf(&got, "%s=%s|", txn.headers[i].name, txn.headers[i].value);
-	ck_assert_msg(strcmp(got.data, parse_cases[_i].want) == 0, "%s: got \"%s\"",
-	    parse_cases[_i].name, got.data);
-	/* parsing again replaces, never appends */
-	filter_parse_headers(&txn, parse_cases[_i].msg, len);
-	buf_reset(&got);
-	buf_puts(&got, "");
-	for (i = 0; i < txn.nheaders; i++)
-		buf_printf(&got, "%s=%s|", txn.headers[i].name, txn.headers[i].value);
-	ck_assert_str_eq(got.data, parse_cases[_i].want);
+	/* whole, then byte by byte and in small pieces: always the same result */
+	for (i = 0; i < ARRAY_SIZE(steps); i++) {
+		st = hparse_feed(&hp, &txn, hparse_cases[_i].msg, len, max, steps[i]);
+		ck_assert_msg(st == hparse_cases[_i].st, "%s (step %zu): status %d, want %d", what,
+		    steps[i], (int)st, (int)hparse_cases[_i].st);
+		hparse_fields(&txn, &got);
+		ck_assert_msg(strcmp(got.data, hparse_cases[_i].want) == 0,
+		    "%s (step %zu): got \"%s\"", what, steps[i], got.data);
+		if (st != FILTER_HPARSER_DONE)
+			continue;
+		ck_assert_msg(hp.body == body, "%s (step %zu): body at %zu, want %zu", what,
+		    steps[i], hp.body, body);
+		ck_assert_msg(hp.eoh == hparse_cases[_i].eoh, "%s (step %zu): eoh %d, want %d", what,
+		    steps[i], (int)hp.eoh, (int)hparse_cases[_i].eoh);
+	}
+	/* the whole-message helper agrees when there is no limit */
+	if (hparse_cases[_i].max == NOMAX) {
+		ck_assert_uint_eq(filter_parse_headers(&txn, hparse_cases[_i].msg, len), body);
+		hparse_fields(&txn, &got);
+		ck_assert_str_eq(got.data, hparse_cases[_i].want);
+	}
 	buf_free(&got);
 	filter_txn_reset(&txn);
 }
 END_TEST
 
-START_TEST(test_parse_headers_nul)
+/* hparse_pad - fields of exactly n octets (lines of at most 900) appended to b */
+static void
+hparse_pad(struct buf *b, size_t n)
 {
-	static const char msg[] = "From: a\r\nX: b\0c\r\n\r\n";
+	size_t k, i = 0, len;
+	char name[32];
+
+	while (n > 0) {
+		k = n <= 950 ? n : 900;
+		len = (size_t)snprintf(name, sizeof(name), "X-Pad-%05zu: ", i++);
+		ck_assert_uint_ge(k, len + 3);
+		buf_puts(b, name);
+		for (len += 2; len < k; len++)
+			buf_putc(b, 'x');
+		buf_puts(b, "\r\n");
+		n -= k;
+	}
+}
+
+/*
+ * test_hparse_limit - a 64 KiB block exactly at max_header_size and one octet
+ * over, fed as the session reads a spool file (in chunks), and whole
+ */
+START_TEST(test_hparse_limit)
+{
+	static const size_t max = 65536, steps[] = { 0, 4096, 65536 };
 	struct filter_txn txn;
+	struct filter_hparser hp;
+	struct buf msg;
+	size_t i, block = max + (size_t)_i;
 
 	filter_txn_init(&txn);
-	ck_assert_uint_eq(filter_parse_headers(&txn, msg, sizeof(msg) - 1), 9);
-	ck_assert_uint_eq(txn.nheaders, 1);
+	buf_init(&msg);
+	buf_puts(&msg, "Subject: s\r\n");
+	hparse_pad(&msg, block - msg.len);
+	ck_assert_uint_eq(msg.len, block);
+	buf_puts(&msg, "\r\nbody\r\n");
+	for (i = 0; i < ARRAY_SIZE(steps); i++) {
+		if (_i == 0) {
+			ck_assert_int_eq(hparse_feed(&hp, &txn, msg.data, msg.len, max, steps[i]),
+			    FILTER_HPARSER_DONE);
+			ck_assert_uint_eq(hp.body, block + 2);
+			ck_assert_int_eq(hp.eoh, FILTER_EOH_EMPTY_LINE);
+			ck_assert_str_eq(txn.headers[0].name, "Subject");
+		} else {
+			ck_assert_int_eq(hparse_feed(&hp, &txn, msg.data, msg.len, max, steps[i]),
+			    FILTER_HPARSER_TOO_BIG);
+		}
+	}
+	buf_free(&msg);
+	filter_txn_reset(&txn);
+}
+END_TEST
+
+/*
+ * test_hparse_many_fields - 200,000 tiny forged fields: parsing and
+ * composing stay linear (a removal per line would copy the array each time)
+ */
+START_TEST(test_hparse_many_fields)
+{
+	static const char forged[] = "Authentication-Results : mx.example.test; none\r\n";
+	struct filter_txn txn;
+	struct buf msg, out;
+	size_t i, n = 200000;
+
+	filter_txn_init(&txn);
+	buf_init(&msg);
+	buf_init(&out);
+	for (i = 0; i < n; i++)
+		buf_puts(&msg, i % 2 ? forged : "a:\r\n");
+	buf_puts(&msg, "Subject: s\r\n\r\n");
+	ck_assert_uint_eq(filter_parse_headers(&txn, msg.data, msg.len), msg.len);
+	ck_assert_uint_eq(txn.nheaders, n + 1);
+	filter_compose_headers(&txn, "mx.example.test", &out);
+	ck_assert_uint_eq(out.len, n / 2 * 4 + 12);
+	ck_assert(memcmp(out.data + out.len - 12, "Subject: s\r\n", 12) == 0);
+	buf_free(&msg);
+	buf_free(&out);
 	filter_txn_reset(&txn);
 }
 END_TEST
@@ -1381,6 +1573,13 @@ static const struct {
 	  { { OP_ADD, "Authentication-Results", 0, "mx.example.test; arc=none" } },
 	  "From: a\r\nAuthentication-Results: mx.example.test; arc=none\r\n" },
 	{ "empty header block", "\r\nbody", { { OP_ADD, "X", 0, "1" } }, "X: 1\r\n" },
+	{ "obsolete names: forged results removed, names sent as name:",
+	  "From : a\r\nAuthentication-Results : mx.example.test; dkim=pass\r\n"
+	  "Authentication-Results\t:\r\n\tMX.example.test; spf=pass\r\n"
+	  "Authentication-Results  : other.test; dkim=pass\r\n"
+	  "X-Portier-Quarantine : forged\r\nSubject \t:s\r\n\r\n",
+	  { { OP_CHANGE, "subject", 1, " changed" } },
+	  "From: a\r\nAuthentication-Results: other.test; dkim=pass\r\nSubject: changed\r\n" },
 };
 
 START_TEST(test_compose)
@@ -1555,8 +1754,9 @@ filter_suite(void)
 
 	tc = tcase_create("headers");
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_loop_test(tc, test_parse_headers, 0, ARRAY_SIZE(parse_cases));
-	tcase_add_test(tc, test_parse_headers_nul);
+	tcase_add_loop_test(tc, test_hparse, 0, ARRAY_SIZE(hparse_cases));
+	tcase_add_loop_test(tc, test_hparse_limit, 0, 2);
+	tcase_add_test(tc, test_hparse_many_fields);
 	tcase_add_loop_test(tc, test_compose, 0, ARRAY_SIZE(compose_cases));
 	tcase_add_test(tc, test_eom_edits);
 	tcase_add_test(tc, test_txn_reset);
