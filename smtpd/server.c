@@ -832,6 +832,29 @@ struct signal_ctx {
 	bool draining;
 };
 
+/*
+ * reload_failed_log - conf_load's errors (one per line, quoting the values
+ * they refuse) as one log line: joined with "; " and escaped
+ */
+static void
+reload_failed_log(const struct buf *errors)
+{
+	struct buf joined;
+	char esc[4096];
+	size_t i;
+
+	buf_init(&joined);
+	for (i = 0; i < errors->len; i++) {
+		if (errors->data[i] != '\n')
+			buf_putc(&joined, errors->data[i]);
+		else if (i + 1 < errors->len)
+			buf_puts(&joined, "; ");
+	}
+	log_err("event=reload result=failed errors=\"%s\"",
+	    log_escape(esc, sizeof(esc), joined.data ? joined.data : "", joined.len));
+	buf_free(&joined);
+}
+
 /* sighup_cb - reload: new snapshot for new sessions */
 static void
 sighup_cb(evutil_socket_t sig, short what, void *arg)
@@ -846,7 +869,7 @@ sighup_cb(evutil_socket_t sig, short what, void *arg)
 	buf_init(&errors);
 	conf = conf_load(sc->config_path, &errors);
 	if (conf == NULL) {
-		log_err("event=reload result=failed errors=\"%s\"", errors.data ? errors.data : "");
+		reload_failed_log(&errors);
 		buf_free(&errors);
 		return;
 	}
