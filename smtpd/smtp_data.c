@@ -264,8 +264,9 @@ build_head(struct session *s, bool had_separator)
 	if (s->conf->relay.kind == RELAY_MAILDIR)
 		buf_printf(&t->head, "Return-Path: <%s>\r\n", t->from);
 	rfc5322_date(date, sizeof(date));
-	buf_printf(&t->head, "Received: from %s (%s [%s])\r\n", s->helo, s->fsess.client_name,
-	    s->addr);
+	/* RFC 5321 4.1.3: an IPv6 address literal is tagged "IPv6:". */
+	buf_printf(&t->head, "Received: from %s (%s [%s%s])\r\n", s->helo, s->fsess.client_name,
+	    s->fsess.client_sa.ss_family == AF_INET6 ? "IPv6:" : "", s->addr);
 	if (s->tls_active)
 		buf_printf(&t->head, "\t(using %s)\r\n", s->tls_desc);
 	buf_printf(&t->head, "\tby %s (portier) with %s id %s.%u", s->conf->hostname, proto,

@@ -459,7 +459,7 @@ def unfold(raw):
 
 
 PORTIER_RECEIVED_RE = re.compile(
-    r"^Received: from (?P<helo>\S+) \((?P<name>\S+) \[(?P<addr>[0-9a-fA-F:.]+)\]\) "
+    r"^Received: from (?P<helo>\S+) \((?P<name>\S+) \[(?:IPv6:)?(?P<addr>[0-9a-fA-F:.]+)\]\) "
     r"by " + re.escape(HOSTNAME) + r" \(portier\) with (?P<proto>[A-Z0-9]+) "
     r"id (?P<id>\S+?)(?: [^;]*)?; (?P<date>.+)$")
 

@@ -40,8 +40,8 @@ def ipv6_loopback_problem():
 def test_ipv6_client_delivered(portier, sink, client):
     """A listener on [::1] and a client connecting over ::1: the message is delivered intact;
     the connect and txn log lines say client=::1; portier's Received header reads
-    'from client.test (unknown [::1])' -- the address in brackets as inet_ntop writes it,
-    without RFC 5321's 'IPv6:' tag (what portier writes today; see build_head)."""
+    'from client.test (unknown [IPv6:::1])' -- RFC 5321 4.1.3's IPv6 address literal, as
+    Postfix writes it."""
     why = ipv6_loopback_problem()
     if why:
         pytest.skip(why)
@@ -65,7 +65,7 @@ def test_ipv6_client_delivered(portier, sink, client):
     assert got, rcvd
     assert (got.group("helo"), got.group("name"), got.group("addr")) == \
         ("client.test", "unknown", "::1"), rcvd
-    assert rcvd.startswith("Received: from client.test (unknown [::1]) by "), rcvd
+    assert rcvd.startswith("Received: from client.test (unknown [IPv6:::1]) by "), rcvd
     peers.assert_same_message(msg, m.content)
 
 
