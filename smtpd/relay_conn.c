@@ -437,11 +437,15 @@ parse_caps(struct relay_conn *c)
 	}
 }
 
-/* conn_result - the reply as a relay_result */
+/*
+ * conn_result - the reply as a relay_result.  A 421 says the backend closes
+ * the connection, not that our session ends: the client gets it as 451.
+ */
 void
 conn_result(struct relay_conn *c, struct relay_result *r)
 {
-	relay_result_set(r, c->code, c->ecode, c->text.data ? c->text.data : "");
+	relay_result_set(r, c->code == 421 ? 451 : c->code, c->ecode,
+	    c->text.data ? c->text.data : "");
 }
 
 /* conn_start_tls - the backend said 220 to STARTTLS: wrap the connection */
