@@ -91,9 +91,9 @@ relay_is_per_rcpt(const struct relay_txn *rt)
 	return rt->target->kind != RELAY_SMTP;
 }
 
-/* txn_release_conn - detach the connection, pooling it when reusable */
+/* relay_txn_release - detach the connection, pooling it when reusable */
 void
-txn_release_conn(struct relay_txn *rt)
+relay_txn_release(struct relay_txn *rt)
 {
 	struct relay_conn *c = rt->conn;
 
@@ -102,16 +102,16 @@ txn_release_conn(struct relay_txn *rt)
 	rt->conn = NULL;
 	c->txn = NULL;
 	if (c->state != RS_IDLE) {
-		conn_free(c);
+		relay_conn_free(c);
 		return;
 	}
 	if (!rt->completed && c->got_reply) {
 		/* Clear the half-done envelope before anyone reuses it (a new owner waits for its reply). */
 		c->state = RS_RSET;
 		evbuffer_add(rt->pool->stage, "RSET\r\n", 6);
-		(void)conn_flush(c);
+		(void)relay_conn_flush(c);
 	}
-	pool_put(rt->pool, c, rt->conf->relay_pool);
+	relay_conn_pool_put(rt->pool, c, rt->conf->relay_pool);
 }
 
 /* relay_txn_free - end the transaction; cancels any pending callback */
@@ -129,7 +129,7 @@ relay_txn_free(struct relay_txn *rt)
 		rt->dcb = NULL;
 		return;
 	}
-	txn_release_conn(rt);
+	relay_txn_release(rt);
 	if (rt->defer)
 		event_free(rt->defer);
 	buf_free(&rt->cmd);
@@ -183,9 +183,9 @@ txn_finish(struct relay_txn *rt)
 	event_active(rt->defer, 0, 0);
 }
 
-/* txn_fail - the backend failed: tempfail this op and every later one */
+/* relay_txn_fail - the backend failed: tempfail this op and every later one */
 void
-txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *text)
+relay_txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *text)
 {
 	size_t i;
 
@@ -197,7 +197,7 @@ txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *text)
 	}
 	if (rt->conn) {
 		rt->conn->state = RS_DEAD;
-		txn_release_conn(rt);
+		relay_txn_release(rt);
 	}
 	if (rt->op == OP_NONE)
 		return;
@@ -216,7 +216,7 @@ txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *text)
 	txn_finish(rt);
 }
 
-/* format_addr_path - "<addr>" into the command buffer */
+/* cmd_printf_path - "VERB<addr> params" into the command buffer */
 static void
 cmd_printf_path(struct buf *b, const char *verb, const char *addr, const char *params)
 {
@@ -268,14 +268,14 @@ filter_params(unsigned caps, const char *in, struct buf *out)
 	return true;
 }
 
-/* txn_attach_conn - take a pooled connection or open a new one */
+/* relay_txn_attach - take a pooled connection or open a new one */
 bool
-txn_attach_conn(struct relay_txn *rt, bool allow_pool)
+relay_txn_attach(struct relay_txn *rt, bool allow_pool)
 {
-	struct relay_conn *c = allow_pool ? pool_get(rt->pool, rt->spec) : NULL;
+	struct relay_conn *c = allow_pool ? relay_conn_pool_get(rt->pool, rt->spec) : NULL;
 
 	if (c == NULL)
-		c = conn_new(rt);
+		c = relay_conn_new(rt);
 	if (c == NULL)
 		return false;
 	c->txn = rt;
@@ -305,8 +305,8 @@ txn_start_op(struct relay_txn *rt)
 	case OP_NONE:
 		return;
 	}
-	conn_read_on(c);
-	conn_send_cmd(c, &rt->cmd);
+	relay_conn_read_on(c);
+	relay_conn_send_cmd(c, &rt->cmd);
 }
 
 /* relay_mail - MAIL FROM toward the backend (Maildir: accepted locally) */
@@ -347,13 +347,13 @@ relay_mail(struct relay_txn *rt, const char *from, const char *params, relay_cb 
 		rt->mail_held = true;
 		return;
 	}
-	if (!txn_attach_conn(rt, true)) {
-		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+	if (!relay_txn_attach(rt, true)) {
+		relay_txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 		return;
 	}
 	if (rt->conn->state == RS_IDLE)
-		conn_ready(rt->conn);
-	/* else: conn_ready runs when the handshake or a pending RSET completes */
+		relay_ready(rt->conn);
+	/* else: relay_ready runs when the handshake or a pending RSET completes */
 }
 
 /* relay_rcpt - RCPT TO toward the backend */
@@ -388,16 +388,17 @@ relay_rcpt(struct relay_txn *rt, const char *rcpt, const char *params, relay_cb 
 	if (rt->mail_held) {
 		rt->mail_held = false;
 		rt->mail_inflight = true;
-		if (!txn_attach_conn(rt, true)) {
-			txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+		if (!relay_txn_attach(rt, true)) {
+			relay_txn_fail(rt, 451, "4.4.1",
+			    "Error: backend unavailable, try again later");
 			return;
 		}
 		if (rt->conn->state == RS_IDLE)
-			conn_ready(rt->conn);
+			relay_ready(rt->conn);
 		return;
 	}
 	if (rt->conn == NULL) {
-		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+		relay_txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 		return;
 	}
 	buf_reset(&rt->cmd);
@@ -451,13 +452,13 @@ body_stuff(struct evbuffer *out, const char *p, size_t n, bool *line_start)
 }
 
 /*
- * body_fill - send the dot-stuffed body, then the final dot.  Bytes the
+ * relay_body_fill - send the dot-stuffed body, then the final dot.  Bytes the
  * socket takes at once are written directly; once some are queued, the
  * write callback calls here again as the queue drains, and the queue is
  * kept under RELAY_SEND_HIGH.
  */
 bool
-body_fill(struct relay_txn *rt)
+relay_body_fill(struct relay_txn *rt)
 {
 	struct relay_conn *c = rt->conn;
 	struct evbuffer *stage = rt->pool->stage;
@@ -467,7 +468,7 @@ body_fill(struct relay_txn *rt)
 
 	for (;;) {
 		while (rt->send_off < total &&
-		    conn_queued(c) + evbuffer_get_length(stage) < RELAY_SEND_HIGH) {
+		    relay_conn_queued(c) + evbuffer_get_length(stage) < RELAY_SEND_HIGH) {
 			size_t want = total - rt->send_off;
 			const char *p;
 			ssize_t n;
@@ -491,13 +492,13 @@ body_fill(struct relay_txn *rt)
 				evbuffer_add(stage, "\r\n", 2);	/* never happens: reader ends with CRLF */
 			evbuffer_add(stage, ".\r\n", 3);
 			c->state = RS_DOT;
-			conn_reply_due(c, true);
+			relay_conn_reply_due(c, true);
 			free(rt->dres);
 			rt->ndres = 0;
 			rt->dres = xcalloc(rt->nrcpts ? rt->nrcpts : 1, sizeof(*rt->dres));
 		}
 		/* Held: relay_pool_uncork writes it and calls again. */
-		if (!conn_flush(c) || c->state != RS_BODY || c->listed)
+		if (!relay_conn_flush(c) || c->state != RS_BODY || c->listed)
 			return true;
 	}
 }
@@ -507,17 +508,17 @@ static void
 body_start(struct relay_txn *rt)
 {
 	rt->conn->state = RS_BODY;
-	conn_reply_due(rt->conn, false);	/* until the final dot: see conn_reply_due */
+	relay_conn_reply_due(rt->conn, false);	/* until the final dot: see relay_conn_reply_due */
 	rt->send_off = rt->body_off;
 	/* The head is ours or filtered headers: stuff it the same way. */
 	rt->line_start = true;
 	body_stuff(rt->pool->stage, rt->head.data, rt->head.len, &rt->line_start);
 	rt->line_start = true;
-	if (!body_fill(rt))
-		txn_fail(rt, 451, "4.3.0", "Error: cannot read spooled message");
+	if (!relay_body_fill(rt))
+		relay_txn_fail(rt, 451, "4.3.0", "Error: cannot read spooled message");
 }
 
-/* maildir_job - one Maildir delivery per recipient, on a worker thread */
+/* maildir_work - one Maildir delivery per recipient, on a worker thread */
 static void
 maildir_work(void *arg)
 {
@@ -581,7 +582,7 @@ relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, siz
 	rt->body = spool_ref(body);
 	rt->body_off = off;
 	if (rt->failed) {
-		txn_fail(rt, rt->fail.code, rt->fail.ecode, rt->fail.text);
+		relay_txn_fail(rt, rt->fail.code, rt->fail.ecode, rt->fail.text);
 		return;
 	}
 	if (rt->target->kind == RELAY_MAILDIR) {
@@ -590,7 +591,8 @@ relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, siz
 		rt->maildir_busy = true;
 		if (!workers_submit(rt->pool->wl, maildir_work, maildir_done, rt)) {
 			rt->maildir_busy = false;
-			txn_fail(rt, 451, "4.3.0", "Error: delivery pool busy, try again later");
+			relay_txn_fail(rt, 451, "4.3.0",
+			    "Error: delivery pool busy, try again later");
 		}
 		return;
 	}
@@ -599,7 +601,7 @@ relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, siz
 		return;
 	}
 	if (rt->conn == NULL) {
-		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+		relay_txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 		return;
 	}
 	if (rt->early) {
@@ -626,8 +628,8 @@ relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, siz
  * round trip less per message.  If the message is then refused (filters,
  * bad content), relay_txn_free closes the connection in the DATA phase and
  * the backend discards the incomplete transaction.  While the client
- * uploads, no reply of the backend is due (conn_reply_due), and if the
- * backend gives up meanwhile, relay_data replays (txn_early_lost).
+ * uploads, no reply of the backend is due (relay_conn_reply_due), and if the
+ * backend gives up meanwhile, relay_data replays (relay_txn_early_lost).
  */
 void
 relay_data_begin(struct relay_txn *rt)
@@ -639,7 +641,7 @@ relay_data_begin(struct relay_txn *rt)
 	buf_reset(&rt->cmd);
 	buf_puts(&rt->cmd, "DATA\r\n");
 	rt->conn->state = RS_DATA;
-	conn_send_cmd(rt->conn, &rt->cmd);
+	relay_conn_send_cmd(rt->conn, &rt->cmd);
 }
 
 /*
@@ -650,7 +652,7 @@ static void
 mail_refused(struct relay_txn *rt, int code, const char *ecode, const char *text)
 {
 	if (rt->replay) {
-		txn_fail(rt, 451, "4.4.0", text);
+		relay_txn_fail(rt, 451, "4.4.0", text);
 		return;
 	}
 	relay_result_set(&rt->res, code, ecode, text);
@@ -658,13 +660,13 @@ mail_refused(struct relay_txn *rt, int code, const char *ecode, const char *text
 }
 
 /*
- * txn_early_lost - the backend dropped the connection (its idle timeout, or
+ * relay_txn_early_lost - the backend dropped the connection (its idle timeout, or
  * a 421) while DATA waited for the client's message: nothing is lost yet.
  * The connection goes; relay_data sends the envelope again.  Once only;
  * false (nothing done) when that is not the case.
  */
 bool
-txn_early_lost(struct relay_txn *rt)
+relay_txn_early_lost(struct relay_txn *rt)
 {
 	if (!rt->early || rt->early_failed || rt->op != OP_NONE || rt->replayed)
 		return false;
@@ -672,11 +674,11 @@ txn_early_lost(struct relay_txn *rt)
 	    rt->spec);
 	rt->early_lost = true;
 	rt->conn->state = RS_DEAD;
-	txn_release_conn(rt);
+	relay_txn_release(rt);
 	return true;
 }
 
-/* txn_replay - relay_data after txn_early_lost: a fresh connection, then MAIL, RCPTs, DATA */
+/* txn_replay - relay_data after relay_txn_early_lost: a fresh connection, then MAIL, RCPTs, DATA */
 static void
 txn_replay(struct relay_txn *rt)
 {
@@ -685,9 +687,9 @@ txn_replay(struct relay_txn *rt)
 	rt->replayed = true;
 	rt->replay = true;
 	rt->replay_rcpts = 0;
-	if (!txn_attach_conn(rt, false))
-		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
-	/* else conn_ready sends MAIL (then replay_send) once the greeting and EHLO are through */
+	if (!relay_txn_attach(rt, false))
+		relay_txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+	/* else relay_ready sends MAIL (then replay_send) once the greeting and EHLO are through */
 }
 
 /* replay_send - rt->cmd has MAIL: with PIPELINING every RCPT and DATA go with it */
@@ -703,7 +705,7 @@ replay_send(struct relay_conn *c)
 		buf_puts(&rt->cmd, "DATA\r\n");
 	}
 	c->state = RS_MAIL;
-	conn_send_cmd(c, &rt->cmd);
+	relay_conn_send_cmd(c, &rt->cmd);
 }
 
 /* replay_next - without PIPELINING, the next command of the replay after a good reply */
@@ -720,7 +722,7 @@ replay_next(struct relay_conn *c)
 		    &rt->cmd);
 	else
 		buf_puts(&rt->cmd, "DATA\r\n");
-	conn_send_cmd(c, &rt->cmd);
+	relay_conn_send_cmd(c, &rt->cmd);
 }
 
 /*
@@ -739,7 +741,7 @@ replay_reply(struct relay_conn *c)
 	if (!ok) {
 		log_warn("id=%s event=relay_replay_refused relay=%s reply=\"%d %s\"", rt->sid,
 		    rt->spec, c->code, c->text.data ? c->text.data : "");
-		txn_fail(rt, 451, "4.4.0", "Error: backend refused the message on a new connection, "
+		relay_txn_fail(rt, 451, "4.4.0", "Error: backend refused the message on a new connection, "
 		    "try again later");
 		return false;
 	}
@@ -755,9 +757,9 @@ replay_reply(struct relay_conn *c)
 	return true;
 }
 
-/* conn_ready - the link is idle: send the MAIL that waited for it */
+/* relay_ready - the link is idle: send the MAIL that waited for it */
 void
-conn_ready(struct relay_conn *c)
+relay_ready(struct relay_conn *c)
 {
 	struct relay_txn *rt = c->txn;
 	struct buf p;
@@ -790,15 +792,15 @@ conn_ready(struct relay_conn *c)
 		if (rt->rcpt_pipelined)
 			rcpt_cmd(c->caps, rt->pending_rcpt, rt->rcpt_params, &rt->cmd);
 		c->state = RS_MAIL;
-		conn_send_cmd(c, &rt->cmd);
+		relay_conn_send_cmd(c, &rt->cmd);
 		return;
 	}
 	txn_start_op(rt);
 }
 
-/* conn_op_reply - a reply to MAIL, RCPT, DATA or a per-recipient final reply; false if c was freed */
+/* relay_op_reply - a reply to MAIL, RCPT, DATA or a per-recipient final reply; false if c was freed */
 bool
-conn_op_reply(struct relay_conn *c)
+relay_op_reply(struct relay_conn *c)
 {
 	struct relay_txn *rt = c->txn;
 
@@ -808,7 +810,7 @@ conn_op_reply(struct relay_conn *c)
 	switch (c->state) {
 	case RS_MAIL:
 		c->state = RS_IDLE;
-		conn_result(c, &rt->res);
+		relay_conn_result(c, &rt->res);
 		if (rt->mail_inflight) {
 			rt->mail_inflight = false;
 			if (c->code / 100 != 2) {
@@ -826,7 +828,7 @@ conn_op_reply(struct relay_conn *c)
 			if (!rt->rcpt_pipelined) {
 				buf_reset(&rt->cmd);
 				rcpt_cmd(c->caps, rt->pending_rcpt, rt->rcpt_params, &rt->cmd);
-				conn_send_cmd(c, &rt->cmd);
+				relay_conn_send_cmd(c, &rt->cmd);
 			}
 			return true;
 		}
@@ -841,7 +843,7 @@ conn_op_reply(struct relay_conn *c)
 			txn_finish(rt);
 			return true;
 		}
-		conn_result(c, &rt->res);
+		relay_conn_result(c, &rt->res);
 		if (c->code / 100 == 2) {
 			rt->rcpts = xreallocarray(rt->rcpts, rt->nrcpts + 1, sizeof(*rt->rcpts));
 			rt->rcpt_args = xreallocarray(rt->rcpt_args, rt->nrcpts + 1,
@@ -858,7 +860,7 @@ conn_op_reply(struct relay_conn *c)
 				body_start(rt);
 			} else {
 				c->state = RS_DATA_READY;	/* early: the body is not ready yet */
-				conn_reply_due(c, false);
+				relay_conn_reply_due(c, false);
 			}
 			return true;
 		}
@@ -866,35 +868,36 @@ conn_op_reply(struct relay_conn *c)
 			/* Early DATA refused: keep the verdict for relay_data. */
 			c->state = RS_IDLE;
 			if (c->code / 100 == 2) {
-				txn_fail(rt, 451, "4.4.0",
+				relay_txn_fail(rt, 451, "4.4.0",
 				    "Error: backend protocol error, try again later");
 				return false;
 			}
 			rt->early_failed = true;
-			conn_result(c, &rt->early_res);
+			relay_conn_result(c, &rt->early_res);
 			return true;
 		}
 		c->state = RS_IDLE;
 		free(rt->dres);
 		rt->dres = xcalloc(1, sizeof(*rt->dres));
-		conn_result(c, &rt->dres[0]);
+		relay_conn_result(c, &rt->dres[0]);
 		rt->ndres = 1;
 		if (c->code / 100 == 2) {
 			/* 2xx to DATA is a protocol violation: never pass it on. */
-			txn_fail(rt, 451, "4.4.0", "Error: backend protocol error, try again later");
+			relay_txn_fail(rt, 451, "4.4.0",
+			    "Error: backend protocol error, try again later");
 			return false;
 		}
 		txn_finish(rt);
 		return true;
 	case RS_DATA_READY:
 		/* The backend gave up while the client was still sending (its idle timeout). */
-		if (c->code == 421 && txn_early_lost(rt))
+		if (c->code == 421 && relay_txn_early_lost(rt))
 			return false;
-		txn_fail(rt, 451, "4.4.0", "Error: backend protocol error, try again later");
+		relay_txn_fail(rt, 451, "4.4.0", "Error: backend protocol error, try again later");
 		return false;
 	case RS_BODY:
 		/* A reply before we finished sending: the backend gave up. */
-		txn_fail(rt, 451, "4.4.0", "Error: backend protocol error, try again later");
+		relay_txn_fail(rt, 451, "4.4.0", "Error: backend protocol error, try again later");
 		return false;
 	case RS_DOT:
 		if (c->code / 100 == 3) {
@@ -902,7 +905,7 @@ conn_op_reply(struct relay_conn *c)
 			relay_result_set(&rt->dres[rt->ndres++], 451, "4.4.0",
 			    "Error: backend protocol error, try again later");
 		} else {
-			conn_result(c, &rt->dres[rt->ndres++]);
+			relay_conn_result(c, &rt->dres[rt->ndres++]);
 		}
 		if (c->lmtp && rt->ndres < rt->nrcpts)
 			return true;
@@ -911,7 +914,7 @@ conn_op_reply(struct relay_conn *c)
 		txn_finish(rt);
 		return true;
 	default:
-		txn_fail(rt, 451, "4.4.0", "Error: backend protocol error, try again later");
+		relay_txn_fail(rt, 451, "4.4.0", "Error: backend protocol error, try again later");
 		return false;
 	}
 }

@@ -55,9 +55,9 @@ relay_pool_new(struct event_base *base, struct workers_loop *wl)
 	return pool;
 }
 
-/* conn_read_on - read replies (and see EOF) */
+/* relay_conn_read_on - read replies (and see EOF) */
 void
-conn_read_on(struct relay_conn *c)
+relay_conn_read_on(struct relay_conn *c)
 {
 	if (c->sin)
 		sockin_enable(c->sin);
@@ -65,9 +65,9 @@ conn_read_on(struct relay_conn *c)
 		bufferevent_enable(c->bev, EV_READ);
 }
 
-/* conn_free - close a connection for good */
+/* relay_conn_free - close a connection for good */
 void
-conn_free(struct relay_conn *c)
+relay_conn_free(struct relay_conn *c)
 {
 	if (c->listed) {
 		size_t i;
@@ -94,7 +94,7 @@ relay_pool_free(struct relay_pool *pool)
 
 	for (c = pool->idle; c; c = next) {
 		next = c->next;
-		conn_free(c);
+		relay_conn_free(c);
 	}
 	evbuffer_free(pool->stage);
 	free(pool->held);
@@ -117,25 +117,25 @@ pool_remove(struct relay_pool *pool, struct relay_conn *c)
 	}
 }
 
-/* pool_put - park an idle connection (or one awaiting its RSET reply), or close it when the pool is full */
+/* relay_conn_pool_put - park an idle connection (or one awaiting its RSET reply), or close it when the pool is full */
 void
-pool_put(struct relay_pool *pool, struct relay_conn *c, unsigned max)
+relay_conn_pool_put(struct relay_pool *pool, struct relay_conn *c, unsigned max)
 {
 	c->txn = NULL;
 	if (pool->nidle >= max || (c->state != RS_IDLE && c->state != RS_RSET)) {
-		conn_free(c);
+		relay_conn_free(c);
 		return;
 	}
-	conn_read_on(c);	/* EOF, idle timeout, RSET reply */
+	relay_conn_read_on(c);	/* EOF, idle timeout, RSET reply */
 	sockin_timeouts(c->sin, c->bev, RELAY_IDLE_TIMEOUT, 0);
 	c->next = pool->idle;
 	pool->idle = c;
 	pool->nidle++;
 }
 
-/* pool_get - an idle connection to spec, or NULL */
+/* relay_conn_pool_get - an idle connection to spec, or NULL */
 struct relay_conn *
-pool_get(struct relay_pool *pool, const char *spec)
+relay_conn_pool_get(struct relay_pool *pool, const char *spec)
 {
 	struct relay_conn *c;
 
@@ -156,9 +156,9 @@ conn_is_plain(const struct relay_conn *c)
 	return !c->tls && bufferevent_openssl_get_ssl(c->bev) == NULL;
 }
 
-/* conn_queued - output not yet written: held for the turn's end, or in the bufferevent */
+/* relay_conn_queued - output not yet written: held for the turn's end, or in the bufferevent */
 size_t
-conn_queued(struct relay_conn *c)
+relay_conn_queued(struct relay_conn *c)
 {
 	return evbuffer_get_length(bufferevent_get_output(c->bev)) +
 	    (c->held ? evbuffer_get_length(c->held) : 0);
@@ -184,7 +184,7 @@ conn_hold(struct relay_conn *c)
 }
 
 /*
- * conn_flush - send what is staged in the pool's scratch buffer.  On a
+ * relay_conn_flush - send what is staged in the pool's scratch buffer.  On a
  * plain socket with nothing queued, write(2) it directly: handing it to the
  * bufferevent would cost an epoll_ctl to add EV_WRITE, a loop turn, and an
  * epoll_ctl to drop it again.  While the pool is corked (the loop is running
@@ -196,7 +196,7 @@ conn_hold(struct relay_conn *c)
  * the bufferevent (its write callback then says when they left).
  */
 bool
-conn_flush(struct relay_conn *c)
+relay_conn_flush(struct relay_conn *c)
 {
 	struct relay_pool *pool = c->pool;
 	struct evbuffer *stage = pool->stage;
@@ -262,14 +262,14 @@ relay_pool_uncork(struct relay_pool *pool)
 }
 
 /*
- * conn_reply_due - whether we wait for a reply of the backend: then none
+ * relay_conn_reply_due - whether we wait for a reply of the backend: then none
  * within relay_timeout is a timeout.  While we owe it the message (354 came
  * before the client finished, or the body is on its way) only EOF is
  * watched: the client's data_timeout bounds the upload and the write
  * deadline the sending, so a slow upload never times the backend out.
  */
 void
-conn_reply_due(struct relay_conn *c, bool due)
+relay_conn_reply_due(struct relay_conn *c, bool due)
 {
 	unsigned secs = c->txn ? c->txn->conf->relay_timeout : 30;
 	struct bufferevent *plain = bufferevent_get_underlying(c->bev);
@@ -280,16 +280,16 @@ conn_reply_due(struct relay_conn *c, bool due)
 		bufferevent_set_timeouts(plain, due ? &tv : NULL, &tv);
 }
 
-/* conn_send_cmd - write the current command and wait for its reply */
+/* relay_conn_send_cmd - write the current command and wait for its reply */
 void
-conn_send_cmd(struct relay_conn *c, const struct buf *cmd)
+relay_conn_send_cmd(struct relay_conn *c, const struct buf *cmd)
 {
-	conn_reply_due(c, true);
+	relay_conn_reply_due(c, true);
 	evbuffer_add(c->pool->stage, cmd->data, cmd->len);
-	(void)conn_flush(c);
+	(void)relay_conn_flush(c);
 }
 
-/* unix_connect - a non-blocking AF_UNIX connect for lmtp:unix:PATH */
+/* conn_connect_unix - a non-blocking AF_UNIX connect for lmtp:unix:PATH */
 static int
 conn_connect_unix(struct bufferevent *bev, const char *path)
 {
@@ -324,9 +324,9 @@ conn_connect_inet(struct bufferevent *bev, const char *host, const char *port)
 	return rc;
 }
 
-/* conn_new - start connecting to the transaction's target */
+/* relay_conn_new - start connecting to the transaction's target */
 struct relay_conn *
-conn_new(struct relay_txn *rt)
+relay_conn_new(struct relay_txn *rt)
 {
 	struct relay_conn *c = xcalloc(1, sizeof(*c));
 	struct timeval tv = { rt->conf->relay_connect_timeout, 0 };
@@ -348,7 +348,7 @@ conn_new(struct relay_txn *rt)
 	else
 		rc = conn_connect_inet(c->bev, rt->target->host, rt->target->port);
 	if (rc < 0) {
-		conn_free(c);
+		relay_conn_free(c);
 		return NULL;
 	}
 	return c;
@@ -438,11 +438,11 @@ parse_caps(struct relay_conn *c)
 }
 
 /*
- * conn_result - the reply as a relay_result.  A 421 says the backend closes
+ * relay_conn_result - the reply as a relay_result.  A 421 says the backend closes
  * the connection, not that our session ends: the client gets it as 451.
  */
 void
-conn_result(struct relay_conn *c, struct relay_result *r)
+relay_conn_result(struct relay_conn *c, struct relay_result *r)
 {
 	relay_result_set(r, c->code == 421 ? 451 : c->code, c->ecode,
 	    c->text.data ? c->text.data : "");
@@ -510,7 +510,7 @@ conn_handshake_reply(struct relay_conn *c)
 				}
 				if (rt->conf->relay_tls == RELAY_TLS_REQUIRED) {
 					log_warn("id=%s event=relay_tls_missing relay=%s", rt->sid, rt->spec);
-					txn_fail(rt, 451, "4.7.5",
+					relay_txn_fail(rt, 451, "4.7.5",
 					    "Error: backend does not offer STARTTLS, try again later");
 					return false;
 				}
@@ -527,7 +527,8 @@ conn_handshake_reply(struct relay_conn *c)
 			goto refuse;
 		c->caps = 0;
 		if (rt && rt->conf->relay_tls == RELAY_TLS_REQUIRED) {
-			txn_fail(rt, 451, "4.7.5", "Error: backend does not offer STARTTLS, try again later");
+			relay_txn_fail(rt, 451, "4.7.5",
+			    "Error: backend does not offer STARTTLS, try again later");
 			return false;
 		}
 		break;
@@ -535,19 +536,20 @@ conn_handshake_reply(struct relay_conn *c)
 		if (c->code == 220)
 			return conn_start_tls(c);
 		if (rt && rt->conf->relay_tls == RELAY_TLS_REQUIRED) {
-			txn_fail(rt, 451, "4.7.5", "Error: backend refused STARTTLS, try again later");
+			relay_txn_fail(rt, 451, "4.7.5",
+			    "Error: backend refused STARTTLS, try again later");
 			return false;
 		}
 		break;	/* opportunistic: go on in plain text */
 	default:
 		return true;
 	}
-	conn_ready(c);
+	relay_ready(c);
 	return true;
 refuse:
 	log_warn("id=%s event=relay_refused relay=%s reply=\"%d %s\"", rt->sid,
 	    rt->spec, c->code, c->text.data ? c->text.data : "");
-	txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+	relay_txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 	return false;
 }
 
@@ -560,7 +562,7 @@ conn_idle_reply(struct relay_conn *c)
 		return;
 	}
 	pool_remove(c->pool, c);
-	conn_free(c);
+	relay_conn_free(c);
 }
 
 /* conn_garbled - the backend sent something that is not SMTP: fail, or drop the pooled connection */
@@ -568,10 +570,11 @@ static void
 conn_garbled(struct relay_conn *c)
 {
 	if (c->txn)
-		txn_fail(c->txn, 451, "4.4.0", "Error: backend protocol error, try again later");
+		relay_txn_fail(c->txn, 451, "4.4.0",
+		    "Error: backend protocol error, try again later");
 	else {
 		pool_remove(c->pool, c);
-		conn_free(c);
+		relay_conn_free(c);
 	}
 }
 
@@ -612,15 +615,15 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		if (c->state == RS_RSET) {
 			/* A pooled connection finishing its RSET for its new owner. */
 			if (c->code != 250) {
-				txn_fail(c->txn, 451, "4.4.0",
+				relay_txn_fail(c->txn, 451, "4.4.0",
 				    "Error: backend protocol error, try again later");
 				return;
 			}
-			conn_ready(c);
+			relay_ready(c);
 			continue;
 		}
 		if (!(c->state <= RS_HELO || c->state == RS_STARTTLS ? conn_handshake_reply(c) :
-		    conn_op_reply(c)))
+		    relay_op_reply(c)))
 			return;	/* c is gone */
 	}
 	if (evbuffer_get_length(in) > RELAY_MAX_REPLY_LINE)
@@ -632,10 +635,10 @@ static void
 conn_refill(struct relay_conn *c)
 {
 	if (c->txn && c->state == RS_BODY) {
-		if (!body_fill(c->txn))
-			txn_fail(c->txn, 451, "4.3.0", "Error: cannot read spooled message");
+		if (!relay_body_fill(c->txn))
+			relay_txn_fail(c->txn, 451, "4.3.0", "Error: cannot read spooled message");
 	} else if (c->txn && c->state == RS_DOT) {
-		conn_reply_due(c, true);	/* the final dot is out: relay_timeout from now */
+		relay_conn_reply_due(c, true);	/* the final dot is out: relay_timeout from now */
 	}
 }
 
@@ -678,7 +681,7 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (rt == NULL) {
 		/* A pooled connection closed or idled out. */
 		pool_remove(c->pool, c);
-		conn_free(c);
+		relay_conn_free(c);
 		return;
 	}
 	if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && c->reused && !c->got_reply &&
@@ -686,16 +689,17 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		/* The pooled connection was stale: one fresh try.  c is freed here. */
 		rt->retried = true;
 		c->state = RS_DEAD;
-		txn_release_conn(rt);
-		if (!txn_attach_conn(rt, false))
-			txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+		relay_txn_release(rt);
+		if (!relay_txn_attach(rt, false))
+			relay_txn_fail(rt, 451, "4.4.1",
+			    "Error: backend unavailable, try again later");
 		return;
 	}
 	if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && c->state == RS_DATA_READY &&
-	    txn_early_lost(rt))
+	    relay_txn_early_lost(rt))
 		return;	/* c is freed; relay_data sends the envelope again */
 	if (what & BEV_EVENT_TIMEOUT)
-		txn_fail(rt, 451, "4.4.2", "Error: backend timed out, try again later");
+		relay_txn_fail(rt, 451, "4.4.2", "Error: backend timed out, try again later");
 	else if (c->state == RS_HANDSHAKE) {
 		char err[256];
 		unsigned long e = bufferevent_get_openssl_error(bev);
@@ -706,9 +710,11 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		else
 			tls_errors(err, sizeof(err));
 		log_warn("id=%s event=relay_tls_error relay=%s error=\"%s\"", rt->sid, rt->spec, err);
-		txn_fail(rt, 451, "4.7.5", "Error: TLS with the backend failed, try again later");
+		relay_txn_fail(rt, 451, "4.7.5",
+		    "Error: TLS with the backend failed, try again later");
 	} else if (c->state == RS_CONNECTING)
-		txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+		relay_txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
 	else
-		txn_fail(rt, 451, "4.4.1", "Error: backend closed the connection, try again later");
+		relay_txn_fail(rt, 451, "4.4.1",
+		    "Error: backend closed the connection, try again later");
 }

@@ -78,7 +78,7 @@ struct relay_pool {
 	struct workers_loop *wl;
 	struct relay_conn *idle;	/* singly linked */
 	unsigned nidle;
-	struct evbuffer *stage;	/* scratch for conn_flush, empty between calls */
+	struct evbuffer *stage;	/* scratch for relay_conn_flush, empty between calls */
 	bool corked;		/* hold plain writes until relay_pool_uncork */
 	struct relay_conn **held;	/* connections with held output (NULL: freed) */
 	size_t nheld, aheld;
@@ -141,24 +141,24 @@ struct relay_txn {
 };
 
 /* relay_conn.c: the connection layer */
-bool conn_flush(struct relay_conn *c);
-void conn_free(struct relay_conn *c);
-struct relay_conn *conn_new(struct relay_txn *rt);
-size_t conn_queued(struct relay_conn *c);
-void conn_read_on(struct relay_conn *c);
-void conn_result(struct relay_conn *c, struct relay_result *r);
-void conn_send_cmd(struct relay_conn *c, const struct buf *cmd);
-void conn_reply_due(struct relay_conn *c, bool due);
-struct relay_conn *pool_get(struct relay_pool *pool, const char *spec);
-void pool_put(struct relay_pool *pool, struct relay_conn *c, unsigned max);
+bool relay_conn_flush(struct relay_conn *c);
+void relay_conn_free(struct relay_conn *c);
+struct relay_conn *relay_conn_new(struct relay_txn *rt);
+size_t relay_conn_queued(struct relay_conn *c);
+void relay_conn_read_on(struct relay_conn *c);
+void relay_conn_result(struct relay_conn *c, struct relay_result *r);
+void relay_conn_send_cmd(struct relay_conn *c, const struct buf *cmd);
+void relay_conn_reply_due(struct relay_conn *c, bool due);
+struct relay_conn *relay_conn_pool_get(struct relay_pool *pool, const char *spec);
+void relay_conn_pool_put(struct relay_pool *pool, struct relay_conn *c, unsigned max);
 
 /* relay.c: the transaction layer, called back by the connection layer */
-bool body_fill(struct relay_txn *rt);
-bool conn_op_reply(struct relay_conn *c);
-void conn_ready(struct relay_conn *c);
-bool txn_attach_conn(struct relay_txn *rt, bool allow_pool);
-bool txn_early_lost(struct relay_txn *rt);
-void txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *text);
-void txn_release_conn(struct relay_txn *rt);
+bool relay_body_fill(struct relay_txn *rt);
+bool relay_op_reply(struct relay_conn *c);
+void relay_ready(struct relay_conn *c);
+bool relay_txn_attach(struct relay_txn *rt, bool allow_pool);
+bool relay_txn_early_lost(struct relay_txn *rt);
+void relay_txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *text);
+void relay_txn_release(struct relay_txn *rt);
 
 #endif

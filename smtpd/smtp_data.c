@@ -281,7 +281,7 @@ build_head(struct session *s, bool had_separator)
 		buf_puts(&t->head, "\r\n");
 }
 
-/* dsn_relayed - the DSN went out (or not): now answer the client */
+/* dsn_data_relayed - the DSN went out (or not): now answer the client */
 static void
 dsn_data_relayed(void *arg, const struct relay_result *res, size_t n)
 {
