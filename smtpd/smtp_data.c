@@ -281,6 +281,23 @@ build_head(struct session *s, bool had_separator)
 		buf_puts(&t->head, "\r\n");
 }
 
+/*
+ * dsn_failed - the DSN owed for the refused recipients could not be sent:
+ * 451 for the whole message, so the client keeps it and retries; the
+ * recipients the backend took get it twice (logged), none loses it
+ */
+static void
+dsn_failed(struct session *s, int code, const char *ecode, const char *why)
+{
+	struct txn *t = s->txn;
+
+	log_warn("id=%s event=dsn_failed to=<%s> reply=\"%d %s %s\" delivered=%zu "
+	    "duplicate_on_retry=%zu", s->idstr, t->from, code, ecode, why, t->delivered,
+	    t->delivered);
+	session_reply(s, R_DSN_FAILED);
+	session_txn_end(s, TXN_TEMPFAIL, "dsn failed");
+}
+
 /* dsn_data_relayed - the DSN went out (or not): now answer the client */
 static void
 dsn_data_relayed(void *arg, const struct relay_result *res, size_t n)
@@ -296,10 +313,7 @@ dsn_data_relayed(void *arg, const struct relay_result *res, size_t n)
 		session_reply_result(s, &t->final);
 		session_txn_end(s, TXN_DELIVERED, t->final.text);
 	} else {
-		log_warn("id=%s event=dsn_failed to=<%s> reply=\"%d %s %s\"", s->idstr, t->from,
-		    n ? res[0].code : 0, n ? res[0].ecode : "", n ? res[0].text : "");
-		session_reply(s, R_DSN_FAILED);
-		session_txn_end(s, TXN_TEMPFAIL, "dsn failed");
+		dsn_failed(s, n ? res[0].code : 0, n ? res[0].ecode : "", n ? res[0].text : "");
 	}
 	session_continue(s);
 }
@@ -381,8 +395,7 @@ send_dsn(struct session *s, const struct relay_result *res, size_t n)
 	t->dsn_spool = spool_new(s->lim->spool_memory, NULL);
 	if (!spool_write(t->dsn_spool, msg.data, msg.len, &err)) {
 		buf_free(&msg);
-		session_reply(s, R_DSN_FAILED);
-		session_txn_end(s, TXN_TEMPFAIL, err);
+		dsn_failed(s, 451, "4.3.0", err);
 		return;
 	}
 	buf_free(&msg);
@@ -464,6 +477,7 @@ data_relayed(void *arg, const struct relay_result *res, size_t n)
 			session_reply_result(s, ty.ok);
 			session_txn_end(s, TXN_DELIVERED, ty.ok->text);
 		} else {
+			t->delivered = ty.nok;
 			send_dsn(s, res, n);
 			session_continue(s);
 			return;

@@ -111,6 +111,7 @@ struct txn {
 	struct buf dsn_head;		/* empty: the DSN is a whole message in dsn_spool */
 	bool dsn_rcpt_sent;
 	struct relay_result final;	/* the reply that ends the message */
+	size_t delivered;		/* recipients the backend took, when a DSN is owed */
 	bool had_separator;		/* the header block ended with an empty line */
 };
 

@@ -211,7 +211,7 @@ def test_dsn_owed_bounce_relay_down(portier, minismtpd, client):
     [t] = p.wait_txns(1)
     assert (t["result"], t["to"]) == ("tempfail", "<alice@example.test>,<gone@example.test>"), t
     assert p.wait_log(r"id=%s event=dsn_failed to=<%s> reply=\"451 4\.4\.1 Error: backend "
-                      r"unavailable, try again later\"$"
+                      r"unavailable, try again later\" delivered=1 duplicate_on_retry=1$"
                       % (re.escape(t["id"]), re.escape(SENDER))), p.log_text()
     [lt] = lmtp.transactions()
     assert lt["results"] == {"alice@example.test": "250 2.0.0 <alice@example.test> Saved",
