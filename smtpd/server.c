@@ -990,9 +990,21 @@ server_run(struct snapshot *snap, const char *config_path)
 	workers_free(worker_pool);
 	authfail_free(auth_failures);
 	auth_failures = NULL;
+	/*
+	 * Freeing the signal events restores the default actions: a SIGTERM sent
+	 * again must not kill the exit.  Only this thread is left: block, ignore.
+	 */
+	sigemptyset(&all);
+	sigaddset(&all, SIGTERM);
+	sigaddset(&all, SIGINT);
+	sigaddset(&all, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
 	event_base_free(sc.base);
 	free(loops);
 	bind_forget();

@@ -214,3 +214,22 @@ def test_run_default_installs_what_it_tells_you_to_run():
     # Here each command is named like the Debian package that has it.
     assert commands <= listed, "run-default.sh suggests %s; install-deps.sh%s installs %s" % (
         sorted(commands), mode.group(1), sorted(listed))
+
+
+def test_sigterm_repeated_exits_0(relay_pair):
+    """SIGTERM sent again and again while portier drains and tears down (an impatient init
+    script): it still exits 0, never killed by a later SIGTERM during its own exit."""
+    p, s = relay_pair
+    c = peers.SmtpClient(p.port)
+    c.start()
+    p.signal(signal.SIGTERM)
+    rc = None
+    deadline = time.monotonic() + 10
+    while rc is None and time.monotonic() < deadline:
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        rc = p.wait(0.001)
+    c.close()
+    assert rc == 0, "exit status %r\n%s" % (rc, p.log_text()[-3000:])
