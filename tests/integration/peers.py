@@ -601,15 +601,14 @@ class Sink(Process):
         msgs = wait_until(lambda: len(self.messages()) >= n and self.messages(), timeout)
         return self.messages() if msgs else self.messages()
 
-    def assert_nothing(self, marker=None, settle=1.5, portier=None, txns=1):
-        """No message (or none containing `marker`) was saved.  With portier: once portier has
-        logged the summary line of its first `txns` transactions (it is done with them: see
-        Portier.wait_txns), checked at once.  Without (callers not moved yet): after a fixed
-        `settle` seconds."""
-        if portier is not None:
-            portier.wait_txns(txns)
-        else:
-            time.sleep(settle)
+    def assert_nothing(self, marker=None, *, portier, txns=1):
+        """No message (or none containing `marker`) was saved, checked at once when `portier`
+        has logged the summary line (event=txn) of its first `txns` transactions: then it is
+        done with them (see Portier.wait_txns), so what the backend has not got it never will.
+        Count every transaction that ends by then, delivered ones too.  txns=0 (no transaction
+        was started, so there is no summary line): no wait at all, the caller has already
+        waited for its own definite line (the session's event=disconnect, the refusal's event)."""
+        portier.wait_txns(txns)
         msgs = self.messages(complete=False)
         if marker is not None:
             msgs = [m for m in msgs if marker.encode() in m.raw]

@@ -492,6 +492,17 @@ def test_failure_window_expires(tls_server, users_file, client, certs):
 # real clients
 # ---------------------------------------------------------------------------------------------
 
+def session_over(p, pattern):
+    """The session that logged `pattern` (its first match) has ended: waits for that session's
+    event=disconnect line and returns how many transactions it counted.  A session without a
+    transaction has no event=txn line; its disconnect says portier is done with it."""
+    m = p.wait_log(r"\bid=(\S+) " + pattern)
+    assert m, "no %r in portier's log:\n%s" % (pattern, p.log_text()[-5000:])
+    d = p.wait_log(r"\bid=%s event=disconnect .*\btransactions=(\d+)" % re.escape(m.group(1)))
+    assert d, "session %s did not end:\n%s" % (m.group(1), p.log_text()[-5000:])
+    return int(d.group(1))
+
+
 def swaks(port, *args):
     argv = [peers.SWAKS, "--server", "127.0.0.1:%d" % port, "--timeout", "20"] + list(args)
     p = peers.run(argv, timeout=60)
@@ -540,7 +551,8 @@ def test_swaks_wrong_password(tls_server, certs):
                     "--auth-password", "nope", "--from", ALICE, "--to", "y@foreign.test")
     assert rc != 0, out
     assert "535 5.7.8" in out, out
-    srv.sink.assert_nothing()
+    assert session_over(srv.portier, r"event=auth result=failed ") == 0
+    srv.sink.assert_nothing(portier=srv.portier, txns=0)
 
 
 def msmtp_send(tmpdir, port, certs, starttls_on, user, password, rcpt, msg, auth="on"):
@@ -595,7 +607,8 @@ def test_msmtp_wrong_password(tls_server, certs, tmpdir_0755):
                          make_message(frm=ALICE))
     assert rc != 0, out
     assert "535" in out, out
-    srv.sink.assert_nothing()
+    assert session_over(srv.portier, r"event=auth result=failed ") == 0
+    srv.sink.assert_nothing(portier=srv.portier, txns=0)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -724,7 +737,7 @@ def test_from_header_not_owned(tls_server, client, certs, from_header):
         b"From: <placeholder@x.test>", ("From: %s" % from_header).encode())
     c.send_message(msg, expect="553 5.7.1")
     c.cmd("NOOP", expect="250 2.0.0")
-    srv.sink.assert_nothing(marker=marker)
+    srv.sink.assert_nothing(marker=marker, portier=srv.portier, txns=1)    # rejected
 
 
 @pytest.mark.parametrize("from_header", [

@@ -78,7 +78,7 @@ def test_text_line_length_limit(make_pair, client):
     c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
     c.send_message(bad, expect="554 5.6.0")
     c.cmd("NOOP", expect="250 2.0.0")
-    s.assert_nothing(marker=marker)
+    s.assert_nothing(marker=marker, portier=p, txns=2)     # delivered, rejected
     assert len(s.messages()) == 1
 
 
@@ -93,7 +93,7 @@ def test_long_header_line_rejected(make_pair, client):
     c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
     c.send_message(bad, expect="554 5.6.0")
     c.cmd("NOOP", expect="250 2.0.0")
-    s.assert_nothing(marker=marker)
+    s.assert_nothing(marker=marker, portier=p, txns=1)     # rejected
 
 
 def test_message_size_limit(make_pair, client):
@@ -110,7 +110,7 @@ def test_message_size_limit(make_pair, client):
     small = make_message(body_lines=["z" * 70] * 100)                  # ~7.5 KB
     c.transaction("sender@origin.test", ["alice@example.test"], small)
     msgs = s.wait_messages(1)
-    s.assert_nothing(marker=marker, settle=0.5)
+    s.assert_nothing(marker=marker, portier=p, txns=2)     # rejected, delivered
     assert len(msgs) == 1
     peers.assert_same_message(small, msgs[0].content)
 
@@ -204,7 +204,7 @@ def test_command_timeout_mid_transaction(make_pair, client):
     c.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
     c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
     expect_timeout_421(c, 2)
-    s.assert_nothing()
+    s.assert_nothing(portier=p, txns=1)        # aborted by the timeout
 
 
 def test_command_timeout_restarts_with_each_command(make_pair, client):
@@ -226,8 +226,8 @@ def test_data_timeout(make_pair, client):
     marker = peers.unique_id("stall")
     data_and_stall(c, ("Subject: %s\r\n\r\nhalf a mess" % marker).encode())
     expect_timeout_421(c, 2)
-    s.assert_nothing(marker=marker)
-    s.assert_nothing(settle=0)
+    s.assert_nothing(marker=marker, portier=p, txns=1)     # aborted by the timeout
+    s.assert_nothing(portier=p, txns=1)
 
 
 def served(port):

@@ -226,7 +226,7 @@ def test_rset_clears_the_transaction(relay_pair, client):
     c.cmd("DATA", expect="503 5.5.1")
     c.cmd("RCPT TO:<alice@example.test>", expect="503 5.5.1")
     c.quit()
-    s.assert_nothing()
+    s.assert_nothing(portier=p, txns=1)        # aborted by RSET
 
 
 def test_several_transactions_in_one_session(relay_pair, client):
