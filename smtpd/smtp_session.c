@@ -390,8 +390,15 @@ session_tls_watermark(struct session *s)
 {
 	struct bufferevent *under = bufferevent_get_underlying(s->bev);
 
-	if (under != NULL)
+	if (under != NULL) {
 		bufferevent_setwatermark(under, EV_WRITE, 0, SESSION_TLS_WIRE_HIGH);
+		/*
+		 * And read no further ahead than our own input watermark: when
+		 * OpenSSL cannot write (a client that does not read), it stops
+		 * decrypting too, and the socket's bytes would pile up below.
+		 */
+		bufferevent_setwatermark(under, EV_READ, 0, SESSION_INPUT_HIGH);
+	}
 }
 
 /* session_state_name - what the client was expected to send, for the timeout log line */
