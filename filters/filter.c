@@ -11,8 +11,8 @@
  * verdict are corrected, unknown verdicts become tempfails.
  *
  * Ownership: a chain owns its filter instances and names; a filter_state
- * owns only its array of per-filter pointers (each filter frees its own priv
- * in close).  filter_result.filter points into the chain.  The transaction
+ * owns its arrays of per-filter pointers and skip marks and the session's
+ * quarantine reason (each filter frees its own priv in close).  filter_result.filter points into the chain.  The transaction
  * owns copies of everything the edit helpers were given, but never its body
  * spool (the session's).
  */
@@ -65,12 +65,24 @@ struct filter_run_ctx {
 	size_t blocked;		/* the filter handed to the pool */
 	enum filter_verdict verdict;	/* its verdict, set on the pool thread */
 	struct filter_reply reply;
+	const char *quarantined;	/* who quarantined at this stage, NULL if nobody */
+	struct filter_reply qreply;	/* its reply */
+};
+
+/* How long a filter that answered ACCEPT sits out. */
+enum filter_skip {
+	FILTER_SKIP_NONE,
+	FILTER_SKIP_TXN,	/* until the transaction ends */
+	FILTER_SKIP_SESSION,	/* until the session ends */
 };
 
 struct filter_state {
 	const struct filter_chain *chain;
 	void **priv;		/* one per filter */
-	bool accepted;		/* ACCEPT seen: skip the chain until the next MAIL */
+	unsigned char *skip;	/* one per filter: enum filter_skip, set by its ACCEPT */
+	const char *discarded;	/* DISCARD outside a transaction: who; every one is discarded */
+	char *quarantined;	/* QUARANTINE outside a transaction: the reason for every one */
+	const char *txn_discarded;	/* who discarded the transaction in progress */
 	bool busy;		/* a stage waits for the pool */
 	bool closed;		/* CLOSE ran */
 	struct filter_run_ctx run;
@@ -272,6 +284,7 @@ filter_state_new(const struct filter_chain *chain)
 	st = xcalloc(1, sizeof(*st));
 	st->chain = chain;
 	st->priv = xcalloc(chain->n ? chain->n : 1, sizeof(*st->priv));
+	st->skip = xcalloc(chain->n ? chain->n : 1, sizeof(*st->skip));
 	return st;
 }
 
@@ -309,6 +322,8 @@ filter_state_free(struct filter_state *st, struct filter_ctx *ctx)
 	if (!st->closed)
 		filter_cleanup(st, FILTER_STAGE_CLOSE, ctx);
 	free(st->priv);
+	free(st->skip);
+	free(st->quarantined);
 	free(st);
 }
 
@@ -543,9 +558,19 @@ filter_invoke(struct filter_state *st, size_t i, struct filter_reply *r)
 	fatal("filter_invoke: stage %d", (int)run->stage);
 }
 
+/* filter_session_stage - a stage outside any transaction: its verdicts hold for the session */
+static bool
+filter_session_stage(enum filter_stage stage)
+{
+	return stage == FILTER_STAGE_CONNECT || stage == FILTER_STAGE_HELO ||
+	    stage == FILTER_STAGE_AUTH;
+}
+
 /*
  * filter_decide - act on filter i's verdict; true when the chain stops
- * (res filled).  ACCEPT stops it as a pass: CONTINUE, naming the filter.
+ * (res filled).  ACCEPT and QUARANTINE do not stop it: ACCEPT takes filter i
+ * out of the transaction (or the session), QUARANTINE marks the transaction
+ * (or every transaction of the session) and the next filter runs.
  */
 static bool
 filter_decide(struct filter_state *st, size_t i, enum filter_verdict v, struct filter_reply *r,
@@ -553,6 +578,8 @@ filter_decide(struct filter_state *st, size_t i, enum filter_verdict v, struct f
 {
 	const struct filter_link *fl = &st->chain->links[i];
 	struct filter_run_ctx *run = &st->run;
+	bool sess = filter_session_stage(run->stage);
+	char *why;
 
 	filter_reply_fix(run, fl->name, &v, r);
 	if (v == FILTER_CONTINUE)
@@ -560,17 +587,39 @@ filter_decide(struct filter_state *st, size_t i, enum filter_verdict v, struct f
 	log_debug("id=" SESSION_ID_FMT " event=filter filter=%s stage=%s verdict=%s code=%d",
 	    run->sess != NULL ? SESSION_ID(run->sess->id) : 0, fl->name,
 	    filter_stage_name(run->stage), filter_verdict_name(v), r->code);
+	switch (v) {
+	case FILTER_ACCEPT:
+		st->skip[i] = sess ? FILTER_SKIP_SESSION : FILTER_SKIP_TXN;
+		return false;
+	case FILTER_QUARANTINE:
+		why = r->text[0] != '\0' ? xstrdup(r->text) : xasprintf("filter %s", fl->name);
+		if (sess && st->quarantined == NULL)
+			st->quarantined = why;
+		else if (!sess && run->txn != NULL && run->txn->quarantine == NULL)
+			run->txn->quarantine = why;
+		else
+			free(why);
+		if (run->quarantined == NULL) {
+			run->quarantined = fl->name;
+			run->qreply = *r;
+		}
+		return false;
+	case FILTER_DISCARD:
+		if (sess)
+			st->discarded = fl->name;
+		else {
+			st->txn_discarded = fl->name;
+			if (run->txn != NULL)
+				run->txn->discard = true;
+		}
+		break;
+	default:
+		break;
+	}
 	filter_result_init(res);
 	res->filter = fl->name;
-	if (v == FILTER_ACCEPT) {
-		st->accepted = true;
-		return true;
-	}
 	res->verdict = v;
 	res->reply = *r;
-	if (v == FILTER_QUARANTINE && run->txn != NULL && run->txn->quarantine == NULL)
-		run->txn->quarantine = r->text[0] != '\0' ? xstrdup(r->text) :
-		    xasprintf("filter %s", fl->name);
 	return true;
 }
 
@@ -590,7 +639,8 @@ filter_step(struct filter_state *st, struct filter_result *res)
 
 	while (run->next < chain->n) {
 		i = run->next++;
-		if (!filter_has_stage(chain->links[i].ops, run->stage))
+		if (st->skip[i] != FILTER_SKIP_NONE ||
+		    !filter_has_stage(chain->links[i].ops, run->stage))
 			continue;
 		if (chain->links[i].ops->may_block && run->wl != NULL) {
 			run->blocked = i;
@@ -601,6 +651,11 @@ filter_step(struct filter_state *st, struct filter_result *res)
 			return true;
 	}
 	filter_result_init(res);
+	if (run->quarantined != NULL) {
+		res->verdict = FILTER_QUARANTINE;
+		res->filter = run->quarantined;
+		res->reply = run->qreply;
+	}
 	return true;
 }
 
@@ -647,12 +702,44 @@ filter_work_done(void *arg)
 	done(id, done_arg, &res);
 }
 
+/* filter_txn_end - no transaction any more: ACCEPT and DISCARD of the last one are over */
+static void
+filter_txn_end(struct filter_state *st)
+{
+	size_t i;
+
+	for (i = 0; i < st->chain->n; i++)
+		if (st->skip[i] == FILTER_SKIP_TXN)
+			st->skip[i] = FILTER_SKIP_NONE;
+	st->txn_discarded = NULL;
+}
+
+/*
+ * filter_txn_begin - a transaction starts (MAIL): the filters that accepted
+ * the last one come back, and what was decided for the whole session marks
+ * this one.
+ */
+static void
+filter_txn_begin(struct filter_state *st, struct filter_txn *txn)
+{
+	filter_txn_end(st);
+	if (txn == NULL)
+		return;
+	if (st->discarded != NULL) {
+		txn->discard = true;
+		st->txn_discarded = st->discarded;
+	}
+	if (st->quarantined != NULL && txn->quarantine == NULL)
+		txn->quarantine = xstrdup(st->quarantined);
+}
+
 /*
  * filter_run - run one stage (see filter.h).  Result verdicts: CONTINUE when
- * every filter passed or one accepted (then res->filter names it), else the
- * first REJECT/TEMPFAIL/DISCARD/QUARANTINE with its corrected reply.  With
- * wl NULL, blocking filters run inline (tools and tests without a loop).
- * ABORT and CLOSE run abort/close on every filter, inline, and pass.
+ * every filter passed or accepted; QUARANTINE when one quarantined and none
+ * decided after it; else the first REJECT/TEMPFAIL/DISCARD with its
+ * corrected reply.  What was discarded runs no filter: DISCARD at once.
+ * With wl NULL, blocking filters run inline (tools and tests without a
+ * loop).  ABORT and CLOSE run abort/close on every filter, inline, and pass.
  */
 enum filter_run_status
 filter_run(struct filter_state *st, enum filter_stage stage, struct filter_ctx *ctx,
@@ -666,12 +753,18 @@ filter_run(struct filter_state *st, enum filter_stage stage, struct filter_ctx *
 	filter_result_init(res);
 	if (stage == FILTER_STAGE_ABORT || stage == FILTER_STAGE_CLOSE) {
 		filter_cleanup(st, stage, ctx);
+		filter_txn_end(st);
 		return FILTER_RUN_DONE;
 	}
 	if (stage == FILTER_STAGE_MAIL)
-		st->accepted = false;
-	if (st->accepted)
+		filter_txn_begin(st, ctx->txn);
+	else if (filter_session_stage(stage))
+		filter_txn_end(st);
+	if (st->discarded != NULL || (!filter_session_stage(stage) && st->txn_discarded != NULL)) {
+		res->verdict = FILTER_DISCARD;
+		res->filter = st->discarded != NULL ? st->discarded : st->txn_discarded;
 		return FILTER_RUN_DONE;
+	}
 
 	memset(run, 0, sizeof(*run));
 	run->stage = stage;

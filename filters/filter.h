@@ -26,9 +26,37 @@
 struct workers_loop;
 struct spool;
 
+/*
+ * Verdicts, with milter semantics.  The session-wide stages are CONNECT,
+ * HELO and AUTH (no transaction is open); the transaction's are MAIL, RCPT
+ * and DATA, and a transaction ends at end of message, RSET, HELO/EHLO, QUIT
+ * or when the session ends.
+ *   CONTINUE   the next filter runs.
+ *   ACCEPT     this filter is done: its callbacks are not called again until
+ *              the transaction ends (given at MAIL/RCPT/DATA) or for the rest
+ *              of the session (given at CONNECT/HELO/AUTH), as libmilter's
+ *              SMFIS_ACCEPT ("no further callbacks for this message /
+ *              connection").  The rest of the chain still runs, and abort
+ *              and close still reach the filter.
+ *   REJECT     5xx: at CONNECT the session is refused; at RCPT that recipient
+ *   TEMPFAIL   4xx  only; at any other stage the command.  The chain stops.
+ *   DISCARD    the message is accepted toward the client and delivered
+ *              nowhere: the transaction in progress (txn->discard), or, given
+ *              at CONNECT/HELO/AUTH, every transaction of the session.  The
+ *              chain stops, and no filter runs again for what was discarded
+ *              (every later stage answers DISCARD at once), as Postfix skips
+ *              its milters after a discard.  (Postfix refuses a milter's
+ *              DISCARD at connect and helo and applies its default action
+ *              instead; libmilter says it "should not be returned" there.)
+ *   QUARANTINE the message is delivered marked (X-Portier-Quarantine: the
+ *              reply's text, or "filter NAME"): the transaction in progress
+ *              (txn->quarantine), or, at CONNECT/HELO/AUTH, every transaction
+ *              of the session.  A mark, not a decision: the chain goes on,
+ *              and the quarantining filter too.  The first reason stays.
+ */
 enum filter_verdict {
 	FILTER_CONTINUE,	/* next filter */
-	FILTER_ACCEPT,		/* skip the rest of the chain for this transaction */
+	FILTER_ACCEPT,		/* this filter is done with the transaction (or session) */
 	FILTER_REJECT,		/* 5xx */
 	FILTER_TEMPFAIL,	/* 4xx */
 	FILTER_DISCARD,		/* accept toward the client, deliver nothing */
@@ -104,6 +132,7 @@ struct filter_txn {
 	size_t nedits;
 	struct buf auth_results;	/* "; spf=pass smtp.mailfrom=..." items */
 	char *quarantine;	/* reason, NULL unless quarantined */
+	bool discard;		/* a filter discarded it: deliver nothing */
 };
 
 /* Per-callback context: the filter's per-session state and the views. */
@@ -134,13 +163,13 @@ struct filter_ops {
 
 /* A configured chain for one listener (immutable, shared by its sessions). */
 struct filter_chain;
-/* Per-session chain state: per-filter priv pointers, ACCEPT short-circuit. */
+/* Per-session chain state: per-filter priv pointers, who accepted, what was discarded. */
 struct filter_state;
 
 struct filter_result {
-	enum filter_verdict verdict;	/* CONTINUE means: all passed, or one accepted */
+	enum filter_verdict verdict;	/* CONTINUE: all passed or accepted; QUARANTINE: marked */
 	struct filter_reply reply;	/* REJECT/TEMPFAIL: always a full, class-checked reply */
-	const char *filter;	/* who decided (or accepted), NULL if nobody */
+	const char *filter;	/* who decided, discarded or quarantined; NULL if nobody */
 };
 
 /* filter_register - make ops known by ops->name (built-ins register at startup). */
@@ -175,10 +204,16 @@ enum filter_run_status { FILTER_RUN_DONE, FILTER_RUN_PENDING };
  * and done(session_id, done_arg, res) is called later on wl's loop, exactly
  * once, even if the session is closing; the caller must keep st, ctx->sess,
  * ctx->txn and arg alive until then (a closing session waits for it).
- * One stage at a time per state.  ACCEPT ends the stage as CONTINUE (res->filter
- * names the filter) and skips every stage until the next MAIL.  ABORT and
- * CLOSE call every filter's abort/close inline and always pass.  With wl
- * NULL, blocking filters run inline (tools, tests).
+ * One stage at a time per state.  res->verdict is REJECT, TEMPFAIL or
+ * DISCARD from the filter that stopped the chain; else QUARANTINE if one
+ * quarantined (txn->quarantine is set, or the session's mark is kept for
+ * each MAIL); else CONTINUE.  Filters that ACCEPTed are skipped (see
+ * enum filter_verdict).  Once discarded, the transaction (or, from a
+ * session-wide stage, the session) runs no filter: DISCARD at once, naming
+ * who discarded, and txn->discard is set at MAIL.  MAIL starts a
+ * transaction; ABORT or a session-wide stage ends one.  ABORT and CLOSE
+ * call every filter's abort/close inline and always pass.  With wl NULL,
+ * blocking filters run inline (tools, tests).
  */
 enum filter_run_status filter_run(struct filter_state *st, enum filter_stage stage,
     struct filter_ctx *ctx, const char *arg, struct filter_result *res,

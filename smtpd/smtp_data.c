@@ -66,7 +66,8 @@ smtp_data_data(struct session *s)
 		return;
 	}
 	content_begin(s, DATA_READER_DOT);
-	relay_data_begin(t->relay);
+	if (t->relay != NULL)	/* NULL: discarded, the backend hears nothing */
+		relay_data_begin(t->relay);
 	session_reply(s, R_DATA_GO);
 	s->state = S_DATA;
 }
@@ -97,7 +98,8 @@ smtp_data_bdat(struct session *s, const struct smtp_parse_cmd *cmd)
 	if (!t->bdat_used) {
 		t->bdat_used = true;
 		content_begin(s, DATA_READER_RAW);
-		relay_data_begin(t->relay);
+		if (t->relay != NULL)
+			relay_data_begin(t->relay);
 	}
 }
 
@@ -506,8 +508,10 @@ data_filtered(struct session *s, const struct filter_result *res)
 		    res->reply.text);
 		return;
 	}
-	if (res->verdict == FILTER_DISCARD) {
-		log_info("id=%s event=discard filter=%s", s->idstr, res->filter ? res->filter : "?");
+	if (res->verdict == FILTER_DISCARD || t->ftx.discard) {
+		if (t->relay != NULL)	/* else said when it was discarded */
+			log_info("id=%s event=discard filter=%s", s->idstr,
+			    res->filter ? res->filter : "?");
 		session_reply(s, R_DISCARDED);
 		session_txn_end(s, TXN_DISCARDED, "discarded");
 		return;

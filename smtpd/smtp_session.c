@@ -702,6 +702,27 @@ cmd_helo(struct session *s, const struct smtp_parse_cmd *cmd, bool esmtp)
 
 /* ---- MAIL ---------------------------------------------------------------------- */
 
+/*
+ * txn_discarded - has a filter discarded the transaction?  Then the backend
+ * hears nothing more of it: its backend transaction, if any, is given back
+ * (RSET), and the client is answered as if all went well.
+ */
+static bool
+txn_discarded(struct session *s, const struct filter_result *res)
+{
+	struct txn *t = s->txn;
+
+	if (res->verdict == FILTER_DISCARD)
+		t->ftx.discard = true;
+	if (!t->ftx.discard)
+		return false;
+	if (t->relay != NULL)	/* the backend transaction is open: it is news */
+		log_info("id=%s event=discard filter=%s", s->idstr, res->filter ? res->filter : "?");
+	relay_txn_free(t->relay);
+	t->relay = NULL;
+	return true;
+}
+
 /* mail_proceed - after the MAIL filters: open the backend transaction */
 static void
 mail_proceed(struct session *s, const struct filter_result *res)
@@ -711,6 +732,12 @@ mail_proceed(struct session *s, const struct filter_result *res)
 	if (session_verdict_stops(s, res)) {
 		session_txn_end(s, res->verdict == FILTER_TEMPFAIL ? TXN_TEMPFAIL : TXN_REJECTED,
 		    res->reply.text);
+		return;
+	}
+	if (txn_discarded(s, res)) {
+		/* No backend transaction at all. */
+		log_info("id=%s event=discard filter=%s", s->idstr, res->filter ? res->filter : "?");
+		session_reply(s, R_MAIL_OK);
 		return;
 	}
 	t->relay = relay_txn_new(loop_relay(s->loop), s->conf, &s->conf->relay, s->idstr);
@@ -815,6 +842,19 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 
 /* ---- RCPT ----------------------------------------------------------------------- */
 
+/* rcpt_add - the RCPT in progress joins the transaction's recipients */
+static void
+rcpt_add(struct txn *t)
+{
+	struct filter_txn *f = &t->ftx;
+
+	f->rcpts = xreallocarray(f->rcpts, f->nrcpts + 1, sizeof(*f->rcpts));
+	t->rinfo = xreallocarray(t->rinfo, f->nrcpts + 1, sizeof(*t->rinfo));
+	str_copy(t->rinfo[f->nrcpts].orcpt, t->rcpt.orcpt, sizeof(t->rinfo->orcpt));
+	t->rinfo[f->nrcpts].notify = t->rcpt.notify;
+	f->rcpts[f->nrcpts++] = xstrdup(t->rcpt_addr);
+}
+
 /* rcpt_relayed - the backend answered RCPT */
 static void
 rcpt_relayed(void *arg, const struct relay_result *r)
@@ -825,13 +865,7 @@ rcpt_relayed(void *arg, const struct relay_result *r)
 	if (!session_wait_over(s))
 		return;
 	if (r->code / 100 == 2) {
-		struct filter_txn *f = &t->ftx;
-
-		f->rcpts = xreallocarray(f->rcpts, f->nrcpts + 1, sizeof(*f->rcpts));
-		t->rinfo = xreallocarray(t->rinfo, f->nrcpts + 1, sizeof(*t->rinfo));
-		str_copy(t->rinfo[f->nrcpts].orcpt, t->rcpt.orcpt, sizeof(t->rinfo->orcpt));
-		t->rinfo[f->nrcpts].notify = t->rcpt.notify;
-		f->rcpts[f->nrcpts++] = xstrdup(t->rcpt_addr);
+		rcpt_add(t);
 		session_reply(s, R_RCPT_OK);
 	} else {
 		char esc[SMTP_PARSE_ADDR_SIZE * 4];
@@ -851,7 +885,8 @@ rcpt_relayed(void *arg, const struct relay_result *r)
  * rcpt_proceed - after the RCPT filters: ask the backend.  The first RCPT
  * carries the transaction's MAIL with it (relay_mail is lazy): if the
  * backend refuses MAIL, every RCPT gets that refusal, as Postfix does with
- * smtpd_delay_reject.
+ * smtpd_delay_reject.  A discarded transaction takes every recipient the
+ * filters let through, without asking the backend.
  */
 static void
 rcpt_proceed(struct session *s, const struct filter_result *res)
@@ -860,6 +895,11 @@ rcpt_proceed(struct session *s, const struct filter_result *res)
 
 	if (session_verdict_stops(s, res))
 		return;
+	if (txn_discarded(s, res)) {
+		rcpt_add(t);
+		session_reply(s, R_RCPT_OK);
+		return;
+	}
 	session_enter_wait(s, SESSION_WAIT_RELAY);
 	relay_rcpt(t->relay, t->rcpt_addr, t->rcpt_params.data ? t->rcpt_params.data : "",
 	    rcpt_relayed, s);

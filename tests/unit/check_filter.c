@@ -319,6 +319,72 @@ disq_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_re
 	return FILTER_CONTINUE;
 }
 
+/*
+ * say: answers at each stage what say_script names for "<label>.<stage>"
+ * ("p.rcpt=discard q.connect=accept"); CONTINUE otherwise.
+ */
+static const char *say_script = "";
+
+/* say_verdict - record the stage, answer the script's verdict for it */
+static enum filter_verdict
+say_verdict(void *inst, const char *stage)
+{
+	static const struct { const char *name; enum filter_verdict v; } names[] = {
+		{ "accept", FILTER_ACCEPT }, { "reject", FILTER_REJECT },
+		{ "tempfail", FILTER_TEMPFAIL }, { "discard", FILTER_DISCARD },
+		{ "quarantine", FILTER_QUARANTINE },
+	};
+	char key[64];
+	const char *p;
+	size_t i, n;
+
+	t_note(inst, stage);
+	n = (size_t)snprintf(key, sizeof(key), "%s.%s=", ((struct tinst *)inst)->label, stage);
+	if ((p = strstr(say_script, key)) == NULL)
+		return FILTER_CONTINUE;
+	for (i = 0, p += n; i < ARRAY_SIZE(names); i++)
+		if (strncmp(p, names[i].name, strlen(names[i].name)) == 0)
+			return names[i].v;
+	ck_abort_msg("say: bad script %s", say_script);
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+say_connect(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	return say_verdict(inst, "connect");
+}
+
+static enum filter_verdict
+say_helo(void *inst, struct filter_ctx *ctx, const char *helo, struct filter_reply *r)
+{
+	return say_verdict(inst, "helo");
+}
+
+static enum filter_verdict
+say_mail(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r)
+{
+	return say_verdict(inst, "mail");
+}
+
+static enum filter_verdict
+say_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	return say_verdict(inst, "rcpt");
+}
+
+static enum filter_verdict
+say_eom(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	return say_verdict(inst, "eom");
+}
+
+static const struct filter_ops say_ops = {
+	.name = "say", .configure = t_configure, .destroy = t_destroy,
+	.connect = say_connect, .helo = say_helo, .mail = say_mail, .rcpt = say_rcpt,
+	.eom = say_eom, .abort = t_abort,
+};
+
 static const struct filter_ops disq_ops = {
 	.name = "disq", .configure = t_configure, .destroy = t_destroy,
 	.rcpt = disq_rcpt,
@@ -442,6 +508,8 @@ static struct conf_kv kv_a[] = { { "label", "a", 1 } };
 static struct conf_kv kv_b[] = { { "label", "b", 2 } };
 static struct conf_kv kv_x[] = { { "label", "x", 3 } };
 static struct conf_kv kv_y[] = { { "label", "y", 4 } };
+static struct conf_kv kv_p[] = { { "label", "p", 8 } };
+static struct conf_kv kv_q[] = { { "label", "q", 9 } };
 static struct conf_kv kv_fail[] = { { "fail", "1", 5 } };
 static struct conf_kv kv_cfg[] = { { "label", "from-filter-section", 6 } };
 static struct conf_section test_sections[] = {
@@ -452,6 +520,8 @@ static struct conf_section test_sections[] = {
 	{ "cfg", "bad", 5, kv_fail, 1 },
 	{ "filter", "cfg", 6, kv_cfg, 1 },
 	{ "policy", "one", 7, NULL, 0 },
+	{ "say", "p", 8, kv_p, 1 },
+	{ "say", "q", 9, kv_q, 1 },
 };
 static struct conf test_conf;
 
@@ -471,6 +541,7 @@ setup(void)
 	filter_register(&accept_ops);
 	filter_register(&rej2xx_ops);
 	filter_register(&disq_ops);
+	filter_register(&say_ops);
 	filter_register(&block_ops);
 	filter_register(&edits_ops);
 	filter_register(&filler_ops);
@@ -727,14 +798,14 @@ static const struct {
 	  "a.helo bare.helo" },
 	{ "trace:a", FILTER_STAGE_CONNECT, NULL, FILTER_CONTINUE, 0, "", "", NULL,
 	  "a.connect" },
-	/* ACCEPT ends the stage as a pass, naming who accepted */
+	/* ACCEPT takes that filter out; the rest of the chain still runs */
 	{ "trace:a,accept,rejrcpt", FILTER_STAGE_RCPT, "acc-bad@x", FILTER_CONTINUE, 0, "", "",
-	  "accept", "a.rcpt -.rcpt" },
-	/* DISCARD and QUARANTINE stop the chain; a 5xx on a discard is dropped */
+	  NULL, "a.rcpt -.rcpt -.rcpt" },
+	/* DISCARD stops the chain, QUARANTINE marks and goes on; a 5xx on a discard is dropped */
 	{ "disq,trace:a", FILTER_STAGE_RCPT, "discard@x", FILTER_DISCARD, 0, "", "", "disq",
 	  "-.rcpt" },
 	{ "disq,trace:a", FILTER_STAGE_RCPT, "quar@x", FILTER_QUARANTINE, 0, "",
-	  "looks like spam", "disq", "-.rcpt" },
+	  "looks like spam", "disq", "-.rcpt a.rcpt" },
 	{ "disq", FILTER_STAGE_RCPT, "d5@x", FILTER_DISCARD, 0, "", "", "disq", "-.rcpt" },
 	/* a blocking filter runs inline when there is no pool to go to */
 	{ "trace:a,block:x", FILTER_STAGE_RCPT, "blockrej@x", FILTER_REJECT, 554, "5.7.0",
@@ -761,61 +832,111 @@ START_TEST(test_verdicts)
 	else
 		ck_assert_str_eq(res.filter, verdict_cases[_i].filter);
 	ck_assert_str_eq(trace.data, verdict_cases[_i].trace);
-	if (verdict_cases[_i].verdict == FILTER_QUARANTINE)
-		ck_assert_str_eq(f.txn.quarantine, verdict_cases[_i].text);
+	if (verdict_cases[_i].arg != NULL && strncmp(verdict_cases[_i].arg, "quar", 4) == 0)
+		ck_assert_str_eq(f.txn.quarantine, "looks like spam");
 	else
 		ck_assert_ptr_null(f.txn.quarantine);
 	fx_close(&f);
 }
 END_TEST
 
-START_TEST(test_accept_short_circuit)
+/*
+ * Verdicts across the stages of a session, chain "say:p,say:q".  stages: C
+ * connect, H helo, M mail (a new transaction), R rcpt, D data, A abort (the
+ * transaction is then cleared), E end of a delivered transaction (cleared,
+ * no stage run).  verdicts: one letter per stage run (c continue, q
+ * quarantine, d discard, r reject), '-' for E.
+ */
+static const struct {
+	const char *script;
+	const char *stages;
+	const char *verdicts;
+	const char *trace;
+	bool discard;		/* txn->discard at the end */
+	const char *quarantine;	/* txn->quarantine at the end */
+} stage_cases[] = {
+	/* ACCEPT at RCPT: p sits out the rest of the transaction, q does not */
+	{ "p.rcpt=accept", "CHMRRDEMR", "cccccc-cc",
+	  "p.connect q.connect p.helo q.helo p.mail q.mail p.rcpt q.rcpt q.rcpt q.eom "
+	  "p.mail q.mail p.rcpt q.rcpt", false, NULL },
+	/* ACCEPT at MAIL, then a later filter still refuses a recipient */
+	{ "p.mail=accept q.rcpt=reject", "CMRR", "ccrr",
+	  "p.connect q.connect p.mail q.mail q.rcpt q.rcpt", false, NULL },
+	/* the transaction ends at RSET (abort, which still reaches p) and HELO comes back to p */
+	{ "p.mail=accept", "CMRAH", "ccccc",
+	  "p.connect q.connect p.mail q.mail q.rcpt p.abort q.abort p.helo q.helo", false, NULL },
+	/* ACCEPT at CONNECT or HELO: p is done for the whole session */
+	{ "p.connect=accept", "CHMRDEMR", "ccccc-cc",
+	  "p.connect q.connect q.helo q.mail q.rcpt q.eom q.mail q.rcpt", false, NULL },
+	{ "p.helo=accept", "CHMRDEM", "ccccc-c",
+	  "p.connect q.connect p.helo q.helo q.mail q.rcpt q.eom q.mail", false, NULL },
+	/* DISCARD at RCPT stops the chain and every later stage of the transaction */
+	{ "p.rcpt=discard", "CMRRDEMR", "ccddd-cd",
+	  "p.connect q.connect p.mail q.mail p.rcpt p.mail q.mail p.rcpt", true, NULL },
+	/* DISCARD at MAIL holds for the transaction only: after RSET, HELO runs the chain */
+	{ "q.mail=discard", "CMRAH", "cddcc",
+	  "p.connect q.connect p.mail q.mail p.abort q.abort p.helo q.helo", false, NULL },
+	/* DISCARD at CONNECT or HELO: every transaction, no filter runs again */
+	{ "p.connect=discard", "CHMRDEM", "ddddd-d", "p.connect", true, NULL },
+	{ "q.helo=discard", "CHMRAM", "cdddcd",
+	  "p.connect q.connect p.helo q.helo p.abort q.abort", true, NULL },
+	/* QUARANTINE marks the transaction and the chain goes on */
+	{ "p.mail=quarantine", "CMRD", "cqcc",
+	  "p.connect q.connect p.mail q.mail p.rcpt q.rcpt p.eom q.eom", false, "filter say:p" },
+	{ "q.rcpt=quarantine p.eom=reject", "CMRD", "ccqr",
+	  "p.connect q.connect p.mail q.mail p.rcpt q.rcpt p.eom", false, "filter say:q" },
+	/* QUARANTINE at HELO marks every transaction of the session */
+	{ "p.helo=quarantine", "CHMREM", "cqcc-c",
+	  "p.connect q.connect p.helo q.helo p.mail q.mail p.rcpt q.rcpt p.mail q.mail", false,
+	  "filter say:p" },
+};
+
+START_TEST(test_stage_verdicts)
 {
+	static const char letters[] = { [FILTER_CONTINUE] = 'c', [FILTER_ACCEPT] = 'a',
+		[FILTER_REJECT] = 'r', [FILTER_TEMPFAIL] = 't', [FILTER_DISCARD] = 'd',
+		[FILTER_QUARANTINE] = 'q' };
 	struct fx f;
 	struct filter_result res;
+	enum filter_stage stage;
+	char got[32];
+	const char *p;
+	size_t n = 0;
 
-	fx_open(&f, "trace:a,accept,rejrcpt,trace:b");
-	run_inline(&f, FILTER_STAGE_CONNECT, NULL, &res);
-
-	/* MAIL from a vip: accepted, b never sees it */
+	say_script = stage_cases[_i].script;
+	fx_open(&f, "say:p,say:q");
+	for (p = stage_cases[_i].stages; *p != '\0'; p++) {
+		switch (*p) {
+		case 'C': stage = FILTER_STAGE_CONNECT; break;
+		case 'H': stage = FILTER_STAGE_HELO; break;
+		case 'M': stage = FILTER_STAGE_MAIL; break;
+		case 'R': stage = FILTER_STAGE_RCPT; break;
+		case 'D': stage = FILTER_STAGE_DATA; break;
+		case 'A': stage = FILTER_STAGE_ABORT; break;
+		default:
+			filter_txn_reset(&f.txn);	/* E: delivered */
+			got[n++] = '-';
+			continue;
+		}
+		/* as the session does: no transaction at the session-wide stages */
+		f.ctx.txn = stage == FILTER_STAGE_CONNECT || stage == FILTER_STAGE_HELO ? NULL :
+		    &f.txn;
+		got[n++] = letters[run_inline(&f, stage, "x@y", &res)];
+		if (*p == 'A')
+			filter_txn_reset(&f.txn);
+	}
+	got[n] = '\0';
+	f.ctx.txn = &f.txn;
+	ck_assert_str_eq(got, stage_cases[_i].verdicts);
+	ck_assert_str_eq(trace.data, stage_cases[_i].trace);
+	ck_assert_int_eq(f.txn.discard, stage_cases[_i].discard);
+	if (stage_cases[_i].quarantine == NULL)
+		ck_assert_ptr_null(f.txn.quarantine);
+	else
+		ck_assert_str_eq(f.txn.quarantine, stage_cases[_i].quarantine);
 	trace_reset();
-	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_MAIL, "vip@x", &res), FILTER_CONTINUE);
-	ck_assert_str_eq(res.filter, "accept");
-	ck_assert_str_eq(trace.data, "a.mail -.mail");
-
-	/* the rest of the transaction skips the chain: no reject, nobody called */
-	trace_reset();
-	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_RCPT, "bad@x", &res), FILTER_CONTINUE);
-	ck_assert_ptr_null(res.filter);
-	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_RCPT, "bad2@x", &res), FILTER_CONTINUE);
-	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_DATA, NULL, &res), FILTER_CONTINUE);
-	ck_assert_str_eq(trace.data, "");
-
-	/* abort still reaches every filter */
-	run_inline(&f, FILTER_STAGE_ABORT, NULL, &res);
-	ck_assert_str_eq(trace.data, "a.abort -.abort -.abort b.abort");
-
-	/* a new transaction runs the chain again */
-	trace_reset();
-	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_MAIL, "plain@x", &res), FILTER_CONTINUE);
-	ck_assert_ptr_null(res.filter);
-	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_RCPT, "bad@x", &res), FILTER_REJECT);
-	ck_assert_str_eq(res.filter, "rejrcpt");
-	ck_assert_str_eq(trace.data, "a.mail -.mail b.mail a.rcpt -.rcpt -.rcpt");
-
-	/* ACCEPT at RCPT also holds for the following recipients */
-	trace_reset();
-	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_RCPT, "acc@x", &res), FILTER_CONTINUE);
-	ck_assert_str_eq(res.filter, "accept");
-	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_RCPT, "bad@x", &res), FILTER_CONTINUE);
-	ck_assert_str_eq(trace.data, "a.rcpt -.rcpt");
-
-	/* close reaches every filter once, state_free does not close again */
-	trace_reset();
-	run_inline(&f, FILTER_STAGE_CLOSE, NULL, &res);
-	ck_assert_str_eq(trace.data, "a.close b.close");
 	fx_close(&f);
-	ck_assert_str_eq(trace.data, "a.close b.close");
+	say_script = "";
 }
 END_TEST
 
@@ -1085,9 +1206,9 @@ static const struct {
 	  "rejrcpt", "x.rcpt y.rcpt -.rcpt" },
 	{ "trace:a,block:x,trace:b", FILTER_STAGE_DATA, NULL, true, FILTER_CONTINUE, 0,
 	  NULL, "a.eoh a.eom x.eoh x.eom b.eoh b.eom" },
-	/* accept on the loop after a hop */
+	/* accept on the loop after a hop: the blocking filter after it still runs */
 	{ "block:x,accept,block:y", FILTER_STAGE_RCPT, "acc@x", true, FILTER_CONTINUE, 0,
-	  "accept", "x.rcpt -.rcpt" },
+	  NULL, "x.rcpt -.rcpt y.rcpt" },
 };
 
 START_TEST(test_blocking)
@@ -1737,7 +1858,7 @@ filter_suite(void)
 	tc = tcase_create("run");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, test_verdicts, 0, ARRAY_SIZE(verdict_cases));
-	tcase_add_test(tc, test_accept_short_circuit);
+	tcase_add_loop_test(tc, test_stage_verdicts, 0, ARRAY_SIZE(stage_cases));
 	tcase_add_test(tc, test_state_free_closes);
 	tcase_add_test(tc, test_data_stage);
 	tcase_add_loop_test(tc, test_data_chunks, 0, 2);

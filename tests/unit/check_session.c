@@ -443,6 +443,183 @@ START_TEST(test_size_and_lines)
 }
 END_TEST
 
+/* ---- verdicts at every stage -------------------------------------------------- */
+
+/*
+ * Two inline filters, "filters = vt,vseen".  vt: MAIL from dmail@ discards,
+ * from quar@ quarantines, from acc@ accepts; RCPT trash@example.test
+ * discards.  vseen comes after it: counts the MAIL and RCPT stages it sees
+ * and refuses RCPT nobody@example.test, so a verdict of vt that wrongly
+ * ends the chain shows.
+ */
+static unsigned vseen_mail, vseen_rcpt;
+
+static enum filter_verdict
+vt_mail(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r)
+{
+	if (strncmp(from, "dmail@", 6) == 0)
+		return FILTER_DISCARD;
+	if (strncmp(from, "quar@", 5) == 0) {
+		snprintf(r->text, sizeof(r->text), "test mark");
+		return FILTER_QUARANTINE;
+	}
+	return strncmp(from, "acc@", 4) == 0 ? FILTER_ACCEPT : FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+vt_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	return strcmp(rcpt, "trash@example.test") == 0 ? FILTER_DISCARD : FILTER_CONTINUE;
+}
+
+static const struct filter_ops vt_ops = { .name = "vt", .mail = vt_mail, .rcpt = vt_rcpt };
+
+static enum filter_verdict
+vseen_mail_cb(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r)
+{
+	vseen_mail++;
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+vseen_rcpt_cb(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	vseen_rcpt++;
+	return strcmp(rcpt, "nobody@example.test") == 0 ? FILTER_REJECT : FILTER_CONTINUE;
+}
+
+static const struct filter_ops vseen_ops = {
+	.name = "vseen", .mail = vseen_mail_cb, .rcpt = vseen_rcpt_cb,
+};
+
+/* verdict_setup - a session test loop whose listener runs vt,vseen */
+static void
+verdict_setup(void)
+{
+	filter_register(&vt_ops);
+	filter_register(&vseen_ops);
+	setup_with("", "filters = vt,vseen");
+	vseen_mail = vseen_rcpt = 0;
+}
+
+/* file_has - does some message delivered to user hold text? */
+static bool
+file_has(const char *user, const char *text)
+{
+	char path[600], file[900], data[4096];
+	DIR *d;
+	struct dirent *de;
+	bool found = false;
+
+	snprintf(path, sizeof(path), "%s/mail/example.test/%s/new", tmpdir, user);
+	if ((d = opendir(path)) == NULL)
+		return false;
+	while (!found && (de = readdir(d)) != NULL) {
+		FILE *f;
+		size_t n;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", path, de->d_name);
+		if ((f = fopen(file, "r")) == NULL)
+			continue;
+		n = fread(data, 1, sizeof(data) - 1, f);
+		data[n] = '\0';
+		fclose(f);
+		found = strstr(data, text) != NULL;
+	}
+	closedir(d);
+	return found;
+}
+
+#define DATA_GO "354 End data with <CR><LF>.<CR><LF>\r\n"
+#define DELIVERED "250 2.0.0 Ok: delivered to Maildir\r\n"
+
+/* DISCARD at RCPT: every reply as usual, the backend gets nothing */
+START_TEST(test_discard_rcpt)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO client.test\r\n", EHLO_REPLY },
+		{ "MAIL FROM:<a@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<bob@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "RCPT TO:<trash@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "RCPT TO:<carol@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "DATA\r\n", DATA_GO },
+		{ "Subject: hi\r\n\r\nbody\r\n.\r\n", "250 2.0.0 Ok\r\n" },
+		/* the next transaction is delivered */
+		{ "MAIL FROM:<a@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<dave@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "DATA\r\n", DATA_GO },
+		{ "Subject: hi\r\n\r\nbody\r\n.\r\n", DELIVERED },
+	};
+
+	RUN(steps);
+	ck_assert_int_eq(count_files("bob"), 0);
+	ck_assert_int_eq(count_files("trash"), 0);
+	ck_assert_int_eq(count_files("carol"), 0);
+	ck_assert_int_eq(count_files("dave"), 2);
+}
+END_TEST
+
+/* DISCARD at MAIL: no backend transaction; relay control and filters still answer RCPT */
+START_TEST(test_discard_mail)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO client.test\r\n", EHLO_REPLY },
+		{ "MAIL FROM:<dmail@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<bob@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "RCPT TO:<x@elsewhere.test>\r\n", "550 5.7.1 Error: relay access denied\r\n" },
+		{ "BDAT 6 LAST\r\nhi\r\n\r\n", "250 2.0.0 Ok\r\n" },
+	};
+
+	RUN(steps);
+	ck_assert_int_eq(count_files("bob"), 0);
+	ck_assert_uint_eq(vseen_mail, 0);	/* discarded: no filter after it */
+}
+END_TEST
+
+/* QUARANTINE at MAIL: delivered with the mark; the next filter saw MAIL */
+START_TEST(test_quarantine_mail)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO client.test\r\n", EHLO_REPLY },
+		{ "MAIL FROM:<quar@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<bob@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "DATA\r\n", DATA_GO },
+		{ "Subject: hi\r\n\r\nbody\r\n.\r\n", DELIVERED },
+	};
+
+	RUN(steps);
+	ck_assert_int_eq(count_files("bob"), 2);
+	ck_assert(file_has("bob", "X-Portier-Quarantine: test mark\r\n"));
+	ck_assert_uint_eq(vseen_mail, 2);
+}
+END_TEST
+
+/* ACCEPT at MAIL ends vt's part only: vseen still refuses a recipient */
+START_TEST(test_accept_mail)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO client.test\r\n", EHLO_REPLY },
+		{ "MAIL FROM:<acc@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<trash@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "RCPT TO:<nobody@example.test>\r\n", "550 5.7.1 Message refused by policy\r\n" },
+		{ "DATA\r\n", DATA_GO },
+		{ "Subject: hi\r\n\r\nbody\r\n.\r\n", DELIVERED },
+	};
+
+	RUN(steps);
+	/* vt sat out the transaction: its discard of trash@ never came */
+	ck_assert_int_eq(count_files("trash"), 2);
+	ck_assert_uint_eq(vseen_mail, 2);
+	ck_assert_uint_eq(vseen_rcpt, 4);
+}
+END_TEST
+
 /* ---- every filter wait point x every interruption -------------------------------- */
 
 /*
@@ -717,6 +894,14 @@ session_suite(void)
 	tcase_add_test(tc, test_smuggling);
 	tcase_add_test(tc, test_bdat);
 	tcase_add_test(tc, test_size_and_lines);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("verdicts");
+	tcase_add_checked_fixture(tc, verdict_setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_discard_rcpt);
+	tcase_add_test(tc, test_discard_mail);
+	tcase_add_test(tc, test_quarantine_mail);
+	tcase_add_test(tc, test_accept_mail);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("wait_points");
 	tcase_add_checked_fixture(tc, gate_setup, teardown);
