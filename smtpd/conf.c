@@ -235,7 +235,10 @@ static const struct conf_key conf_server_keys[] = {
 	KC("hostname", hostname, conf_set_hostname, 0, 0, NULL),
 	KC("user", user, conf_set_optstr, 0, 0, NULL),
 	KC("workers", workers, conf_set_uint, 0, 1024, NULL),
-	KC("worker_threads", worker_threads, conf_set_uint, 1, 1024, NULL),
+	KC("filter_threads", filter_threads, conf_set_uint, 1, 1024, NULL),
+	KC("auth_threads", auth_threads, conf_set_uint, 1, 1024, NULL),
+	KC("delivery_threads", delivery_threads, conf_set_uint, 1, 1024, NULL),
+	KC("pool_queue", pool_queue, conf_set_uint, 1, 1000000, NULL),
 	KC("resolver", resolver, conf_set_resolver, 0, 0, NULL),
 	KC("log", log, conf_set_word, 0, 0, conf_log_words),
 	KC("metrics", metrics, conf_set_metrics, 0, 0, NULL),
@@ -959,7 +962,10 @@ conf_build(struct conf_load *ld)
 	size_t i;
 
 	conf_default_limits(&c->limits);
-	c->worker_threads = 8;
+	c->filter_threads = 8;
+	c->auth_threads = 2;
+	c->delivery_threads = 4;
+	c->pool_queue = 10000;
 	c->resolver = xstrdup("system");
 	c->log = xstrdup("stderr");
 	c->drain_timeout = 30;

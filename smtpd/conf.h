@@ -86,7 +86,10 @@ struct conf {
 	char *hostname;
 	char *user;
 	unsigned workers;	/* event loops; 0 = one per core (resolved at load) */
-	unsigned worker_threads;	/* blocking-callback pool size */
+	unsigned filter_threads;	/* threads of the pool for filters that may block */
+	unsigned auth_threads;		/* threads of the pool for password checks */
+	unsigned delivery_threads;	/* threads of the pool for Maildir writes */
+	unsigned pool_queue;		/* jobs waiting in each pool before a tempfail */
 	char *resolver;
 	char *log;
 	char *metrics;		/* not built yet: conf_load refuses it if set */

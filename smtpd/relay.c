@@ -12,7 +12,7 @@
  * replies) are relay_conn.c's; relay_priv.h has what the two share.
  *
  * Must never: report 2xx for anything the backend did not confirm, block
- * the loop (Maildir writes run on the worker pool), or call a callback from
+ * the loop (Maildir writes run on the delivery pool), or call a callback from
  * inside the function that started the operation.
  */
 #include "config.h"

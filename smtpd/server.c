@@ -82,7 +82,7 @@ static atomic_uint_fast64_t session_counter;
 static atomic_uint sessions_live;	/* the process's, for the process bound */
 static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct server_count *count_list;	/* never shrinks; guarded by count_lock */
-static struct workers *worker_pool;
+static struct workers *pools[SERVER_POOLS];
 static struct authfail *auth_failures;
 
 static void loop_accept_resume(struct loop *l);
@@ -300,9 +300,9 @@ loop_base(struct loop *l)
 }
 
 struct workers_loop *
-loop_workers(struct loop *l)
+loop_workers(struct loop *l, enum server_pool pool)
 {
-	return l->wl;
+	return l->wl[pool];
 }
 
 struct relay_pool *
@@ -741,14 +741,18 @@ loop_main(void *arg)
 	return NULL;
 }
 
-/* loop_init - base, worker channel and relay pool (no listeners) */
+/* loop_init - base, a channel to each pool and the relay pool (no listeners) */
 static void
-loop_init(struct loop *l, unsigned index, struct event_base *base, struct workers *w)
+loop_init(struct loop *l, unsigned index, struct event_base *base,
+    struct workers *const w[SERVER_POOLS])
 {
+	size_t i;
+
 	l->index = index;
 	l->base = base;
-	l->wl = workers_attach(w, l->base);
-	l->relay = relay_pool_new(l->base, l->wl);
+	for (i = 0; i < SERVER_POOLS; i++)
+		l->wl[i] = workers_attach(w[i], l->base);
+	l->relay = relay_pool_new(l->base, l->wl[SERVER_POOL_DELIVERY]);
 	l->ctl = event_new(l->base, -1, 0, ctl_cb, l);
 	l->accept_timer = evtimer_new(l->base, accept_timer_cb, l);
 	if (l->ctl == NULL || l->accept_timer == NULL)
@@ -759,10 +763,13 @@ loop_init(struct loop *l, unsigned index, struct event_base *base, struct worker
 static void
 loop_fini(struct loop *l)
 {
+	size_t i;
+
 	event_free(l->ctl);
 	event_free(l->accept_timer);
 	relay_pool_free(l->relay);
-	workers_detach(l->wl);
+	for (i = 0; i < SERVER_POOLS; i++)
+		workers_detach(l->wl[i]);
 	free(l->buckets);
 	free(l->later);
 	sendbatch_free(l->sb);
@@ -770,7 +777,7 @@ loop_fini(struct loop *l)
 
 /* loop_new - a loop without listeners on an existing base (tests drive sessions on it) */
 struct loop *
-loop_new(struct event_base *base, struct workers *w)
+loop_new(struct event_base *base, struct workers *const w[SERVER_POOLS])
 {
 	struct loop *l = xcalloc(1, sizeof(*l));
 
@@ -795,7 +802,7 @@ loop_setup(struct loop *l, unsigned index, const struct conf *conf)
 
 	if (base == NULL)
 		fatal("event_base_new failed");
-	loop_init(l, index, base, worker_pool);
+	loop_init(l, index, base, pools);
 	l->sb = sendbatch_new(conf->io_uring);
 	l->lev = xcalloc(l->nsocks ? l->nsocks : 1, sizeof(*l->lev));
 	for (i = 0; i < l->nsocks; i++) {
@@ -946,7 +953,9 @@ server_run(struct snapshot *snap, const char *config_path)
 		}
 	}
 	signal(SIGPIPE, SIG_IGN);
-	worker_pool = workers_new(conf->worker_threads ? conf->worker_threads : 4, 10000);
+	pools[SERVER_POOL_FILTER] = workers_new(conf->filter_threads, conf->pool_queue);
+	pools[SERVER_POOL_AUTH] = workers_new(conf->auth_threads, conf->pool_queue);
+	pools[SERVER_POOL_DELIVERY] = workers_new(conf->delivery_threads, conf->pool_queue);
 	auth_failures = authfail_new(conf->auth_max_failures, conf->auth_failure_window, 100000);
 	for (i = 0; i < nloops; i++)
 		loop_setup(&loops[i], i, conf);
@@ -987,7 +996,8 @@ server_run(struct snapshot *snap, const char *config_path)
 	log_info("event=shutdown state=done");
 	for (i = 0; i < nloops; i++)
 		loop_teardown(&loops[i]);
-	workers_free(worker_pool);
+	for (i = 0; i < SERVER_POOLS; i++)
+		workers_free(pools[i]);
 	authfail_free(auth_failures);
 	auth_failures = NULL;
 	/*

@@ -45,14 +45,27 @@ void snapshot_unref(struct snapshot *s);
 /* server_run - bind, drop privileges, serve until SIGTERM; exit status. */
 int server_run(struct snapshot *snap, const char *config_path);
 
+/*
+ * The bounded pools of blocking work, one per class, so that one slow
+ * dependency (a DNS server, a milter) cannot stall delivery or AUTH: each
+ * has its own threads and its own queue bound ([server] filter_threads,
+ * auth_threads, delivery_threads, pool_queue).
+ */
+enum server_pool {
+	SERVER_POOL_FILTER,	/* filters that may block: DNS-bound libraries, policy servers */
+	SERVER_POOL_AUTH,	/* password checks: crypt, Dovecot */
+	SERVER_POOL_DELIVERY,	/* Maildir writes */
+	SERVER_POOLS
+};
+
 struct workers;
 /* loop_new - a loop on base without listeners (for tests); loop_free undoes it. */
-struct loop *loop_new(struct event_base *base, struct workers *w);
+struct loop *loop_new(struct event_base *base, struct workers *const pools[SERVER_POOLS]);
 void loop_free(struct loop *l);
 
 /* Per-loop facilities a session uses. */
 struct event_base *loop_base(struct loop *l);
-struct workers_loop *loop_workers(struct loop *l);
+struct workers_loop *loop_workers(struct loop *l, enum server_pool pool);
 struct relay_pool *loop_relay(struct loop *l);
 void loop_session_add(struct loop *l, struct session *s, uint64_t id);
 void loop_session_remove(struct loop *l, struct session *s, uint64_t id);

@@ -415,7 +415,7 @@ static unsigned
 fd_budget(const struct conf *conf, unsigned nloops, rlim_t *nofile_r, rlim_t *reserve_r)
 {
 	struct rlimit rl;
-	unsigned threads = conf->worker_threads ? conf->worker_threads : 4;
+	unsigned threads = conf->filter_threads + conf->auth_threads + conf->delivery_threads;
 	rlim_t reserve, want, room;
 
 	reserve = FD_RESERVE + (rlim_t)nloops * (FD_PER_LOOP + nbound + conf->relay_pool) +
@@ -448,7 +448,7 @@ bind_size_sessions(const struct conf *conf, unsigned nloops)
 	if (max == 0) {
 		log_err("event=startup error=\"RLIMIT_NOFILE %llu leaves no descriptor for a session: "
 		    "%llu needed, plus %d a session; raise the limit (ulimit -n, LimitNOFILE=) or "
-		    "lower workers, worker_threads or relay_pool\"", (unsigned long long)nofile,
+		    "lower workers, the *_threads or relay_pool\"", (unsigned long long)nofile,
 		    (unsigned long long)reserve, FD_PER_SESSION);
 		return false;
 	}

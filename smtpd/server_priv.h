@@ -15,6 +15,8 @@
 
 #include <event2/util.h>
 
+#include "server.h"
+
 struct conf;
 struct snapshot;
 struct event;
@@ -35,7 +37,7 @@ struct loop {
 	unsigned index;
 	pthread_t thread;
 	struct event_base *base;
-	struct workers_loop *wl;
+	struct workers_loop *wl[SERVER_POOLS];	/* completion channels, one per pool */
 	struct relay_pool *relay;
 	struct evconnlistener **lev;
 	struct listen_sock *socks;	/* this loop's own sockets */

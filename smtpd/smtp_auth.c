@@ -1,7 +1,7 @@
 /*
  * smtp_auth.c - STARTTLS (RFC 3207) and AUTH (RFC 4954) for the SMTP
  * session: the TLS upgrade on the live connection, the SASL exchange, and
- * the credential check on the worker pool.
+ * the credential check on the auth pool.
  *
  * Must never: read plaintext sent after STARTTLS as commands, offer AUTH
  * without TLS, log AUTH data, or keep a password longer than its check.
@@ -195,7 +195,7 @@ auth_done(void *arg)
 	session_continue(s);
 }
 
-/* auth_verify_async - hand the credentials to the worker pool */
+/* auth_verify_async - hand the credentials to the auth pool */
 static void
 auth_verify_async(struct session *s)
 {
@@ -210,7 +210,7 @@ auth_verify_async(struct session *s)
 	j->secured = s->tls_active;
 	auth_abort(s);	/* wipes the exchange's copy */
 	session_enter_wait(s, SESSION_WAIT_AUTH);
-	if (!workers_submit(loop_workers(s->loop), auth_work, auth_done, j)) {
+	if (!workers_submit(loop_workers(s->loop, SERVER_POOL_AUTH), auth_work, auth_done, j)) {
 		auth_job_free(j);
 		session_enter_wait(s, SESSION_WAIT_NONE);
 		session_reply(s, R_AUTH_TEMPFAIL);

@@ -616,7 +616,7 @@ session_run_stage(struct session *s, enum filter_stage stage, const char *arg, s
 		next(s, &res);
 		return;
 	}
-	if (filter_run(s->fstate, stage, &ctx, arg, &res, loop_workers(s->loop), filter_done,
+	if (filter_run(s->fstate, stage, &ctx, arg, &res, loop_workers(s->loop, SERVER_POOL_FILTER), filter_done,
 	    s->loop) == FILTER_RUN_DONE) {
 		next(s, &res);
 		return;

@@ -342,7 +342,8 @@ def test_max_sessions_derived_from_rlimit_nofile(portier, sink):
     served."""
     s = sink()
     text = peers.portier_config("smtp:127.0.0.1:%d" % s.port,
-                                server={"workers": 1, "worker_threads": 1},
+                                server={"workers": 1, "filter_threads": 1,
+                                        "auth_threads": 1, "delivery_threads": 1},
                                 backend={"relay_pool": 0})
     p = start_with_nofile(portier, text, 64)
     m = p.wait_log(r"event=max_sessions_lowered configured=5000 max_sessions=(\d+) nofile=64 ")

@@ -114,7 +114,7 @@ static const char full_conf[] =
 	"hostname = MX.Example.test.\n"
 	"user = portier\n"
 	"workers = 3\n"
-	"worker_threads = 4\n"
+	"filter_threads = 4\n"
 	"resolver = 127.0.0.1 ::1@5353\n"
 	"log = syslog\n"
 	"metrics =\n"
@@ -154,7 +154,7 @@ START_TEST(test_full)
 	ck_assert_str_eq(c->hostname, "MX.Example.test");
 	ck_assert_str_eq(c->user, "portier");
 	ck_assert_uint_eq(c->workers, 3);
-	ck_assert_uint_eq(c->worker_threads, 4);
+	ck_assert_uint_eq(c->filter_threads, 4);
 	ck_assert_str_eq(c->resolver, "127.0.0.1 ::1@5353");
 	ck_assert_str_eq(c->log, "syslog");
 	ck_assert_ptr_null(c->metrics);
@@ -267,7 +267,10 @@ START_TEST(test_defaults)
 	ck_assert_ptr_null(c->user);
 	ck_assert_uint_ge(c->workers, 1);	/* 0 resolved to the core count */
 	ck_assert_uint_eq(c->workers, (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
-	ck_assert_uint_eq(c->worker_threads, 8);
+	ck_assert_uint_eq(c->filter_threads, 8);
+	ck_assert_uint_eq(c->auth_threads, 2);
+	ck_assert_uint_eq(c->delivery_threads, 4);
+	ck_assert_uint_eq(c->pool_queue, 10000);
 	ck_assert_str_eq(c->resolver, "system");
 	ck_assert_str_eq(c->log, "stderr");
 	ck_assert_ptr_null(c->metrics);
@@ -350,6 +353,9 @@ static const struct {
 	{ "max_recipients = 4294967295", "max_recipients", 4294967295ull },
 	{ "command_timeout = 1", "command_timeout", 1 },
 	{ "max_sessions = 00012", "max_sessions", 12 },
+	{ "auth_threads = 3", "auth_threads", 3 },
+	{ "delivery_threads = 5", "delivery_threads", 5 },
+	{ "pool_queue = 77", "pool_queue", 77 },
 };
 
 START_TEST(test_numbers)
@@ -371,6 +377,12 @@ START_TEST(test_numbers)
 		got = c->limits.command_timeout;
 	else if (strcmp(k, "max_sessions") == 0)
 		got = c->limits.max_sessions;
+	else if (strcmp(k, "auth_threads") == 0)
+		got = c->auth_threads;
+	else if (strcmp(k, "delivery_threads") == 0)
+		got = c->delivery_threads;
+	else if (strcmp(k, "pool_queue") == 0)
+		got = c->pool_queue;
 	ck_assert_uint_eq(got, number_cases[_i].want);
 	/* and the listener inherits it */
 	ck_assert_mem_eq(&c->listeners[0].limits, &c->limits, sizeof(c->limits));

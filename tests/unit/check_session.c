@@ -11,6 +11,7 @@
 
 #include <check.h>
 #include <pthread.h>
+#include <signal.h>
 #include <dirent.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -39,7 +40,7 @@ struct step {
 
 static char tmpdir[256];
 static struct event_base *base;
-static struct workers *pool;
+static struct workers *pools[SERVER_POOLS];
 static struct loop *loop;
 static struct snapshot *snap;
 
@@ -64,6 +65,7 @@ setup_with(const char *extra, const char *lextra)
 {
 	char path[512];
 	struct buf err;
+	size_t i;
 	struct conf *conf;
 	char *serr = NULL;
 
@@ -80,8 +82,9 @@ setup_with(const char *extra, const char *lextra)
 	ck_assert_ptr_nonnull(snap);
 	evthread_use_pthreads();
 	base = event_base_new();
-	pool = workers_new(2, 100);
-	loop = loop_new(base, pool);
+	for (i = 0; i < SERVER_POOLS; i++)
+		pools[i] = workers_new(2, 100);
+	loop = loop_new(base, pools);
 }
 
 static void
@@ -93,12 +96,14 @@ setup(void)
 static void
 teardown(void)
 {
+	size_t i;
 	char cmd[600];
 
 	/* Let reaped sessions go before the loop does. */
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	loop_free(loop);
-	workers_free(pool);
+	for (i = 0; i < SERVER_POOLS; i++)
+		workers_free(pools[i]);
 	event_base_free(base);
 	snapshot_unref(snap);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
@@ -133,9 +138,9 @@ client_event(struct bufferevent *bev, short what, void *arg)
 		c->eof = true;
 }
 
-/* client_start - pair[1] is the client (c), pair[0] goes to a new session from 127.0.0.1 */
+/* client_start_on - pair[1] is the client (c), pair[0] a new session on listener li */
 static void
-client_start(struct client *c, struct bufferevent *pair[2])
+client_start_on(struct client *c, struct bufferevent *pair[2], size_t li)
 {
 	struct sockaddr_in sin;
 
@@ -147,7 +152,14 @@ client_start(struct client *c, struct bufferevent *pair[2])
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
 	sin.sin_addr.s_addr = htonl(0x7f000001);
-	session_start(loop, snap, 0, pair[0], (struct sockaddr *)&sin, sizeof(sin));
+	session_start(loop, snap, li, pair[0], (struct sockaddr *)&sin, sizeof(sin));
+}
+
+/* client_start - the same on the first listener */
+static void
+client_start(struct client *c, struct bufferevent *pair[2])
+{
+	client_start_on(c, pair, 0);
 }
 
 static void
@@ -733,7 +745,10 @@ static void
 gate_setup(void)
 {
 	filter_register(&gate_ops);
-	setup_with("command_timeout = 1", "filters = gate");
+	signal(SIGPIPE, SIG_IGN);	/* as the daemon: a reply to a client gone is EPIPE */
+	/* A second listener without filters: its sessions never need the filter pool. */
+	setup_with("command_timeout = 1", "filters = gate\n\n[listener plain]\n"
+	    "listen = 127.0.0.1:2\nrole = mx\n");
 	gate_is_open = false;
 	gate_entered = 0;
 	gate_aborts = 0;
@@ -761,16 +776,23 @@ spin(unsigned ms, const bool *stop)
 	}
 }
 
-/* entered - has the job reached the gate? */
-static bool
-entered(void)
+/* gate_count - how many jobs wait at the gate */
+static int
+gate_count(void)
 {
 	int n;
 
 	pthread_mutex_lock(&gate_mu);
 	n = gate_entered;
 	pthread_mutex_unlock(&gate_mu);
-	return n > 0;
+	return n;
+}
+
+/* entered - has the job reached the gate? */
+static bool
+entered(void)
+{
+	return gate_count() > 0;
 }
 
 /* replies_text - the client's input from an offset, for messages */
@@ -778,6 +800,19 @@ static const char *
 replies_text(const struct client *c, size_t from)
 {
 	return c->got.data != NULL ? c->got.data + from : "";
+}
+
+/* socket_pair - a connected pair of socket bufferevents: EOF travels both ways */
+static void
+socket_pair(struct bufferevent *pair[2])
+{
+	int fds[2];
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+	evutil_make_socket_nonblocking(fds[0]);
+	evutil_make_socket_nonblocking(fds[1]);
+	pair[0] = bufferevent_socket_new(base, fds[0], BEV_OPT_CLOSE_ON_FREE);
+	pair[1] = bufferevent_socket_new(base, fds[1], BEV_OPT_CLOSE_ON_FREE);
 }
 
 /* gate_run - one wait point under one interruption */
@@ -789,16 +824,10 @@ gate_run(size_t point, enum interruption how)
 	uint64_t id;
 	size_t mark;
 	unsigned i;
-	int fds[2];
 	bool completes;
 
 	gate_stage = gate_points[point].stage;
-	/* A socket pair, not a bufferevent pair: EOF has to travel both ways. */
-	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-	evutil_make_socket_nonblocking(fds[0]);
-	evutil_make_socket_nonblocking(fds[1]);
-	pair[0] = bufferevent_socket_new(base, fds[0], BEV_OPT_CLOSE_ON_FREE);
-	pair[1] = bufferevent_socket_new(base, fds[1], BEV_OPT_CLOSE_ON_FREE);
+	socket_pair(pair);
 	id = server_new_session_id() + 1;	/* the next one is the session's */
 	client_start(&c, pair);
 	ck_assert_ptr_nonnull(loop_session_find(loop, id));
@@ -879,6 +908,54 @@ START_TEST(test_wait_filter)
 }
 END_TEST
 
+/*
+ * test_pools_apart - every thread of the filter pool is blocked (two
+ * sessions' RCPT filters wait at the gate); a session on a listener without
+ * filters still gets its message into Maildir, on the delivery pool.  With
+ * one pool for everything, that delivery queued behind the gate.
+ */
+START_TEST(test_pools_apart)
+{
+	static const char *const gated = "EHLO c\r\nMAIL FROM:<a@o.test>\r\n"
+	    "RCPT TO:<bob@example.test>\r\n";
+	static const char *const plain = "EHLO c\r\nMAIL FROM:<a@o.test>\r\n"
+	    "RCPT TO:<carol@example.test>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n";
+	struct bufferevent *g[2][2], *pair[2];
+	struct client gc[2], c;
+	size_t k;
+	unsigned i;
+
+	gate_stage = FILTER_STAGE_RCPT;
+	for (k = 0; k < 2; k++) {
+		socket_pair(g[k]);
+		client_start(&gc[k], g[k]);
+		pump(&gc[k], 0, 1);	/* the banner (the connect stage runs on the pool too) */
+		bufferevent_write(g[k][1], gated, strlen(gated));
+	}
+	for (i = 0; i < 5000 && gate_count() < 2; i++)
+		spin(1, NULL);
+	ck_assert_int_eq(gate_count(), 2);	/* both filter threads wait at the gate */
+	socket_pair(pair);
+	client_start_on(&c, pair, 1);
+	bufferevent_write(pair[1], plain, strlen(plain));
+	pump(&c, 0, 6);
+	ck_assert_msg(strstr(replies_text(&c, 0), "250 2.0.0 Ok: delivered to Maildir\r\n") != NULL,
+	    "got [%s]", replies_text(&c, 0));
+	ck_assert_int_eq(count_files("carol"), 1);
+	gate_open();
+	for (k = 0; k < 2; k++) {
+		bufferevent_free(g[k][1]);
+		buf_free(&gc[k].got);
+	}
+	bufferevent_write(pair[1], "QUIT\r\n", 6);
+	pump(&c, c.got.len, 1);
+	bufferevent_free(pair[1]);
+	for (i = 0; i < 200; i++)
+		spin(1, NULL);
+	buf_free(&c.got);
+}
+END_TEST
+
 static Suite *
 session_suite(void)
 {
@@ -906,6 +983,7 @@ session_suite(void)
 	tc = tcase_create("wait_points");
 	tcase_add_checked_fixture(tc, gate_setup, teardown);
 	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_pools_apart);
 	tcase_add_loop_test(tc, test_wait_filter, 0,
 	    (int)(sizeof(gate_points) / sizeof(gate_points[0])) * (INT_NONE + 1));
 	suite_add_tcase(s, tc);
