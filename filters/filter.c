@@ -816,10 +816,16 @@ filter_txn_reset(struct filter_txn *txn)
 {
 	size_t i;
 
+	free(txn->queue_id);
 	free(txn->mail_from);
-	for (i = 0; i < txn->nrcpts; i++)
+	free(txn->mail_params);
+	for (i = 0; i < txn->nrcpts; i++) {
 		free(txn->rcpts[i]);
+		if (txn->rcpt_params != NULL)
+			free(txn->rcpt_params[i]);
+	}
 	free(txn->rcpts);
+	free(txn->rcpt_params);
 	filter_headers_clear(txn);
 	for (i = 0; i < txn->nedits; i++) {
 		free(txn->edits[i].name);

@@ -10,7 +10,9 @@
  *
  * Ownership: strings handed to callbacks belong to the session and live for
  * the duration of the call only, except where noted.  Edits and results are
- * copied into the transaction.
+ * copied into the transaction.  The strings of struct filter_txn are owned
+ * by it (filter_txn_reset frees them), but for rcpt_params_cur, which is the
+ * session's; a filter that keeps any of them past the call copies it.
  */
 #ifndef PORTIER_FILTER_H
 #define PORTIER_FILTER_H
@@ -104,26 +106,59 @@ struct filter_edit {
 	unsigned index;
 };
 
-/* What every filter may read about the session (owned by the session). */
+/*
+ * What every filter may read about the session (owned by the session), the
+ * connection facts a milter's macros ({daemon_addr}, {client_port}...) and
+ * a policy server's attributes need.  The addresses are those of the socket:
+ * a session on anything but an IPv4/IPv6 socket (a unit test's bufferevent
+ * pair has no socket at all, a socketpair is AF_UNIX) has local_sa zeroed
+ * (AF_UNSPEC), local_addr "", both ports 0 and client_addr "unknown".
+ * tls_peer_subject is in X509_NAME_oneline's form ("/C=DE/CN=client").
+ */
 struct filter_session {
 	uint64_t id;
 	const char *listener;	/* listener name */
 	enum conf_role role;
 	struct sockaddr_storage client_sa;
 	const char *client_addr;	/* "192.0.2.1" */
-	const char *client_name;	/* reverse name or "unknown" */
+	unsigned client_port;	/* 0 if not IP */
+	struct sockaddr_storage local_sa;	/* where the client connected (getsockname) */
+	const char *local_addr;	/* "192.0.2.25", "" if not IP */
+	unsigned local_port;	/* 0 if not IP */
+	const char *client_name;	/* reverse name or "unknown" (no resolver fills it yet) */
+	/*
+	 * The client address a PROXY protocol header gave, the load balancer's
+	 * own being client_addr.  Always NULL: PROXY protocol is not
+	 * implemented yet.
+	 */
+	const char *proxy_client;
 	const char *helo;	/* NULL before HELO/EHLO */
 	const char *tls_version;	/* NULL without TLS */
 	const char *tls_cipher;
+	const char *tls_peer_subject;	/* client certificate's subject, NULL without one */
 	const char *auth_user;	/* NULL unless authenticated */
 	const struct conf *conf;
 };
 
-/* The transaction being filtered (owned by the session). */
+/*
+ * The transaction being filtered (owned by the session).  ESMTP parameters
+ * are the normalized "KEYWORD=value ..." strings the session relays to the
+ * backend ("SIZE=100 BODY=8BITMIME", "NOTIFY=SUCCESS ORCPT=rfc822;x@y"),
+ * "" when there are none.
+ */
 struct filter_txn {
+	char *queue_id;		/* "<session id>.<seq>" as in Received:, set at MAIL */
 	char *mail_from;	/* "" for the null sender */
-	char **rcpts;
+	char *mail_params;	/* MAIL's parameters */
+	char **rcpts;		/* the accepted recipients */
+	char **rcpt_params;	/* parallel to rcpts: each one's parameters */
 	size_t nrcpts;
+	/*
+	 * At the RCPT stage, the parameters of the recipient being filtered
+	 * (the callback's rcpt, not yet in rcpts); NULL at every other stage.
+	 * The session's: valid for the stage only.
+	 */
+	const char *rcpt_params_cur;
 	struct filter_header *headers;	/* as received, in order */
 	size_t nheaders;
 	struct spool *body;	/* the message as received, CRLF line ends */

@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "dsn.h"
 #include "log.h"
@@ -79,6 +80,32 @@ smtp_auth_starttls(struct session *s)
 	session_enter_wait(s, SESSION_WAIT_TLS);	/* nothing is read as a command until it is done */
 }
 
+/*
+ * peer_subject - the subject of the certificate the client presented, as
+ * X509_NAME_oneline gives it ("/C=XX/CN=name"), or NULL without one.  Ours
+ * to free.  (The listeners do not ask for one today: SSL_VERIFY_NONE.)
+ */
+static char *
+peer_subject(SSL *ssl)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+	X509 *cert = SSL_get1_peer_certificate(ssl);
+#else
+	X509 *cert = SSL_get_peer_certificate(ssl);
+#endif
+	char *one, *subject = NULL;
+
+	if (cert == NULL)
+		return NULL;
+	one = X509_NAME_oneline(X509_get_subject_name(cert), NULL, 0);
+	if (one != NULL) {
+		subject = xstrdup(one);
+		OPENSSL_free(one);
+	}
+	X509_free(cert);
+	return subject;
+}
+
 /* smtp_auth_tls_established - the handshake completed (STARTTLS or implicit TLS) */
 void
 smtp_auth_tls_established(struct session *s)
@@ -89,6 +116,9 @@ smtp_auth_tls_established(struct session *s)
 	tls_describe(ssl, s->tls_desc, sizeof(s->tls_desc));
 	s->fsess.tls_version = tls_version(ssl);
 	s->fsess.tls_cipher = tls_cipher(ssl);
+	free(s->tls_peer_subject);	/* a handshake happens once; be safe anyway */
+	s->tls_peer_subject = peer_subject(ssl);
+	s->fsess.tls_peer_subject = s->tls_peer_subject;
 	log_info("id=%s event=tls client=%s tls=\"%s\"", s->idstr, s->addr, s->tls_desc);
 	session_io_timeouts(s, false);
 	if (s->tls_handshaking) {

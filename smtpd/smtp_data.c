@@ -271,8 +271,8 @@ build_head(struct session *s, bool had_separator)
 	    s->fsess.client_sa.ss_family == AF_INET6 ? "IPv6:" : "", s->addr);
 	if (s->tls_active)
 		buf_printf(&t->head, "\t(using %s)\r\n", s->tls_desc);
-	buf_printf(&t->head, "\tby %s (portier) with %s id %s.%u", s->conf->hostname, proto,
-	    s->idstr, t->seq);
+	buf_printf(&t->head, "\tby %s (portier) with %s id %s", s->conf->hostname, proto,
+	    t->ftx.queue_id);
 	if (t->ftx.nrcpts == 1)
 		buf_printf(&t->head, "\r\n\tfor <%s>", t->ftx.rcpts[0]);
 	buf_printf(&t->head, ";\r\n\t%s\r\n", date);

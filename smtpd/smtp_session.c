@@ -247,6 +247,7 @@ session_free(struct session *s)
 	evbuffer_free(s->pending);
 	free(s->helo);
 	free(s->auth_user);
+	free(s->tls_peer_subject);
 	auth_sasl_free(s->sasl);
 	snapshot_unref(s->snap);
 	free(s);
@@ -834,7 +835,9 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 	buf_init(&t->head);
 	buf_init(&t->dsn_head);
 	filter_txn_init(&t->ftx);
+	t->ftx.queue_id = xasprintf("%s.%u", s->idstr, t->seq);	/* the Received: id too */
 	t->ftx.mail_from = xstrdup(t->from);
+	t->ftx.mail_params = xstrdup(t->mail_params.data ? t->mail_params.data : "");
 	data_reader_init(&t->dr, DATA_READER_DOT, 0, 0, DATA_READER_BARE_REJECT);
 	s->txn = t;
 	session_run_stage(s, FILTER_STAGE_MAIL, t->from, mail_proceed);
@@ -852,6 +855,8 @@ rcpt_add(struct txn *t)
 	t->rinfo = xreallocarray(t->rinfo, f->nrcpts + 1, sizeof(*t->rinfo));
 	str_copy(t->rinfo[f->nrcpts].orcpt, t->rcpt.orcpt, sizeof(t->rinfo->orcpt));
 	t->rinfo[f->nrcpts].notify = t->rcpt.notify;
+	f->rcpt_params = xreallocarray(f->rcpt_params, f->nrcpts + 1, sizeof(*f->rcpt_params));
+	f->rcpt_params[f->nrcpts] = xstrdup(t->rcpt_params.data ? t->rcpt_params.data : "");
 	f->rcpts[f->nrcpts++] = xstrdup(t->rcpt_addr);
 }
 
@@ -893,6 +898,7 @@ rcpt_proceed(struct session *s, const struct filter_result *res)
 {
 	struct txn *t = s->txn;
 
+	t->ftx.rcpt_params_cur = NULL;	/* the RCPT stage is over */
 	if (session_verdict_stops(s, res))
 		return;
 	if (txn_discarded(s, res)) {
@@ -970,6 +976,7 @@ cmd_rcpt(struct session *s, const struct smtp_parse_cmd *cmd)
 	t->rcpt_attempts++;
 	buf_reset(&t->rcpt_params);
 	smtp_parse_rcpt_params(&t->rcpt, &t->rcpt_params);
+	t->ftx.rcpt_params_cur = t->rcpt_params.data ? t->rcpt_params.data : "";
 	session_run_stage(s, FILTER_STAGE_RCPT, t->rcpt_addr, rcpt_proceed);
 }
 
@@ -1375,6 +1382,44 @@ greet_cb(evutil_socket_t fd, short what, void *arg)
 	session_flush(s);
 }
 
+/* sockaddr_port - the port of an IPv4/IPv6 address, 0 for any other family */
+static unsigned
+sockaddr_port(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	if (sa->sa_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	return 0;
+}
+
+/*
+ * session_local_addr - where the client connected, for the filters.  A
+ * bufferevent with no socket (a unit test's pair: fd -1) or a socket that
+ * is not IP leaves the zeroed local_sa, "" and port 0.
+ */
+static void
+session_local_addr(struct session *s, evutil_socket_t fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	const void *a = NULL;
+
+	s->fsess.local_addr = s->local_addr;
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		return;
+	if (ss.ss_family == AF_INET)
+		a = &((const struct sockaddr_in *)&ss)->sin_addr;
+	else if (ss.ss_family == AF_INET6)
+		a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+	if (a == NULL || inet_ntop(ss.ss_family, a, s->local_addr, sizeof(s->local_addr)) == NULL) {
+		s->local_addr[0] = '\0';
+		return;
+	}
+	s->fsess.local_sa = ss;
+	s->fsess.local_port = sockaddr_port((const struct sockaddr *)&ss);
+}
+
 /* session_start - a new client */
 void
 session_start(struct loop *loop, struct snapshot *snap, size_t li, struct bufferevent *bev,
@@ -1406,6 +1451,8 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	s->fsess.listener = s->lconf->name;
 	s->fsess.role = s->lconf->role;
 	s->fsess.client_addr = s->addr;
+	s->fsess.client_port = sockaddr_port(sa);
+	session_local_addr(s, bufferevent_getfd(bev));
 	s->fsess.client_name = "unknown";
 	s->fsess.conf = s->conf;
 	smtp_parse_reader_init(&s->reader, s->lim->max_command_line);

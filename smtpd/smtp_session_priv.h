@@ -136,6 +136,7 @@ struct session {
 	unsigned errors;
 	unsigned ntxn;
 	char addr[INET6_ADDRSTRLEN];
+	char local_addr[INET6_ADDRSTRLEN];	/* "" unless the socket is IP */
 	char *helo;
 	bool esmtp;
 	struct filter_session fsess;
@@ -154,6 +155,7 @@ struct session {
 	unsigned linger;	/* reaper turns spent waiting for the last reply */
 	bool alert_only;	/* linger for a TLS alert below, not for replies */
 	char tls_desc[128];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384 256/256" */
+	char *tls_peer_subject;	/* the client certificate's subject, NULL without one */
 	uint64_t bdat_left;	/* octets of the current chunk still to read */
 	bool bdat_last;
 	enum smtp_reply_id bdat_discard;	/* R_MAX, or the error once the chunk is read */

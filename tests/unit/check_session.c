@@ -32,6 +32,7 @@
 #include "smtp_session.h"
 #include "workers.h"
 #include "unit.h"
+#include "util.h"
 
 struct step {
 	const char *send;	/* NULL: just read */
@@ -227,16 +228,26 @@ session_closed(const char *expect)
 	    strstr(last, "Syntax: BDAT") != NULL;
 }
 
-/* run_transcript - one session; bytewise feeds every send one octet per loop turn */
+static void tcp_start(struct client *c, struct bufferevent *pair[2]);
+
+/*
+ * run_transcript_on - one session; bytewise feeds every send one octet per
+ * loop turn; tcp runs it over a real loopback TCP connection, not a pair.
+ */
 static void
-run_transcript(const struct step *steps, size_t nsteps, bool bytewise, const char *name)
+run_transcript_on(const struct step *steps, size_t nsteps, bool bytewise, bool tcp,
+    const char *name)
 {
 	struct bufferevent *pair[2];
 	struct client c;
 	size_t i;
 
-	ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
-	client_start(&c, pair);
+	if (tcp) {
+		tcp_start(&c, pair);
+	} else {
+		ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
+		client_start(&c, pair);
+	}
 
 	for (i = 0; i < nsteps; i++) {
 		size_t from = c.got.len;
@@ -273,6 +284,13 @@ run_transcript(const struct step *steps, size_t nsteps, bool bytewise, const cha
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	buf_free(&c.got);
+}
+
+/* run_transcript - the same over a bufferevent pair */
+static void
+run_transcript(const struct step *steps, size_t nsteps, bool bytewise, const char *name)
+{
+	run_transcript_on(steps, nsteps, bytewise, false, name);
 }
 
 #define RUN(steps) do { \
@@ -632,6 +650,225 @@ START_TEST(test_accept_mail)
 }
 END_TEST
 
+/* ---- what the filter context tells ------------------------------------------------- */
+
+/*
+ * "ctxrec", an inline filter that writes what its context says at MAIL,
+ * RCPT and end of data into ctxrec_log, one line each, for a test to
+ * compare with what the client sent.
+ */
+static struct buf ctxrec_log;
+
+/* ctxrec_str - a string field, "(null)" for NULL */
+static const char *
+ctxrec_str(const char *v)
+{
+	return v != NULL ? v : "(null)";
+}
+
+static enum filter_verdict
+ctxrec_mail(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r)
+{
+	const struct filter_session *fs = ctx->sess;
+	const struct filter_txn *t = ctx->txn;
+
+	buf_printf(&ctxrec_log, "conn local=%s:%u fam=%d client=%s:%u name=%s proxy=%s"
+	    " subject=%s\n", fs->local_addr, fs->local_port, (int)fs->local_sa.ss_family,
+	    fs->client_addr, fs->client_port, fs->client_name, ctxrec_str(fs->proxy_client),
+	    ctxrec_str(fs->tls_peer_subject));
+	buf_printf(&ctxrec_log, "mail %s qid=%s params=[%s] cur=%s\n", from,
+	    ctxrec_str(t->queue_id), ctxrec_str(t->mail_params), ctxrec_str(t->rcpt_params_cur));
+	return FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+ctxrec_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	const struct filter_txn *t = ctx->txn;
+
+	buf_printf(&ctxrec_log, "rcpt %s qid=%s cur=[%s] n=%zu\n", rcpt, ctxrec_str(t->queue_id),
+	    ctxrec_str(t->rcpt_params_cur), t->nrcpts);
+	return strncmp(rcpt, "nobody@", 7) == 0 ? FILTER_REJECT : FILTER_CONTINUE;
+}
+
+static enum filter_verdict
+ctxrec_eom(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	const struct filter_txn *t = ctx->txn;
+	size_t i;
+
+	buf_printf(&ctxrec_log, "data qid=%s mail=[%s] cur=%s", ctxrec_str(t->queue_id),
+	    ctxrec_str(t->mail_params), ctxrec_str(t->rcpt_params_cur));
+	for (i = 0; i < t->nrcpts; i++)
+		buf_printf(&ctxrec_log, " %s=[%s]", t->rcpts[i],
+		    t->rcpt_params ? ctxrec_str(t->rcpt_params[i]) : "(none)");
+	buf_puts(&ctxrec_log, "\n");
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops ctxrec_ops = {
+	.name = "ctxrec", .mail = ctxrec_mail, .rcpt = ctxrec_rcpt, .eom = ctxrec_eom,
+};
+
+/* ctxrec_setup - a session test loop whose listener runs ctxrec */
+static void
+ctxrec_setup(void)
+{
+	filter_register(&ctxrec_ops);
+	setup_with("", "filters = ctxrec");
+	buf_init(&ctxrec_log);
+}
+
+static void
+ctxrec_teardown(void)
+{
+	buf_free(&ctxrec_log);
+	teardown();
+}
+
+static unsigned tcp_local_port, tcp_client_port;
+
+/* inet_port - the port of a bound IPv4 socket */
+static unsigned
+inet_port(int fd, bool peer)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+
+	ck_assert_int_eq(peer ? getpeername(fd, (struct sockaddr *)&sin, &len) :
+	    getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	ck_assert_int_eq(sin.sin_family, AF_INET);
+	return ntohs(sin.sin_port);
+}
+
+/*
+ * tcp_start - a session over a real TCP connection on 127.0.0.1 (pair[0]
+ * the server's end, pair[1] the client's), with the accepted socket's peer
+ * address; tcp_local_port and tcp_client_port say what the filters must see.
+ */
+static void
+tcp_start(struct client *c, struct bufferevent *pair[2])
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	int lfd, cfd, sfd;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(0x7f000001);
+	ck_assert_int_ge(lfd = socket(AF_INET, SOCK_STREAM, 0), 0);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(lfd, 1), 0);
+	tcp_local_port = inet_port(lfd, false);
+	sin.sin_port = htons((uint16_t)tcp_local_port);
+	ck_assert_int_ge(cfd = socket(AF_INET, SOCK_STREAM, 0), 0);
+	ck_assert_int_eq(connect(cfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	tcp_client_port = inet_port(cfd, false);
+	ck_assert_int_ge(sfd = accept(lfd, (struct sockaddr *)&sin, &len), 0);
+	close(lfd);
+	evutil_make_socket_nonblocking(cfd);
+	evutil_make_socket_nonblocking(sfd);
+	pair[0] = bufferevent_socket_new(base, sfd, BEV_OPT_CLOSE_ON_FREE);
+	pair[1] = bufferevent_socket_new(base, cfd, BEV_OPT_CLOSE_ON_FREE);
+	memset(c, 0, sizeof(*c));
+	buf_init(&c->got);
+	c->bev = pair[1];
+	bufferevent_setcb(pair[1], client_read, NULL, client_event, c);
+	bufferevent_enable(pair[1], EV_READ | EV_WRITE);
+	session_start(loop, snap, 0, pair[0], (struct sockaddr *)&sin, len);
+}
+
+/* The transactions the ctxrec tests run: parameters, a refused RCPT, a second MAIL. */
+static const struct step ctxrec_steps[] = {
+	{ NULL, BANNER },
+	{ "EHLO client.test\r\n", EHLO_REPLY },
+	{ "MAIL FROM:<a@o.test> BODY=8BITMIME SIZE=100\r\n", "250 2.1.0 Sender ok\r\n" },
+	{ "RCPT TO:<bob@example.test> NOTIFY=SUCCESS ORCPT=rfc822;x@y.test\r\n",
+	    "250 2.1.5 Recipient ok\r\n" },
+	{ "RCPT TO:<nobody@example.test> NOTIFY=NEVER\r\n",
+	    "550 5.7.1 Message refused by policy\r\n" },
+	{ "RCPT TO:<carol@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+	{ "DATA\r\n", DATA_GO },
+	{ "Subject: hi\r\n\r\nbody\r\n.\r\n", DELIVERED },
+	{ "MAIL FROM:<>\r\n", "250 2.1.0 Sender ok\r\n" },
+	{ "RCPT TO:<bob@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+	{ "DATA\r\n", DATA_GO },
+	{ "Subject: again\r\n\r\nbody\r\n.\r\n", DELIVERED },
+};
+
+/* ctxrec_expect - the log ctxrec must write for ctxrec_steps in session id, from conn */
+static void
+ctxrec_expect(struct buf *out, uint64_t id, const char *conn)
+{
+	char q[40];
+
+	snprintf(q, sizeof(q), SESSION_ID_FMT, SESSION_ID(id));
+	buf_printf(out, "%s"
+	    "mail a@o.test qid=%s.1 params=[SIZE=100 BODY=8BITMIME] cur=(null)\n"
+	    "rcpt bob@example.test qid=%s.1 cur=[NOTIFY=SUCCESS ORCPT=rfc822;x@y.test] n=0\n"
+	    "rcpt nobody@example.test qid=%s.1 cur=[NOTIFY=NEVER] n=1\n"
+	    "rcpt carol@example.test qid=%s.1 cur=[] n=1\n"
+	    "data qid=%s.1 mail=[SIZE=100 BODY=8BITMIME] cur=(null)"
+	    " bob@example.test=[NOTIFY=SUCCESS ORCPT=rfc822;x@y.test] carol@example.test=[]\n"
+	    "%s"
+	    "mail  qid=%s.2 params=[] cur=(null)\n"
+	    "rcpt bob@example.test qid=%s.2 cur=[] n=0\n"
+	    "data qid=%s.2 mail=[] cur=(null) bob@example.test=[]\n",
+	    conn, q, q, q, q, q, conn, q, q, q);
+}
+
+/*
+ * ctxrec_run - the transcript once, its log against the expected one.  Over
+ * a bufferevent pair there is no socket: no local address and no ports (the
+ * client address is the test's made-up 127.0.0.1, port 0).  Over loopback
+ * TCP the filters see the connection's addresses and ports.
+ */
+static void
+ctxrec_run(bool bytewise, bool tcp)
+{
+	uint64_t id = server_new_session_id() + 1;	/* the next one is the session's */
+	struct buf want;
+	char conn[200], received[80];
+
+	buf_reset(&ctxrec_log);
+	run_transcript_on(ctxrec_steps, sizeof(ctxrec_steps) / sizeof(ctxrec_steps[0]), bytewise,
+	    tcp, "ctxrec_steps");
+	if (tcp)
+		snprintf(conn, sizeof(conn), "conn local=127.0.0.1:%u fam=%d client=127.0.0.1:%u"
+		    " name=unknown proxy=(null) subject=(null)\n", tcp_local_port, AF_INET,
+		    tcp_client_port);
+	else
+		snprintf(conn, sizeof(conn), "conn local=:0 fam=0 client=127.0.0.1:0"
+		    " name=unknown proxy=(null) subject=(null)\n");
+	buf_init(&want);
+	ctxrec_expect(&want, id, conn);
+	ck_assert_str_eq(ctxrec_log.data ? ctxrec_log.data : "", want.data);
+	buf_free(&want);
+	/* The queue id the filters saw is the one of the Received: header. */
+	snprintf(received, sizeof(received), "ESMTP id " SESSION_ID_FMT ".1;\r\n",
+	    SESSION_ID(id));
+	ck_assert_msg(file_has("carol", received), "no [%s]", received);
+	snprintf(received, sizeof(received), "ESMTP id " SESSION_ID_FMT ".2\r\n\tfor <bob@",
+	    SESSION_ID(id));
+	ck_assert_msg(file_has("bob", received), "no [%s]", received);
+}
+
+/* A bufferevent pair, whole and byte by byte */
+START_TEST(test_ctx_pair)
+{
+	ctxrec_run(false, false);
+	ctxrec_run(true, false);
+}
+END_TEST
+
+/* A real TCP connection on 127.0.0.1, whole and byte by byte */
+START_TEST(test_ctx_tcp)
+{
+	ctxrec_run(false, true);
+	ctxrec_run(true, true);
+}
+END_TEST
+
 /* ---- every filter wait point x every interruption -------------------------------- */
 
 /*
@@ -956,14 +1193,24 @@ START_TEST(test_pools_apart)
 }
 END_TEST
 
+/* session_tcase - a test case of the suite with its fixture and timeout */
+static TCase *
+session_tcase(Suite *s, const char *name, void (*up)(void), void (*down)(void))
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_checked_fixture(tc, up, down);
+	tcase_set_timeout(tc, 30);
+	suite_add_tcase(s, tc);
+	return tc;
+}
+
 static Suite *
 session_suite(void)
 {
 	Suite *s = suite_create("session");
-	TCase *tc = tcase_create("transcripts");
+	TCase *tc = session_tcase(s, "transcripts", setup, teardown);
 
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_delivery);
 	tcase_add_test(tc, test_sequence_errors);
 	tcase_add_test(tc, test_bad_input);
@@ -971,22 +1218,18 @@ session_suite(void)
 	tcase_add_test(tc, test_smuggling);
 	tcase_add_test(tc, test_bdat);
 	tcase_add_test(tc, test_size_and_lines);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("verdicts");
-	tcase_add_checked_fixture(tc, verdict_setup, teardown);
-	tcase_set_timeout(tc, 30);
+	tc = session_tcase(s, "verdicts", verdict_setup, teardown);
 	tcase_add_test(tc, test_discard_rcpt);
 	tcase_add_test(tc, test_discard_mail);
 	tcase_add_test(tc, test_quarantine_mail);
 	tcase_add_test(tc, test_accept_mail);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("wait_points");
-	tcase_add_checked_fixture(tc, gate_setup, teardown);
-	tcase_set_timeout(tc, 30);
+	tc = session_tcase(s, "context", ctxrec_setup, ctxrec_teardown);
+	tcase_add_test(tc, test_ctx_pair);
+	tcase_add_test(tc, test_ctx_tcp);
+	tc = session_tcase(s, "wait_points", gate_setup, teardown);
 	tcase_add_test(tc, test_pools_apart);
 	tcase_add_loop_test(tc, test_wait_filter, 0,
 	    (int)(sizeof(gate_points) / sizeof(gate_points[0])) * (INT_NONE + 1));
-	suite_add_tcase(s, tc);
 	return s;
 }
 
