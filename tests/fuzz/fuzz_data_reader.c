@@ -24,17 +24,7 @@
 
 #include "buf.h"
 #include "data_reader.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* FUZZ_CHECK - abort with the failed condition; independent of NDEBUG */
-#define FUZZ_CHECK(cond) do {						\
-	if (!(cond)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,	\
-		    __LINE__, #cond);					\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 struct fuzz_setup {
 	enum data_reader_mode mode;

@@ -31,17 +31,7 @@
 #include "buf.h"
 #include "util.h"
 #include "filter.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* FUZZ_CHECK - abort with the failed condition; independent of NDEBUG */
-#define FUZZ_CHECK(cond) do {						\
-	if (!(cond)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,	\
-		    __LINE__, #cond);					\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 #define FUZZ_AUTHSERV	"mx.example.test"
 
