@@ -521,18 +521,15 @@ static void
 accept_refuse(const struct snapshot *snap, const struct listen_sock *ls, evutil_socket_t fd,
     const struct sockaddr *sa)
 {
-	char line[SMTP_REPLY_LINE_MAX], client[INET6_ADDRSTRLEN] = "unknown";
+	char line[SMTP_REPLY_LINE_MAX], client[INET6_ADDRSTRLEN];
 	size_t n = smtp_reply_line(line, sizeof(line), R_SHUTDOWN, snap->conf->hostname);
 
 	/* A new socket's buffer takes one line; if not, the client just sees the close. */
 	if (send(fd, line, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 		log_debug("event=refused error=\"%s\"", strerror(errno));
 	evutil_closesocket(fd);
-	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, client, sizeof(client));
-	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, client,
-		    sizeof(client));
+	if (!sockaddr_text(sa, client, sizeof(client)))
+		str_copy(client, "unknown", sizeof(client));
 	log_info("event=refused listen=%s client=%s reason=\"no listener has this address since "
 	    "the reload\"", bind_spec(ls->bi), client);
 }

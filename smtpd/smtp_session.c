@@ -1382,17 +1382,6 @@ greet_cb(evutil_socket_t fd, short what, void *arg)
 	session_flush(s);
 }
 
-/* sockaddr_port - the port of an IPv4/IPv6 address, 0 for any other family */
-static unsigned
-sockaddr_port(const struct sockaddr *sa)
-{
-	if (sa->sa_family == AF_INET)
-		return ntohs(((const struct sockaddr_in *)sa)->sin_port);
-	if (sa->sa_family == AF_INET6)
-		return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
-	return 0;
-}
-
 /*
  * session_local_addr - where the client connected, for the filters.  A
  * bufferevent with no socket (a unit test's pair: fd -1) or a socket that
@@ -1403,19 +1392,11 @@ session_local_addr(struct session *s, evutil_socket_t fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
-	const void *a = NULL;
 
 	s->fsess.local_addr = s->local_addr;
-	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
+	    !sockaddr_text((struct sockaddr *)&ss, s->local_addr, sizeof(s->local_addr)))
 		return;
-	if (ss.ss_family == AF_INET)
-		a = &((const struct sockaddr_in *)&ss)->sin_addr;
-	else if (ss.ss_family == AF_INET6)
-		a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
-	if (a == NULL || inet_ntop(ss.ss_family, a, s->local_addr, sizeof(s->local_addr)) == NULL) {
-		s->local_addr[0] = '\0';
-		return;
-	}
 	s->fsess.local_sa = ss;
 	s->fsess.local_port = sockaddr_port((const struct sockaddr *)&ss);
 }
@@ -1437,13 +1418,7 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	snprintf(s->idstr, sizeof(s->idstr), SESSION_ID_FMT, SESSION_ID(s->id));
 	s->bdat_discard = R_MAX;
 	s->interrupted = R_MAX;
-	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->addr,
-		    sizeof(s->addr));
-	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, s->addr,
-		    sizeof(s->addr));
-	else
+	if (!sockaddr_text(sa, s->addr, sizeof(s->addr)))
 		str_copy(s->addr, "unknown", sizeof(s->addr));
 	memcpy(&s->fsess.client_sa, sa, salen < sizeof(s->fsess.client_sa) ? salen :
 	    sizeof(s->fsess.client_sa));

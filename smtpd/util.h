@@ -36,6 +36,12 @@ void str_lower(char *s);
 #define SESSION_ID_FMT "%012llx"
 #define SESSION_ID(id) ((unsigned long long)((id) & 0xffffffffffffULL))
 
+struct sockaddr;
+/* sockaddr_text - an IPv4/IPv6 address as inet_ntop writes it; false and "" for other families. */
+bool sockaddr_text(const struct sockaddr *sa, char *dst, size_t size);
+/* sockaddr_port - the port of an IPv4/IPv6 address, 0 for other families. */
+unsigned sockaddr_port(const struct sockaddr *sa);
+
 /* Monotonic clock in milliseconds. */
 unsigned long long now_ms(void);
 
