@@ -889,6 +889,22 @@ class SmtpClient:
     def read_replies(self, n, timeout=None):
         return [self.read_reply(timeout) for _ in range(n)]
 
+    def replies_until_closed(self, timeout):
+        """Every reply until the server closes the connection, waiting up to timeout seconds
+        in all: (replies, closed).  A TLS connection cut short (an SSL error) counts as closed;
+        running out of time does not."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                out.append(self.read_reply(timeout=deadline - time.monotonic()))
+            except ConnectionClosed:
+                return out, True
+            except socket.timeout:
+                return out, False
+            except OSError:             # ssl.SSLError among them
+                return out, True
+
     def cmd(self, line, expect=None, timeout=None):
         """Send one command line, read its reply; expect: '250' or '250 2.1.0'."""
         self.sendline(line)

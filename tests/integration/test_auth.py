@@ -761,19 +761,6 @@ def test_from_header_owned(tls_server, client, certs, from_header):
 # the credential check as a wait point (see test_waits.py for the backend's)
 # ---------------------------------------------------------------------------------------------
 
-def _replies_until_closed(c, timeout):
-    out = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            out.append(c.read_reply(timeout=deadline - time.monotonic()))
-        except peers.ConnectionClosed:
-            return out, True
-        except (OSError, ssl.SSLError):
-            return out, True
-    return out, False
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("how", ["eof", "flood", "sigterm", "sighup"])
 def test_auth_wait_interrupted(tls_server, client, certs, dovecot_auth, how):
@@ -796,7 +783,7 @@ def test_auth_wait_interrupted(tls_server, client, certs, dovecot_auth, how):
             p.wait_log(r"event=disconnect client=127\.0\.0\.1 transactions=0")
         elif how == "flood":
             c.send(b"NOOP\r\n" * 20)
-            replies, closed = _replies_until_closed(c, 5)
+            replies, closed = c.replies_until_closed(5)
             assert [(r.code, r.enhanced) for r in replies] == [(421, "4.7.0")], replies
             assert closed
         elif how == "sigterm":
@@ -808,7 +795,7 @@ def test_auth_wait_interrupted(tls_server, client, certs, dovecot_auth, how):
     finally:
         os.killpg(dv.pid, signal.SIGCONT)
     if how == "sigterm":
-        replies, closed = _replies_until_closed(c, 12)
+        replies, closed = c.replies_until_closed(12)
         assert [(r.code, r.enhanced) for r in replies] == [(235, "2.7.0"), (421, "4.3.2")], \
             replies
         assert p.wait(10) == 0, p.log_text()

@@ -9,7 +9,6 @@ at command_timeout however often it sends), per block of content, and the bound 
 queued for a client that does not read them (max_output).  The filter wait points are driven
 the same way in tests/unit/check_session.c (no blocking filter is built into the daemon yet).
 """
-import os
 import signal
 import socket
 import time
@@ -51,20 +50,6 @@ def reach(c, point, msg):
     time.sleep(0.3)             # portier is waiting for the backend now
 
 
-def read_all(c, timeout=DELAY + 4):
-    """Every reply until the connection closes."""
-    out = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            out.append(c.read_reply(timeout=deadline - time.monotonic()))
-        except ConnectionClosed:
-            return out, True
-        except socket.timeout:
-            break
-    return out, False
-
-
 def still_serves(p):
     c = peers.SmtpClient(p.port)
     try:
@@ -96,7 +81,7 @@ def test_wait_command_timeout(make_pair, client, point):
     c = client(p.port)
     msg = make_message()
     reach(c, point, msg)
-    replies, closed = read_all(c)
+    replies, closed = c.replies_until_closed(DELAY + 4)
     assert [r.code for r in replies] == [250, 421], replies
     assert replies[1].enhanced == "4.4.2", replies
     assert closed
@@ -112,7 +97,7 @@ def test_wait_pipelining_flood(make_pair, client, point):
     c = client(p.port)
     reach(c, point, make_message())
     c.send(b"NOOP\r\n" * 20)
-    replies, closed = read_all(c)
+    replies, closed = c.replies_until_closed(DELAY + 4)
     codes = [r.code for r in replies]
     assert codes and codes[-1] == 421 and replies[-1].enhanced == "4.7.0", replies
     assert 421 not in codes[:-1] and closed, replies
@@ -128,7 +113,7 @@ def test_wait_sigterm_drain(make_pair, client, point):
     c = client(p.port)
     reach(c, point, make_message())
     p.signal(signal.SIGTERM)
-    replies, closed = read_all(c, timeout=12)
+    replies, closed = c.replies_until_closed(12)
     codes = [(r.code, r.enhanced) for r in replies]
     assert codes == [(250, replies[0].enhanced), (421, "4.3.2")], replies
     assert closed
