@@ -508,10 +508,7 @@ data_filtered(struct session *s, const struct filter_result *res)
 		    res->reply.text);
 		return;
 	}
-	if (res->verdict == FILTER_DISCARD || t->ftx.discard) {
-		if (t->relay != NULL)	/* else said when it was discarded */
-			log_info("id=%s event=discard filter=%s", s->idstr,
-			    res->filter ? res->filter : "?");
+	if (session_txn_discarded(s, res)) {
 		session_reply(s, R_DISCARDED);
 		session_txn_end(s, TXN_DISCARDED, "discarded");
 		return;

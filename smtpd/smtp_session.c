@@ -704,12 +704,12 @@ cmd_helo(struct session *s, const struct smtp_parse_cmd *cmd, bool esmtp)
 /* ---- MAIL ---------------------------------------------------------------------- */
 
 /*
- * txn_discarded - has a filter discarded the transaction?  Then the backend
+ * session_txn_discarded - has a filter discarded the transaction?  Then the backend
  * hears nothing more of it: its backend transaction, if any, is given back
  * (RSET), and the client is answered as if all went well.
  */
-static bool
-txn_discarded(struct session *s, const struct filter_result *res)
+bool
+session_txn_discarded(struct session *s, const struct filter_result *res)
 {
 	struct txn *t = s->txn;
 
@@ -735,7 +735,7 @@ mail_proceed(struct session *s, const struct filter_result *res)
 		    res->reply.text);
 		return;
 	}
-	if (txn_discarded(s, res)) {
+	if (session_txn_discarded(s, res)) {
 		/* No backend transaction at all. */
 		log_info("id=%s event=discard filter=%s", s->idstr, res->filter ? res->filter : "?");
 		session_reply(s, R_MAIL_OK);
@@ -901,7 +901,7 @@ rcpt_proceed(struct session *s, const struct filter_result *res)
 	t->ftx.rcpt_params_cur = NULL;	/* the RCPT stage is over */
 	if (session_verdict_stops(s, res))
 		return;
-	if (txn_discarded(s, res)) {
+	if (session_txn_discarded(s, res)) {
 		rcpt_add(t);
 		session_reply(s, R_RCPT_OK);
 		return;

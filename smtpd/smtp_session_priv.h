@@ -179,6 +179,7 @@ void session_rearm(struct session *s);
 void session_tls_watermark(struct session *s);
 void session_txn_end(struct session *s, enum txn_result result, const char *reply);
 void session_txn_reset(struct session *s);
+bool session_txn_discarded(struct session *s, const struct filter_result *res);
 typedef void (*stage_next_fn)(struct session *s, const struct filter_result *res);
 void session_run_stage(struct session *s, enum filter_stage stage, const char *arg, stage_next_fn next);
 bool session_verdict_stops(struct session *s, const struct filter_result *res);
