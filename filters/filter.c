@@ -830,6 +830,7 @@ filter_txn_reset(struct filter_txn *txn)
 	for (i = 0; i < txn->nedits; i++) {
 		free(txn->edits[i].name);
 		free(txn->edits[i].value);
+		free(txn->edits[i].params);
 	}
 	free(txn->edits);
 	buf_free(&txn->auth_results);
@@ -894,18 +895,22 @@ filter_replace_body(struct filter_txn *txn, const char *body, size_t len)
 	filter_edit_new(txn, EDIT_REPLACE_BODY, NULL, body, len);
 }
 
-/* filter_change_from - a new envelope sender */
+/* filter_change_from - a new envelope sender with its MAIL parameters (NULL: none) */
 void
-filter_change_from(struct filter_txn *txn, const char *from)
+filter_change_from(struct filter_txn *txn, const char *from, const char *params)
 {
-	filter_edit_new(txn, EDIT_CHANGE_FROM, NULL, from, strlen(from));
+	struct filter_edit *e = filter_edit_new(txn, EDIT_CHANGE_FROM, NULL, from, strlen(from));
+
+	e->params = xstrdup(params != NULL ? params : "");
 }
 
-/* filter_add_rcpt - one more envelope recipient */
+/* filter_add_rcpt - one more envelope recipient with its RCPT parameters (NULL: none) */
 void
-filter_add_rcpt(struct filter_txn *txn, const char *rcpt)
+filter_add_rcpt(struct filter_txn *txn, const char *rcpt, const char *params)
 {
-	filter_edit_new(txn, EDIT_ADD_RCPT, NULL, rcpt, strlen(rcpt));
+	struct filter_edit *e = filter_edit_new(txn, EDIT_ADD_RCPT, NULL, rcpt, strlen(rcpt));
+
+	e->params = xstrdup(params != NULL ? params : "");
 }
 
 /* filter_delete_rcpt - drop an envelope recipient */

@@ -93,9 +93,9 @@ enum filter_edit_kind {
 	EDIT_CHANGE_HEADER,	/* index-th (1-based) occurrence of name; NULL value deletes */
 	EDIT_DELETE_HEADER,	/* same as change with NULL value */
 	EDIT_REPLACE_BODY,	/* value is the new body (CRLF line ends) */
-	EDIT_CHANGE_FROM,
-	EDIT_ADD_RCPT,
-	EDIT_DELETE_RCPT,
+	EDIT_CHANGE_FROM,	/* value: the new sender ("" null), params: its MAIL parameters */
+	EDIT_ADD_RCPT,		/* value: the recipient, params: its RCPT parameters */
+	EDIT_DELETE_RCPT,	/* value: the recipient */
 };
 
 struct filter_edit {
@@ -104,6 +104,7 @@ struct filter_edit {
 	char *value;
 	size_t value_len;
 	unsigned index;
+	char *params;		/* CHANGE_FROM, ADD_RCPT: "NOTIFY=NEVER ORCPT=rfc822;x@y", "" for none */
 };
 
 /*
@@ -264,8 +265,8 @@ void filter_insert_header(struct filter_txn *txn, unsigned index, const char *na
 void filter_change_header(struct filter_txn *txn, const char *name, unsigned index, const char *value);
 void filter_delete_header(struct filter_txn *txn, const char *name, unsigned index);
 void filter_replace_body(struct filter_txn *txn, const char *body, size_t len);
-void filter_change_from(struct filter_txn *txn, const char *from);
-void filter_add_rcpt(struct filter_txn *txn, const char *rcpt);
+void filter_change_from(struct filter_txn *txn, const char *from, const char *params);
+void filter_add_rcpt(struct filter_txn *txn, const char *rcpt, const char *params);
 void filter_delete_rcpt(struct filter_txn *txn, const char *rcpt);
 void filter_auth_result(struct filter_txn *txn, const char *fmt, ...) PRINTF_LIKE(2, 3);
 

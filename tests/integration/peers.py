@@ -50,11 +50,19 @@ class PeerError(Exception):
     """A peer did not start, or misbehaved outside the test's control."""
 
 
-def portier_binary():
-    """Absolute path of the server under test (PORTIER, else SRCDIR/smtpd/portier)."""
+def portier_binary(test_filters=False):
+    """Absolute path of the server under test (PORTIER, else SRCDIR/smtpd/portier); with
+    test_filters, the build that also has the test filters of tests/filters (PORTIER_TEST, else
+    next to PORTIER's build: ../tests/filters/portier-test)."""
     path = os.environ.get("PORTIER")
     if not path and os.environ.get("SRCDIR"):
         path = os.path.join(os.environ["SRCDIR"], "smtpd", "portier")
+    if test_filters:
+        tpath = os.environ.get("PORTIER_TEST")
+        if not tpath and path:
+            tpath = os.path.join(os.path.dirname(os.path.dirname(path)), "tests", "filters",
+                                 "portier-test")
+        return tpath
     return path
 
 
@@ -222,13 +230,13 @@ def portier_config(relay="smtp:127.0.0.1:9", server=None, listener=None, backend
 class Portier(Process):
     """The server under test.  Config text may use {port} and {tmp}; .port is the listener's."""
 
-    def __init__(self, config_text, tmp=None, args=(), ports=None, start=True):
+    def __init__(self, config_text, tmp=None, args=(), ports=None, start=True, test_filters=False):
         self.tmp = tmp or make_tempdir("portier")
         self.config_template = config_text
         self.conf = os.path.join(self.tmp, "portier.conf")
         self.extra_args = list(args)
         self.ports = dict(ports or {})
-        self.binary = portier_binary()
+        self.binary = portier_binary(test_filters)
         if not self.binary or not os.access(self.binary, os.X_OK):
             raise PeerError("portier binary not found or not executable: %r "
                             "(set PORTIER=/abs/path/smtpd/portier)" % (self.binary,))

@@ -423,8 +423,8 @@ edits_eom(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
 	filter_change_header(txn, "X-Absent", 1, "created");
 	filter_auth_result(txn, "spf=pass smtp.mailfrom=%s", txn->mail_from);
 	filter_auth_result(txn, "dkim=pass header.d=%s header.s=%s", "example.test", "sel1");
-	filter_change_from(txn, "new@example.test");
-	filter_add_rcpt(txn, "added@example.test");
+	filter_change_from(txn, "new@example.test", "RET=HDRS");
+	filter_add_rcpt(txn, "added@example.test", "NOTIFY=NEVER");
 	filter_delete_rcpt(txn, "gone@example.test");
 	filter_replace_body(txn, "new\0body\r\n", 10);
 	return FILTER_CONTINUE;
@@ -1780,10 +1780,12 @@ START_TEST(test_eom_edits)
 		switch (e->kind) {
 		case EDIT_CHANGE_FROM:
 			ck_assert_str_eq(e->value, "new@example.test");
+			ck_assert_str_eq(e->params, "RET=HDRS");
 			n++;
 			break;
 		case EDIT_ADD_RCPT:
 			ck_assert_str_eq(e->value, "added@example.test");
+			ck_assert_str_eq(e->params, "NOTIFY=NEVER");
 			n++;
 			break;
 		case EDIT_DELETE_RCPT:

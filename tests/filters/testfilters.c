@@ -1,0 +1,13 @@
+/*
+ * testfilters.c - the list of test filters (see testfilters.h).
+ */
+#include "config.h"
+
+#include "filter.h"
+#include "testfilters.h"
+
+/* testfilters_register - register every test filter */
+void
+testfilters_register(void)
+{
+}

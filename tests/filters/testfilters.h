@@ -1,0 +1,12 @@
+/*
+ * testfilters.h - filters that exist to test the filter API through whole
+ * SMTP sessions: each is configured by its [filter NAME] section, refuses
+ * keys it does not know, and logs what it did (event=testfilter).
+ */
+#ifndef PORTIER_TESTFILTERS_H
+#define PORTIER_TESTFILTERS_H
+
+/* testfilters_register - register every test filter */
+void testfilters_register(void);
+
+#endif
