@@ -17,6 +17,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,8 @@
 
 static void txn_start_op(struct relay_txn *rt);
 static void txn_replay(struct relay_txn *rt);
+static void env_replay(struct relay_txn *rt);
+static void env_lists_free(struct relay_txn *rt);
 static void rcpt_cmd(unsigned caps, const char *rcpt, const char *params, struct buf *b);
 
 /* relay_result_set - fill a result */
@@ -127,6 +130,7 @@ relay_txn_free(struct relay_txn *rt)
 		rt->free_pending = true;
 		rt->cb = NULL;
 		rt->dcb = NULL;
+		rt->ecb = NULL;
 		return;
 	}
 	relay_txn_release(rt);
@@ -145,6 +149,7 @@ relay_txn_free(struct relay_txn *rt)
 	}
 	free(rt->rcpts);
 	free(rt->rcpt_args);
+	env_lists_free(rt);
 	free(rt->pending_rcpt);
 	free(rt->rcpt_params);
 	free(rt->mail_params);
@@ -163,6 +168,13 @@ txn_deliver_cb(evutil_socket_t fd, short what, void *arg)
 	relay_data_cb dcb = rt->dcb;
 	void *cbarg = rt->arg;
 
+	if (rt->env_report) {
+		/* Refusals of an edited envelope: the data op goes on (relay_envelope_go). */
+		rt->env_report = false;
+		if (rt->ecb)
+			rt->ecb(rt->earg, rt->env_res, rt->env_n);
+		return;
+	}
 	rt->op = OP_NONE;
 	rt->cb = NULL;
 	rt->dcb = NULL;
@@ -201,6 +213,7 @@ relay_txn_fail(struct relay_txn *rt, int code, const char *ecode, const char *te
 	}
 	if (rt->op == OP_NONE)
 		return;
+	rt->env_report = false;	/* the failure is the op's result now */
 	if (rt->op == OP_DATA) {
 		/* One failure per recipient, so per-recipient callers count right. */
 		size_t n = relay_is_per_rcpt(rt) ? rt->nrcpts : 1;
@@ -596,6 +609,10 @@ relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, siz
 		}
 		return;
 	}
+	if (rt->env_set) {
+		env_replay(rt);
+		return;
+	}
 	if (rt->early_lost) {
 		txn_replay(rt);
 		return;
@@ -692,7 +709,148 @@ txn_replay(struct relay_txn *rt)
 	/* else relay_ready sends MAIL (then replay_send) once the greeting and EHLO are through */
 }
 
-/* replay_send - rt->cmd has MAIL: with PIPELINING every RCPT and DATA go with it */
+/* ---- an envelope edited by the filters ---- */
+
+/* strv_dup - a copy of n strings */
+static char **
+strv_dup(char *const *v, size_t n)
+{
+	char **d = xcalloc(n ? n : 1, sizeof(*d));
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		d[i] = xstrdup(v[i] ? v[i] : "");
+	return d;
+}
+
+/* strv_free - free n strings and the vector */
+static void
+strv_free(char **v, size_t n)
+{
+	size_t i;
+
+	if (v == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* env_lists_free - the edited envelope's lists */
+static void
+env_lists_free(struct relay_txn *rt)
+{
+	strv_free(rt->env_rcpts, rt->env_n);
+	strv_free(rt->env_params, rt->env_n);
+	free(rt->env_res);
+	rt->env_rcpts = rt->env_params = NULL;
+	rt->env_res = NULL;
+	rt->env_n = 0;
+}
+
+/* relay_envelope - the edited envelope replaces the backend's at relay_data */
+void
+relay_envelope(struct relay_txn *rt, const char *from, const char *mail_params,
+    char *const *rcpts, char *const *rcpt_params, size_t n, relay_data_cb refused, void *arg)
+{
+	assert(n > 0 && rt->op == OP_NONE);
+	free(rt->from);
+	rt->from = xstrdup(from);
+	free(rt->mail_params);
+	rt->mail_params = xstrdup(mail_params ? mail_params : "");
+	strv_free(rt->rcpts, rt->nrcpts);
+	strv_free(rt->rcpt_args, rt->rcpt_args ? rt->nrcpts : 0);
+	env_lists_free(rt);
+	rt->rcpts = strv_dup(rcpts, n);
+	rt->rcpt_args = strv_dup(rcpt_params, n);
+	rt->nrcpts = n;
+	rt->env_rcpts = strv_dup(rcpts, n);
+	rt->env_params = strv_dup(rcpt_params, n);
+	rt->env_res = xcalloc(n, sizeof(*rt->env_res));
+	rt->env_n = n;
+	rt->ecb = refused;
+	rt->earg = arg;
+	/* Maildir asks nobody: relay_data delivers to the new list. */
+	rt->env_set = rt->target->kind != RELAY_MAILDIR;
+}
+
+/*
+ * env_replay - relay_data after relay_envelope: let go of the backend
+ * transaction (a connection in the DATA phase is closed and the backend
+ * drops the incomplete message; an idle one is reset with RSET and pooled),
+ * take a connection (that one again, once its RSET is answered, or a fresh
+ * one), then MAIL and RCPTs; replay_reply takes it from there
+ */
+static void
+env_replay(struct relay_txn *rt)
+{
+	rt->env_set = false;
+	relay_txn_release(rt);
+	rt->early = rt->early_lost = rt->early_failed = false;
+	rt->replayed = true;	/* no replay after an early loss on top of this one */
+	rt->replay = true;
+	rt->env_edit = true;
+	rt->replay_rcpts = 0;
+	rt->retried = false;
+	log_info("id=%s event=envelope_replay relay=%s rcpts=%zu", rt->sid, rt->spec, rt->nrcpts);
+	if (!relay_txn_attach(rt, true)) {
+		relay_txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+		return;
+	}
+	if (rt->conn->state == RS_IDLE)
+		relay_ready(rt->conn);
+	/* else relay_ready runs once the greeting, EHLO or the pending RSET is through */
+}
+
+/*
+ * env_refused - the replay's RCPTs are answered and some were refused:
+ * keep the accepted ones as the transaction's recipients and tell the
+ * caller before DATA (txn_deliver_cb calls ecb)
+ */
+static void
+env_refused(struct relay_txn *rt)
+{
+	size_t i, k = 0;
+
+	rt->replay = false;
+	rt->conn->state = RS_IDLE;
+	for (i = 0; i < rt->env_n; i++) {
+		if (rt->env_res[i].code / 100 != 2)
+			continue;
+		free(rt->rcpts[k]);
+		free(rt->rcpt_args[k]);
+		rt->rcpts[k] = xstrdup(rt->env_rcpts[i]);
+		rt->rcpt_args[k] = xstrdup(rt->env_params[i]);
+		k++;
+	}
+	for (i = k; i < rt->nrcpts; i++) {
+		free(rt->rcpts[i]);
+		free(rt->rcpt_args[i]);
+	}
+	rt->nrcpts = k;
+	rt->env_report = true;
+	txn_finish(rt);
+}
+
+/* relay_envelope_go - DATA to the recipients the replay kept */
+void
+relay_envelope_go(struct relay_txn *rt)
+{
+	assert(rt->op == OP_DATA);
+	if (rt->failed || rt->conn == NULL || rt->nrcpts == 0) {
+		relay_txn_fail(rt, 451, "4.4.1", "Error: backend unavailable, try again later");
+		return;
+	}
+	buf_reset(&rt->cmd);
+	buf_puts(&rt->cmd, "DATA\r\n");
+	txn_start_op(rt);
+}
+
+/*
+ * replay_send - rt->cmd has MAIL: with PIPELINING every RCPT goes with it,
+ * and DATA too unless the envelope is an edited one (whose refusals are
+ * known before DATA)
+ */
 static void
 replay_send(struct relay_conn *c)
 {
@@ -702,7 +860,8 @@ replay_send(struct relay_conn *c)
 	if (c->caps & CAP_PIPELINING) {
 		for (i = 0; i < rt->nrcpts; i++)
 			rcpt_cmd(c->caps, rt->rcpts[i], rt->rcpt_args[i], &rt->cmd);
-		buf_puts(&rt->cmd, "DATA\r\n");
+		if (!rt->env_edit)
+			buf_puts(&rt->cmd, "DATA\r\n");
 	}
 	c->state = RS_MAIL;
 	relay_conn_send_cmd(c, &rt->cmd);
@@ -714,7 +873,7 @@ replay_next(struct relay_conn *c)
 {
 	struct relay_txn *rt = c->txn;
 
-	if (c->caps & CAP_PIPELINING)
+	if ((c->caps & CAP_PIPELINING) && !(rt->env_edit && c->state == RS_DATA))
 		return;	/* already sent */
 	buf_reset(&rt->cmd);
 	if (c->state == RS_RCPT)
@@ -726,10 +885,48 @@ replay_next(struct relay_conn *c)
 }
 
 /*
- * replay_reply - a reply to the replayed envelope.  Each must be what the
- * backend said the first time (2xx to MAIL and every RCPT, 354 to DATA),
- * else the message is tempfailed: the client has our 250 for each
- * recipient, and retries.  False if c was freed.
+ * replay_refused - a refusal on the replay: of an edited envelope's
+ * recipient, kept for env_refused (true); of anything else, the message is
+ * tempfailed, since the client has our 250 for its sender and each
+ * recipient and retries (false: c was freed)
+ */
+static bool
+replay_refused(struct relay_conn *c)
+{
+	struct relay_txn *rt = c->txn;
+	const char *text = c->text.data ? c->text.data : "";
+	char esc[1024];
+
+	if (rt->env_edit && c->state == RS_RCPT) {
+		const char *rcpt = rt->env_rcpts[rt->replay_rcpts];
+
+		log_warn("id=%s event=replay_refused relay=%s rcpt=<%s> reply=\"%d %s %s\"", rt->sid,
+		    rt->spec, log_escape(esc, sizeof(esc), rcpt, strlen(rcpt)), c->code, c->ecode,
+		    text);
+		relay_conn_result(c, &rt->env_res[rt->replay_rcpts]);
+		return true;
+	}
+	if (rt->env_edit && c->state == RS_MAIL) {
+		log_warn("id=%s event=replay_refused relay=%s from=<%s> reply=\"%d %s %s\"", rt->sid,
+		    rt->spec, log_escape(esc, sizeof(esc), rt->from, strlen(rt->from)), c->code,
+		    c->ecode, text);
+		relay_txn_fail(rt, 451, "4.1.0", "Error: the backend refused the sender a filter set, "
+		    "try again later");
+		return false;
+	}
+	log_warn("id=%s event=relay_replay_refused relay=%s reply=\"%d %s\"", rt->sid,
+	    rt->spec, c->code, text);
+	relay_txn_fail(rt, 451, "4.4.0", "Error: backend refused the message on a new connection, "
+	    "try again later");
+	return false;
+}
+
+/*
+ * replay_reply - a reply to the replayed envelope.  After an early loss,
+ * each must be what the backend said the first time (2xx to MAIL and every
+ * RCPT, 354 to DATA), else replay_refused tempfails the message.  An
+ * edited envelope's RCPTs may be refused one by one: env_refused reports
+ * them before DATA.  False if c was freed.
  */
 static bool
 replay_reply(struct relay_conn *c)
@@ -737,22 +934,29 @@ replay_reply(struct relay_conn *c)
 	struct relay_txn *rt = c->txn;
 	bool ok = c->state == RS_DATA ? c->code == 354 :
 	    (c->state == RS_MAIL || c->state == RS_RCPT) && c->code / 100 == 2;
+	size_t i;
 
-	if (!ok) {
-		log_warn("id=%s event=relay_replay_refused relay=%s reply=\"%d %s\"", rt->sid,
-		    rt->spec, c->code, c->text.data ? c->text.data : "");
-		relay_txn_fail(rt, 451, "4.4.0", "Error: backend refused the message on a new connection, "
-		    "try again later");
+	if (!ok && !replay_refused(c))
 		return false;
-	}
 	if (c->state == RS_DATA) {
 		rt->replay = false;
 		body_start(rt);
 		return true;
 	}
-	if (c->state == RS_RCPT)
+	if (c->state == RS_RCPT) {
+		if (ok && rt->env_edit)
+			relay_conn_result(c, &rt->env_res[rt->replay_rcpts]);
 		rt->replay_rcpts++;
+	}
 	c->state = rt->replay_rcpts < rt->nrcpts ? RS_RCPT : RS_DATA;
+	if (c->state == RS_DATA && rt->env_edit) {
+		for (i = 0; i < rt->env_n; i++) {
+			if (rt->env_res[i].code / 100 != 2) {
+				env_refused(rt);
+				return true;
+			}
+		}
+	}
 	replay_next(c);
 	return true;
 }

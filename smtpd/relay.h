@@ -73,6 +73,26 @@ void relay_rcpt(struct relay_txn *rt, const char *rcpt, const char *params, rela
  */
 void relay_data(struct relay_txn *rt, const struct buf *head, struct spool *body, size_t off,
     relay_data_cb cb, void *arg);
+/*
+ * relay_envelope - a filter edited the envelope: from (with its MAIL
+ * parameters) and the n recipients (each with its RCPT parameters, in
+ * order, no duplicates, n > 0) replace what the backend was given at
+ * MAIL/RCPT time.  Nothing is sent now.  relay_data then replays the new
+ * envelope on a fresh backend transaction (the connection in use is closed
+ * when DATA went out early, else reset with RSET and taken again from the
+ * pool) before it sends DATA; Maildir simply delivers to the new list.
+ * MAIL refused on the replay: every result of relay_data is 451 4.1.0 (the
+ * client has our 250 for its sender).  Every RCPT accepted: DATA follows
+ * at once.  Some refused: before DATA, refused(arg, res, n) gets one result
+ * per recipient of this list, and the caller either frees the transaction
+ * or calls relay_envelope_go; relay_data's results are then for the
+ * accepted recipients only (one each from LMTP and Maildir, one for SMTP).
+ * The lists are copied.
+ */
+void relay_envelope(struct relay_txn *rt, const char *from, const char *mail_params,
+    char *const *rcpts, char *const *rcpt_params, size_t n, relay_data_cb refused, void *arg);
+/* relay_envelope_go - after relay_envelope's refused callback: DATA to the accepted recipients. */
+void relay_envelope_go(struct relay_txn *rt);
 /* relay_data_begin - send DATA early (optional; relay_data still follows or the txn is freed). */
 void relay_data_begin(struct relay_txn *rt);
 /* relay_is_per_rcpt - true when relay_data gives one result per recipient. */

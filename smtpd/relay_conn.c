@@ -685,7 +685,7 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && c->reused && !c->got_reply &&
-	    (rt->op == OP_MAIL || rt->mail_inflight) && !rt->retried) {
+	    (rt->op == OP_MAIL || rt->mail_inflight || rt->replay) && !rt->retried) {
 		/* The pooled connection was stale: one fresh try.  c is freed here. */
 		rt->retried = true;
 		c->state = RS_DEAD;

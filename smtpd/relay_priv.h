@@ -134,6 +134,21 @@ struct relay_txn {
 	bool replay;		/* the envelope goes again on a fresh connection */
 	bool replayed;		/* it did once: no second time */
 	size_t replay_rcpts;	/* RCPTs of the replay answered so far */
+	/*
+	 * An envelope a filter edited (relay_envelope): replayed at relay_data
+	 * on a fresh backend transaction.  env_rcpts/env_params are the whole
+	 * edited list, env_res each one's RCPT verdict; rcpts/rcpt_args become
+	 * the accepted ones, the list relay_data's results are for.
+	 */
+	bool env_set;		/* relay_envelope was called: replay before DATA */
+	bool env_edit;		/* the replay in progress is of an edited envelope */
+	bool env_report;	/* the deferred callback is ecb's (refusals), not the op's */
+	char **env_rcpts;
+	char **env_params;
+	size_t env_n;
+	struct relay_result *env_res;
+	relay_data_cb ecb;
+	void *earg;
 	bool maildir_busy;	/* a worker job reads us (head, body, envelope, the two below) */
 	bool free_pending;	/* the session let go meanwhile: free on the job's completion */
 	char *maildir_root;	/* copies of the config the job reads (the snapshot may go) */

@@ -453,21 +453,18 @@ mixed_tempfail(struct session *s, const struct rcpt_tally *t)
 }
 
 /*
- * data_relayed - the backend's verdict on the message.  Nothing acknowledged
+ * data_verdict - the backend's verdict on the message.  Nothing acknowledged
  * is lost and nothing transient becomes permanent: a refusal (5xx) of some
  * recipients earns a DSN, a deferral (4xx) never does (we keep no queue to
  * retry it, and "Action: failed" would lose it), so 2xx with 4xx is a 451
  * for the whole message.  Maildir fails only with 4xx.
  */
 static void
-data_relayed(void *arg, const struct relay_result *res, size_t n)
+data_verdict(struct session *s, const struct relay_result *res, size_t n)
 {
-	struct session *s = arg;
 	struct txn *t = s->txn;
 	struct rcpt_tally ty;
 
-	if (!session_wait_over(s))
-		return;
 	assert(n > 0);	/* one result per recipient, or one */
 	rcpt_tally(res, n, &ty);
 	if (ty.ok && (ty.temp || ty.perm)) {
@@ -481,7 +478,6 @@ data_relayed(void *arg, const struct relay_result *res, size_t n)
 		} else {
 			t->delivered = ty.nok;
 			send_dsn(s, res, n);
-			session_continue(s);
 			return;
 		}
 	} else if (ty.ok) {
@@ -493,6 +489,24 @@ data_relayed(void *arg, const struct relay_result *res, size_t n)
 		session_reply_result(s, r);
 		session_txn_end(s, r->code / 100 == 5 ? TXN_REJECTED : TXN_TEMPFAIL, r->text);
 	}
+}
+
+/*
+ * data_relayed - the backend answered the message: its verdict, per
+ * recipient of the transaction (smtp_envelope_results puts back those an
+ * edited envelope's replay refused)
+ */
+static void
+data_relayed(void *arg, const struct relay_result *res, size_t n)
+{
+	struct session *s = arg;
+	struct relay_result *all;
+
+	if (!session_wait_over(s))
+		return;
+	all = smtp_envelope_results(s, res, &n);
+	data_verdict(s, all ? all : res, n);
+	free(all);
 	session_continue(s);
 }
 
@@ -531,16 +545,11 @@ data_filtered(struct session *s, const struct filter_result *res)
 			spool_free(t->spool);
 			t->spool = nb;
 			t->body_off = 0;
-		} else if (e->kind == EDIT_CHANGE_FROM || e->kind == EDIT_ADD_RCPT ||
-		    e->kind == EDIT_DELETE_RCPT) {
-			/* The envelope already went to the backend at MAIL/RCPT time. */
-			log_err("id=%s event=filter_error error=\"envelope edits are not supported\"",
-			    s->idstr);
-			session_reply(s, R_LOCAL_ERROR);
-			session_txn_end(s, TXN_TEMPFAIL, "envelope edit");
-			return;
 		}
 	}
+	/* Sender and recipients: the backend gets the edited envelope again before the body. */
+	if (!smtp_envelope_apply(s))
+		return;
 	build_head(s, t->had_separator);
 	session_enter_wait(s, SESSION_WAIT_RELAY);
 	relay_data(t->relay, &t->head, t->spool, t->body_off, data_relayed, s);

@@ -207,6 +207,7 @@ txn_free(struct txn *t)
 	buf_free(&t->mail_params);
 	buf_free(&t->rcpt_params);
 	free(t->rinfo);
+	smtp_envelope_free(t->env);
 	buf_free(&t->out);
 	buf_free(&t->head);
 	buf_free(&t->dsn_head);

@@ -26,6 +26,7 @@ struct bufferevent;
 struct loop;
 struct snapshot;
 struct auth_sasl;
+struct envelope;
 
 #define SESSION_OUT_FLUSH	(64 * 1024)	/* spool decoded data in chunks this big */
 #define SESSION_HEADER_CHUNK	(64 * 1024)	/* header block read from a spool file in chunks this big */
@@ -113,6 +114,7 @@ struct txn {
 	struct relay_result final;	/* the reply that ends the message */
 	size_t delivered;		/* recipients the backend took, when a DSN is owed */
 	bool had_separator;		/* the header block ended with an empty line */
+	struct envelope *env;		/* the filters edited the envelope (smtp_envelope.c) */
 };
 
 struct session {
@@ -197,6 +199,12 @@ bool smtp_data_read(struct session *s, struct evbuffer *in);
 bool smtp_data_read_bdat(struct session *s, struct evbuffer *in);
 void smtp_data_chunk_done(struct session *s);
 void smtp_data_end(struct session *s);
+
+/* smtp_envelope.c: the filters' envelope edits, replayed to the backend */
+bool smtp_envelope_apply(struct session *s);
+struct relay_result *smtp_envelope_results(struct session *s, const struct relay_result *res,
+    size_t *n_r);
+void smtp_envelope_free(struct envelope *env);
 
 /* smtp_auth.c: STARTTLS and AUTH */
 void smtp_auth_starttls(struct session *s);

@@ -10,4 +10,5 @@
 void
 testfilters_register(void)
 {
+	filter_register(&tf_edit_ops);
 }

@@ -6,6 +6,11 @@
 #ifndef PORTIER_TESTFILTERS_H
 #define PORTIER_TESTFILTERS_H
 
+struct filter_ops;
+
+/* test-edit (tf_edit.c): envelope and message edits at end of message */
+extern const struct filter_ops tf_edit_ops;
+
 /* testfilters_register - register every test filter */
 void testfilters_register(void);
 
