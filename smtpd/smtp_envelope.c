@@ -6,9 +6,10 @@
  * before the body (the backend saw the original at MAIL/RCPT time).
  * Refusals on that replay are reconciled per recipient:
  *   - a recipient the client has our 250 for (an original) is never lost:
- *     refused 5xx, it gets a DSN through bounce_relay (data_relayed, as an
- *     LMTP recipient refused after DATA), or with lmtp_mixed = tempfail, or
- *     refused 4xx, the whole message is tempfailed before any copy went out;
+ *     refused 5xx, it gets a DSN through an smtp: bounce_relay (data_verdict,
+ *     as an LMTP recipient refused after DATA); refused 4xx, or with
+ *     lmtp_mixed = tempfail or no such bounce_relay, the whole message is
+ *     tempfailed before any copy went out;
  *   - a recipient a filter added is logged and dropped (event=added_rcpt_dropped);
  *   - nobody left: the end of data gets the backend's refusal.
  * A sender refused on the replay tempfails the message (relay.c).  Every
@@ -374,6 +375,9 @@ envelope_refused(void *arg, const struct relay_result *res, size_t n)
 		env_tempfail(s, "deferred_recipients", ok, temp, perm);
 	} else if (perm > 0 && s->conf->lmtp_mixed == LMTP_MIXED_TEMPFAIL) {
 		env_tempfail(s, "lmtp_mixed", ok, temp, perm);
+	} else if (perm > 0 && s->conf->bounce_relay.kind != RELAY_SMTP) {
+		/* The DSN owed could not be sent (an smtp: relay with no bounce_relay). */
+		env_tempfail(s, "no_bounce_relay", ok, temp, perm);
 	} else {
 		env_compact(t, keep);
 		session_enter_wait(s, SESSION_WAIT_RELAY);

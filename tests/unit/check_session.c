@@ -1193,6 +1193,98 @@ START_TEST(test_pools_apart)
 }
 END_TEST
 
+/* ---- envelope edits at end of message (smtp_envelope.c), on Maildir ---- */
+
+/* edt_eom - the sender's local part says what to edit */
+static enum filter_verdict
+edt_eom(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	struct filter_txn *t = ctx->txn;
+
+	(void)inst;
+	(void)r;
+	if (strncmp(t->mail_from, "chg@", 4) == 0) {
+		filter_change_from(t, "new@origin.test", "RET=HDRS");
+		filter_delete_rcpt(t, "<BOB@example.test>");
+		filter_add_rcpt(t, "carol@example.test", "NOTIFY=NEVER");
+		filter_add_rcpt(t, "<carol@example.test>", "");	/* once only */
+	} else if (strncmp(t->mail_from, "del@", 4) == 0) {
+		filter_delete_rcpt(t, "bob@example.test");
+		filter_delete_rcpt(t, "alice@example.test");
+	} else if (strncmp(t->mail_from, "bad@", 4) == 0) {
+		filter_add_rcpt(t, "carol@example.test", "SIZE=1");
+	} else if (strncmp(t->mail_from, "body@", 5) == 0) {
+		filter_replace_body(t, "new body\r\n", 10);
+		filter_add_rcpt(t, "dave@example.test", NULL);
+	}
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops edt_ops = { .name = "edt", .eom = edt_eom };
+
+/* edt_setup - a session test loop whose listener runs edt */
+static void
+edt_setup(void)
+{
+	filter_register(&edt_ops);
+	setup_with("", "filters = edt");
+}
+
+/* the sender changed, bob deleted (any case), carol added once: the Maildir copies say so */
+START_TEST(test_envelope_edit)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO client.test\r\n", EHLO_REPLY },
+		{ "MAIL FROM:<chg@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<alice@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "RCPT TO:<bob@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "DATA\r\n", DATA_GO },
+		{ "Subject: hi\r\n\r\nbody\r\n.\r\n", DELIVERED },
+		/* a body replaced and a recipient added go together */
+		{ "MAIL FROM:<body@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<erin@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "DATA\r\n", DATA_GO },
+		{ "Subject: hi\r\n\r\nold body\r\n.\r\n", DELIVERED },
+	};
+
+	RUN(steps);
+	ck_assert_int_eq(count_files("alice"), 2);
+	ck_assert_int_eq(count_files("bob"), 0);
+	ck_assert_int_eq(count_files("carol"), 2);	/* once per run */
+	ck_assert(file_has("carol", "Return-Path: <new@origin.test>\r\n"));
+	ck_assert_int_eq(count_files("dave"), 2);
+	ck_assert_int_eq(count_files("erin"), 2);
+	ck_assert(file_has("dave", "\r\n\r\nnew body\r\n"));
+	ck_assert(!file_has("erin", "old body"));
+}
+END_TEST
+
+/* every recipient deleted: discarded, as Postfix; an edit no RCPT could carry: 451 */
+START_TEST(test_envelope_edit_none_left_or_bad)
+{
+	static const struct step steps[] = {
+		{ NULL, BANNER },
+		{ "EHLO client.test\r\n", EHLO_REPLY },
+		{ "MAIL FROM:<del@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<alice@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "RCPT TO:<bob@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "DATA\r\n", DATA_GO },
+		{ "Subject: hi\r\n\r\nbody\r\n.\r\n", "250 2.0.0 Ok\r\n" },
+		{ "MAIL FROM:<bad@origin.test>\r\n", "250 2.1.0 Sender ok\r\n" },
+		{ "RCPT TO:<alice@example.test>\r\n", "250 2.1.5 Recipient ok\r\n" },
+		{ "DATA\r\n", DATA_GO },
+		{ "Subject: hi\r\n\r\nbody\r\n.\r\n",
+		    "451 4.3.0 Error: local error in processing, try again later\r\n" },
+	};
+
+	RUN(steps);
+	ck_assert_int_eq(count_files("alice"), 0);
+	ck_assert_int_eq(count_files("bob"), 0);
+	ck_assert_int_eq(count_files("carol"), 0);
+}
+END_TEST
+
 /* session_tcase - a test case of the suite with its fixture and timeout */
 static TCase *
 session_tcase(Suite *s, const char *name, void (*up)(void), void (*down)(void))
@@ -1223,6 +1315,9 @@ session_suite(void)
 	tcase_add_test(tc, test_discard_mail);
 	tcase_add_test(tc, test_quarantine_mail);
 	tcase_add_test(tc, test_accept_mail);
+	tc = session_tcase(s, "envelope", edt_setup, teardown);
+	tcase_add_test(tc, test_envelope_edit);
+	tcase_add_test(tc, test_envelope_edit_none_left_or_bad);
 	tc = session_tcase(s, "context", ctxrec_setup, ctxrec_teardown);
 	tcase_add_test(tc, test_ctx_pair);
 	tcase_add_test(tc, test_ctx_tcp);
