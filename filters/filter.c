@@ -1,24 +1,19 @@
 /*
- * filter.c - the filter chain: registry, chain construction from the config,
- * running one stage through the chain (inline or on the worker pool), the
- * transaction's edits and authentication results, header parsing and the
- * composition of the header block that is finally sent.
+ * filter.c - the filter chain: registry, chain construction from the config
+ * (with the chain's own keys timeout and default_action), the transaction's
+ * edits and authentication results, header parsing and the composition of
+ * the header block that is finally sent.  Running a stage is filter_run.c.
  *
- * Never touches a socket or a session; never calls a filter from a thread
- * other than the session's loop unless the filter declared may_block, and
- * then never two filters of one session at the same time.  A broken filter
- * never turns a reject into an accept: replies that do not match their
- * verdict are corrected, unknown verdicts become tempfails.
- *
- * Ownership: a chain owns its filter instances and names; a filter_state
- * owns its arrays of per-filter pointers and skip marks and the session's
- * quarantine reason (each filter frees its own priv in close).  filter_result.filter points into the chain.  The transaction
- * owns copies of everything the edit helpers were given, but never its body
- * spool (the session's).
+ * Ownership: a chain owns its filter instances and names, and lives until
+ * its last reference goes (filter_chain_free).  The transaction owns copies
+ * of everything the edit helpers were given, and one reference on its body
+ * spool when it is a blocking call's copy (filter_txn_copy); the session's
+ * own transaction never owns its body.
  */
 #include "config.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,63 +25,14 @@
 #include "spool.h"
 #include "workers.h"
 #include "filter.h"
+#include "filter_priv.h"
 
 #define FILTER_MAX_REGISTERED	64
-#define FILTER_BODY_CHUNK	(64 * 1024)
 #define FILTER_FOLD_WIDTH	78	/* RFC 5322 2.1.1 recommended line length */
 #define FILTER_AR_NAME		"Authentication-Results"
-#define FILTER_QUARANTINE_NAME	"X-Portier-Quarantine"
 
 static const struct filter_ops *filter_registry[FILTER_MAX_REGISTERED];
 static size_t filter_nregistered;
-
-struct filter_link {
-	const struct filter_ops *ops;
-	void *inst;
-	char *name;		/* as written in "filters =" */
-};
-
-struct filter_chain {
-	struct filter_link *links;
-	size_t n;
-	char *names;		/* "a,b,c" */
-};
-
-/* The stage in progress; lives in the state while a pool hop is pending. */
-struct filter_run_ctx {
-	enum filter_stage stage;
-	const struct filter_session *sess;
-	struct filter_txn *txn;
-	const char *arg;
-	struct workers_loop *wl;
-	filter_done_fn done;
-	void *done_arg;
-	size_t next;		/* next filter to consider */
-	size_t blocked;		/* the filter handed to the pool */
-	enum filter_verdict verdict;	/* its verdict, set on the pool thread */
-	struct filter_reply reply;
-	const char *quarantined;	/* who quarantined at this stage, NULL if nobody */
-	struct filter_reply qreply;	/* its reply */
-};
-
-/* How long a filter that answered ACCEPT sits out. */
-enum filter_skip {
-	FILTER_SKIP_NONE,
-	FILTER_SKIP_TXN,	/* until the transaction ends */
-	FILTER_SKIP_SESSION,	/* until the session ends */
-};
-
-struct filter_state {
-	const struct filter_chain *chain;
-	void **priv;		/* one per filter */
-	unsigned char *skip;	/* one per filter: enum filter_skip, set by its ACCEPT */
-	const char *discarded;	/* DISCARD outside a transaction: who; every one is discarded */
-	char *quarantined;	/* QUARANTINE outside a transaction: the reason for every one */
-	const char *txn_discarded;	/* who discarded the transaction in progress */
-	bool busy;		/* a stage waits for the pool */
-	bool closed;		/* CLOSE ran */
-	struct filter_run_ctx run;
-};
 
 static const char *const filter_verdict_names[] = {
 	[FILTER_CONTINUE] = "continue",
@@ -95,6 +41,7 @@ static const char *const filter_verdict_names[] = {
 	[FILTER_TEMPFAIL] = "tempfail",
 	[FILTER_DISCARD] = "discard",
 	[FILTER_QUARANTINE] = "quarantine",
+	[FILTER_PENDING] = "pending",
 };
 
 static const char *const filter_stage_names[] = {
@@ -104,6 +51,7 @@ static const char *const filter_stage_names[] = {
 	[FILTER_STAGE_MAIL] = "mail",
 	[FILTER_STAGE_RCPT] = "rcpt",
 	[FILTER_STAGE_DATA] = "data",
+	[FILTER_STAGE_FINAL] = "final",
 	[FILTER_STAGE_ABORT] = "abort",
 	[FILTER_STAGE_CLOSE] = "close",
 };
@@ -149,7 +97,7 @@ filter_verdict_name(enum filter_verdict v)
 }
 
 /* filter_stage_name - "rcpt" etc. for logs */
-static const char *
+const char *
 filter_stage_name(enum filter_stage s)
 {
 	if ((size_t)s < ARRAY_SIZE(filter_stage_names))
@@ -158,6 +106,65 @@ filter_stage_name(enum filter_stage s)
 }
 
 /* ---- chains ---- */
+
+/*
+ * filter_link_keys - the chain's keys of a filter's section: timeout and
+ * default_action.  A section given to a filter without configure() may
+ * hold nothing else (a key that does nothing is an error).
+ */
+static bool
+filter_link_keys(struct filter_link *fl, const struct conf_section *sec, char **err_r)
+{
+	const char *v;
+	char *end;
+	unsigned long n;
+	size_t i;
+
+	fl->timeout = FILTER_DEFAULT_TIMEOUT;
+	fl->on_fail = FILTER_TEMPFAIL;
+	if (sec == NULL)
+		return true;
+	if ((v = conf_section_get(sec, "timeout")) != NULL) {
+		errno = 0;
+		n = strtoul(v, &end, 10);
+		if (*v < '0' || *v > '9' || *end != '\0' || errno != 0 || n > 86400) {
+			*err_r = xasprintf("filter \"%s\": timeout \"%s\": expected seconds, 0 to 86400 "
+			    "(0: no limit)", fl->name, v);
+			return false;
+		}
+		fl->timeout = (unsigned)n;
+	}
+	if ((v = conf_section_get(sec, "default_action")) != NULL) {
+		if (strcmp(v, "accept") == 0)
+			fl->on_fail = FILTER_ACCEPT;
+		else if (strcmp(v, "reject") == 0)
+			fl->on_fail = FILTER_REJECT;
+		else if (strcmp(v, "tempfail") == 0)
+			fl->on_fail = FILTER_TEMPFAIL;
+		else {
+			*err_r = xasprintf("filter \"%s\": default_action \"%s\": expected accept, "
+			    "reject or tempfail", fl->name, v);
+			return false;
+		}
+	}
+	if (fl->ops->configure != NULL)
+		return true;
+	for (i = 0; i < sec->nkv; i++) {
+		if (!filter_chain_key(sec->kv[i].key)) {
+			*err_r = xasprintf("filter \"%s\": unknown key \"%s\" (this filter takes only "
+			    "timeout and default_action)", fl->name, sec->kv[i].key);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* filter_chain_key - a key the chain reads in every filter's section */
+bool
+filter_chain_key(const char *key)
+{
+	return strcmp(key, "timeout") == 0 || strcmp(key, "default_action") == 0;
+}
 
 /* filter_link_init - resolve one "filters =" word and configure it */
 static bool
@@ -195,6 +202,11 @@ filter_link_init(struct filter_link *fl, const struct conf *conf, const char *sp
 	free(type);
 
 	fl->name = xstrdup(spec);
+	if (!filter_link_keys(fl, sec, err_r)) {
+		free(fl->name);
+		fl->name = NULL;
+		return false;
+	}
 	if (fl->ops->configure != NULL) {
 		fl->inst = fl->ops->configure(conf, sec, &err);
 		if (fl->inst == NULL && err != NULL) {
@@ -219,6 +231,7 @@ filter_chain_new(const struct conf *conf, char **names, size_t n, char **err_r)
 
 	*err_r = NULL;
 	chain = xcalloc(1, sizeof(*chain));
+	chain->refs = 1;
 	chain->links = xcalloc(n ? n : 1, sizeof(*chain->links));
 	for (i = 0; i < n; i++) {
 		if (!filter_link_init(&chain->links[i], conf, names[i], err_r)) {
@@ -238,13 +251,23 @@ filter_chain_new(const struct conf *conf, char **names, size_t n, char **err_r)
 	return chain;
 }
 
-/* filter_chain_free - destroy the instances, last configured first */
+/* filter_chain_hold - one more reference, for a blocking call that may outlive its session */
+struct filter_chain *
+filter_chain_hold(const struct filter_chain *chain)
+{
+	struct filter_chain *c = (struct filter_chain *)chain;
+
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+	return c;
+}
+
+/* filter_chain_free - drop a reference; the last destroys the instances, last configured first */
 void
 filter_chain_free(struct filter_chain *chain)
 {
 	size_t i;
 
-	if (chain == NULL)
+	if (chain == NULL || __atomic_sub_fetch(&chain->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
 	for (i = chain->n; i-- > 0;) {
 		struct filter_link *fl = &chain->links[i];
@@ -270,519 +293,6 @@ const char *
 filter_chain_names(const struct filter_chain *chain)
 {
 	return chain != NULL ? chain->names : "";
-}
-
-/* ---- per-session state ---- */
-
-/* filter_state_new - per-session pointers, all NULL */
-struct filter_state *
-filter_state_new(const struct filter_chain *chain)
-{
-	struct filter_state *st;
-
-	assert(chain != NULL);
-	st = xcalloc(1, sizeof(*st));
-	st->chain = chain;
-	st->priv = xcalloc(chain->n ? chain->n : 1, sizeof(*st->priv));
-	st->skip = xcalloc(chain->n ? chain->n : 1, sizeof(*st->skip));
-	return st;
-}
-
-/* filter_cleanup - abort or close on every filter, whatever came before */
-static void
-filter_cleanup(struct filter_state *st, enum filter_stage stage, const struct filter_ctx *ctx)
-{
-	const struct filter_chain *chain = st->chain;
-	struct filter_ctx c;
-	size_t i;
-
-	for (i = 0; i < chain->n; i++) {
-		const struct filter_link *fl = &chain->links[i];
-
-		c.priv = &st->priv[i];
-		c.sess = ctx != NULL ? ctx->sess : NULL;
-		c.txn = ctx != NULL ? ctx->txn : NULL;
-		if (stage == FILTER_STAGE_ABORT && fl->ops->abort != NULL)
-			fl->ops->abort(fl->inst, &c);
-		else if (stage == FILTER_STAGE_CLOSE && fl->ops->close != NULL)
-			fl->ops->close(fl->inst, &c);
-	}
-	if (stage == FILTER_STAGE_CLOSE)
-		st->closed = true;
-}
-
-/* filter_state_free - run close unless CLOSE already ran, then free */
-void
-filter_state_free(struct filter_state *st, struct filter_ctx *ctx)
-{
-	if (st == NULL)
-		return;
-	if (st->busy)
-		fatal("filter_state_free: a stage is still running");
-	if (!st->closed)
-		filter_cleanup(st, FILTER_STAGE_CLOSE, ctx);
-	free(st->priv);
-	free(st->skip);
-	free(st->quarantined);
-	free(st);
-}
-
-/* ---- replies ---- */
-
-/* filter_result_init - "all passed" */
-static void
-filter_result_init(struct filter_result *res)
-{
-	memset(res, 0, sizeof(*res));
-	res->verdict = FILTER_CONTINUE;
-}
-
-/* filter_reply_set - fill a reply (text truncated to fit) */
-static void
-filter_reply_set(struct filter_reply *r, int code, const char *ecode, const char *text)
-{
-	r->code = code;
-	str_copy(r->ecode, ecode, sizeof(r->ecode));
-	str_copy(r->text, text, sizeof(r->text));
-}
-
-/* filter_ecode_ok - "C.S.D" (RFC 3463) with class digit c */
-static bool
-filter_ecode_ok(const char *e, char c)
-{
-	size_t i, digits;
-
-	if (e[0] != c || e[1] != '.')
-		return false;
-	for (i = 2, digits = 0; e[i] != '.'; i++, digits++)
-		if (e[i] < '0' || e[i] > '9' || digits == 3)
-			return false;
-	if (digits == 0)
-		return false;
-	for (i++, digits = 0; e[i] != '\0'; i++, digits++)
-		if (e[i] < '0' || e[i] > '9' || digits == 3)
-			return false;
-	return digits > 0;
-}
-
-/* filter_text_clean - no CR, LF or other controls may reach a reply line */
-static void
-filter_text_clean(char *s, size_t size)
-{
-	s[size - 1] = '\0';
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			*s = ' ';
-}
-
-/*
- * filter_reply_fix - make a filter's reply fit its verdict.  A reply of the
- * wrong class is replaced whole (its text may say "Ok"); an unknown verdict
- * becomes a tempfail.
- */
-static void
-filter_reply_fix(const struct filter_run_ctx *run, const char *who, enum filter_verdict *v,
-    struct filter_reply *r)
-{
-	unsigned long long id = run->sess != NULL ? SESSION_ID(run->sess->id) : 0;
-	const char *defecode, *deftext;
-	int defcode, cls;
-
-	filter_text_clean(r->ecode, sizeof(r->ecode));
-	filter_text_clean(r->text, sizeof(r->text));
-	switch (*v) {
-	case FILTER_CONTINUE:
-	case FILTER_ACCEPT:
-		return;
-	case FILTER_DISCARD:
-	case FILTER_QUARANTINE:
-		/* Accepted toward the client: only a 2xx makes sense. */
-		if (r->code != 0 && r->code / 100 != 2) {
-			log_warn("id=" SESSION_ID_FMT " event=filter_bad_reply filter=%s stage=%s verdict=%s code=%d",
-			    id, who, filter_stage_name(run->stage), filter_verdict_name(*v), r->code);
-			memset(r, 0, sizeof(*r));
-		}
-		if (r->ecode[0] != '\0' && !filter_ecode_ok(r->ecode, '2'))
-			r->ecode[0] = '\0';
-		return;
-	case FILTER_REJECT:
-		defcode = 550, defecode = "5.7.1", deftext = "Message refused by policy";
-		break;
-	case FILTER_TEMPFAIL:
-		defcode = 451, defecode = "4.7.1", deftext = "Temporary failure, try again later";
-		break;
-	default:
-		log_warn("id=" SESSION_ID_FMT " event=filter_bad_verdict filter=%s stage=%s verdict=%d",
-		    id, who, filter_stage_name(run->stage), (int)*v);
-		*v = FILTER_TEMPFAIL;
-		filter_reply_set(r, 451, "4.3.0", "Temporary filter error");
-		return;
-	}
-	cls = defcode / 100;
-	if (r->code != 0 && (r->code < cls * 100 || r->code > cls * 100 + 99)) {
-		log_warn("id=" SESSION_ID_FMT " event=filter_bad_reply filter=%s stage=%s verdict=%s code=%d",
-		    id, who, filter_stage_name(run->stage), filter_verdict_name(*v), r->code);
-		filter_reply_set(r, defcode, defecode, deftext);
-		return;
-	}
-	if (r->code == 0)
-		r->code = defcode;
-	if (!filter_ecode_ok(r->ecode, (char)('0' + cls)))
-		str_copy(r->ecode, defecode, sizeof(r->ecode));
-	if (r->text[0] == '\0')
-		str_copy(r->text, deftext, sizeof(r->text));
-}
-
-/* filter_pool_busy - the result when the pool refused work */
-static void
-filter_pool_busy(struct filter_result *res, const char *who)
-{
-	filter_result_init(res);
-	res->verdict = FILTER_TEMPFAIL;
-	res->filter = who;
-	filter_reply_set(&res->reply, 451, "4.3.0", "filter pool busy");
-}
-
-/* ---- running a stage ---- */
-
-/* filter_has_stage - does this filter do anything at stage */
-static bool
-filter_has_stage(const struct filter_ops *ops, enum filter_stage stage)
-{
-	switch (stage) {
-	case FILTER_STAGE_CONNECT:
-		return ops->connect != NULL;
-	case FILTER_STAGE_HELO:
-		return ops->helo != NULL;
-	case FILTER_STAGE_AUTH:
-		return ops->auth != NULL;
-	case FILTER_STAGE_MAIL:
-		return ops->mail != NULL;
-	case FILTER_STAGE_RCPT:
-		return ops->rcpt != NULL;
-	case FILTER_STAGE_DATA:
-		return ops->header != NULL || ops->eoh != NULL || ops->body != NULL ||
-		    ops->eom != NULL;
-	case FILTER_STAGE_ABORT:
-		return ops->abort != NULL;
-	case FILTER_STAGE_CLOSE:
-		return ops->close != NULL;
-	}
-	return false;
-}
-
-/* filter_call_body - body() over the spool past the header block, in chunks */
-static enum filter_verdict
-filter_call_body(const struct filter_link *fl, struct filter_ctx *c, struct filter_reply *r)
-{
-	struct spool *sp = c->txn->body;
-	size_t size = spool_size(sp), off, n;
-	const char *mem = spool_mem(sp), *p;
-	enum filter_verdict v = FILTER_CONTINUE;
-	char *chunk = NULL;
-	ssize_t got;
-
-	for (off = c->txn->body_offset; off < size && v == FILTER_CONTINUE; off += n) {
-		n = size - off < FILTER_BODY_CHUNK ? size - off : FILTER_BODY_CHUNK;
-		if (mem != NULL) {
-			p = mem + off;
-		} else {
-			if (chunk == NULL)
-				chunk = xmalloc(FILTER_BODY_CHUNK);
-			if ((got = spool_pread(sp, chunk, n, off)) <= 0) {
-				filter_reply_set(r, 451, "4.3.0", "Error reading message");
-				v = FILTER_TEMPFAIL;
-				break;
-			}
-			n = (size_t)got;
-			p = chunk;
-		}
-		v = fl->ops->body(fl->inst, c, p, n, r);
-	}
-	free(chunk);
-	return v;
-}
-
-/* filter_call_data - one filter's header*, eoh, body*, eom */
-static enum filter_verdict
-filter_call_data(const struct filter_link *fl, struct filter_ctx *c, struct filter_reply *r)
-{
-	const struct filter_ops *ops = fl->ops;
-	struct filter_txn *txn = c->txn;
-	enum filter_verdict v;
-	size_t i;
-
-	if (ops->header != NULL && txn != NULL) {
-		for (i = 0; i < txn->nheaders; i++) {
-			v = ops->header(fl->inst, c, txn->headers[i].name, txn->headers[i].value, r);
-			if (v != FILTER_CONTINUE)
-				return v;
-		}
-	}
-	if (ops->eoh != NULL && (v = ops->eoh(fl->inst, c, r)) != FILTER_CONTINUE)
-		return v;
-	if (ops->body != NULL && txn != NULL && txn->body != NULL &&
-	    (v = filter_call_body(fl, c, r)) != FILTER_CONTINUE)
-		return v;
-	if (ops->eom != NULL)
-		return ops->eom(fl->inst, c, r);
-	return FILTER_CONTINUE;
-}
-
-/* filter_invoke - call filter i for the stage in progress (any thread) */
-static enum filter_verdict
-filter_invoke(struct filter_state *st, size_t i, struct filter_reply *r)
-{
-	const struct filter_link *fl = &st->chain->links[i];
-	const struct filter_run_ctx *run = &st->run;
-	struct filter_ctx c = { &st->priv[i], run->sess, run->txn };
-
-	memset(r, 0, sizeof(*r));
-	switch (run->stage) {
-	case FILTER_STAGE_CONNECT:
-		return fl->ops->connect(fl->inst, &c, r);
-	case FILTER_STAGE_HELO:
-		return fl->ops->helo(fl->inst, &c, run->arg, r);
-	case FILTER_STAGE_AUTH:
-		return fl->ops->auth(fl->inst, &c, run->arg, r);
-	case FILTER_STAGE_MAIL:
-		return fl->ops->mail(fl->inst, &c, run->arg, r);
-	case FILTER_STAGE_RCPT:
-		return fl->ops->rcpt(fl->inst, &c, run->arg, r);
-	case FILTER_STAGE_DATA:
-		return filter_call_data(fl, &c, r);
-	case FILTER_STAGE_ABORT:
-	case FILTER_STAGE_CLOSE:
-		break;
-	}
-	fatal("filter_invoke: stage %d", (int)run->stage);
-}
-
-/* filter_session_stage - a stage outside any transaction: its verdicts hold for the session */
-static bool
-filter_session_stage(enum filter_stage stage)
-{
-	return stage == FILTER_STAGE_CONNECT || stage == FILTER_STAGE_HELO ||
-	    stage == FILTER_STAGE_AUTH;
-}
-
-/*
- * filter_decide - act on filter i's verdict; true when the chain stops
- * (res filled).  ACCEPT and QUARANTINE do not stop it: ACCEPT takes filter i
- * out of the transaction (or the session), QUARANTINE marks the transaction
- * (or every transaction of the session) and the next filter runs.
- */
-static bool
-filter_decide(struct filter_state *st, size_t i, enum filter_verdict v, struct filter_reply *r,
-    struct filter_result *res)
-{
-	const struct filter_link *fl = &st->chain->links[i];
-	struct filter_run_ctx *run = &st->run;
-	bool sess = filter_session_stage(run->stage);
-	char *why;
-
-	filter_reply_fix(run, fl->name, &v, r);
-	if (v == FILTER_CONTINUE)
-		return false;
-	log_debug("id=" SESSION_ID_FMT " event=filter filter=%s stage=%s verdict=%s code=%d",
-	    run->sess != NULL ? SESSION_ID(run->sess->id) : 0, fl->name,
-	    filter_stage_name(run->stage), filter_verdict_name(v), r->code);
-	switch (v) {
-	case FILTER_ACCEPT:
-		st->skip[i] = sess ? FILTER_SKIP_SESSION : FILTER_SKIP_TXN;
-		return false;
-	case FILTER_QUARANTINE:
-		why = r->text[0] != '\0' ? xstrdup(r->text) : xasprintf("filter %s", fl->name);
-		if (sess && st->quarantined == NULL)
-			st->quarantined = why;
-		else if (!sess && run->txn != NULL && run->txn->quarantine == NULL)
-			run->txn->quarantine = why;
-		else
-			free(why);
-		if (run->quarantined == NULL) {
-			run->quarantined = fl->name;
-			run->qreply = *r;
-		}
-		return false;
-	case FILTER_DISCARD:
-		if (sess)
-			st->discarded = fl->name;
-		else {
-			st->txn_discarded = fl->name;
-			if (run->txn != NULL)
-				run->txn->discard = true;
-		}
-		break;
-	default:
-		break;
-	}
-	filter_result_init(res);
-	res->filter = fl->name;
-	res->verdict = v;
-	res->reply = *r;
-	return true;
-}
-
-/*
- * filter_step - run inline filters from run->next on; false when the next
- * one with work to do must go to the pool (run->blocked), true when the
- * stage is decided (res filled).
- */
-static bool
-filter_step(struct filter_state *st, struct filter_result *res)
-{
-	struct filter_run_ctx *run = &st->run;
-	const struct filter_chain *chain = st->chain;
-	struct filter_reply r;
-	enum filter_verdict v;
-	size_t i;
-
-	while (run->next < chain->n) {
-		i = run->next++;
-		if (st->skip[i] != FILTER_SKIP_NONE ||
-		    !filter_has_stage(chain->links[i].ops, run->stage))
-			continue;
-		if (chain->links[i].ops->may_block && run->wl != NULL) {
-			run->blocked = i;
-			return false;
-		}
-		v = filter_invoke(st, i, &r);
-		if (filter_decide(st, i, v, &r, res))
-			return true;
-	}
-	filter_result_init(res);
-	if (run->quarantined != NULL) {
-		res->verdict = FILTER_QUARANTINE;
-		res->filter = run->quarantined;
-		res->reply = run->qreply;
-	}
-	return true;
-}
-
-/* filter_work - on a pool thread: the blocking filter's callbacks */
-static void
-filter_work(void *arg)
-{
-	struct filter_state *st = arg;
-
-	st->run.verdict = filter_invoke(st, st->run.blocked, &st->run.reply);
-}
-
-static void filter_work_done(void *arg);
-
-/* filter_submit - hand run->blocked to the pool */
-static bool
-filter_submit(struct filter_state *st)
-{
-	return workers_submit(st->run.wl, filter_work, filter_work_done, st);
-}
-
-/* filter_work_done - on the loop: go on with the chain, or finish the stage */
-static void
-filter_work_done(void *arg)
-{
-	struct filter_state *st = arg;
-	struct filter_run_ctx *run = &st->run;
-	struct filter_result res;
-	filter_done_fn done;
-	void *done_arg;
-	uint64_t id;
-
-	if (!filter_decide(st, run->blocked, run->verdict, &run->reply, &res) &&
-	    !filter_step(st, &res)) {
-		if (filter_submit(st))
-			return;
-		filter_pool_busy(&res, st->chain->links[run->blocked].name);
-	}
-	/* done may free st or start the next stage: nothing of st after it. */
-	st->busy = false;
-	id = run->sess != NULL ? run->sess->id : 0;
-	done = run->done;
-	done_arg = run->done_arg;
-	done(id, done_arg, &res);
-}
-
-/* filter_txn_end - no transaction any more: ACCEPT and DISCARD of the last one are over */
-static void
-filter_txn_end(struct filter_state *st)
-{
-	size_t i;
-
-	for (i = 0; i < st->chain->n; i++)
-		if (st->skip[i] == FILTER_SKIP_TXN)
-			st->skip[i] = FILTER_SKIP_NONE;
-	st->txn_discarded = NULL;
-}
-
-/*
- * filter_txn_begin - a transaction starts (MAIL): the filters that accepted
- * the last one come back, and what was decided for the whole session marks
- * this one.
- */
-static void
-filter_txn_begin(struct filter_state *st, struct filter_txn *txn)
-{
-	filter_txn_end(st);
-	if (txn == NULL)
-		return;
-	if (st->discarded != NULL) {
-		txn->discard = true;
-		st->txn_discarded = st->discarded;
-	}
-	if (st->quarantined != NULL && txn->quarantine == NULL)
-		txn->quarantine = xstrdup(st->quarantined);
-}
-
-/*
- * filter_run - run one stage (see filter.h).  Result verdicts: CONTINUE when
- * every filter passed or accepted; QUARANTINE when one quarantined and none
- * decided after it; else the first REJECT/TEMPFAIL/DISCARD with its
- * corrected reply.  What was discarded runs no filter: DISCARD at once.
- * With wl NULL, blocking filters run inline (tools and tests without a
- * loop).  ABORT and CLOSE run abort/close on every filter, inline, and pass.
- */
-enum filter_run_status
-filter_run(struct filter_state *st, enum filter_stage stage, struct filter_ctx *ctx,
-    const char *arg, struct filter_result *res, struct workers_loop *wl,
-    filter_done_fn done, void *done_arg)
-{
-	struct filter_run_ctx *run = &st->run;
-
-	if (st->busy)
-		fatal("filter_run: stage %s while another is pending", filter_stage_name(stage));
-	filter_result_init(res);
-	if (stage == FILTER_STAGE_ABORT || stage == FILTER_STAGE_CLOSE) {
-		filter_cleanup(st, stage, ctx);
-		filter_txn_end(st);
-		return FILTER_RUN_DONE;
-	}
-	if (stage == FILTER_STAGE_MAIL)
-		filter_txn_begin(st, ctx->txn);
-	else if (filter_session_stage(stage))
-		filter_txn_end(st);
-	if (st->discarded != NULL || (!filter_session_stage(stage) && st->txn_discarded != NULL)) {
-		res->verdict = FILTER_DISCARD;
-		res->filter = st->discarded != NULL ? st->discarded : st->txn_discarded;
-		return FILTER_RUN_DONE;
-	}
-
-	memset(run, 0, sizeof(*run));
-	run->stage = stage;
-	run->sess = ctx->sess;
-	run->txn = ctx->txn;
-	run->arg = arg;
-	run->wl = wl;
-	run->done = done;
-	run->done_arg = done_arg;
-	if (filter_step(st, res))
-		return FILTER_RUN_DONE;
-	assert(done != NULL);
-	if (!filter_submit(st)) {
-		filter_pool_busy(res, st->chain->links[run->blocked].name);
-		return FILTER_RUN_DONE;
-	}
-	st->busy = true;
-	return FILTER_RUN_PENDING;
 }
 
 /* ---- transactions ---- */
@@ -834,8 +344,66 @@ filter_txn_reset(struct filter_txn *txn)
 	}
 	free(txn->edits);
 	buf_free(&txn->auth_results);
+	buf_free(&txn->prepend);
 	free(txn->quarantine);
 	filter_txn_init(txn);
+}
+
+static struct filter_edit *filter_edit_new(struct filter_txn *txn, enum filter_edit_kind kind,
+    const char *name, const char *value, size_t value_len);
+
+/* filter_strv_copy - n strings, each copied (NULL stays NULL) */
+static char **
+filter_strv_copy(char *const *v, size_t n)
+{
+	char **c;
+	size_t i;
+
+	if (v == NULL)
+		return NULL;
+	c = xcalloc(n ? n : 1, sizeof(*c));
+	for (i = 0; i < n; i++)
+		c[i] = v[i] != NULL ? xstrdup(v[i]) : NULL;
+	return c;
+}
+
+/*
+ * filter_txn_copy - dst becomes a deep copy of src, with a reference on
+ * its body (the caller drops it with spool_free before filter_txn_reset);
+ * rcpt_params_cur and head are left NULL (the caller's).
+ */
+void
+filter_txn_copy(struct filter_txn *dst, const struct filter_txn *src)
+{
+	size_t i;
+
+	filter_txn_init(dst);
+	dst->queue_id = src->queue_id != NULL ? xstrdup(src->queue_id) : NULL;
+	dst->mail_from = src->mail_from != NULL ? xstrdup(src->mail_from) : NULL;
+	dst->mail_params = src->mail_params != NULL ? xstrdup(src->mail_params) : NULL;
+	dst->rcpts = filter_strv_copy(src->rcpts, src->nrcpts);
+	dst->rcpt_params = filter_strv_copy(src->rcpt_params, src->nrcpts);
+	dst->nrcpts = src->nrcpts;
+	if (src->nheaders > 0) {
+		dst->headers = xcalloc(src->nheaders, sizeof(*dst->headers));
+		for (i = 0; i < src->nheaders; i++) {
+			dst->headers[i].name = xstrdup(src->headers[i].name);
+			dst->headers[i].value = xstrdup(src->headers[i].value);
+		}
+		dst->nheaders = src->nheaders;
+	}
+	dst->body = src->body != NULL ? spool_ref(src->body) : NULL;
+	dst->body_offset = src->body_offset;
+	for (i = 0; i < src->nedits; i++) {
+		const struct filter_edit *e = &src->edits[i];
+		struct filter_edit *d = filter_edit_new(dst, e->kind, e->name, e->value, e->value_len);
+
+		d->index = e->index;
+		d->params = e->params != NULL ? xstrdup(e->params) : NULL;
+	}
+	buf_append(&dst->auth_results, src->auth_results.data, src->auth_results.len);
+	dst->quarantine = src->quarantine != NULL ? xstrdup(src->quarantine) : NULL;
+	dst->discard = src->discard;
 }
 
 /* filter_edit_new - append an edit of kind, copying name and value */
@@ -918,6 +486,22 @@ void
 filter_delete_rcpt(struct filter_txn *txn, const char *rcpt)
 {
 	filter_edit_new(txn, EDIT_DELETE_RCPT, NULL, rcpt, strlen(rcpt));
+}
+
+/* filter_prepend_header - FINAL: "name: value" for the top of the block (controls but HTAB kept out) */
+void
+filter_prepend_header(struct filter_txn *txn, const char *name, const char *value)
+{
+	size_t start = txn->prepend.len;
+
+	buf_printf(&txn->prepend, "%s: %s", name, value);
+	for (; start < txn->prepend.len; start++) {
+		unsigned char c = (unsigned char)txn->prepend.data[start];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			txn->prepend.data[start] = ' ';
+	}
+	buf_puts(&txn->prepend, "\r\n");
 }
 
 /* filter_auth_result - append "; " + one resinfo (controls become spaces) */

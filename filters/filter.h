@@ -1,12 +1,61 @@
 /*
  * filter.h - the filter API: milter-shaped callbacks over one SMTP transaction.
  *
- * A filter sees a session and a transaction and returns a verdict; it never
- * touches a socket or the event loop.  Filters that may block (DNS, sockets,
- * hashing) set may_block and are run on the worker pool; the session pauses
- * reading meanwhile and replies stay in order.  At end of message a filter
- * may queue edits (the milter action set) and record authentication results;
- * the chain composes one Authentication-Results header from them.
+ * A filter sees a session and a transaction and returns a verdict for each
+ * stage.  It does slow work in one of three ways:
+ *   inline      cheap, pure work: the callback returns its verdict at once.
+ *   on the loop non-blocking I/O (libunbound's ub_fd, hiredis async, a
+ *               milter socket) on ctx->base: the callback takes a handle
+ *               with filter_wait_begin(), returns FILTER_PENDING, and later
+ *               completes the stage with filter_wait_done().
+ *   blocking    a library that only calls back synchronously (DNS through
+ *               libspf2, hashing): the filter sets may_block, and its
+ *               callbacks run on the filter pool (filter_threads threads,
+ *               apart from the AUTH and delivery pools), on a copy of the
+ *               session and transaction that the call owns.
+ * The chain enforces each filter's timeout and default_action (its section's
+ * keys "timeout" and "default_action"): a filter that does not answer in
+ * time, or reports a failure (filter_wait_fail), gets default_action for
+ * that stage and for every later one of the session (Postfix's milter rule),
+ * and a log line names it (event=filter_timeout, event=filter_failed).  A
+ * failing filter never takes the daemon down.
+ *
+ * Threads and sharing (the contract):
+ *   - configure() and destroy() run on the main thread: configure() as root
+ *     at start, but as the unprivileged user on SIGHUP, so files it reads
+ *     (keys) must stay readable by that user, or the reload fails, keeps
+ *     the old configuration and says why.  An instance must not keep
+ *     pointers into conf or its section past configure(): copy what it needs.
+ *   - An instance is shared by every session of its listener on every event
+ *     loop, and by blocking calls on pool threads: after configure() it is
+ *     read-only, or the filter locks what it changes.
+ *   - Every callback of a filter without may_block runs on the session's
+ *     loop thread, as does filter_wait_done.  A may_block filter's
+ *     connect..eom and final run on a pool thread, never two of one session
+ *     at once; its abort and close run on the loop, except the close of a
+ *     call that outlived its session (below).
+ *   - *ctx->priv is the filter's per-session state, NULL at first; close()
+ *     frees it (it is called with NULL too).  ctx and what it points to are
+ *     valid for the call only.
+ *   - A blocking call works on a copy of the session and the transaction,
+ *     owned by the call: if the chain stops waiting for it (timeout, the
+ *     client left, a drain), the call still runs to its end on its copy and
+ *     is dropped; then its per-session state is its own and close() runs
+ *     on it once the call is over (on the loop, or on a pool thread when the
+ *     loop is gone at shutdown).  That filter sits out the rest of the
+ *     session.  The chain keeps the instance alive until then.
+ *   - A call on the loop that returned FILTER_PENDING owns its handle until
+ *     it calls filter_wait_done or filter_wait_fail, exactly once.  If the
+ *     chain stops waiting first, it calls the filter's cancel(): the filter
+ *     stops its I/O for that stage if it can; completing the handle later
+ *     is harmless (the completion is dropped).  The handle never points
+ *     into a session the chain has stopped waiting for.
+ *
+ * At end of message a filter may queue edits (the milter action set) and
+ * record authentication results; the chain composes one
+ * Authentication-Results header from them.  Then the final stage runs: the
+ * filters with a final callback (signers) see the header block exactly as
+ * it will be sent and may prepend headers to it (filter_prepend_header).
  *
  * Ownership: strings handed to callbacks belong to the session and live for
  * the duration of the call only, except where noted.  Edits and results are
@@ -25,6 +74,7 @@
 #include "../smtpd/buf.h"
 #include "../smtpd/conf.h"
 
+struct event_base;
 struct workers_loop;
 struct spool;
 
@@ -63,6 +113,7 @@ enum filter_verdict {
 	FILTER_TEMPFAIL,	/* 4xx */
 	FILTER_DISCARD,		/* accept toward the client, deliver nothing */
 	FILTER_QUARANTINE,	/* deliver, marked (X-Portier-Quarantine) */
+	FILTER_PENDING,		/* on the loop only: filter_wait_begin was called, the verdict comes later */
 };
 
 enum filter_stage {
@@ -72,6 +123,7 @@ enum filter_stage {
 	FILTER_STAGE_MAIL,
 	FILTER_STAGE_RCPT,
 	FILTER_STAGE_DATA,	/* headers, eoh, body, eom: run together at end of data */
+	FILTER_STAGE_FINAL,	/* after edits and Authentication-Results: txn->head is what is sent */
 	FILTER_STAGE_ABORT,	/* transaction ended without delivery (RSET, QUIT, error) */
 	FILTER_STAGE_CLOSE,	/* session ends */
 };
@@ -167,15 +219,28 @@ struct filter_txn {
 	struct filter_edit *edits;
 	size_t nedits;
 	struct buf auth_results;	/* "; spf=pass smtp.mailfrom=..." items */
+	/*
+	 * FINAL stage: the header block as it will be sent, Received: first,
+	 * CRLF line ends, the empty line that ends it included (when the
+	 * message has one); NULL at every other stage.  Read-only: add to it
+	 * with filter_prepend_header, which the next final filter sees.
+	 */
+	struct buf *head;
+	struct buf prepend;	/* FINAL: "Name: value\r\n" fields owed to the top of head */
 	char *quarantine;	/* reason, NULL unless quarantined */
 	bool discard;		/* a filter discarded it: deliver nothing */
 };
+
+struct filter_state;
 
 /* Per-callback context: the filter's per-session state and the views. */
 struct filter_ctx {
 	void **priv;		/* the filter's per-session pointer, NULL at connect */
 	const struct filter_session *sess;
 	struct filter_txn *txn;	/* NULL at connect/helo/auth/close */
+	struct event_base *base;	/* the session's loop; NULL on a pool thread or without a loop */
+	struct filter_state *state;	/* the chain's, for filter_wait_begin */
+	size_t link;		/* the chain's: which filter is called */
 };
 
 struct filter_ops {
@@ -193,14 +258,18 @@ struct filter_ops {
 	enum filter_verdict (*eoh)(void *inst, struct filter_ctx *ctx, struct filter_reply *r);
 	enum filter_verdict (*body)(void *inst, struct filter_ctx *ctx, const char *chunk, size_t len, struct filter_reply *r);
 	enum filter_verdict (*eom)(void *inst, struct filter_ctx *ctx, struct filter_reply *r);
+	/* final - after every edit and Authentication-Results: ctx->txn->head is what is sent */
+	enum filter_verdict (*final)(void *inst, struct filter_ctx *ctx, struct filter_reply *r);
 	void (*abort)(void *inst, struct filter_ctx *ctx);
 	void (*close)(void *inst, struct filter_ctx *ctx);
+	/* cancel - the chain stopped waiting for this filter's pending call (on the loop) */
+	void (*cancel)(void *inst, struct filter_ctx *ctx);
 };
 
 /* A configured chain for one listener (immutable, shared by its sessions). */
 struct filter_chain;
-/* Per-session chain state: per-filter priv pointers, who accepted, what was discarded. */
-struct filter_state;
+/* A pending call: a filter's handle on the loop, or a blocking call on the pool. */
+struct filter_wait;
 
 struct filter_result {
 	enum filter_verdict verdict;	/* CONTINUE: all passed or accepted; QUARANTINE: marked */
@@ -223,9 +292,23 @@ void filter_chain_free(struct filter_chain *chain);
 bool filter_chain_empty(const struct filter_chain *chain);
 /* filter_chain_names - "spf,dkim-verify" for the summary log line (owned by chain). */
 const char *filter_chain_names(const struct filter_chain *chain);
+/*
+ * filter_chain_key - true for the keys the chain reads in every filter's
+ * section: timeout (seconds a stage waits for the filter, default 60, 0 no
+ * limit) and default_action (accept | reject | tempfail, default tempfail).
+ * A filter's configure() accepts them without using them.
+ */
+bool filter_chain_key(const char *key);
 
 struct filter_state *filter_state_new(const struct filter_chain *chain);
-void filter_state_free(struct filter_state *st, struct filter_ctx *ctx);	/* runs close */
+/* filter_state_free - runs close; a stage still pending is cancelled first */
+void filter_state_free(struct filter_state *st, struct filter_ctx *ctx);
+/*
+ * filter_cancel - stop waiting for the stage in progress (the client left,
+ * a drain, a flood): the pending call is cancelled or left to finish on its
+ * own copy, and done is never called for the stage.  Nothing if none.
+ */
+void filter_cancel(struct filter_state *st);
 
 /* Completion callback: runs on the session's event loop. */
 typedef void (*filter_done_fn)(uint64_t session_id, void *arg, const struct filter_result *res);
@@ -235,11 +318,12 @@ enum filter_run_status { FILTER_RUN_DONE, FILTER_RUN_PENDING };
 /*
  * filter_run - run one stage through the chain.  arg is the stage's string
  * (helo name, user, sender, recipient; NULL otherwise).  If every filter of
- * the chain is inline the stage completes now: FILTER_RUN_DONE with *res.
- * Otherwise FILTER_RUN_PENDING: the blocking filters run on the worker pool
- * and done(session_id, done_arg, res) is called later on wl's loop, exactly
- * once, even if the session is closing; the caller must keep st, ctx->sess,
- * ctx->txn and arg alive until then (a closing session waits for it).
+ * the chain answers inline the stage completes now: FILTER_RUN_DONE with
+ * *res.  Otherwise FILTER_RUN_PENDING: a filter waits on the loop or a
+ * blocking one runs on wl's pool, and done(session_id, done_arg, res) is
+ * called later on wl's loop, exactly once, unless filter_cancel comes
+ * first; the caller keeps st, ctx->sess, ctx->txn and arg alive until then
+ * or until it cancels (a blocking call reads its own copies).
  * One stage at a time per state.  res->verdict is REJECT, TEMPFAIL or
  * DISCARD from the filter that stopped the chain; else QUARANTINE if one
  * quarantined (txn->quarantine is set, or the session's mark is kept for
@@ -255,6 +339,28 @@ enum filter_run_status filter_run(struct filter_state *st, enum filter_stage sta
     struct filter_ctx *ctx, const char *arg, struct filter_result *res,
     struct workers_loop *wl, filter_done_fn done, void *done_arg);
 
+/*
+ * filter_wait_begin - in a callback of a filter without may_block: the
+ * verdict will come later.  Start the I/O on ctx->base, keep the handle,
+ * and return FILTER_PENDING.  NULL on a pool thread or without a loop
+ * (ctx->base NULL): answer now.
+ */
+struct filter_wait *filter_wait_begin(struct filter_ctx *ctx);
+/*
+ * filter_wait_ctx - the stage's context for the completion (priv, sess,
+ * txn to edit); NULL when the chain no longer waits for it.  Loop only.
+ */
+struct filter_ctx *filter_wait_ctx(struct filter_wait *w);
+/*
+ * filter_wait_done - the verdict of a pending call (never FILTER_PENDING);
+ * r may be NULL.  Frees w.  On the loop; may be called from inside the
+ * callback that began it.  The chain goes on, and may finish the stage and
+ * call the session back from inside this call.
+ */
+void filter_wait_done(struct filter_wait *w, enum filter_verdict v, const struct filter_reply *r);
+/* filter_wait_fail - the call failed (why: for the log): default_action applies.  Frees w. */
+void filter_wait_fail(struct filter_wait *w, const char *why);
+
 /* filter_txn_reset - clear a transaction (RSET/commit); keeps nothing. */
 void filter_txn_init(struct filter_txn *txn);
 void filter_txn_reset(struct filter_txn *txn);
@@ -269,6 +375,8 @@ void filter_change_from(struct filter_txn *txn, const char *from, const char *pa
 void filter_add_rcpt(struct filter_txn *txn, const char *rcpt, const char *params);
 void filter_delete_rcpt(struct filter_txn *txn, const char *rcpt);
 void filter_auth_result(struct filter_txn *txn, const char *fmt, ...) PRINTF_LIKE(2, 3);
+/* filter_prepend_header - FINAL only: a field to put at the top of txn->head (a signature) */
+void filter_prepend_header(struct filter_txn *txn, const char *name, const char *value);
 
 /*
  * The header block, read as RFC 5322 (2.2, and the obsolete syntax of 4.5)

@@ -246,10 +246,10 @@ rfc5322_date(char *dst, size_t size)
 }
 
 /*
- * build_head - Received (and Return-Path for Maildir), then the filtered
- * headers, then the empty line: the message's own, or the one owed before a
- * body that started at a malformed line (or replaced by a filter); none only
- * when there is no body at all
+ * build_head - Received, then the filtered headers, then the empty line:
+ * the message's own, or the one owed before a body that started at a
+ * malformed line (or replaced by a filter); none only when there is no body
+ * at all.  Return-Path (Maildir) comes after the final stage (data_final).
  */
 static void
 build_head(struct session *s, bool had_separator)
@@ -263,8 +263,6 @@ build_head(struct session *s, bool had_separator)
 	const char *proto = protos[s->esmtp][s->tls_active][s->fsess.auth_user != NULL];
 
 	buf_reset(&t->head);
-	if (s->conf->relay.kind == RELAY_MAILDIR)
-		buf_printf(&t->head, "Return-Path: <%s>\r\n", t->from);
 	rfc5322_date(date, sizeof(date));
 	/* RFC 5321 4.1.3: an IPv6 address literal is tagged "IPv6:". */
 	buf_printf(&t->head, "Received: from %s (%s [%s%s])\r\n", s->helo, s->fsess.client_name,
@@ -510,6 +508,25 @@ data_relayed(void *arg, const struct relay_result *res, size_t n)
 	session_continue(s);
 }
 
+static void data_final(struct session *s, const struct filter_result *res);
+
+/* data_verdict_ends - a reject, tempfail or discard at end of data: the transaction ends here */
+static bool
+data_verdict_ends(struct session *s, const struct filter_result *res)
+{
+	if (session_verdict_stops(s, res)) {
+		session_txn_end(s, res->verdict == FILTER_TEMPFAIL ? TXN_TEMPFAIL : TXN_REJECTED,
+		    res->reply.text);
+		return true;
+	}
+	if (session_txn_discarded(s, res)) {
+		session_reply(s, R_DISCARDED);
+		session_txn_end(s, TXN_DISCARDED, "discarded");
+		return true;
+	}
+	return false;
+}
+
 /* data_filtered - after the DATA filters: compose and relay */
 static void
 data_filtered(struct session *s, const struct filter_result *res)
@@ -517,16 +534,8 @@ data_filtered(struct session *s, const struct filter_result *res)
 	struct txn *t = s->txn;
 	size_t i;
 
-	if (session_verdict_stops(s, res)) {
-		session_txn_end(s, res->verdict == FILTER_TEMPFAIL ? TXN_TEMPFAIL : TXN_REJECTED,
-		    res->reply.text);
+	if (data_verdict_ends(s, res))
 		return;
-	}
-	if (session_txn_discarded(s, res)) {
-		session_reply(s, R_DISCARDED);
-		session_txn_end(s, TXN_DISCARDED, "discarded");
-		return;
-	}
 	if (res->verdict == FILTER_QUARANTINE && t->ftx.quarantine == NULL)
 		t->ftx.quarantine = xstrdup(res->filter ? res->filter : "filter");
 	for (i = 0; i < t->ftx.nedits; i++) {
@@ -551,6 +560,32 @@ data_filtered(struct session *s, const struct filter_result *res)
 	if (!smtp_envelope_apply(s))
 		return;
 	build_head(s, t->had_separator);
+	/* The final stage: signers see the block and body exactly as the backend will. */
+	t->ftx.head = &t->head;
+	t->ftx.body = t->spool;
+	t->ftx.body_offset = t->body_off;
+	session_run_stage(s, FILTER_STAGE_FINAL, NULL, data_final);
+}
+
+/* data_final - after the final stage: relay what the signers signed */
+static void
+data_final(struct session *s, const struct filter_result *res)
+{
+	struct txn *t = s->txn;
+
+	t->ftx.head = NULL;
+	if (data_verdict_ends(s, res))
+		return;
+	if (s->conf->relay.kind == RELAY_MAILDIR) {
+		/* The delivery's own field, first in the file, after any signature. */
+		struct buf rp;
+
+		buf_init(&rp);
+		buf_printf(&rp, "Return-Path: <%s>\r\n", t->from);
+		buf_append(&rp, t->head.data, t->head.len);
+		buf_free(&t->head);
+		t->head = rp;
+	}
 	session_enter_wait(s, SESSION_WAIT_RELAY);
 	relay_data(t->relay, &t->head, t->spool, t->body_off, data_relayed, s);
 }

@@ -222,7 +222,7 @@ session_free(struct session *s)
 		session_txn_end(s, TXN_ABORTED, "");
 	}
 	if (s->fstate) {
-		struct filter_ctx ctx = { NULL, &s->fsess, NULL };
+		struct filter_ctx ctx = { .sess = &s->fsess };
 
 		filter_state_free(s->fstate, &ctx);
 	}
@@ -260,8 +260,11 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
 
-	if (s->wait == SESSION_WAIT_FILTER)
-		return;	/* the filter job reads us: its completion reaps us (filter_done) */
+	if (s->wait == SESSION_WAIT_FILTER) {
+		/* A blocking filter call reads its own copies: it is left to finish alone. */
+		filter_cancel(s->fstate);
+		session_enter_wait(s, SESSION_WAIT_NONE);
+	}
 	if (s->closed_cleanly && s->linger < SESSION_LINGER_TURNS && output_pending(s)) {
 		/* The last reply is still on its way (a TLS filter's socket): wait for it. */
 		struct timeval tv = { 0, 10000 };
@@ -466,29 +469,20 @@ session_enter_wait(struct session *s, enum session_wait w)
 
 /*
  * session_wait_over - a completion arrived: the wait ends.  False when the
- * session is closing or was interrupted meanwhile (then the owed 421 goes
- * out now): the completion drops its result and must not reply.
+ * session is closing meanwhile: the completion drops its result and must
+ * not reply.
  */
 bool
 session_wait_over(struct session *s)
 {
-	enum smtp_reply_id owed = s->interrupted;
-
 	session_enter_wait(s, SESSION_WAIT_NONE);
-	if (s->state == S_CLOSING || s->state == S_DEAD)
-		return false;
-	if (owed == R_MAX)
-		return true;
-	s->interrupted = R_MAX;
-	session_interrupt(s, owed);
-	return false;
+	return s->state != S_CLOSING && s->state != S_DEAD;
 }
 
 /*
  * session_interrupt - a command timeout, a pipelining flood or the drain
- * ends the session with reply id.  A filter job still reads the session and
- * its transaction: then only record it, and the completion carries it out
- * (session_wait_over).  Any other wait is cancelled with the transaction.
+ * ends the session with reply id.  The wait in progress is cancelled with
+ * the transaction: a filter stage (filter_cancel) as any other.
  */
 void
 session_interrupt(struct session *s, enum smtp_reply_id id)
@@ -496,12 +490,9 @@ session_interrupt(struct session *s, enum smtp_reply_id id)
 	if (s->state == S_CLOSING || s->state == S_DEAD)
 		return;
 	if (s->wait == SESSION_WAIT_FILTER) {
-		if (s->interrupted == R_MAX) {
-			log_info("id=%s event=interrupt_deferred wait=filter reply=%d", s->idstr,
-			    smtp_reply_get(id)->code);
-			s->interrupted = id;
-		}
-		return;
+		log_info("id=%s event=filter_cancelled reply=%d", s->idstr, smtp_reply_get(id)->code);
+		filter_cancel(s->fstate);
+		session_enter_wait(s, SESSION_WAIT_NONE);
 	}
 	session_txn_reset(s);
 	session_reply_close(s, id);
@@ -548,11 +539,11 @@ session_txn_end(struct session *s, enum txn_result result, const char *replytext
 
 	if (t == NULL)
 		return;
-	/* A filter job reads the transaction: it ends only once the job is back. */
+	/* A pending filter stage reads the transaction: it is cancelled first. */
 	assert(s->wait != SESSION_WAIT_FILTER);
 	s->txn = NULL;
 	if (result != TXN_DELIVERED && result != TXN_DISCARDED && s->fstate) {
-		struct filter_ctx ctx = { NULL, &s->fsess, &t->ftx };
+		struct filter_ctx ctx = { .sess = &s->fsess, .txn = &t->ftx };
 		struct filter_result res;
 
 		/* Abort runs every filter's abort inline and passes. */
@@ -585,21 +576,13 @@ session_txn_reset(struct session *s)
 
 /* ---- filters ------------------------------------------------------------------- */
 
-/* filter_done - a blocking stage finished (on our loop) */
+/* filter_done - a pending stage finished (on our loop); never after filter_cancel */
 static void
 filter_done(uint64_t id, void *arg, const struct filter_result *res)
 {
 	struct session *s = loop_session_find(arg, id);
 
-	if (s == NULL)
-		return;
-	if (s->state == S_DEAD) {
-		/* The client left meanwhile: reap_cb left the free to us. */
-		session_enter_wait(s, SESSION_WAIT_NONE);
-		session_free(s);
-		return;
-	}
-	if (!session_wait_over(s))
+	if (s == NULL || !session_wait_over(s))
 		return;
 	s->fnext(s, res);
 	session_continue(s);
@@ -609,7 +592,7 @@ filter_done(uint64_t id, void *arg, const struct filter_result *res)
 void
 session_run_stage(struct session *s, enum filter_stage stage, const char *arg, stage_next_fn next)
 {
-	struct filter_ctx ctx = { NULL, &s->fsess, s->txn ? &s->txn->ftx : NULL };
+	struct filter_ctx ctx = { .sess = &s->fsess, .txn = s->txn ? &s->txn->ftx : NULL };
 	struct filter_result res;
 
 	if (filter_chain_empty(s->chain)) {
@@ -1259,13 +1242,6 @@ session_read_cb(struct bufferevent *bev, void *arg)
 		session_interrupt(s, R_GREET_PAUSE);
 		return;
 	}
-	if (s->interrupted != R_MAX) {
-		/* Ending once the filter is back: nothing more is read as a command. */
-		struct evbuffer *in = bufferevent_get_input(bev);
-
-		evbuffer_drain(in, evbuffer_get_length(in));
-		return;
-	}
 	if (s->state == S_CMD && pipeline_flooded(s, bufferevent_get_input(bev))) {
 		log_info("id=%s event=pipeline_flood client=%s", s->idstr, s->addr);
 		session_interrupt(s, R_PIPELINE_FLOOD);
@@ -1418,7 +1394,6 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	s->id = server_new_session_id();
 	snprintf(s->idstr, sizeof(s->idstr), SESSION_ID_FMT, SESSION_ID(s->id));
 	s->bdat_discard = R_MAX;
-	s->interrupted = R_MAX;
 	if (!sockaddr_text(sa, s->addr, sizeof(s->addr)))
 		str_copy(s->addr, "unknown", sizeof(s->addr));
 	memcpy(&s->fsess.client_sa, sa, salen < sizeof(s->fsess.client_sa) ? salen :

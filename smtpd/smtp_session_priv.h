@@ -51,10 +51,12 @@ enum session_state {
  * session_enter_wait.  While it waits nothing is read as a command
  * (pipelined input stays buffered) and replies stay in order.  Each wait
  * owns what its completion reads, or is cancelled or matched by id:
- *   SESSION_WAIT_FILTER reads the session and its transaction on a pool
- *     thread, so neither may go until it completes: an interruption (command
- *     timeout, flood, drain) is recorded in s->interrupted and carried out by
- *     the completion; EOF reaps the session there (reap_cb waits for it);
+ *   SESSION_WAIT_FILTER is a stage of the filter chain: a filter waiting on
+ *     the loop (its handle is detached and the filter's cancel() called) or
+ *     a blocking call on the filter pool (it reads its own copies and is
+ *     left to finish alone); an interruption (command timeout, flood, drain)
+ *     or EOF cancels it with filter_cancel, and the chain's per-filter
+ *     timeouts bound it;
  *   SESSION_WAIT_AUTH owns its job (user, password, snapshot) and finds the
  *     session by id: a late completion is dropped;
  *   SESSION_WAIT_RELAY is cancelled by freeing the relay transaction, which
@@ -132,7 +134,6 @@ struct session {
 	enum session_state state;
 	struct smtp_parse_reader reader;
 	enum session_wait wait;	/* see enum session_wait */
-	enum smtp_reply_id interrupted;	/* R_MAX, or the 421 owed when the filter wait ends */
 	bool shutdown_owed;	/* drain: 421 once the wait's own reply went out */
 	bool in_process;	/* session_process is on the stack */
 	unsigned errors;

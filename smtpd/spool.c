@@ -30,7 +30,7 @@
 #include "util.h"
 
 struct spool {
-	unsigned refs;		/* see spool.h: loop thread only */
+	unsigned refs;		/* see spool.h: atomic */
 	size_t mem_limit;
 	char *tmpdir;		/* NULL: $TMPDIR or /tmp, looked up when needed */
 	struct buf mem;		/* the body while fd < 0 */
@@ -80,8 +80,8 @@ spool_new(size_t mem_limit, const char *tmpdir)
 struct spool *
 spool_ref(struct spool *s)
 {
-	assert(s->refs > 0);
-	s->refs++;
+	assert(__atomic_load_n(&s->refs, __ATOMIC_RELAXED) > 0);
+	__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
 	return s;
 }
 
@@ -91,8 +91,7 @@ spool_free(struct spool *s)
 {
 	if (s == NULL)
 		return;
-	assert(s->refs > 0);
-	if (--s->refs > 0)
+	if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	if (s->fd >= 0)
 		close(s->fd);

@@ -6,8 +6,8 @@
  * that an asynchronous reader (a Maildir job on a worker thread, a backend
  * body transfer) keeps it alive past the transaction that made it: spool_new
  * gives one reference, spool_ref takes another, spool_free drops one and
- * releases both with the last.  References are taken and dropped on the
- * owning event loop only (never on a worker thread).
+ * releases both with the last.  References are atomic: a blocking filter
+ * call that outlived its session may drop the last one on a pool thread.
  */
 #ifndef PORTIER_SPOOL_H
 #define PORTIER_SPOOL_H

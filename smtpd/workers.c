@@ -15,7 +15,9 @@
  * Ownership: the pool owns its jobs.  A loop handle belongs to its caller
  * until workers_detach; it is freed there, or by the last pool thread that
  * still had work for it.  Jobs of a detached loop are dropped: work() is not
- * run if it had not started, done() is never run, arg is the submitter's.
+ * run if it had not started, done() is never run, and drop(arg), if given,
+ * runs instead (on the detaching thread or on a pool thread): a job that
+ * owns what arg points to frees it there.
  */
 #include "config.h"
 
@@ -33,6 +35,7 @@ struct workers_job {
 	struct workers_loop *wl;
 	workers_work_fn work;
 	workers_done_fn done;
+	workers_done_fn drop;	/* instead of done when the loop is gone; NULL: nothing */
 	void *arg;
 };
 
@@ -81,19 +84,19 @@ workers_complete(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* workers_finish - on a pool thread: hand a finished job back to its loop */
+/* workers_finish - on a pool thread: hand a finished job back to its loop, or drop it */
 static void
 workers_finish(struct workers_job *job)
 {
 	struct workers_loop *wl = job->wl;
-	bool last = false;
+	bool last = false, dropped;
 
 	job->next = NULL;
 	pthread_mutex_lock(&wl->mtx);
 	wl->inflight--;
-	if (wl->detached) {
+	dropped = wl->detached;
+	if (dropped) {
 		last = wl->inflight == 0;
-		free(job);
 	} else {
 		if (wl->done_tail != NULL)
 			wl->done_tail->next = job;
@@ -104,6 +107,11 @@ workers_finish(struct workers_job *job)
 		event_active(wl->ev, EV_READ, 0);
 	}
 	pthread_mutex_unlock(&wl->mtx);
+	if (dropped) {
+		if (job->drop != NULL)
+			job->drop(job->arg);
+		free(job);
+	}
 	if (last)
 		workers_loop_destroy(wl);
 }
@@ -268,6 +276,8 @@ workers_detach(struct workers_loop *wl)
 
 	while ((job = list) != NULL) {
 		list = job->next;
+		if (job->drop != NULL)
+			job->drop(job->arg);
 		free(job);
 	}
 	/* Otherwise the pool thread that finishes the last job frees it. */
@@ -279,6 +289,14 @@ workers_detach(struct workers_loop *wl)
 bool
 workers_submit(struct workers_loop *wl, workers_work_fn work, workers_done_fn done, void *arg)
 {
+	return workers_submit_owned(wl, work, done, NULL, arg);
+}
+
+/* workers_submit_owned - the same, with drop(arg) run when done will not be */
+bool
+workers_submit_owned(struct workers_loop *wl, workers_work_fn work, workers_done_fn done,
+    workers_done_fn drop, void *arg)
+{
 	struct workers *w = wl->w;
 	struct workers_job *job;
 
@@ -288,6 +306,7 @@ workers_submit(struct workers_loop *wl, workers_work_fn work, workers_done_fn do
 	job->wl = wl;
 	job->work = work;
 	job->done = done;
+	job->drop = drop;
 	job->arg = arg;
 
 	pthread_mutex_lock(&w->mtx);

@@ -34,6 +34,12 @@ struct workers_loop *workers_attach(struct workers *w, struct event_base *base);
 void workers_detach(struct workers_loop *wl);
 /* workers_submit - queue work; false when the queue is full. */
 bool workers_submit(struct workers_loop *wl, workers_work_fn work, workers_done_fn done, void *arg);
+/*
+ * workers_submit_owned - the same for a job that owns arg: when its loop
+ * detaches first, drop(arg) runs instead of done (on any thread).
+ */
+bool workers_submit_owned(struct workers_loop *wl, workers_work_fn work, workers_done_fn done,
+    workers_done_fn drop, void *arg);
 struct event_base *workers_loop_base(const struct workers_loop *wl);
 
 #endif

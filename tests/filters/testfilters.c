@@ -11,4 +11,5 @@ void
 testfilters_register(void)
 {
 	filter_register(&tf_edit_ops);
+	tf_api_register();
 }

@@ -11,6 +11,9 @@ struct filter_ops;
 /* test-edit (tf_edit.c): envelope and message edits at end of message */
 extern const struct filter_ops tf_edit_ops;
 
+/* tf_api_register - test-async, test-block, test-sign (tf_api.c) */
+void tf_api_register(void);
+
 /* testfilters_register - register every test filter */
 void testfilters_register(void);
 

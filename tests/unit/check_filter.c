@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -549,6 +550,7 @@ setup(void)
 	filter_register(&bare_ops);
 	memset(&test_conf, 0, sizeof(test_conf));
 	test_conf.hostname = "mx.example.test";
+	test_conf.refcnt = 1;	/* static: a blocking call's reference never frees it */
 	test_conf.sections = test_sections;
 	test_conf.nsections = ARRAY_SIZE(test_sections);
 	buf_init(&trace);
@@ -1258,7 +1260,12 @@ spy_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_rep
 {
 	spy_thread = pthread_self();
 	spy_calls++;
-	ck_assert_ptr_eq(ctx->sess, &test_sess);
+	/* A blocking call reads its own copies, never the session's. */
+	ck_assert_ptr_ne(ctx->sess, &test_sess);
+	ck_assert_uint_eq(ctx->sess->id, test_sess.id);
+	ck_assert_str_eq(ctx->sess->helo, test_sess.helo);
+	ck_assert_ptr_ne(ctx->sess->helo, test_sess.helo);
+	ck_assert_ptr_eq(ctx->sess->conf, &test_conf);
 	ck_assert_str_eq(ctx->txn->mail_from, "sender@example.test");
 	ck_assert_str_eq(rcpt, "who@x");
 	return FILTER_CONTINUE;
@@ -1843,6 +1850,474 @@ START_TEST(test_txn_reset)
 }
 END_TEST
 
+/* ---- waits on the loop, timeouts, default actions, the final stage ---- */
+
+/* A "wait" filter answers on the loop, as a milter or DNS client would. */
+enum wmode { W_LATER, W_NOW, W_NEVER, W_FAIL };
+
+struct winst {
+	enum wmode mode;
+	enum filter_verdict verdict;	/* what it answers (W_LATER, W_NOW) */
+};
+
+static unsigned w_calls, w_cancels, w_closes;	/* loop thread, or after the pool joined */
+static struct filter_wait *w_handle;	/* the pending call's handle */
+static struct event *w_timer;
+
+/* w_configure - "mode" and "verdict"; the chain's keys are the chain's */
+static void *
+w_configure(const struct conf *conf, const struct conf_section *sec, char **err_r)
+{
+	struct winst *in = xcalloc(1, sizeof(*in));
+	const char *v;
+	size_t i;
+
+	in->verdict = FILTER_CONTINUE;
+	for (i = 0; sec != NULL && i < sec->nkv; i++) {
+		if (filter_chain_key(sec->kv[i].key))
+			continue;
+		v = sec->kv[i].value;
+		if (strcmp(sec->kv[i].key, "mode") == 0)
+			in->mode = strcmp(v, "now") == 0 ? W_NOW : strcmp(v, "never") == 0 ? W_NEVER :
+			    strcmp(v, "fail") == 0 ? W_FAIL : W_LATER;
+		else if (strcmp(sec->kv[i].key, "verdict") == 0)
+			in->verdict = strcmp(v, "reject") == 0 ? FILTER_REJECT : FILTER_CONTINUE;
+		else {
+			*err_r = xasprintf("unknown key %s", sec->kv[i].key);
+			free(in);
+			return NULL;
+		}
+	}
+	return in;
+}
+
+/* w_fire - the answer arrives: a result recorded through the handle, then the verdict */
+static void
+w_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct winst *in = arg;
+	struct filter_wait *w = w_handle;
+	struct filter_ctx *c = filter_wait_ctx(w);
+	struct filter_reply r;
+
+	event_free(w_timer);
+	w_timer = NULL;
+	w_handle = NULL;
+	ck_assert_ptr_nonnull(c);
+	if (c->txn != NULL)
+		filter_auth_result(c->txn, "test=pass");
+	if (in->mode == W_FAIL) {
+		filter_wait_fail(w, "test \"failure\"");
+		return;
+	}
+	memset(&r, 0, sizeof(r));
+	if (in->verdict == FILTER_REJECT) {
+		r.code = 554;
+		str_copy(r.ecode, "5.7.0", sizeof(r.ecode));
+		str_copy(r.text, "later no", sizeof(r.text));
+	}
+	filter_wait_done(w, in->verdict, &r);
+}
+
+/* w_start - begin a wait, and answer it now, later, never or with a failure */
+static enum filter_verdict
+w_start(struct winst *in, struct filter_ctx *ctx)
+{
+	struct timeval tv = { 0, 10000 };
+	struct filter_wait *w;
+
+	w_calls++;
+	ck_assert_ptr_nonnull(ctx->base);
+	w = filter_wait_begin(ctx);
+	ck_assert_ptr_nonnull(w);
+	if (in->mode == W_NOW) {
+		filter_wait_done(w, in->verdict, NULL);	/* inside the callback */
+		return FILTER_PENDING;
+	}
+	w_handle = w;
+	if (in->mode == W_NEVER)
+		return FILTER_PENDING;
+	w_timer = evtimer_new(ctx->base, w_fire, in);
+	evtimer_add(w_timer, &tv);
+	return FILTER_PENDING;
+}
+
+static enum filter_verdict
+w_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	return w_start(inst, ctx);
+}
+
+static enum filter_verdict
+w_eom(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	return w_start(inst, ctx);
+}
+
+/* w_cancel - the chain stopped waiting: stop the "I/O", and give the handle back */
+static void
+w_cancel(void *inst, struct filter_ctx *ctx)
+{
+	struct filter_wait *w = w_handle;
+
+	w_cancels++;
+	if (w_timer != NULL) {
+		event_free(w_timer);
+		w_timer = NULL;
+	}
+	w_handle = NULL;
+	ck_assert_ptr_nonnull(w);
+	filter_wait_done(w, FILTER_CONTINUE, NULL);	/* late: dropped, and freed */
+}
+
+static void
+w_close(void *inst, struct filter_ctx *ctx)
+{
+	w_closes++;
+	free(*ctx->priv);
+	*ctx->priv = NULL;
+}
+
+static const struct filter_ops wait_ops = {
+	.name = "wait", .configure = w_configure, .destroy = free, .rcpt = w_rcpt, .eom = w_eom,
+	.cancel = w_cancel, .close = w_close,
+};
+
+/* slow_rcpt - a blocking call that takes 1.5 s, with per-session state made on the way */
+static enum filter_verdict
+slow_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	ck_assert_ptr_null(ctx->base);	/* no waiting on the loop from a pool thread */
+	ck_assert_ptr_null(filter_wait_begin(ctx));
+	*ctx->priv = xstrdup("slow state");
+	usleep(1500 * 1000);
+	ck_assert_str_eq(ctx->txn->mail_from, "sender@example.test");	/* its own copy */
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops slow_ops = {
+	.name = "slow", .may_block = true, .rcpt = slow_rcpt, .close = w_close,
+};
+
+/* signer_final - prepends "X-Sig-LABEL: <octets of the block it saw>" */
+static enum filter_verdict
+signer_final(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	struct tinst *t = inst;
+	char name[64], len[32];
+
+	ck_assert_ptr_nonnull(ctx->txn->head);
+	snprintf(name, sizeof(name), "X-Sig-%s", t->label);
+	snprintf(len, sizeof(len), "%zu", ctx->txn->head->len);
+	filter_prepend_header(ctx->txn, name, len);
+	trace_add(t->label, "final");
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops signer_ops = {
+	.name = "signer", .configure = t_configure, .destroy = t_destroy, .final = signer_final,
+};
+
+static struct conf_kv kv_wlater[] = { { "mode", "later", 20 }, { "verdict", "reject", 21 } };
+static struct conf_kv kv_wnow[] = { { "mode", "now", 22 }, { "verdict", "reject", 23 } };
+static struct conf_kv kv_wnever[] = { { "mode", "never", 24 }, { "timeout", "1", 25 } };
+static struct conf_kv kv_wnevacc[] = { { "mode", "never", 26 }, { "timeout", "1", 27 },
+	{ "default_action", "accept", 28 } };
+static struct conf_kv kv_wfail[] = { { "mode", "fail", 29 }, { "default_action", "reject", 30 } };
+static struct conf_kv kv_slow[] = { { "timeout", "1", 31 }, { "default_action", "reject", 32 } };
+static struct conf_kv kv_badto[] = { { "timeout", "1s", 33 } };
+static struct conf_kv kv_badact[] = { { "default_action", "discard", 34 } };
+static struct conf_kv kv_bogus[] = { { "timeout", "5", 35 }, { "bogus", "1", 36 } };
+static struct conf_section wait_sections[] = {
+	{ "trace", "a", 1, kv_a, 1 },
+	{ "trace", "b", 2, kv_b, 1 },
+	{ "signer", "a", 1, kv_a, 1 },
+	{ "signer", "b", 2, kv_b, 1 },
+	{ "wait", "later", 20, kv_wlater, 2 },
+	{ "wait", "now", 22, kv_wnow, 2 },
+	{ "wait", "never", 24, kv_wnever, 2 },
+	{ "wait", "nevacc", 26, kv_wnevacc, 3 },
+	{ "wait", "fail", 29, kv_wfail, 2 },
+	{ "slow", "x", 31, kv_slow, 2 },
+	{ "wait", "badto", 33, kv_badto, 1 },
+	{ "wait", "badact", 34, kv_badact, 1 },
+	{ "bare", "bogus", 35, kv_bogus, 2 },
+};
+
+/* wait_setup - the wait filters and their sections */
+static void
+wait_setup(void)
+{
+	setup();
+	filter_register(&wait_ops);
+	filter_register(&slow_ops);
+	filter_register(&signer_ops);
+	test_conf.sections = wait_sections;
+	test_conf.nsections = ARRAY_SIZE(wait_sections);
+	w_calls = w_cancels = w_closes = 0;
+	w_handle = NULL;
+	w_timer = NULL;
+}
+
+/* wait_stage - run stage through f on lf's loop: the result, after the loop if pending */
+static struct filter_result
+wait_stage(struct fx *f, struct loopfx *lf, enum filter_stage stage, const char *arg,
+    enum filter_run_status want)
+{
+	struct filter_result res;
+
+	lf->ndone = 0;
+	ck_assert_int_eq(filter_run(f->st, stage, &f->ctx, arg, &res, lf->wl, on_done, lf), want);
+	if (want == FILTER_RUN_PENDING) {
+		loop_wait(lf);
+		res = lf->res;
+	}
+	return res;
+}
+
+/* test_wait_later - a verdict that comes later on the loop; the next filter waits for it */
+START_TEST(test_wait_later)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+
+	loop_open(&lf, 1, 4);
+	fx_open(&f, "trace:a,wait:later,trace:b");
+	res = wait_stage(&f, &lf, FILTER_STAGE_RCPT, "r@x", FILTER_RUN_PENDING);
+	ck_assert_int_eq(res.verdict, FILTER_REJECT);
+	ck_assert_int_eq(res.reply.code, 554);
+	ck_assert_str_eq(res.reply.text, "later no");
+	ck_assert_str_eq(res.filter, "wait:later");
+	ck_assert_str_eq(trace.data, "a.rcpt");	/* b never ran */
+	/* the completion wrote through filter_wait_ctx into the session's transaction */
+	ck_assert_str_eq(f.txn.auth_results.data, "; test=pass");
+	ck_assert_uint_eq(w_calls, 1);
+	ck_assert_uint_eq(w_cancels, 0);
+	fx_close(&f);
+	loop_close(&lf);
+}
+END_TEST
+
+/* test_wait_now - a wait completed inside its own callback is an inline verdict */
+START_TEST(test_wait_now)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+
+	loop_open(&lf, 1, 4);
+	fx_open(&f, "wait:now,trace:b");
+	res = wait_stage(&f, &lf, FILTER_STAGE_RCPT, "r@x", FILTER_RUN_DONE);
+	ck_assert_int_eq(res.verdict, FILTER_REJECT);
+	ck_assert_int_eq(res.reply.code, 550);	/* no reply given: the default for reject */
+	event_base_loop(lf.base, EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(lf.ndone, 0);
+	fx_close(&f);
+	loop_close(&lf);
+}
+END_TEST
+
+/*
+ * test_wait_timeout - no answer within timeout: cancel() is called, the
+ * default action (tempfail) answers, and holds for every later stage
+ * without calling the filter again.
+ */
+START_TEST(test_wait_timeout)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+
+	loop_open(&lf, 1, 4);
+	fx_open(&f, "wait:never,trace:b");
+	res = wait_stage(&f, &lf, FILTER_STAGE_RCPT, "r@x", FILTER_RUN_PENDING);
+	ck_assert_int_eq(res.verdict, FILTER_TEMPFAIL);
+	ck_assert_int_eq(res.reply.code, 451);
+	ck_assert_str_eq(res.reply.ecode, "4.7.1");
+	ck_assert_str_eq(res.filter, "wait:never");
+	ck_assert_uint_eq(w_cancels, 1);
+	ck_assert_ptr_null(w_handle);
+	res = wait_stage(&f, &lf, FILTER_STAGE_DATA, NULL, FILTER_RUN_DONE);
+	ck_assert_int_eq(res.verdict, FILTER_TEMPFAIL);
+	ck_assert_uint_eq(w_calls, 1);
+	ck_assert_str_eq(trace.data, "");
+	fx_close(&f);
+	loop_close(&lf);
+}
+END_TEST
+
+/* test_wait_timeout_accept - default_action = accept: the chain goes on without it */
+START_TEST(test_wait_timeout_accept)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+
+	loop_open(&lf, 1, 4);
+	fx_open(&f, "wait:nevacc,trace:b");
+	res = wait_stage(&f, &lf, FILTER_STAGE_RCPT, "r@x", FILTER_RUN_PENDING);
+	ck_assert_int_eq(res.verdict, FILTER_CONTINUE);
+	ck_assert_str_eq(trace.data, "b.rcpt");
+	ck_assert_uint_eq(w_cancels, 1);
+	fx_close(&f);
+	loop_close(&lf);
+}
+END_TEST
+
+/* test_wait_fail - a failure the filter reports gets its default action (reject) */
+START_TEST(test_wait_fail)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+
+	loop_open(&lf, 1, 4);
+	fx_open(&f, "wait:fail,trace:b");
+	res = wait_stage(&f, &lf, FILTER_STAGE_RCPT, "r@x", FILTER_RUN_PENDING);
+	ck_assert_int_eq(res.verdict, FILTER_REJECT);
+	ck_assert_int_eq(res.reply.code, 550);
+	ck_assert_str_eq(res.reply.ecode, "5.7.1");
+	ck_assert_uint_eq(w_cancels, 0);
+	fx_close(&f);
+	loop_close(&lf);
+}
+END_TEST
+
+/*
+ * test_wait_cancel - the session stops waiting (filter_cancel, or the
+ * state freed): cancel() once, the stage's done never, a late answer
+ * dropped.
+ */
+START_TEST(test_wait_cancel)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+	struct timeval tv = { 0, 50000 };
+
+	loop_open(&lf, 1, 4);
+	fx_open(&f, "wait:later,trace:b");
+	lf.ndone = 0;
+	ck_assert_int_eq(filter_run(f.st, FILTER_STAGE_RCPT, &f.ctx, "r@x", &res, lf.wl, on_done,
+	    &lf), FILTER_RUN_PENDING);
+	if (_i == 0)
+		filter_cancel(f.st);
+	else
+		fx_close(&f);	/* filter_state_free cancels */
+	ck_assert_uint_eq(w_cancels, 1);
+	ck_assert_ptr_null(w_timer);
+	event_base_loopexit(lf.base, &tv);
+	event_base_loop(lf.base, 0);
+	ck_assert_uint_eq(lf.ndone, 0);
+	if (_i == 0) {
+		/* the state is usable again */
+		res = wait_stage(&f, &lf, FILTER_STAGE_RCPT, "r@x", FILTER_RUN_PENDING);
+		ck_assert_int_eq(res.verdict, FILTER_REJECT);
+		fx_close(&f);
+	}
+	loop_close(&lf);
+}
+END_TEST
+
+/*
+ * test_slow_timeout - a blocking call past its timeout: the default action
+ * (reject) answers; the call runs to its end on its own copies and its
+ * per-session state is closed then, once; the session's close sees NULL.
+ */
+START_TEST(test_slow_timeout)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+	unsigned i;
+
+	loop_open(&lf, 1, 4);
+	fx_open(&f, "slow:x,trace:b");
+	res = wait_stage(&f, &lf, FILTER_STAGE_RCPT, "r@x", FILTER_RUN_PENDING);
+	ck_assert_int_eq(res.verdict, FILTER_REJECT);
+	ck_assert_str_eq(res.filter, "slow:x");
+	ck_assert_uint_eq(w_closes, 0);
+	/* the session's transaction goes while the call still reads its copy */
+	free(f.txn.mail_from);
+	f.txn.mail_from = xstrdup("changed@example.test");
+	for (i = 0; i < 400 && w_closes == 0; i++) {
+		struct timeval tv = { 0, 10000 };
+
+		event_base_loopexit(lf.base, &tv);
+		event_base_loop(lf.base, 0);
+	}
+	ck_assert_uint_eq(w_closes, 1);	/* the late call's state */
+	fx_close(&f);
+	ck_assert_uint_eq(w_closes, 2);	/* the session's, NULL */
+	loop_close(&lf);
+}
+END_TEST
+
+/* test_slow_shutdown - the loop goes while a blocking call runs: the call's state is still closed */
+START_TEST(test_slow_shutdown)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+
+	loop_open(&lf, 1, 4);
+	fx_open(&f, "slow:x");
+	ck_assert_int_eq(filter_run(f.st, FILTER_STAGE_RCPT, &f.ctx, "r@x", &res, lf.wl, on_done,
+	    &lf), FILTER_RUN_PENDING);
+	fx_close(&f);		/* cancels: the call is on its own */
+	loop_close(&lf);	/* detach, then join the pool: the call ends, is dropped, closes */
+	ck_assert_uint_eq(w_closes, 2);
+}
+END_TEST
+
+/* test_final - signers see the block as sent, each with the previous ones' fields on top */
+START_TEST(test_final)
+{
+	static const char block[] = "Received: from x\r\nSubject: s\r\n\r\n";
+	struct fx f;
+	struct filter_result res;
+	struct buf head;
+	char want[256];
+
+	fx_open(&f, "trace:a,signer:a,signer:b");
+	buf_init(&head);
+	buf_puts(&head, block);
+	f.txn.head = &head;
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_FINAL, NULL, &res), FILTER_CONTINUE);
+	ck_assert_str_eq(trace.data, "a.final b.final");	/* trace has no final: not called */
+	snprintf(want, sizeof(want), "X-Sig-b: %zu\r\nX-Sig-a: %zu\r\n%s",
+	    sizeof(block) - 1 + strlen("X-Sig-a: 32\r\n"), sizeof(block) - 1, block);
+	ck_assert_str_eq(head.data, want);
+	ck_assert_uint_eq(f.txn.prepend.len, 0);
+	f.txn.head = NULL;
+	buf_free(&head);
+	fx_close(&f);
+}
+END_TEST
+
+/* test_chain_keys - timeout and default_action are checked; a filter without configure takes nothing else */
+START_TEST(test_chain_keys)
+{
+	static const char *const errs[] = {
+		"filter \"wait:badto\": timeout \"1s\": expected seconds, 0 to 86400 (0: no limit)",
+		"filter \"wait:badact\": default_action \"discard\": expected accept, reject or tempfail",
+		"filter \"bare:bogus\": unknown key \"bogus\" (this filter takes only timeout and "
+		    "default_action)",
+	};
+	static const char *const specs[] = { "wait:badto", "wait:badact", "bare:bogus" };
+	char *err = NULL;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(specs); i++) {
+		ck_assert_ptr_null(chain_from(specs[i], &err));
+		ck_assert_str_eq(err, errs[i]);
+		free(err);
+		err = NULL;
+	}
+}
+END_TEST
+
 /* filter_suite - every test above */
 static Suite *
 filter_suite(void)
@@ -1873,6 +2348,21 @@ filter_suite(void)
 	tcase_add_test(tc, test_blocking_thread);
 	tcase_add_test(tc, test_pool_full_at_start);
 	tcase_add_test(tc, test_pool_full_mid_chain);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("waits");
+	tcase_add_checked_fixture(tc, wait_setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_wait_later);
+	tcase_add_test(tc, test_wait_now);
+	tcase_add_test(tc, test_wait_timeout);
+	tcase_add_test(tc, test_wait_timeout_accept);
+	tcase_add_test(tc, test_wait_fail);
+	tcase_add_loop_test(tc, test_wait_cancel, 0, 2);
+	tcase_add_test(tc, test_slow_timeout);
+	tcase_add_test(tc, test_slow_shutdown);
+	tcase_add_test(tc, test_final);
+	tcase_add_test(tc, test_chain_keys);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("headers");
