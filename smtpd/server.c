@@ -880,7 +880,11 @@ sighup_cb(evutil_socket_t sig, short what, void *arg)
 	buf_free(&errors);
 	snap = snapshot_new(conf, &err);
 	if (snap == NULL) {
-		log_err("event=reload result=failed error=\"%s\"", err);
+		char esc[4096];
+
+		/* e.g. a filter's key file the unprivileged user cannot read: the old one stays */
+		log_err("event=reload result=failed error=\"%s\" action=kept_previous",
+		    log_escape(esc, sizeof(esc), err, strlen(err)));
 		free(err);
 		conf_unref(conf);
 		return;

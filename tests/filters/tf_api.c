@@ -6,6 +6,8 @@
  *   test-block  blocks its pool thread for "sleep" milliseconds;
  *   test-sign   a final-stage filter: prepends X-Test-Signature with the
  *               octets of the header block and body it saw.
+ * Each takes "keyfile = PATH", read whole by configure() as a signer reads its
+ * key: at start as root, on SIGHUP as the unprivileged user.
  *
  * test-async's exchange: it sends "STAGE ARG\n" (ARG "-" when none) and
  * reads one line: "continue", "accept", "discard", "reject CODE ECODE TEXT",
@@ -16,6 +18,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +38,7 @@
 /* ---- configuration shared by the three ---- */
 
 struct tf_inst {
+	char *key;		/* keyfile's contents, NULL without one */
 	struct sockaddr_in server;	/* test-async */
 	unsigned stages;	/* bit (1 << enum filter_stage) for each stage it acts at */
 	unsigned sleep_ms;	/* test-block */
@@ -69,7 +73,36 @@ tf_stages(const char *v, unsigned *mask)
 	return ok;
 }
 
-/* tf_configure - server, stages, sleep, verdict; the chain's keys are the chain's */
+/* tf_read_key - the whole file, or NULL and why */
+static char *
+tf_read_key(const char *path, char **err_r)
+{
+	FILE *f = fopen(path, "r");
+	char buf[4096];
+	size_t n;
+
+	if (f == NULL) {
+		*err_r = xasprintf("cannot read %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return xstrdup(buf);
+}
+
+/* tf_destroy - an instance */
+static void
+tf_destroy(void *inst)
+{
+	struct tf_inst *in = inst;
+
+	if (in != NULL)
+		free(in->key);
+	free(in);
+}
+
+/* tf_configure - server, stages, sleep, verdict, keyfile; the chain's keys are the chain's */
 static void *
 tf_configure(const struct conf *conf, const struct conf_section *sec, char **err_r)
 {
@@ -98,6 +131,11 @@ tf_configure(const struct conf *conf, const struct conf_section *sec, char **err
 				goto bad;
 		} else if (strcmp(k, "sleep") == 0) {
 			in->sleep_ms = (unsigned)atoi(v);
+		} else if (strcmp(k, "keyfile") == 0) {
+			if ((in->key = tf_read_key(v, err_r)) == NULL) {
+				free(in);
+				return NULL;
+			}
 		} else if (strcmp(k, "verdict") == 0) {
 			if (strcmp(v, "reject") == 0)
 				in->verdict = FILTER_REJECT;
@@ -110,7 +148,7 @@ tf_configure(const struct conf *conf, const struct conf_section *sec, char **err
 	return in;
 bad:
 	*err_r = xasprintf("test filter: bad key %s = %s", k, v);
-	free(in);
+	tf_destroy(in);
 	return NULL;
 }
 
@@ -286,7 +324,7 @@ tf_close(void *inst, struct filter_ctx *ctx)
 }
 
 static const struct filter_ops tf_async_ops = {
-	.name = "test-async", .configure = tf_configure, .destroy = free,
+	.name = "test-async", .configure = tf_configure, .destroy = tf_destroy,
 	.connect = ta_connect, .helo = ta_helo, .mail = ta_mail, .rcpt = ta_rcpt, .eom = ta_eom,
 	.cancel = ta_cancel, .close = tf_close,
 };
@@ -327,7 +365,7 @@ tb_eom(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
 }
 
 static const struct filter_ops tf_block_ops = {
-	.name = "test-block", .may_block = true, .configure = tf_configure, .destroy = free,
+	.name = "test-block", .may_block = true, .configure = tf_configure, .destroy = tf_destroy,
 	.mail = tb_mail, .rcpt = tb_rcpt, .eom = tb_eom,
 };
 
@@ -347,7 +385,7 @@ ts_final(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
 }
 
 static const struct filter_ops tf_sign_ops = {
-	.name = "test-sign", .final = ts_final,
+	.name = "test-sign", .configure = tf_configure, .destroy = tf_destroy, .final = ts_final,
 };
 
 /* tf_api_register - the three */

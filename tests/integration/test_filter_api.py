@@ -425,3 +425,44 @@ def test_chain_keys_checked(tmpdir_0755):
                            capture_output=True, text=True, timeout=20)
         assert r.returncode == 2, (r.stdout, r.stderr)
         assert 'filter "test-sign": ' + words in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: configure() runs as root at start")
+def test_reload_keeps_filter_whose_key_the_user_cannot_read(portier, sink, client, tmpdir_0755):
+    """filter.h's privilege contract: configure() reads a key file as root at start, but as the
+    unprivileged user (nobody) on SIGHUP.  A key only root can read: the start works, the reload
+    fails with event=reload result=failed naming the filter and the file, and the old
+    configuration (the old filter instance) keeps serving.  Made readable, the next reload
+    applies."""
+    keydir = os.path.join(tmpdir_0755, "keys")
+    os.mkdir(keydir, 0o700)
+    key = os.path.join(keydir, "sign.key")
+    with open(key, "w") as f:
+        f.write("secret\n")
+    os.chmod(key, 0o600)
+    s = sink()
+    cfg = filter_config("smtp:127.0.0.1:%d" % s.port, "test-sign",
+                        {"test-sign": [("keyfile", key)]})
+    p = portier(cfg, test_filters=True)
+    c = client(p.port)
+    c.start()
+    c.transaction("sender@origin.test", ["a@example.test"], make_message())
+    c.quit()
+    mark = len(p.log_text())
+    p.reload(cfg)
+    m = p.wait_log(r"event=reload result=failed .*$", after=mark)
+    assert m, p.log_text()[mark:]
+    line = m.group(0)
+    assert "test-sign" in line and "cannot read " + key in line and "Permission denied" in line
+    assert "action=kept_previous" in line, line
+    c = client(p.port)
+    c.start()
+    c.transaction("sender@origin.test", ["b@example.test"], make_message())
+    c.quit()
+    msgs = s.wait_messages(2)
+    assert all(b"X-Test-Signature:" in m.raw for m in msgs)
+    os.chmod(keydir, 0o755)
+    os.chmod(key, 0o644)
+    mark = len(p.log_text())
+    p.reload(cfg)
+    assert p.wait_log(r"event=reload result=ok", after=mark)
