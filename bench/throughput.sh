@@ -16,6 +16,10 @@
 # the same invocation, alternating with the reference (the machine's speed drifts between
 # invocations; a comparison across two invocations mostly measures that drift).
 #
+# FILTERS / FILTERS_B set the listener's "filters =" for PORTIER / PORTIER_B (default: none,
+# so the role's implied filters only); e.g. PORTIER_B=tests/filters/portier-test
+# FILTERS_B=test-pass measures one inline filter that passes everything.
+#
 # Environment: MESSAGES (10000) SESSIONS (20) SIZE (5120) ROUNDS (3) KEEPALIVE (yes) WARMUP (500) WORKERS (0: one loop per core)
 #   IO_URING (unset: the default; yes/no sets portier's io_uring key; each portier line shows the
 #   writes= its startup logged)
@@ -162,8 +166,8 @@ run_case() {
 
 	hwm=0
 	if [ "$mode" != direct ]; then
-		local bin=$PORTIER
-		[ "$mode" = portier_b ] && bin=$PORTIER_B
+		local bin=$PORTIER filters=${FILTERS:-}
+		[ "$mode" = portier_b ] && bin=$PORTIER_B filters=${FILTERS_B:-}
 		conf=$tmp/portier-$tag.conf
 		log=$tmp/portier-$tag.log
 		cat >"$conf" <<-EOF
@@ -181,6 +185,7 @@ run_case() {
 			listen = 127.0.0.1:$pport
 			role = mx
 			tls = none
+			${filters:+filters = $filters}
 
 			[backend]
 			relay = smtp:127.0.0.1:$sport

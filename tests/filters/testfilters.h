@@ -11,7 +11,7 @@ struct filter_ops;
 /* test-edit (tf_edit.c): envelope and message edits at end of message */
 extern const struct filter_ops tf_edit_ops;
 
-/* tf_api_register - test-async, test-block, test-sign (tf_api.c) */
+/* tf_api_register - test-async, test-block, test-sign, test-pass (tf_api.c) */
 void tf_api_register(void);
 
 /* testfilters_register - register every test filter */
