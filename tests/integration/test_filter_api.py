@@ -466,3 +466,37 @@ def test_reload_keeps_filter_whose_key_the_user_cannot_read(portier, sink, clien
     mark = len(p.log_text())
     p.reload(cfg)
     assert p.wait_log(r"event=reload result=ok", after=mark)
+
+
+def test_session_wide_discard_and_quarantine(portier, sink, client, answer_server):
+    """Verdicts hold at every stage: a quarantine at connect marks every transaction of that
+    session; a discard at HELO accepts every later transaction toward the client and delivers
+    none (result=discarded), and the filter is asked nothing more in that session."""
+    def answers(stage, arg):
+        if stage == "connect":
+            return "quarantine connect-time mark"
+        if stage == "helo" and arg == "discard.test":
+            return "discard"
+        return "continue"
+    srv = answer_server(answers)
+    s = sink()
+    p = start_async(portier, "smtp:127.0.0.1:%d" % s.port, srv)
+    c = client(p.port)
+    c.start("mark.test")
+    c.transaction("sender@origin.test", ["a@example.test"], make_message())
+    c.transaction("sender@origin.test", ["b@example.test"], make_message())
+    c.quit()
+    msgs = s.wait_messages(2)
+    assert all(b"X-Portier-Quarantine: connect-time mark" in m.raw for m in msgs), msgs
+    asked = len(srv.questions)
+    d = client(p.port)
+    d.start("discard.test")
+    d.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    d.cmd("RCPT TO:<c@example.test>", expect="250 2.1.5")
+    d.send_message(make_message(), expect="250")
+    d.transaction("sender@origin.test", ["d@example.test"], make_message())
+    d.quit()
+    results = [t["result"] for t in p.wait_txns(4)]
+    assert results == ["delivered", "delivered", "discarded", "discarded"], results
+    assert [q[0] for q in srv.questions[asked:]] == ["connect", "helo"], srv.questions[asked:]
+    assert len(s.messages()) == 2
