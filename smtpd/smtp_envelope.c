@@ -321,6 +321,18 @@ env_compact(struct txn *t, const bool *keep)
 }
 
 /*
+ * refusal_rank - which refusal answers the client when nobody is left: one
+ * of its own recipients' before a filter's, a deferral before a refusal
+ */
+static int
+refusal_rank(const struct relay_result *r, bool added)
+{
+	if (r->code == 0)
+		return 0;
+	return (added ? 1 : 3) + (r->code / 100 == 4);
+}
+
+/*
  * envelope_refused - the backend refused some recipients of the replayed
  * envelope (relay_envelope's callback, before DATA): reconcile them one by
  * one, then DATA to the others, or end the message now
@@ -332,7 +344,7 @@ envelope_refused(void *arg, const struct relay_result *res, size_t n)
 	struct txn *t = s->txn;
 	struct relay_result first;
 	size_t i, ok = 0, temp = 0, perm = 0;
-	bool *keep;
+	bool *keep, first_added = false;
 	char esc[ENV_ESC];
 
 	if (!session_wait_over(s))
@@ -348,9 +360,10 @@ envelope_refused(void *arg, const struct relay_result *res, size_t n)
 			ok++;
 			continue;
 		}
-		if (first.code == 0 || (first.code / 100 != 4 && res[i].code / 100 == 4 &&
-		    !t->env->added[i]))
+		if (refusal_rank(&res[i], t->env->added[i]) > refusal_rank(&first, first_added)) {
 			first = res[i];
+			first_added = t->env->added[i];
+		}
 		if (t->env->added[i]) {
 			/* Postfix's rule for a milter's recipient: logged and dropped. */
 			log_warn("id=%s event=added_rcpt_dropped rcpt=<%s> reply=\"%d %s %s\"",
@@ -368,6 +381,9 @@ envelope_refused(void *arg, const struct relay_result *res, size_t n)
 	}
 	if (ok == 0) {
 		/* Nobody left to deliver to: the end of data gets the backend's word. */
+		if (first_added)	/* not the filters' addresses, only the verdict */
+			str_copy(first.text, "Error: the backend refused the recipients the filters "
+			    "set", sizeof(first.text));
 		session_reply_result(s, &first);
 		session_txn_end(s, first.code / 100 == 5 ? TXN_REJECTED : TXN_TEMPFAIL, first.text);
 	} else if (temp > 0) {
@@ -474,8 +490,10 @@ smtp_envelope_apply(struct session *s)
 			go = false;
 		} else {
 			env_install(t, &m, from, &params, &l);
-			relay_envelope(t->relay, t->from, t->mail_params.data ? t->mail_params.data : "",
-			    t->ftx.rcpts, t->ftx.rcpt_params, t->ftx.nrcpts, envelope_refused, s);
+			if (t->relay != NULL)	/* NULL only when discarded, which ended earlier */
+				relay_envelope(t->relay, t->from, t->mail_params.data ?
+				    t->mail_params.data : "", t->ftx.rcpts, t->ftx.rcpt_params,
+				    t->ftx.nrcpts, envelope_refused, s);
 		}
 	}
 	list_free(&l);

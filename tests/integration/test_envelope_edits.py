@@ -311,6 +311,23 @@ def test_lmtp_dovecot_added_unknown_user_dropped(portier, dovecot, client):
     assert p.wait_txns(1)[0]["to"] == "<alice@example.test>"
 
 
+def test_lmtp_dovecot_only_added_refused(portier, dovecot, client):
+    """The filter moves the message from alice to a user Dovecot does not know: nobody is left,
+    so the end of data gets Dovecot's verdict (550 5.1.1) in our words, which do not name the
+    filter's address; nothing is delivered."""
+    d = dovecot()
+    p = start_edit(portier, dovecot_relay(d), {"delete_rcpt": "alice@example.test",
+                                               "add_rcpt": "nobody@example.test"})
+    c = client(p.port)
+    c.start()
+    r = send(c, ["alice@example.test"])
+    assert r.is_(550, "5.1.1") and "nobody" not in r.text, r
+    c.quit()
+    assert p.wait_txns(1)[0]["result"] == "rejected"
+    assert field(p, "added_rcpt_dropped")["rcpt"] == "<nobody@example.test>"
+    assert d.messages("alice") == []
+
+
 def dovecot_forget(d, user):
     """Dovecot's passwd-file loses user (it rereads the changed file at the next lookup)."""
     path = os.path.join(d.tmp, "users")
