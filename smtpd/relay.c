@@ -7,7 +7,9 @@
  * after a transaction; an aborted transaction is cleared with RSET first.
  * A pooled connection that turns out dead at MAIL is replaced once; so is
  * one the backend drops while DATA waits for a slow client (its own idle
- * timeout): relay_data then sends the envelope again.  The
+ * timeout): relay_data then sends the envelope again.  The same replay
+ * sends an envelope the filters edited (relay_envelope), whose refused
+ * recipients are reported before DATA (env_refused).  The
  * connections themselves (pool, connecting, handshake, writes, reading
  * replies) are relay_conn.c's; relay_priv.h has what the two share.
  *

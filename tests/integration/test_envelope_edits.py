@@ -520,3 +520,32 @@ def test_replay_command_timeout(portier, sink, client):
     assert [r.code for r in replies] == [250, 421], replies
     assert replies[1].enhanced == "4.4.2" and closed, replies
     assert len(s.wait_messages(1)) == 1
+
+
+def test_replay_forced_drain(portier, sink, client):
+    """SIGTERM while the replay waits longer than drain_timeout and its grace (the restarted
+    smtp-sink holds the RCPT reply 8 s): the session is ended with 421 4.3.2 and nothing
+    after it, the backend transaction is dropped (nothing delivered), portier exits 0."""
+    s = sink()
+    p = start_edit(portier, sink_relay(s), {"change_from": "new@origin.test"},
+                   backend={"relay_timeout": "30"}, server={"drain_timeout": "1"})
+    c = client(p.port, timeout=30)
+    c.start()
+    c.cmd("MAIL FROM:<%s>" % SENDER, expect="250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
+    c.cmd("DATA", expect="354")
+    time.sleep(0.5)
+    s.stop()
+    s.args = ["-W", "rcpt:8"]
+    s.restart()
+    c.send(peers.dot_stuff(make_message()) + b".\r\n")
+    assert p.wait_log(r"event=envelope_replay", timeout=5)
+    time.sleep(0.3)
+    p.signal(signal.SIGTERM)
+    replies, closed = c.replies_until_closed(15)
+    assert [(r.code, r.enhanced) for r in replies] == [(421, "4.3.2")], replies
+    assert closed
+    assert p.wait(10) == 0, p.log_text()
+    assert p.txns()[0]["result"] == "aborted"
+    time.sleep(1)
+    assert s.messages() == []
