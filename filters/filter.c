@@ -107,32 +107,52 @@ filter_stage_name(enum filter_stage s)
 
 /* ---- chains ---- */
 
+/* filter_key_uint - a number key of the chain's, 0 to max, into *out (unchanged when absent) */
+static bool
+filter_key_uint(const struct filter_link *fl, const struct conf_section *sec, const char *key,
+    unsigned long max, const char *expected, unsigned *out, char **err_r)
+{
+	const char *v = conf_section_get(sec, key);
+	unsigned long n;
+	char *end;
+
+	if (v == NULL)
+		return true;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (*v < '0' || *v > '9' || *end != '\0' || errno != 0 || n > max) {
+		*err_r = xasprintf("filter \"%s\": %s \"%s\": expected %s", fl->name, key, v,
+		    expected);
+		return false;
+	}
+	*out = (unsigned)n;
+	return true;
+}
+
 /*
- * filter_link_keys - the chain's keys of a filter's section: timeout and
- * default_action.  A section given to a filter without configure() may
+ * filter_link_keys - the chain's keys of a filter's section: timeout,
+ * default_action and threads.  A section given to a filter without configure() may
  * hold nothing else (a key that does nothing is an error).
  */
 static bool
 filter_link_keys(struct filter_link *fl, const struct conf_section *sec, char **err_r)
 {
 	const char *v;
-	char *end;
-	unsigned long n;
 	size_t i;
 
 	fl->timeout = FILTER_DEFAULT_TIMEOUT;
 	fl->on_fail = FILTER_TEMPFAIL;
 	if (sec == NULL)
 		return true;
-	if ((v = conf_section_get(sec, "timeout")) != NULL) {
-		errno = 0;
-		n = strtoul(v, &end, 10);
-		if (*v < '0' || *v > '9' || *end != '\0' || errno != 0 || n > 86400) {
-			*err_r = xasprintf("filter \"%s\": timeout \"%s\": expected seconds, 0 to 86400 "
-			    "(0: no limit)", fl->name, v);
-			return false;
-		}
-		fl->timeout = (unsigned)n;
+	if (!filter_key_uint(fl, sec, "timeout", 86400, "seconds, 0 to 86400 (0: no limit)",
+	    &fl->timeout, err_r) ||
+	    !filter_key_uint(fl, sec, "threads", 1024, "0 to 1024 (0: the shared filter pool)",
+	    &fl->threads, err_r))
+		return false;
+	if (fl->threads > 0 && !fl->ops->may_block) {
+		*err_r = xasprintf("filter \"%s\": threads: this filter never blocks a thread, "
+		    "it needs no pool", fl->name);
+		return false;
 	}
 	if ((v = conf_section_get(sec, "default_action")) != NULL) {
 		if (strcmp(v, "accept") == 0)
@@ -152,7 +172,7 @@ filter_link_keys(struct filter_link *fl, const struct conf_section *sec, char **
 	for (i = 0; i < sec->nkv; i++) {
 		if (!filter_chain_key(sec->kv[i].key)) {
 			*err_r = xasprintf("filter \"%s\": unknown key \"%s\" (this filter takes only "
-			    "timeout and default_action)", fl->name, sec->kv[i].key);
+			    "timeout, default_action and threads)", fl->name, sec->kv[i].key);
 			return false;
 		}
 	}
@@ -163,7 +183,8 @@ filter_link_keys(struct filter_link *fl, const struct conf_section *sec, char **
 bool
 filter_chain_key(const char *key)
 {
-	return strcmp(key, "timeout") == 0 || strcmp(key, "default_action") == 0;
+	return strcmp(key, "timeout") == 0 || strcmp(key, "default_action") == 0 ||
+	    strcmp(key, "threads") == 0;
 }
 
 /* filter_link_init - resolve one "filters =" word and configure it */

@@ -11,7 +11,8 @@
  *   blocking    a library that only calls back synchronously (DNS through
  *               libspf2, hashing): the filter sets may_block, and its
  *               callbacks run on the filter pool (filter_threads threads,
- *               apart from the AUTH and delivery pools), on a copy of the
+ *               apart from the AUTH and delivery pools), or on a pool of
+ *               its own ("threads =" in its section), on a copy of the
  *               session and transaction that the call owns.
  * The chain enforces each filter's timeout and default_action (its section's
  * keys "timeout" and "default_action"): a filter that does not answer in
@@ -295,10 +296,19 @@ const char *filter_chain_names(const struct filter_chain *chain);
 /*
  * filter_chain_key - true for the keys the chain reads in every filter's
  * section: timeout (seconds a stage waits for the filter, default 60, 0 no
- * limit) and default_action (accept | reject | tempfail, default tempfail).
- * A filter's configure() accepts them without using them.
+ * limit), default_action (accept | reject | tempfail, default tempfail) and,
+ * for a may_block filter, threads (a pool of its own with that many
+ * threads; 0, the default: the shared filter pool).  A filter's
+ * configure() accepts them without using them.
  */
 bool filter_chain_key(const char *key);
+/*
+ * filter_pools_free - stop the filters' own pools, once every loop is gone
+ * (their queued calls still run and are dropped).  A filter's pool lives
+ * from its first call to the end of the process, shared by the chains of
+ * every reload that give it the same name and threads.
+ */
+void filter_pools_free(void);
 
 struct filter_state *filter_state_new(const struct filter_chain *chain);
 /* filter_state_free - runs close; a stage still pending is cancelled first */

@@ -17,6 +17,7 @@ struct filter_link {
 	void *inst;
 	char *name;		/* as written in "filters =" */
 	unsigned timeout;	/* seconds a stage may wait for it; 0: no limit */
+	unsigned threads;	/* a blocking filter's own pool; 0: the shared filter pool */
 	enum filter_verdict on_fail;	/* default_action: ACCEPT, REJECT or TEMPFAIL */
 };
 

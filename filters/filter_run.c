@@ -24,6 +24,7 @@
 #include "config.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -605,6 +606,61 @@ filter_job_merge(struct filter_wait *w, struct filter_txn *txn)
 		buf_append(&txn->prepend, c->prepend.data, c->prepend.len);
 }
 
+/* ---- the filters' own pools ---- */
+
+#define FILTER_POOL_QUEUE	10000	/* without a configuration (tests) */
+
+/* A filter's own pool, by filter name and size, for the process's life. */
+struct filter_pool {
+	char *name;
+	unsigned threads;
+	struct workers *w;
+	struct filter_pool *next;
+};
+
+static pthread_mutex_t filter_pools_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct filter_pool *filter_pools;
+
+/* filter_pool_get - filter fl's own pool, started at its first call (any loop thread) */
+static struct workers *
+filter_pool_get(const struct filter_link *fl, const struct conf *conf)
+{
+	struct filter_pool *p;
+
+	pthread_mutex_lock(&filter_pools_mtx);
+	for (p = filter_pools; p != NULL; p = p->next)
+		if (p->threads == fl->threads && strcmp(p->name, fl->name) == 0)
+			break;
+	if (p == NULL) {
+		p = xcalloc(1, sizeof(*p));
+		p->name = xstrdup(fl->name);
+		p->threads = fl->threads;
+		p->w = workers_new(fl->threads, conf != NULL && conf->pool_queue > 0 ?
+		    conf->pool_queue : FILTER_POOL_QUEUE);
+		p->next = filter_pools;
+		filter_pools = p;
+		log_info("event=filter_pool filter=%s threads=%u", fl->name, fl->threads);
+	}
+	pthread_mutex_unlock(&filter_pools_mtx);
+	return p->w;
+}
+
+/* filter_pools_free - join every filter's own pool (the loops are gone) */
+void
+filter_pools_free(void)
+{
+	struct filter_pool *p;
+
+	pthread_mutex_lock(&filter_pools_mtx);
+	while ((p = filter_pools) != NULL) {
+		filter_pools = p->next;
+		workers_free(p->w);
+		free(p->name);
+		free(p);
+	}
+	pthread_mutex_unlock(&filter_pools_mtx);
+}
+
 /* filter_job_work - on a pool thread: the blocking filter's callbacks, on the copies */
 static void
 filter_job_work(void *arg)
@@ -673,6 +729,8 @@ filter_job_start(struct filter_state *st, size_t i)
 {
 	struct filter_run_ctx *run = &st->run;
 	struct filter_wait *w = xcalloc(1, sizeof(*w));
+	const struct filter_link *fl;
+	bool queued;
 
 	w->st = st;
 	w->link = i;
@@ -701,7 +759,14 @@ filter_job_start(struct filter_state *st, size_t i)
 	w->ctx.sess = run->sess != NULL ? &w->sess : NULL;
 	w->ctx.txn = run->txn != NULL ? &w->txn : NULL;
 	w->ctx.link = i;
-	if (!workers_submit_owned(run->wl, filter_job_work, filter_job_done, filter_job_drop, w)) {
+	fl = &st->chain->links[i];
+	if (fl->threads > 0)
+		queued = workers_submit_to(filter_pool_get(fl, w->sess.conf), run->wl,
+		    filter_job_work, filter_job_done, filter_job_drop, w);
+	else
+		queued = workers_submit_owned(run->wl, filter_job_work, filter_job_done,
+		    filter_job_drop, w);
+	if (!queued) {
 		w->st = NULL;
 		w->priv = NULL;	/* still the session's */
 		filter_wait_free(w);

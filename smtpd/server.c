@@ -999,6 +999,7 @@ server_run(struct snapshot *snap, const char *config_path)
 		loop_teardown(&loops[i]);
 	for (i = 0; i < SERVER_POOLS; i++)
 		workers_free(pools[i]);
+	filter_pools_free();
 	authfail_free(auth_failures);
 	auth_failures = NULL;
 	/*

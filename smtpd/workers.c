@@ -297,10 +297,17 @@ bool
 workers_submit_owned(struct workers_loop *wl, workers_work_fn work, workers_done_fn done,
     workers_done_fn drop, void *arg)
 {
-	struct workers *w = wl->w;
+	return workers_submit_to(wl->w, wl, work, done, drop, arg);
+}
+
+/* workers_submit_to - queue on pool w, complete through wl (which may belong to another pool) */
+bool
+workers_submit_to(struct workers *w, struct workers_loop *wl, workers_work_fn work,
+    workers_done_fn done, workers_done_fn drop, void *arg)
+{
 	struct workers_job *job;
 
-	if (w == NULL || wl->detached)
+	if (w == NULL || wl->w == NULL || wl->detached)
 		return false;
 	job = xcalloc(1, sizeof(*job));
 	job->wl = wl;

@@ -40,6 +40,14 @@ bool workers_submit(struct workers_loop *wl, workers_work_fn work, workers_done_
  */
 bool workers_submit_owned(struct workers_loop *wl, workers_work_fn work, workers_done_fn done,
     workers_done_fn drop, void *arg);
+/*
+ * workers_submit_to - the same, queued on pool w but completed through wl, a
+ * loop's channel to another pool (a filter's own pool borrows the loop's
+ * channel to the filter pool).  w must outlive the job: it is freed only
+ * once the loops stopped.
+ */
+bool workers_submit_to(struct workers *w, struct workers_loop *wl, workers_work_fn work,
+    workers_done_fn done, workers_done_fn drop, void *arg);
 struct event_base *workers_loop_base(const struct workers_loop *wl);
 
 #endif

@@ -3,7 +3,8 @@
  * whole SMTP sessions by tests/integration/test_filter_api.py:
  *   test-async  asks a test server on a real socket, on the loop
  *               (filter_wait_begin/done), one connection per call;
- *   test-block  blocks its pool thread for "sleep" milliseconds;
+ *   test-block  blocks its pool thread for "sleep" milliseconds (test-block2:
+ *               the same, to have two in one configuration);
  *   test-sign   a final-stage filter: prepends X-Test-Signature with the
  *               octets of the header block and body it saw;
  *   test-pass   inline, passes every stage (what one cheap filter costs:
@@ -371,6 +372,12 @@ static const struct filter_ops tf_block_ops = {
 	.mail = tb_mail, .rcpt = tb_rcpt, .eom = tb_eom,
 };
 
+/* test-block2: the same, configured apart (two blocking filters in one configuration) */
+static const struct filter_ops tf_block2_ops = {
+	.name = "test-block2", .may_block = true, .configure = tf_configure, .destroy = tf_destroy,
+	.mail = tb_mail, .rcpt = tb_rcpt, .eom = tb_eom,
+};
+
 /* ---- test-sign ---- */
 
 /* ts_final - "X-Test-Signature: head=N body=M": what a signer would cover */
@@ -427,6 +434,7 @@ void
 tf_api_register(void)
 {
 	filter_register(&tf_pass_ops);
+	filter_register(&tf_block2_ops);
 	filter_register(&tf_async_ops);
 	filter_register(&tf_block_ops);
 	filter_register(&tf_sign_ops);

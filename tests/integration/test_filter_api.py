@@ -98,6 +98,16 @@ def start_async(portier, relay, srv, *kv, filters="test-async"):
         ("server", "127.0.0.1:%d" % srv.port)] + list(kv)}), test_filters=True)
 
 
+def hold_at_rcpt(client, port):
+    """A session whose RCPT a blocking filter holds: the reply is read later."""
+    held = client(port)
+    held.start()
+    held.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
+    held.sendline("RCPT TO:<held@example.test>")
+    time.sleep(0.3)                     # the filter's call now sleeps on its thread
+    return held
+
+
 def stages(answer_by_stage, default="continue"):
     return lambda stage, arg: answer_by_stage.get(stage, default)
 
@@ -322,11 +332,7 @@ def test_blocked_filter_pool_delays_neither_maildir_nor_auth(portier, client, ce
     ports = {"plain": peers.free_port(), "sub": peers.free_port()}
     p = portier(cfg, ports=ports, test_filters=True)
     assert peers.wait_until(lambda: all(peers.port_accepts(x) for x in ports.values()), 5)
-    held = client(p.port)
-    held.start()
-    held.cmd("MAIL FROM:<sender@origin.test>", expect="250 2.1.0")
-    held.sendline("RCPT TO:<held@example.test>")
-    time.sleep(0.3)                     # the pool's only thread now sleeps
+    held = hold_at_rcpt(client, p.port)     # the pool's only thread now sleeps
     t0 = time.monotonic()
     c = client(ports["plain"])
     c.start()
@@ -500,3 +506,33 @@ def test_session_wide_discard_and_quarantine(portier, sink, client, answer_serve
     assert results == ["delivered", "delivered", "discarded", "discarded"], results
     assert [q[0] for q in srv.questions[asked:]] == ["connect", "helo"], srv.questions[asked:]
     assert len(s.messages()) == 2
+
+
+def test_filter_with_own_pool_leaves_the_shared_one_free(portier, sink, client):
+    """filter_threads = 1; test-block has threads = 1 (a pool of its own) and holds it 5 s at
+    RCPT on the mx listener, while test-block2 on the other listener uses the shared pool: its
+    session is through long before.  Without the own pool both would share the one thread."""
+    s = sink()
+    cfg = peers.portier_config("smtp:127.0.0.1:%d" % s.port, server={"filter_threads": "1"},
+                               listener={"filters": "test-block"},
+                               extra="[listener other]\nlisten = 127.0.0.1:{other}\nrole = mx\n"
+                                     "tls = none\nfilters = test-block2\n\n"
+                                     "[filter test-block]\nsleep = 5000\nstages = rcpt\n"
+                                     "threads = 1\n\n"
+                                     "[filter test-block2]\nsleep = 0\nstages = rcpt\n")
+    ports = {"other": peers.free_port()}
+    p = portier(cfg, ports=ports, test_filters=True)
+    assert peers.wait_until(lambda: peers.port_accepts(ports["other"]), 5)
+    held = hold_at_rcpt(client, p.port)
+    t0 = time.monotonic()
+    c = client(ports["other"])
+    c.start()
+    c.transaction("sender@origin.test", ["free@example.test"], make_message())
+    c.quit()
+    through = time.monotonic() - t0
+    r = held.read_reply()
+    held_for = time.monotonic() - t0
+    assert r.code == 250, r
+    assert through < held_for and held_for > 3.0, (through, held_for)
+    assert p.wait_log(r"event=filter_pool filter=test-block threads=1")
+    held.quit()

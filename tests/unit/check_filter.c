@@ -2025,6 +2025,9 @@ static struct conf_kv kv_wnevacc[] = { { "mode", "never", 26 }, { "timeout", "1"
 	{ "default_action", "accept", 28 } };
 static struct conf_kv kv_wfail[] = { { "mode", "fail", 29 }, { "default_action", "reject", 30 } };
 static struct conf_kv kv_slow[] = { { "timeout", "1", 31 }, { "default_action", "reject", 32 } };
+static struct conf_kv kv_own[] = { { "threads", "1", 37 } };
+static struct conf_kv kv_badthreads[] = { { "threads", "many", 38 } };
+static struct conf_kv kv_nothreads[] = { { "threads", "2", 39 } };
 static struct conf_kv kv_badto[] = { { "timeout", "1s", 33 } };
 static struct conf_kv kv_badact[] = { { "default_action", "discard", 34 } };
 static struct conf_kv kv_bogus[] = { { "timeout", "5", 35 }, { "bogus", "1", 36 } };
@@ -2042,6 +2045,10 @@ static struct conf_section wait_sections[] = {
 	{ "wait", "badto", 33, kv_badto, 1 },
 	{ "wait", "badact", 34, kv_badact, 1 },
 	{ "bare", "bogus", 35, kv_bogus, 2 },
+	{ "slow", "own", 37, kv_own, 1 },
+	{ "block", "x", 3, kv_x, 1 },
+	{ "slow", "badthreads", 38, kv_badthreads, 1 },
+	{ "wait", "nothreads", 39, kv_nothreads, 1 },
 };
 
 /* wait_setup - the wait filters and their sections */
@@ -2271,6 +2278,41 @@ START_TEST(test_slow_shutdown)
 }
 END_TEST
 
+/*
+ * test_own_pool - a filter with "threads" runs on a pool of its own: while
+ * its 1.5 s call holds that pool, another session's blocking filter runs on
+ * the shared pool (one thread) and is back first.  Sharing one thread, it
+ * would wait behind the slow call.
+ */
+START_TEST(test_own_pool)
+{
+	struct loopfx la, lb;
+	struct fx fa, fb;
+	struct filter_result res;
+
+	loop_open(&la, 1, 4);
+	lb = la;
+	fx_open(&fa, "slow:own");
+	fx_open(&fb, "block:x");
+	la.ndone = 0;
+	ck_assert_int_eq(filter_run(fa.st, FILTER_STAGE_RCPT, &fa.ctx, "r@x", &res, la.wl, on_done,
+	    &la), FILTER_RUN_PENDING);
+	usleep(100 * 1000);	/* the slow call has started on its own thread */
+	lb.ndone = 0;
+	ck_assert_int_eq(filter_run(fb.st, FILTER_STAGE_RCPT, &fb.ctx, "good@x", &res, lb.wl,
+	    on_done, &lb), FILTER_RUN_PENDING);
+	loop_wait(&lb);
+	ck_assert_uint_eq(la.ndone, 0);	/* the slow call is still running */
+	ck_assert_str_eq(trace.data, "x.rcpt");
+	loop_wait(&la);
+	ck_assert_int_eq(la.res.verdict, FILTER_CONTINUE);
+	fx_close(&fa);
+	fx_close(&fb);
+	loop_close(&la);
+	filter_pools_free();
+}
+END_TEST
+
 /* test_final - signers see the block as sent, each with the previous ones' fields on top */
 START_TEST(test_final)
 {
@@ -2302,10 +2344,15 @@ START_TEST(test_chain_keys)
 	static const char *const errs[] = {
 		"filter \"wait:badto\": timeout \"1s\": expected seconds, 0 to 86400 (0: no limit)",
 		"filter \"wait:badact\": default_action \"discard\": expected accept, reject or tempfail",
-		"filter \"bare:bogus\": unknown key \"bogus\" (this filter takes only timeout and "
-		    "default_action)",
+		"filter \"bare:bogus\": unknown key \"bogus\" (this filter takes only timeout, "
+		    "default_action and threads)",
+		"filter \"slow:badthreads\": threads \"many\": expected 0 to 1024 (0: the shared "
+		    "filter pool)",
+		"filter \"wait:nothreads\": threads: this filter never blocks a thread, it needs no "
+		    "pool",
 	};
-	static const char *const specs[] = { "wait:badto", "wait:badact", "bare:bogus" };
+	static const char *const specs[] = { "wait:badto", "wait:badact", "bare:bogus",
+		"slow:badthreads", "wait:nothreads" };
 	char *err = NULL;
 	size_t i;
 
@@ -2361,6 +2408,7 @@ filter_suite(void)
 	tcase_add_loop_test(tc, test_wait_cancel, 0, 2);
 	tcase_add_test(tc, test_slow_timeout);
 	tcase_add_test(tc, test_slow_shutdown);
+	tcase_add_test(tc, test_own_pool);
 	tcase_add_test(tc, test_final);
 	tcase_add_test(tc, test_chain_keys);
 	suite_add_tcase(s, tc);
