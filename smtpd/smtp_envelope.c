@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dsn.h"
 #include "log.h"
 #include "util.h"
 #include "smtp_session_priv.h"
@@ -332,6 +333,70 @@ refusal_rank(const struct relay_result *r, bool added)
 	return (added ? 1 : 3) + (r->code / 100 == 4);
 }
 
+/* The replay's verdicts on the edited list. */
+struct env_tally {
+	size_t ok, temp, perm;		/* accepted; the client's own deferred, refused */
+	struct relay_result first;	/* what the client hears when nobody is left */
+	bool first_added;
+};
+
+/*
+ * env_tally - sort the replay's verdicts: a filter's recipient refused is
+ * logged and dropped (keep[i] false), one of the client's is kept with its
+ * refusal for the DSN
+ */
+static void
+env_tally(struct session *s, const struct relay_result *res, size_t n, bool *keep,
+    struct env_tally *ty)
+{
+	struct envelope *env = s->txn->env;
+	char esc[ENV_ESC];
+	size_t i;
+
+	memset(ty, 0, sizeof(*ty));
+	for (i = 0; i < n; i++) {
+		const char *rcpt = s->txn->ftx.rcpts[i];
+
+		keep[i] = res[i].code / 100 == 2 || !env->added[i];
+		if (res[i].code / 100 == 2) {
+			ty->ok++;
+			continue;
+		}
+		if (refusal_rank(&res[i], env->added[i]) > refusal_rank(&ty->first, ty->first_added)) {
+			ty->first = res[i];
+			ty->first_added = env->added[i];
+		}
+		if (env->added[i]) {
+			/* Postfix's rule for a milter's recipient: logged and dropped. */
+			log_warn("id=%s event=added_rcpt_dropped rcpt=<%s> reply=\"%d %s %s\"",
+			    s->idstr, log_escape(esc, sizeof(esc), rcpt, strlen(rcpt)), res[i].code,
+			    res[i].ecode, res[i].text);
+			continue;
+		}
+		env->refused[i] = res[i];	/* the client has our 250 for it: DSN or 451 */
+		env->nrefused++;
+		if (res[i].code / 100 == 5)
+			ty->perm++;
+		else
+			ty->temp++;
+	}
+}
+
+/* env_tempfail_reason - why the message cannot go on as edited, or NULL */
+static const char *
+env_tempfail_reason(const struct session *s, const struct env_tally *ty)
+{
+	if (ty->temp > 0)
+		return "deferred_recipients";	/* a deferral never becomes a DSN: no queue here */
+	if (ty->perm == 0 || !dsn_owed(s->txn->from))
+		return NULL;
+	if (s->conf->lmtp_mixed == LMTP_MIXED_TEMPFAIL)
+		return "lmtp_mixed";
+	if (s->conf->bounce_relay.kind != RELAY_SMTP)
+		return "no_bounce_relay";	/* an smtp: relay without one: no DSN can go */
+	return NULL;
+}
+
 /*
  * envelope_refused - the backend refused some recipients of the replayed
  * envelope (relay_envelope's callback, before DATA): reconcile them one by
@@ -342,58 +407,25 @@ envelope_refused(void *arg, const struct relay_result *res, size_t n)
 {
 	struct session *s = arg;
 	struct txn *t = s->txn;
-	struct relay_result first;
-	size_t i, ok = 0, temp = 0, perm = 0;
-	bool *keep, first_added = false;
-	char esc[ENV_ESC];
+	struct env_tally ty;
+	const char *why;
+	bool *keep;
 
 	if (!session_wait_over(s))
 		return;
 	assert(n == t->ftx.nrcpts);
 	keep = xcalloc(n, sizeof(*keep));
-	memset(&first, 0, sizeof(first));
-	for (i = 0; i < n; i++) {
-		const char *rcpt = t->ftx.rcpts[i];
-
-		if (res[i].code / 100 == 2) {
-			keep[i] = true;
-			ok++;
-			continue;
-		}
-		if (refusal_rank(&res[i], t->env->added[i]) > refusal_rank(&first, first_added)) {
-			first = res[i];
-			first_added = t->env->added[i];
-		}
-		if (t->env->added[i]) {
-			/* Postfix's rule for a milter's recipient: logged and dropped. */
-			log_warn("id=%s event=added_rcpt_dropped rcpt=<%s> reply=\"%d %s %s\"",
-			    s->idstr, log_escape(esc, sizeof(esc), rcpt, strlen(rcpt)), res[i].code,
-			    res[i].ecode, res[i].text);
-			continue;
-		}
-		keep[i] = true;	/* the client has our 250 for it: DSN or 451 */
-		t->env->refused[i] = res[i];
-		t->env->nrefused++;
-		if (res[i].code / 100 == 5)
-			perm++;
-		else
-			temp++;
-	}
-	if (ok == 0) {
+	env_tally(s, res, n, keep, &ty);
+	if (ty.ok == 0) {
 		/* Nobody left to deliver to: the end of data gets the backend's word. */
-		if (first_added)	/* not the filters' addresses, only the verdict */
-			str_copy(first.text, "Error: the backend refused the recipients the filters "
-			    "set", sizeof(first.text));
-		session_reply_result(s, &first);
-		session_txn_end(s, first.code / 100 == 5 ? TXN_REJECTED : TXN_TEMPFAIL, first.text);
-	} else if (temp > 0) {
-		/* A deferral never becomes a DSN: we keep no queue to retry it. */
-		env_tempfail(s, "deferred_recipients", ok, temp, perm);
-	} else if (perm > 0 && s->conf->lmtp_mixed == LMTP_MIXED_TEMPFAIL) {
-		env_tempfail(s, "lmtp_mixed", ok, temp, perm);
-	} else if (perm > 0 && s->conf->bounce_relay.kind != RELAY_SMTP) {
-		/* The DSN owed could not be sent (an smtp: relay with no bounce_relay). */
-		env_tempfail(s, "no_bounce_relay", ok, temp, perm);
+		if (ty.first_added)	/* not the filters' addresses, only the verdict */
+			str_copy(ty.first.text, "Error: the backend refused the recipients the "
+			    "filters set", sizeof(ty.first.text));
+		session_reply_result(s, &ty.first);
+		session_txn_end(s, ty.first.code / 100 == 5 ? TXN_REJECTED : TXN_TEMPFAIL,
+		    ty.first.text);
+	} else if ((why = env_tempfail_reason(s, &ty)) != NULL) {
+		env_tempfail(s, why, ty.ok, ty.temp, ty.perm);
 	} else {
 		env_compact(t, keep);
 		session_enter_wait(s, SESSION_WAIT_RELAY);
