@@ -935,6 +935,36 @@ filter_put_ar(struct buf *out, const char *authserv_id, const char *results)
 }
 
 /*
+ * filter_headers_edited - the fields as the edits so far left them, in
+ * order (name and value point into txn, which must not change meanwhile);
+ * the caller frees the array.  What a filter's header callbacks see after
+ * another filter edited the block.
+ */
+struct filter_header *
+filter_headers_edited(const struct filter_txn *txn, size_t *n)
+{
+	struct filter_outs o = { NULL, 0, 0 };
+	struct filter_out h;
+	struct filter_header *v;
+	size_t i;
+
+	for (i = 0; i < txn->nheaders; i++) {
+		h = (struct filter_out){ txn->headers[i].name, txn->headers[i].value, true, false };
+		filter_outs_insert(&o, o.n, &h);
+	}
+	for (i = 0; i < txn->nedits; i++)
+		filter_apply_edit(&o, &txn->edits[i]);
+	v = xcalloc(o.n ? o.n : 1, sizeof(*v));
+	for (i = 0; i < o.n; i++) {
+		v[i].name = (char *)o.v[i].name;
+		v[i].value = (char *)o.v[i].value;
+	}
+	*n = o.n;
+	free(o.v);
+	return v;
+}
+
+/*
  * filter_compose_headers - the header block to send (see filter.h).  Edits
  * apply in order to the headers as received, so indexes mean what a milter
  * saw.  Then received Authentication-Results claiming authserv_id and any

@@ -373,11 +373,17 @@ filter_call_data(const struct filter_link *fl, struct filter_ctx *c, struct filt
 	size_t i;
 
 	if (ops->header != NULL && txn != NULL) {
-		for (i = 0; i < txn->nheaders; i++) {
-			v = ops->header(fl->inst, c, txn->headers[i].name, txn->headers[i].value, r);
-			if (v != FILTER_CONTINUE)
-				return v;
-		}
+		/* The block as the filters before this one left it. */
+		struct filter_header *hv = txn->headers, *edited = NULL;
+		size_t nh = txn->nheaders;
+
+		if (txn->nedits > 0)
+			hv = edited = filter_headers_edited(txn, &nh);
+		for (i = 0, v = FILTER_CONTINUE; i < nh && v == FILTER_CONTINUE; i++)
+			v = ops->header(fl->inst, c, hv[i].name, hv[i].value, r);
+		free(edited);
+		if (v != FILTER_CONTINUE)
+			return v;
 	}
 	if (ops->eoh != NULL && (v = ops->eoh(fl->inst, c, r)) != FILTER_CONTINUE)
 		return v;

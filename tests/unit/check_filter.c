@@ -1754,6 +1754,25 @@ START_TEST(test_compose)
 }
 END_TEST
 
+/* test_edits_seen_by_next - a filter's header callbacks see the block as the filters before it edited it */
+START_TEST(test_edits_seen_by_next)
+{
+	static const char head[] = "From: a@example.test\r\nSubject: hello\r\nX-Junk: 1\r\n"
+	    "X-Junk: 2\r\n\r\n";
+	struct fx f;
+	struct filter_result res;
+
+	filter_register(&bodycat_ops);
+	fx_open(&f, "edits,bodycat");
+	filter_parse_headers(&f.txn, head, sizeof(head) - 1);
+	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_DATA, NULL, &res), FILTER_CONTINUE);
+	ck_assert_str_eq(bodycat_inst->body.data,
+	    "[X-Top:first][From: a@example.test][Subject:[tagged] hello][X-Junk: 1]"
+	    "[X-Added:yes][X-Absent:created][eoh][eom]");
+	fx_close(&f);
+}
+END_TEST
+
 START_TEST(test_eom_edits)
 {
 	static const char head[] = "From: a@example.test\r\nSubject: hello\r\nX-Junk: 1\r\n"
@@ -2420,6 +2439,7 @@ filter_suite(void)
 	tcase_add_test(tc, test_hparse_many_fields);
 	tcase_add_loop_test(tc, test_compose, 0, ARRAY_SIZE(compose_cases));
 	tcase_add_test(tc, test_eom_edits);
+	tcase_add_test(tc, test_edits_seen_by_next);
 	tcase_add_test(tc, test_txn_reset);
 	suite_add_tcase(s, tc);
 	return s;
