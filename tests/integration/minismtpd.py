@@ -7,6 +7,7 @@ It is a test peer, not a mail server: no queue, no relaying, one thread per conn
 
     minismtpd.py --port P --dir D [--lmtp] [--ext KEYWORD]... [--rcpt-reply REGEX=REPLY]...
                  [--data-reply REGEX=REPLY]... [--starttls-reply REPLY] [--data-idle SECONDS]
+                 [--data-cmd-reply REPLY]
 
 --rcpt-reply: a RCPT whose address matches REGEX (re.search) gets REPLY ("550 5.1.1 text").
 --data-reply: after the final dot, an accepted recipient matching REGEX gets REPLY; LMTP sends
@@ -15,6 +16,8 @@ It is a test peer, not a mail server: no queue, no relaying, one thread per conn
               so only a refusal makes sense (default "502 5.5.2 not implemented").
 --data-idle:  while reading the data, no line for SECONDS ends the connection with
               "421 4.4.2 ... timeout exceeded" (as Postfix's smtpd does after its timeout).
+--data-cmd-reply: the first DATA command of each connection gets REPLY instead of 354 (a
+              backend that refuses DATA once, then takes it after RSET).
 Each completed DATA is saved as D/NNNNNN-PID-SEQ.json (envelope, per-recipient results) and .eml
 (the data exactly as received, dot-unstuffed, line ends untouched), written before the reply.
 """
@@ -44,6 +47,7 @@ class Conn:
         self.buf = b""
         self.reset()
         self.helo = None
+        self.data_cmds = 0
 
     def reset(self):
         self.mail_from = None
@@ -152,6 +156,10 @@ class Conn:
                 if not self.rcpts:
                     self.send("503 5.5.1 need RCPT")
                     continue
+                self.data_cmds += 1
+                if self.opts.data_cmd_reply and self.data_cmds == 1:
+                    self.send(self.opts.data_cmd_reply)
+                    continue
                 self.send("354 go ahead")
                 data = self.read_data()
                 if data is None:
@@ -204,6 +212,7 @@ def main():
     ap.add_argument("--data-reply", action="append", default=[])
     ap.add_argument("--starttls-reply", default="502 5.5.2 not implemented")
     ap.add_argument("--data-idle", type=float, default=0)
+    ap.add_argument("--data-cmd-reply", default=None)
     opts = ap.parse_args()
     opts.rcpt_reply = [tuple(x.split("=", 1)) for x in opts.rcpt_reply]
     opts.data_reply = [tuple(x.split("=", 1)) for x in opts.data_reply]

@@ -732,10 +732,11 @@ class MiniSmtpd(Process):
     lmtp=True, ext=["SMTPUTF8", ...], rcpt_reply={regex: "550 5.1.1 ..."},
     data_reply={regex: "550 5.2.1 ..."} (per recipient after DATA; SMTP: first match wins),
     starttls_reply="454 4.7.0 ..." (with ext=["STARTTLS"]), data_idle=SECONDS (421 and close
-    when the data stalls that long)."""
+    when the data stalls that long), data_cmd_reply="451 ..." (the first DATA command of each
+    connection gets it)."""
 
     def __init__(self, tmp=None, lmtp=False, ext=(), rcpt_reply=None, data_reply=None,
-                 starttls_reply=None, data_idle=None):
+                 starttls_reply=None, data_idle=None, data_cmd_reply=None):
         self.tmp = tmp or make_tempdir("minismtpd")
         self.dir = os.path.join(self.tmp, "msgs")
         os.makedirs(self.dir, exist_ok=True)
@@ -756,6 +757,8 @@ class MiniSmtpd(Process):
                 argv += ["--starttls-reply", starttls_reply]
             if data_idle:
                 argv += ["--data-idle", str(data_idle)]
+            if data_cmd_reply:
+                argv += ["--data-cmd-reply", data_cmd_reply]
             Process.__init__(self, "minismtpd", argv, os.path.join(self.tmp, "minismtpd.log"))
             ok = wait_until(lambda: not self.alive() or port_accepts(self.port), START_DEADLINE)
             if ok and self.alive():

@@ -273,6 +273,37 @@ def test_lmtp_added_refused_after_data_maps_to_edited_list(portier, minismtpd, s
     assert re.findall(r"(?im)^Status:\s*(\S+)", text) == ["5.2.1"], text
 
 
+def test_replay_after_rset_on_the_same_connection(portier, minismtpd, client):
+    """A backend that refused the early DATA leaves its connection idle: the replay of an
+    edited envelope resets it with RSET and sends MAIL, RCPT and DATA on that same connection
+    (one greeting), and the message is delivered from the new sender.  Without an edit, the
+    early refusal is the answer (451 4.3.0)."""
+    m = minismtpd(data_cmd_reply="451 4.3.0 not now")
+    p = start_edit(portier, "smtp:127.0.0.1:%d" % m.port, {"change_from": "new@origin.test"})
+    c = client(p.port)
+    c.start()
+    c.cmd("MAIL FROM:<%s>" % SENDER, expect="250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", expect="250 2.1.5")
+    c.cmd("DATA", expect="354")
+    assert peers.wait_until(lambda: "S: 451 4.3.0 not now" in m.log_text(), 5)
+    time.sleep(0.3)                     # portier has read the refusal: its link is idle
+    c.send(peers.dot_stuff(make_message()) + b".\r\n")
+    r = c.read_reply()
+    assert r.is_(250), r
+    c.quit()
+    [t] = m.wait_transactions(1)
+    assert t["mail_from"] == "new@origin.test" and t["rcpts"] == ["alice@example.test"], t
+    log = m.log_text()
+    assert log.count("C: EHLO ") == 1, log      # one backend connection
+    assert re.search(r"C: RSET\n.*S: 250 2.0.0 Ok\n.*C: MAIL FROM:<new@origin.test>", log, re.S), log
+    m2 = minismtpd(data_cmd_reply="451 4.3.0 not now")
+    p2 = start_edit(portier, "smtp:127.0.0.1:%d" % m2.port, {"add_header": "X-A: b"})
+    c2 = client(p2.port)
+    c2.start()
+    r = send(c2, ["alice@example.test"])
+    assert r.is_(451, "4.3.0") and "not now" in r.text, r
+
+
 # ---------------------------------------------------------------------------------------------
 # LMTP backend (Dovecot)
 # ---------------------------------------------------------------------------------------------
