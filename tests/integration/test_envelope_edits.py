@@ -6,6 +6,7 @@ by address."""
 import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
@@ -49,6 +50,22 @@ def field(p, event):
     m = p.wait_log(r"^.*\bevent=%s\b.*$" % event)
     assert m, "no event=%s in portier's log:\n%s" % (event, p.log_text()[-5000:])
     return peers.parse_log_fields(m.group(0))
+
+
+@pytest.mark.parametrize("key,value,why", [
+    ("add_rcpts", "a@example.test", r'filter "test-edit": unknown key "add_rcpts"'),
+    ("add_header", "no colon", r'filter "test-edit": add_header "no colon": bad value'),
+])
+def test_filter_section_refused(tmpdir_0755, key, value, why):
+    """test-edit refuses a key it does not know, or a value it cannot use: portier -t names
+    it and exits 2."""
+    path = os.path.join(tmpdir_0755, "portier.conf")
+    with open(path, "w") as f:
+        f.write(edit_config("smtp:127.0.0.1:25", {key: value}).replace("{port}", "2525"))
+    p = subprocess.run([peers.portier_binary(test_filters=True), "-t", "-c", path],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+    out = (p.stdout + p.stderr).decode("utf-8", "replace")
+    assert p.returncode == 2 and re.search(why, out), (p.returncode, out)
 
 
 # ---------------------------------------------------------------------------------------------
