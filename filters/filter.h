@@ -250,6 +250,12 @@ struct filter_ctx {
 struct filter_ops {
 	const char *name;
 	bool may_block;
+	/*
+	 * A role's safety filter (policy/: port25, auth-enforce), inline only:
+	 * it runs even where another filter discarded (see filter_run), so a
+	 * discarded transaction is refused exactly where a kept one would be.
+	 */
+	bool safety;
 	/* configure - build an instance from its section (may be NULL); NULL + *err_r on error. */
 	void *(*configure)(const struct conf *conf, const struct conf_section *sec, char **err_r);
 	void (*destroy)(void *inst);
@@ -342,8 +348,9 @@ enum filter_run_status { FILTER_RUN_DONE, FILTER_RUN_PENDING };
  * quarantined (txn->quarantine is set, or the session's mark is kept for
  * each MAIL); else CONTINUE.  Filters that ACCEPTed are skipped (see
  * enum filter_verdict).  Once discarded, the transaction (or, from a
- * session-wide stage, the session) runs no filter: DISCARD at once, naming
- * who discarded, and txn->discard is set at MAIL.  MAIL starts a
+ * session-wide stage, the session) runs no filter but the safety ones:
+ * their REJECT or TEMPFAIL stands, else DISCARD at once, naming who
+ * discarded, and txn->discard is set at MAIL.  MAIL starts a
  * transaction; ABORT or a session-wide stage ends one.  ABORT and CLOSE
  * call every filter's abort/close inline and always pass.  With wl NULL,
  * blocking filters run inline (tools, tests).

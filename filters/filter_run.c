@@ -1066,10 +1066,53 @@ filter_txn_begin(struct filter_state *st, struct filter_txn *txn)
 }
 
 /*
+ * filter_run_safety - a stage of what was discarded: only the safety filters
+ * run (inline, never waiting: ctx.base is NULL), so that what a kept
+ * transaction would have been refused stays refused; their REJECT or
+ * TEMPFAIL stands, anything else leaves the DISCARD.
+ */
+static void
+filter_run_safety(struct filter_state *st, struct filter_result *res)
+{
+	const struct filter_chain *chain = st->chain;
+	struct filter_run_ctx *run = &st->run;
+	struct filter_reply r;
+	struct filter_ctx c;
+	enum filter_verdict v;
+	size_t i;
+
+	for (i = 0; i < chain->n; i++) {
+		const struct filter_link *fl = &chain->links[i];
+
+		if (!fl->ops->safety || st->skip[i] != FILTER_SKIP_NONE ||
+		    !filter_has_stage(fl->ops, run->stage))
+			continue;
+		assert(!fl->ops->may_block);
+		memset(&c, 0, sizeof(c));
+		c.priv = &st->priv[i];
+		c.sess = run->sess;
+		c.txn = run->txn;
+		c.state = st;
+		c.link = i;
+		v = filter_call(fl, run->stage, &c, run->arg, &r);
+		filter_reply_fix(run, fl->name, &v, &r);
+		if (v == FILTER_REJECT || v == FILTER_TEMPFAIL) {
+			res->verdict = v;
+			res->filter = fl->name;
+			res->reply = r;
+			return;
+		}
+	}
+	res->verdict = FILTER_DISCARD;
+	res->filter = st->discarded != NULL ? st->discarded : st->txn_discarded;
+}
+
+/*
  * filter_run - run one stage (see filter.h).  Result verdicts: CONTINUE when
  * every filter passed or accepted; QUARANTINE when one quarantined and none
  * decided after it; else the first REJECT/TEMPFAIL/DISCARD with its
- * corrected reply.  What was discarded runs no filter: DISCARD at once.
+ * corrected reply.  What was discarded runs no filter but the safety ones
+ * (filter_run_safety): DISCARD at once unless one of those refuses.
  * With wl NULL, blocking filters run inline and no filter can wait (tools
  * and tests without a loop).  ABORT and CLOSE run abort/close on every
  * filter, inline, and pass.
@@ -1093,17 +1136,15 @@ filter_run(struct filter_state *st, enum filter_stage stage, struct filter_ctx *
 		filter_txn_begin(st, ctx->txn);
 	else if (filter_session_stage(stage))
 		filter_txn_end(st);
-	if (st->discarded != NULL || (!filter_session_stage(stage) && st->txn_discarded != NULL)) {
-		res->verdict = FILTER_DISCARD;
-		res->filter = st->discarded != NULL ? st->discarded : st->txn_discarded;
-		return FILTER_RUN_DONE;
-	}
-
 	memset(run, 0, sizeof(*run));
 	run->stage = stage;
 	run->sess = ctx->sess;
 	run->txn = ctx->txn;
 	run->arg = arg;
+	if (st->discarded != NULL || (!filter_session_stage(stage) && st->txn_discarded != NULL)) {
+		filter_run_safety(st, res);
+		return FILTER_RUN_DONE;
+	}
 	run->wl = wl;
 	run->done = done;
 	run->done_arg = done_arg;

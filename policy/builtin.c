@@ -4,11 +4,43 @@
  */
 #include "config.h"
 
+#include <assert.h>
+#include <string.h>
+
+#include "util.h"
 #include "filter.h"
+#include "auth_enforce.h"
+#include "port25.h"
 #include "builtin.h"
 
 /* filter_builtins_register - register every built-in filter (idempotent) */
 void
 filter_builtins_register(void)
 {
+	filter_register(&port25_ops);
+	filter_register(&auth_enforce_ops);
+}
+
+/* filter_builtin_refuse - a table reply as a filter's REJECT */
+enum filter_verdict
+filter_builtin_refuse(struct filter_reply *r, enum smtp_reply_id id)
+{
+	const struct smtp_reply_entry *e = smtp_reply_get(id);
+
+	assert(e->code / 100 == 5 && strchr(e->text, '%') == NULL);
+	r->code = e->code;
+	str_copy(r->ecode, e->ecode != NULL ? e->ecode : "", sizeof(r->ecode));
+	str_copy(r->text, e->text, sizeof(r->text));
+	return FILTER_REJECT;
+}
+
+/* filter_builtin_no_keys - a [filter NAME] section with nothing in it, or none */
+bool
+filter_builtin_no_keys(const struct conf_section *sec, char **err_r)
+{
+	if (sec == NULL || sec->nkv == 0)
+		return true;
+	*err_r = xasprintf("takes no keys, not even timeout or default_action: it never waits "
+	    "or fails (\"%s\" at line %d)", sec->kv[0].key, sec->kv[0].line);
+	return false;
 }

@@ -189,6 +189,14 @@ static const char *const conf_role_words[] = {
 	[ROLE_MX] = "mx", [ROLE_SUBMISSION] = "submission",
 	[ROLE_SUBMISSIONS] = "submissions", NULL
 };
+/*
+ * The safety filter each role implies at the head of its chain (policy/):
+ * server.c puts it first, conf_check_role_filter refuses it on the wrong role.
+ */
+static const char *const conf_role_filters[] = {
+	[ROLE_MX] = "port25", [ROLE_SUBMISSION] = "auth-enforce",
+	[ROLE_SUBMISSIONS] = "auth-enforce",
+};
 static const char *const conf_tls_words[] = {
 	[TLS_NONE] = "none", [TLS_STARTTLS] = "starttls", [TLS_IMPLICIT] = "implicit", NULL
 };
@@ -700,12 +708,63 @@ conf_add_listener(struct conf_load *ld, const struct conf_section *s)
 		l->tls = TLS_IMPLICIT;
 }
 
+/* conf_role_filter - the safety filter role implies: "port25" or "auth-enforce" */
+const char *
+conf_role_filter(enum conf_role role)
+{
+	assert((size_t)role < sizeof(conf_role_filters) / sizeof(conf_role_filters[0]));
+	return conf_role_filters[role];
+}
+
+/* conf_safety_role - the role whose safety filter is type (n octets of it), or -1 */
+static int
+conf_safety_role(const char *type, size_t n)
+{
+	size_t r;
+
+	for (r = 0; r < sizeof(conf_role_filters) / sizeof(conf_role_filters[0]); r++)
+		if (strlen(conf_role_filters[r]) == n && strncmp(conf_role_filters[r], type, n) == 0)
+			return (int)r;
+	return -1;
+}
+
+/*
+ * conf_check_role_filter - one "filters =" word against the listener's role.
+ * The role's own safety filter may be listed (it still runs first, once);
+ * another role's, an instance of one ("port25:x") or a removal ("-port25")
+ * is an error: nothing may leave a listener without its role's filter.
+ */
+static void
+conf_check_role_filter(struct conf_load *ld, const struct conf_listener *l,
+    const struct conf_section *s, const char *word)
+{
+	const char *own = conf_role_filter(l->role), *type = word[0] == '-' ? word + 1 : word;
+	size_t n = strcspn(type, ":");
+	int r = conf_safety_role(type, n);
+
+	if (r < 0)
+		return;
+	if (word[0] == '-')
+		conf_error(ld, conf_kv_line(s, "filters"), s->type, s->name, "filters",
+		    "\"%s\": a role's safety filter cannot be removed; role %s always runs %s "
+		    "first", word, conf_role_words[l->role], own);
+	else if (type[n] == ':')
+		conf_error(ld, conf_kv_line(s, "filters"), s->type, s->name, "filters",
+		    "\"%s\": %.*s takes no instance name; role %s runs it by itself", word,
+		    (int)n, type, conf_role_words[r]);
+	else if (strcmp(word, own) != 0)
+		conf_error(ld, conf_kv_line(s, "filters"), s->type, s->name, "filters",
+		    "\"%s\" is the safety filter of role %s; this listener has role %s, which "
+		    "runs %s first", word, conf_role_words[r], conf_role_words[l->role], own);
+}
+
 /* conf_check_listener - what one listener's keys mean together */
 static void
 conf_check_listener(struct conf_load *ld, const struct conf_listener *l,
     const struct conf_section *s)
 {
 	const struct conf *c = ld->c;
+	size_t i;
 
 	if (conf_section_get(s, "listen") == NULL)
 		conf_error(ld, s->line, s->type, s->name, "listen",
@@ -728,6 +787,8 @@ conf_check_listener(struct conf_load *ld, const struct conf_listener *l,
 		conf_error(ld, conf_kv_line(s, "role"), s->type, s->name, "role",
 		    "%s requires AUTH; add an [auth] section with passwd_file or dovecot",
 		    conf_role_words[l->role]);
+	for (i = 0; i < l->nfilters; i++)
+		conf_check_role_filter(ld, l, s, l->filters[i]);
 }
 
 /* conf_listen_canon - "HOST|PORT" with the host in canonical form (caller frees) */

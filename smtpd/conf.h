@@ -141,6 +141,11 @@ void conf_unref(struct conf *c);
 const struct conf_section *conf_section_find(const struct conf *c, const char *type, const char *name);
 /* conf_section_get - value of key in s, or NULL. */
 const char *conf_section_get(const struct conf_section *s, const char *key);
+/*
+ * conf_role_filter - the safety filter a role implies at the head of its
+ * chain: "port25" (mx) or "auth-enforce" (submission, submissions).
+ */
+const char *conf_role_filter(enum conf_role role);
 /* conf_is_local_domain - case-insensitive match against local_domains. */
 bool conf_is_local_domain(const struct conf *c, const char *domain);
 

@@ -53,7 +53,7 @@
 #include "tls.h"
 #include "../policy/auth.h"
 #include "../policy/authfail.h"
-#include "../policy/sender_login.h"
+#include "../policy/builtin.h"
 #include "util.h"
 #include "workers.h"
 
@@ -117,7 +117,10 @@ server_count_get(const char *name)
 	return c;
 }
 
-/* snapshot_auth - the credential backend and sender map, when [auth] is set */
+/*
+ * snapshot_auth - the credential backend, when [auth] is set (the sender map
+ * is auth-enforce's, loaded by its configure)
+ */
 static bool
 snapshot_auth(struct snapshot *s, const struct conf *conf, char **err_r)
 {
@@ -131,21 +134,30 @@ snapshot_auth(struct snapshot *s, const struct conf *conf, char **err_r)
 		free(err);
 		return false;
 	}
-	if (conf->auth_sender_login_map) {
-		struct buf errors;
-
-		buf_init(&errors);
-		s->senders = sender_login_map_load(conf->auth_sender_login_map, &errors);
-		if (s->senders == NULL) {
-			*err_r = xstrdup(errors.data ? errors.data : "sender_login_map: cannot load");
-			buf_free(&errors);
-			auth_backend_free(s->auth);
-			s->auth = NULL;
-			return false;
-		}
-		buf_free(&errors);
-	}
 	return true;
+}
+
+/*
+ * snapshot_chain - listener l's chain: its role's safety filter first
+ * (conf_role_filter), then "filters =" without it.  Listed or not, the
+ * safety filter runs once and first: no position in "filters =" moves it.
+ */
+static struct filter_chain *
+snapshot_chain(const struct conf *conf, const struct conf_listener *l, char **err_r)
+{
+	const char *safety = conf_role_filter(l->role);
+	struct filter_chain *chain;
+	char **names = xcalloc(l->nfilters + 1, sizeof(*names));
+	size_t i, n = 0;
+
+	names[n++] = xstrdup(safety);
+	for (i = 0; i < l->nfilters; i++)
+		if (strcmp(l->filters[i], safety) != 0)
+			names[n++] = l->filters[i];
+	chain = filter_chain_new(conf, names, n, err_r);
+	free(names[0]);
+	free(names);
+	return chain;
 }
 
 /* snapshot_new - a config plus its listeners' filter chains */
@@ -157,6 +169,8 @@ snapshot_new(struct conf *conf, char **err_r)
 
 	s->refcnt = 1;
 	s->conf = conf;
+	/* Every role's safety filter must be known wherever a snapshot is built. */
+	filter_builtins_register();
 	if (conf_uses_tls(conf)) {
 		char *err = NULL;
 
@@ -195,7 +209,7 @@ snapshot_new(struct conf *conf, char **err_r)
 		struct conf_listener *l = &conf->listeners[i];
 		char *err = NULL;
 
-		s->chains[i] = filter_chain_new(conf, l->filters, l->nfilters, &err);
+		s->chains[i] = snapshot_chain(conf, l, &err);
 		if (s->chains[i] == NULL) {
 			const struct conf_section *sec = conf_section_find(conf, "listener", l->name);
 			const char *v = sec ? conf_section_get(sec, "filters") : NULL;
@@ -250,7 +264,6 @@ snapshot_unref(struct snapshot *s)
 	if (s->tls_client)
 		tls_ctx_unref(s->tls_client);
 	auth_backend_free(s->auth);
-	sender_login_map_free(s->senders);
 	conf_unref(s->conf);
 	free(s);
 }

@@ -31,7 +31,6 @@ struct snapshot {
 	struct ssl_ctx_st *tls;		/* server SSL_CTX when a listener uses TLS, else NULL */
 	struct ssl_ctx_st *tls_client;	/* toward the backend when relay_tls != none */
 	struct auth_backend *auth;	/* credential check when [auth] is set, else NULL */
-	struct sender_login_map *senders;	/* [auth] sender_login_map, else NULL */
 	struct server_count **counts;	/* per listener: its live sessions, kept by name across reloads */
 	size_t *bound_li;	/* per address bound at start: its listener here, SIZE_MAX: none */
 };

@@ -287,6 +287,12 @@ smtp_auth_cmd(struct session *s, const struct smtp_parse_cmd *cmd)
 	enum auth_sasl_status st;
 	int mech;
 
+	/*
+	 * Protocol, not policy: AUTH is not advertised on mx (nor without a
+	 * credential backend), and a command for an extension never offered is
+	 * refused before any credential is read.  port25's own AUTH refusal
+	 * (policy/port25.c) is the policy's statement of the same.
+	 */
 	if (s->lconf->role == ROLE_MX || s->snap->auth == NULL) {
 		session_client_error(s, R_AUTH_NOT_OFFERED);
 		return;

@@ -30,7 +30,6 @@
 #include "workers.h"
 #include "../policy/auth.h"
 #include "../policy/authfail.h"
-#include "../policy/sender_login.h"
 #include "smtp_session_priv.h"
 
 /* ---- DATA and BDAT --------------------------------------------------------------- */
@@ -590,32 +589,6 @@ data_final(struct session *s, const struct filter_result *res)
 	relay_data(t->relay, &t->head, t->spool, t->body_off, data_relayed, s);
 }
 
-/* from_headers_owned - every From: of the message belongs to the login */
-static bool
-from_headers_owned(struct session *s)
-{
-	const struct filter_txn *f = &s->txn->ftx;
-	size_t i;
-
-	for (i = 0; i < f->nheaders; i++) {
-		struct sender_login_from_result r;
-		enum sender_login_from st;
-		char uesc[600];
-
-		if (str_casecmp(f->headers[i].name, "From") != 0)
-			continue;
-		st = sender_login_check_from(s->snap->senders, s->auth_user, f->headers[i].value,
-		    strlen(f->headers[i].value), &r);
-		if (st != SENDER_LOGIN_FROM_OK) {
-			log_info("id=%s event=from_login_mismatch user=%s result=%s", s->idstr,
-			    log_escape(uesc, sizeof(uesc), s->auth_user, strlen(s->auth_user)),
-			    sender_login_from_name(st));
-			return false;
-		}
-	}
-	return true;
-}
-
 /*
  * parse_header_block - the header block into t->ftx: all of it, from memory
  * or read from the spool file in chunks until it ends, never more than
@@ -687,11 +660,6 @@ smtp_data_end(struct session *s)
 		session_txn_end(s, r == R_HEADER_TOO_BIG ? TXN_REJECTED : TXN_TEMPFAIL,
 		    r == R_HEADER_TOO_BIG ? "message header too big" : "spool error");
 		session_reply(s, r);
-		return;
-	}
-	if (s->auth_user != NULL && !from_headers_owned(s)) {
-		session_reply(s, R_FROM_NOT_OWNED);
-		session_txn_end(s, TXN_REJECTED, "From: not owned by the login");
 		return;
 	}
 	if (s->auth_user != NULL && s->tls_active)	/* RFC 8601 has no TLS method: a comment */

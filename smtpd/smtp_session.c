@@ -49,7 +49,6 @@
 #include "workers.h"
 #include "../policy/auth.h"
 #include "../policy/authfail.h"
-#include "../policy/sender_login.h"
 #include "util.h"
 #include "smtp_session_priv.h"
 
@@ -610,6 +609,19 @@ session_run_stage(struct session *s, enum filter_stage stage, const char *arg, s
 	session_enter_wait(s, SESSION_WAIT_FILTER);
 }
 
+/*
+ * session_count_refusal - a REJECT at MAIL or RCPT is a client error, as a
+ * backend's 5xx to RCPT is: the role policies (port25's relay denial,
+ * auth-enforce's 530 and 553) always counted toward max_errors, and so does
+ * any filter's, so that probing for relays or addresses has a bound
+ */
+static void
+session_count_refusal(struct session *s, const struct filter_result *res)
+{
+	if (res->verdict == FILTER_REJECT)
+		session_count_error(s);
+}
+
 /* session_verdict_stops - does this verdict end the command with a reply? */
 bool
 session_verdict_stops(struct session *s, const struct filter_result *res)
@@ -717,6 +729,7 @@ mail_proceed(struct session *s, const struct filter_result *res)
 	if (session_verdict_stops(s, res)) {
 		session_txn_end(s, res->verdict == FILTER_TEMPFAIL ? TXN_TEMPFAIL : TXN_REJECTED,
 		    res->reply.text);
+		session_count_refusal(s, res);
 		return;
 	}
 	if (session_txn_discarded(s, res)) {
@@ -773,10 +786,6 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 		session_client_error(s, R_TLS_REQUIRED);
 		return;
 	}
-	if (s->lconf->role != ROLE_MX && s->fsess.auth_user == NULL) {
-		session_client_error(s, R_AUTH_REQUIRED);
-		return;
-	}
 	if (s->lconf->role != ROLE_MX && s->snap->auth != NULL)
 		allowed |= SMTP_PARSE_PARAM_AUTH;	/* RFC 4954 5: accepted, not passed on */
 	if (s->tls_active)
@@ -797,15 +806,6 @@ cmd_mail(struct session *s, const struct smtp_parse_cmd *cmd)
 		return;
 	}
 	smtp_parse_addr_format(&m.from, from, sizeof(from));
-	if (s->auth_user != NULL && !sender_login_allowed(s->snap->senders, s->auth_user, from)) {
-		char esc[SMTP_PARSE_ADDR_SIZE * 4], uesc[600];
-
-		log_info("id=%s event=sender_login_mismatch user=%s from=<%s>", s->idstr,
-		    log_escape(uesc, sizeof(uesc), s->auth_user, strlen(s->auth_user)),
-		    log_escape(esc, sizeof(esc), from, strlen(from)));
-		session_client_error(s, R_SENDER_NOT_OWNED);
-		return;
-	}
 	t = xcalloc(1, sizeof(*t));
 	t->seq = ++s->ntxn;
 	t->start_ms = now_ms();
@@ -883,8 +883,10 @@ rcpt_proceed(struct session *s, const struct filter_result *res)
 	struct txn *t = s->txn;
 
 	t->ftx.rcpt_params_cur = NULL;	/* the RCPT stage is over */
-	if (session_verdict_stops(s, res))
+	if (session_verdict_stops(s, res)) {
+		session_count_refusal(s, res);
 		return;
+	}
 	if (session_txn_discarded(s, res)) {
 		rcpt_add(t);
 		session_reply(s, R_RCPT_OK);
@@ -893,25 +895,6 @@ rcpt_proceed(struct session *s, const struct filter_result *res)
 	session_enter_wait(s, SESSION_WAIT_RELAY);
 	relay_rcpt(t->relay, t->rcpt_addr, t->rcpt_params.data ? t->rcpt_params.data : "",
 	    rcpt_relayed, s);
-}
-
-/*
- * rcpt_allowed - relay control for the listener's role.  On mx only a local
- * domain is accepted, and its local part must not carry routing of its own:
- * '%' (percent hack), '!' (bang path) and '@' (quoted) would let a backend
- * that honours them (Postfix's allow_percent_hack and swap_bangpath are on
- * by default) relay for us.  Source routes are dropped by the parser.
- */
-static bool
-rcpt_allowed(struct session *s, const struct smtp_addr *a)
-{
-	if (s->lconf->role != ROLE_MX)
-		return true;	/* submission: authenticated before MAIL */
-	if (a->is_postmaster)
-		return true;
-	if (strpbrk(a->local, "%!@") != NULL)
-		return false;
-	return !a->is_literal && conf_is_local_domain(s->conf, a->domain);
 }
 
 /* cmd_rcpt - RCPT TO */
@@ -948,14 +931,6 @@ cmd_rcpt(struct session *s, const struct smtp_parse_cmd *cmd)
 		/* RFC 5321 4.5.1: <postmaster> is ours; give the backend a full address. */
 		snprintf(t->rcpt_addr, sizeof(t->rcpt_addr), "postmaster@%s",
 		    s->conf->nlocal_domains ? s->conf->local_domains[0] : s->conf->hostname);
-	}
-	if (!rcpt_allowed(s, &t->rcpt.to)) {
-		char esc[SMTP_PARSE_ADDR_SIZE * 4];
-
-		log_info("id=%s event=relay_denied client=%s rcpt=<%s>", s->idstr, s->addr,
-		    log_escape(esc, sizeof(esc), t->rcpt_addr, strlen(t->rcpt_addr)));
-		session_client_error(s, R_RELAY_DENIED);
-		return;
 	}
 	t->rcpt_attempts++;
 	buf_reset(&t->rcpt_params);

@@ -1,0 +1,11 @@
+/*
+ * port25.h - the mx role's policy as a filter: "port25" (see port25.c).
+ */
+#ifndef PORTIER_PORT25_H
+#define PORTIER_PORT25_H
+
+#include "filter.h"
+
+extern const struct filter_ops port25_ops;
+
+#endif
