@@ -102,18 +102,25 @@ list_del(struct env_list *l, size_t i)
 	memmove(&l->added[i], &l->added[i + 1], (l->n - i) * sizeof(*l->added));
 }
 
+/* pairs_free - two parallel vectors of n strings (addresses and their parameters) */
+static void
+pairs_free(char **addr, char **params, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(addr[i]);
+		free(params[i]);
+	}
+	free(addr);
+	free(params);
+}
+
 /* list_free - a list not installed */
 static void
 list_free(struct env_list *l)
 {
-	size_t i;
-
-	for (i = 0; i < l->n; i++) {
-		free(l->addr[i]);
-		free(l->params[i]);
-	}
-	free(l->addr);
-	free(l->params);
+	pairs_free(l->addr, l->params, l->n);
 	free(l->info);
 	free(l->added);
 	memset(l, 0, sizeof(*l));
@@ -260,7 +267,6 @@ env_install(struct txn *t, const struct smtp_parse_mail *m, const char *from,
     const struct buf *params, struct env_list *l)
 {
 	struct filter_txn *f = &t->ftx;
-	size_t i;
 
 	t->mail = *m;
 	str_copy(t->from, from, sizeof(t->from));
@@ -270,12 +276,7 @@ env_install(struct txn *t, const struct smtp_parse_mail *m, const char *from,
 	f->mail_from = xstrdup(from);
 	free(f->mail_params);
 	f->mail_params = xstrdup(params->data ? params->data : "");
-	for (i = 0; i < f->nrcpts; i++) {
-		free(f->rcpts[i]);
-		free(f->rcpt_params[i]);
-	}
-	free(f->rcpts);
-	free(f->rcpt_params);
+	pairs_free(f->rcpts, f->rcpt_params, f->nrcpts);
 	free(t->rinfo);
 	f->rcpts = l->addr;
 	f->rcpt_params = l->params;

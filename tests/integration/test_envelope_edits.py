@@ -211,35 +211,31 @@ def restart_sink_during_data(s, c, rcpts, args):
     return c.read_reply(timeout=20)
 
 
-def test_smtp_every_original_refused_on_replay(portier, sink, client):
-    """The backend refuses on the replay the recipient it took at RCPT time (smtp-sink restarted
-    with -f RCPT): nobody is left, so the end of data gets the backend's refusal (500 5.3.0)
-    and the client bounces it; event=replay_refused names the recipient."""
+REPLAY_REFUSALS = {
+    # smtp-sink restarted with: (its option, the client's reply, the log's field, result)
+    "every-recipient": (["-f", "RCPT"], (500, "5.3.0"), ("rcpt", "<alice@example.test>"),
+                        "rejected"),
+    "sender": (["-f", "MAIL"], (451, "4.1.0"), ("from", "<new@origin.test>"), "tempfail"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPLAY_REFUSALS))
+def test_smtp_refused_on_replay(portier, sink, client, case):
+    """The backend refuses on the replay what it took at MAIL/RCPT time (smtp-sink restarted
+    with -f RCPT or -f MAIL during the data).  Every recipient refused: nobody is left, so
+    the end of data gets the backend's refusal (500 5.3.0) and the client bounces it.  The new
+    sender refused: the client has our 250 for its own, so 451 4.1.0 and it retries.  Either
+    way event=replay_refused names what was refused, and nothing is delivered."""
+    args, (code, ecode), (key, value), result = REPLAY_REFUSALS[case]
     s = sink()
     p = start_edit(portier, sink_relay(s), {"change_from": "new@origin.test"})
     c = client(p.port)
     c.start()
-    r = restart_sink_during_data(s, c, ["alice@example.test"], ["-f", "RCPT"])
-    assert r.is_(500, "5.3.0"), r
+    r = restart_sink_during_data(s, c, ["alice@example.test"], args)
+    assert r.is_(code, ecode), r
     ev = field(p, "replay_refused")
-    assert ev["rcpt"] == "<alice@example.test>" and ev["reply"].startswith("500 5.3.0"), ev
-    [t] = p.wait_txns(1)
-    assert t["result"] == "rejected", t
-    s.assert_nothing(portier=p)
-
-
-def test_smtp_sender_refused_on_replay(portier, sink, client):
-    """The backend refuses the new sender on the replay (smtp-sink restarted with -f MAIL): the
-    client has our 250 for its sender, so 451 4.1.0, and event=replay_refused from=."""
-    s = sink()
-    p = start_edit(portier, sink_relay(s), {"change_from": "new@origin.test"})
-    c = client(p.port)
-    c.start()
-    r = restart_sink_during_data(s, c, ["alice@example.test"], ["-f", "MAIL"])
-    assert r.is_(451, "4.1.0"), r
-    ev = field(p, "replay_refused")
-    assert ev["from"] == "<new@origin.test>" and ev["reply"].startswith("500"), ev
-    assert p.wait_txns(1)[0]["result"] == "tempfail"
+    assert ev[key] == value and ev["reply"].startswith("500 5.3.0"), ev
+    assert p.wait_txns(1)[0]["result"] == result
     s.assert_nothing(portier=p)
 
 
