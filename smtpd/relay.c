@@ -905,7 +905,11 @@ replay_refused(struct relay_conn *c)
 		log_warn("id=%s event=replay_refused relay=%s rcpt=<%s> reply=\"%d %s %s\"", rt->sid,
 		    rt->spec, log_escape(esc, sizeof(esc), rcpt, strlen(rcpt)), c->code, c->ecode,
 		    text);
-		relay_conn_result(c, &rt->env_res[rt->replay_rcpts]);
+		if (c->code / 100 == 4 || c->code / 100 == 5)
+			relay_conn_result(c, &rt->env_res[rt->replay_rcpts]);
+		else	/* neither taken nor refused: never pass it on as a verdict */
+			relay_result_set(&rt->env_res[rt->replay_rcpts], 451, "4.4.0",
+			    "Error: backend protocol error, try again later");
 		return true;
 	}
 	if (rt->env_edit && c->state == RS_MAIL) {

@@ -286,6 +286,22 @@ def test_lmtp_added_refused_after_data_maps_to_edited_list(portier, minismtpd, s
     assert re.findall(r"(?im)^Status:\s*(\S+)", text) == ["5.2.1"], text
 
 
+def test_replay_rcpt_reply_neither_taken_nor_refused(portier, minismtpd, client):
+    """A backend answering an RCPT of the replay with a code that is neither 2xx, 4xx nor 5xx
+    (354 here) is garbled, not a verdict: the filter's only recipient counts as refused 451
+    4.4.0, so the client gets 451 4.4.0 at the end of data, never a 3xx."""
+    m = minismtpd(ext=["PIPELINING"], rcpt_reply={r"^odd@": "354 4.0.0 what"})
+    p = start_edit(portier, "smtp:127.0.0.1:%d" % m.port, {"delete_rcpt": "alice@example.test",
+                                                            "add_rcpt": "odd@example.test"})
+    c = client(p.port)
+    c.start()
+    r = send(c, ["alice@example.test"])
+    assert r.is_(451, "4.4.0"), r
+    c.quit()
+    assert p.wait_txns(1)[0]["result"] == "tempfail"
+    assert field(p, "added_rcpt_dropped")["reply"].startswith("451 4.4.0")
+
+
 def test_replay_after_rset_on_the_same_connection(portier, minismtpd, client):
     """A backend that refused the early DATA leaves its connection idle: the replay of an
     edited envelope resets it with RSET and sends MAIL, RCPT and DATA on that same connection
