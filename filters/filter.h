@@ -55,9 +55,9 @@
  * At end of message a filter may queue edits (the milter action set) and
  * record authentication results; the chain composes one
  * Authentication-Results header from them.  A filter's header callbacks
- * see the header block as the filters before it edited it; body() sees the
- * body as received (a replaced body and the envelope edits are applied once
- * the whole chain ran).  Then the final stage runs: the
+ * see the header block as the filters before it edited it, and body() the
+ * body they put in its place, if any (the session applies the edits, and the
+ * envelope's, once the whole chain ran).  Then the final stage runs: the
  * filters with a final callback (signers) see the header block exactly as
  * it will be sent and may prepend headers to it (filter_prepend_header).
  *

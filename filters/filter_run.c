@@ -331,18 +331,30 @@ filter_has_stage(const struct filter_ops *ops, enum filter_stage stage)
 	return false;
 }
 
-/* filter_call_body - body() over the spool past the header block, in chunks */
+/*
+ * filter_call_body - body() in chunks: over the spool past the header
+ * block, or over the body a filter before this one put in its place
+ */
 static enum filter_verdict
 filter_call_body(const struct filter_link *fl, struct filter_ctx *c, struct filter_reply *r)
 {
-	struct spool *sp = c->txn->body;
-	size_t size = spool_size(sp), off, n;
-	const char *mem = spool_mem(sp), *p;
+	const struct filter_txn *txn = c->txn;
+	struct spool *sp = txn->body;
+	size_t size = sp != NULL ? spool_size(sp) : 0, off = txn->body_offset, n, i;
+	const char *mem = sp != NULL ? spool_mem(sp) : NULL, *p;
 	enum filter_verdict v = FILTER_CONTINUE;
 	char *chunk = NULL;
 	ssize_t got;
 
-	for (off = c->txn->body_offset; off < size && v == FILTER_CONTINUE; off += n) {
+	for (i = txn->nedits; i-- > 0;) {
+		if (txn->edits[i].kind == EDIT_REPLACE_BODY) {
+			mem = txn->edits[i].value;
+			size = txn->edits[i].value_len;
+			off = 0;
+			break;
+		}
+	}
+	for (; off < size && v == FILTER_CONTINUE; off += n) {
 		n = size - off < FILTER_BODY_CHUNK ? size - off : FILTER_BODY_CHUNK;
 		if (mem != NULL) {
 			p = mem + off;
@@ -387,7 +399,7 @@ filter_call_data(const struct filter_link *fl, struct filter_ctx *c, struct filt
 	}
 	if (ops->eoh != NULL && (v = ops->eoh(fl->inst, c, r)) != FILTER_CONTINUE)
 		return v;
-	if (ops->body != NULL && txn != NULL && txn->body != NULL &&
+	if (ops->body != NULL && txn != NULL && (txn->body != NULL || txn->nedits > 0) &&
 	    (v = filter_call_body(fl, c, r)) != FILTER_CONTINUE)
 		return v;
 	if (ops->eom != NULL)

@@ -1754,7 +1754,7 @@ START_TEST(test_compose)
 }
 END_TEST
 
-/* test_edits_seen_by_next - a filter's header callbacks see the block as the filters before it edited it */
+/* test_edits_seen_by_next - a filter sees the header block and body as the filters before it edited them */
 START_TEST(test_edits_seen_by_next)
 {
 	static const char head[] = "From: a@example.test\r\nSubject: hello\r\nX-Junk: 1\r\n"
@@ -1766,9 +1766,15 @@ START_TEST(test_edits_seen_by_next)
 	fx_open(&f, "edits,bodycat");
 	filter_parse_headers(&f.txn, head, sizeof(head) - 1);
 	ck_assert_int_eq(run_inline(&f, FILTER_STAGE_DATA, NULL, &res), FILTER_CONTINUE);
+	/* edits replaced the body with "new\0body\r\n": that is what bodycat's body() got */
 	ck_assert_str_eq(bodycat_inst->body.data,
 	    "[X-Top:first][From: a@example.test][Subject:[tagged] hello][X-Junk: 1]"
-	    "[X-Added:yes][X-Absent:created][eoh][eom]");
+	    "[X-Added:yes][X-Absent:created][eoh]new");
+	ck_assert_uint_eq(bodycat_inst->body.len, strlen("[X-Top:first][From: a@example.test]"
+	    "[Subject:[tagged] hello][X-Junk: 1][X-Added:yes][X-Absent:created][eoh]") + 10 +
+	    strlen("[eom]"));
+	ck_assert_uint_eq(bodycat_inst->nchunks, 1);
+	ck_assert_uint_eq(bodycat_inst->chunks[0], 10);
 	fx_close(&f);
 }
 END_TEST
