@@ -190,6 +190,29 @@ auth_failed(struct session *s, const char *why)
 		session_reply_close(s, R_AUTH_BLOCKED);
 }
 
+/*
+ * auth_filtered - after the AUTH stage: a filter's reject or tempfail takes
+ * the login back (the client hears the filter's reply and is not
+ * authenticated); anything else lets it stand
+ */
+static void
+auth_filtered(struct session *s, const struct filter_result *res)
+{
+	char uesc[600];
+
+	log_escape(uesc, sizeof(uesc), s->auth_user, strlen(s->auth_user));
+	if (session_verdict_stops(s, res)) {
+		log_info("id=%s event=auth result=refused client=%s user=%s filter=%s", s->idstr,
+		    s->addr, uesc, res->filter ? res->filter : "?");
+		free(s->auth_user);
+		s->auth_user = NULL;
+		s->fsess.auth_user = NULL;
+		return;
+	}
+	log_info("id=%s event=auth result=ok client=%s user=%s", s->idstr, s->addr, uesc);
+	session_reply(s, R_AUTH_OK);
+}
+
 /* auth_done - the worker's verdict, back on our loop */
 static void
 auth_done(void *arg)
@@ -202,16 +225,12 @@ auth_done(void *arg)
 		return;
 	}
 	switch (j->result) {
-	case AUTH_OK: {
-		char uesc[600];
-
+	case AUTH_OK:
+		/* The filters' AUTH stage sees the login; it holds once they passed it. */
 		s->auth_user = xstrdup(j->user);
 		s->fsess.auth_user = s->auth_user;
-		log_info("id=%s event=auth result=ok client=%s user=%s", s->idstr, s->addr,
-		    log_escape(uesc, sizeof(uesc), j->user, strlen(j->user)));
-		session_reply(s, R_AUTH_OK);
+		session_run_stage(s, FILTER_STAGE_AUTH, s->auth_user, auth_filtered);
 		break;
-	}
 	case AUTH_FAIL:
 		auth_failed(s, j->err);
 		break;

@@ -291,6 +291,12 @@ ta_helo(void *inst, struct filter_ctx *ctx, const char *helo, struct filter_repl
 }
 
 static enum filter_verdict
+ta_auth(void *inst, struct filter_ctx *ctx, const char *user, struct filter_reply *r)
+{
+	return ta_ask(inst, ctx, FILTER_STAGE_AUTH, user);
+}
+
+static enum filter_verdict
 ta_mail(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r)
 {
 	return ta_ask(inst, ctx, FILTER_STAGE_MAIL, from);
@@ -328,7 +334,8 @@ tf_close(void *inst, struct filter_ctx *ctx)
 
 static const struct filter_ops tf_async_ops = {
 	.name = "test-async", .configure = tf_configure, .destroy = tf_destroy,
-	.connect = ta_connect, .helo = ta_helo, .mail = ta_mail, .rcpt = ta_rcpt, .eom = ta_eom,
+	.connect = ta_connect, .helo = ta_helo, .auth = ta_auth, .mail = ta_mail, .rcpt = ta_rcpt,
+	.eom = ta_eom,
 	.cancel = ta_cancel, .close = tf_close,
 };
 

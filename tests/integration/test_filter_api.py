@@ -16,7 +16,7 @@ import pytest
 import peers
 from peers import make_message
 from tlsauth import (certs, users_file, tls_context, starttls, auth_plain,  # noqa: F401
-                     portier_tls_config, ALICE, ALICE_PW)
+                     portier_tls_config, ALICE, ALICE_PW, BOB, BOB_PW)
 
 
 class AnswerServer:
@@ -536,3 +536,37 @@ def test_filter_with_own_pool_leaves_the_shared_one_free(portier, sink, client):
     assert through < held_for and held_for > 3.0, (through, held_for)
     assert p.wait_log(r"event=filter_pool filter=test-block threads=1")
     held.quit()
+
+
+def test_auth_stage_filter_can_take_the_login_back(portier, sink, client, certs, users_file,
+                                                    answer_server):
+    """The AUTH stage runs once the credentials are good: a filter's reject there is the
+    client's reply (535 in its words) and the login is taken back (MAIL then wants one, 530);
+    a filter that passes lets the 235 stand and mail flows."""
+    srv = answer_server(lambda stage, arg: "reject 535 5.7.8 not from here"
+                        if stage == "auth" and arg == BOB else "continue")
+    s = sink()
+    cfg = portier_tls_config("smtp:127.0.0.1:%d" % s.port, certs=certs,
+                             listener={"role": "submission", "tls": "starttls",
+                                       "filters": "test-async"},
+                             auth={"passwd_file": users_file(), "max_failures": 100})
+    cfg += "[filter test-async]\nserver = 127.0.0.1:%d\nstages = auth\n" % srv.port
+    p = portier(cfg, test_filters=True)
+    for user, pw, ok in ((BOB, BOB_PW, False), (ALICE, ALICE_PW, True)):
+        c = client(p.port)
+        c.start()
+        starttls(c, tls_context(certs))
+        c.ehlo()
+        if ok:
+            auth_plain(c, user, pw)
+            c.transaction(user, ["x@example.test"], make_message(frm=user))
+        else:
+            r = auth_plain(c, user, pw, expect="535 5.7.8")
+            assert "not from here" in r.text, r
+            c.cmd("MAIL FROM:<%s>" % user, expect="530 5.7.0")
+        c.quit()
+    assert p.wait_log(r"event=auth result=refused client=127\.0\.0\.1 user=bob@example\.test "
+                      r"filter=test-async")
+    assert p.wait_log(r"event=auth result=ok client=127\.0\.0\.1 user=alice@example\.test")
+    assert [q for q in srv.questions if q[0] == "auth"] == [("auth", BOB), ("auth", ALICE)]
+    assert len(s.wait_messages(1)) == 1
