@@ -6,12 +6,13 @@
 #   install-deps.sh --list [MODE]    print the packages of MODE, one a line; install nothing
 # Idempotent and non-interactive, as root or through sudo; never starts a system
 # service (policy-rc.d blocks that while we install, the tests run their own
-# private instances).
+# private instances).  unbound (the server) is a build package: make check
+# runs the resolver's unit tests against a private one.
 set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config
  libevent-dev libssl-dev libinih-dev check libsubunit-dev libcrypt-dev liburing-dev
- clang libclang-rt-dev"
+ libunbound-dev unbound clang libclang-rt-dev"
 RUN_PKGS="swaks python3"
 TEST_PKGS="postfix dovecot-core dovecot-lmtpd libnet-ssleay-perl libauthen-sasl-perl msmtp
  python3-pytest openssl procps iproute2"

@@ -248,6 +248,8 @@ static const struct conf_key conf_server_keys[] = {
 	KC("delivery_threads", delivery_threads, conf_set_uint, 1, 1024, NULL),
 	KC("pool_queue", pool_queue, conf_set_uint, 1, 1000000, NULL),
 	KC("resolver", resolver, conf_set_resolver, 0, 0, NULL),
+	KC("resolver_timeout", resolver_timeout, conf_set_uint, 1, 300, NULL),
+	KC("resolver_trust_anchor", resolver_trust_anchor, conf_set_readable, 0, 0, NULL),
 	KC("log", log, conf_set_word, 0, 0, conf_log_words),
 	KC("metrics", metrics, conf_set_metrics, 0, 0, NULL),
 	{ "local_domains", conf_set_domains, 0, 0, 0, NULL, NULL },	/* whole conf */
@@ -265,6 +267,7 @@ static const struct conf_key conf_listener_keys[] = {
 	KLS("proxy_protocol", proxy_protocol, conf_set_bool, 0, 0, NULL),
 	{ "proxy_trusted", conf_set_cidrs, 0, 0, 0, NULL, NULL },
 	KLS("greet_pause", greet_pause, conf_set_uint, 0, 300, NULL),
+	KLS("reverse_lookup", reverse_lookup, conf_set_bool, 0, 0, NULL),
 	{ "filters", conf_set_filters, 0, 0, 0, NULL, NULL },
 	KLS("bare_newline", bare_newline, conf_set_enum, 0, 0, conf_bare_words),
 	{ NULL, NULL, 0, 0, 0, NULL, NULL }
@@ -701,6 +704,7 @@ conf_add_listener(struct conf_load *ld, const struct conf_section *s)
 	l->role = ROLE_MX;
 	l->tls = TLS_NONE;
 	l->bare_newline = BARE_NEWLINE_REJECT;
+	l->reverse_lookup = true;
 	l->limits = c->limits;
 	conf_apply_section(ld, s, l, conf_listener_keys, &l->limits);
 	/* submissions is implicit TLS by definition */
@@ -1028,6 +1032,7 @@ conf_build(struct conf_load *ld)
 	c->delivery_threads = 4;
 	c->pool_queue = 10000;
 	c->resolver = xstrdup("system");
+	c->resolver_timeout = 10;
 	c->log = xstrdup("stderr");
 	c->drain_timeout = 30;
 	c->io_uring = true;
@@ -1131,6 +1136,7 @@ conf_free(struct conf *c)
 	free(c->hostname);
 	free(c->user);
 	free(c->resolver);
+	free(c->resolver_trust_anchor);
 	free(c->log);
 	free(c->metrics);
 	free(c->tls_cert);

@@ -64,6 +64,7 @@ struct conf_listener {
 	char **proxy_trusted;	/* "ADDR" or "ADDR/PREFIX"; not built yet: refused if set */
 	size_t nproxy_trusted;
 	unsigned greet_pause;
+	bool reverse_lookup;	/* the client's FCrDNS name at connect (default yes) */
 	enum conf_bare_newline bare_newline;
 	char **filters;		/* names from "filters =" in order */
 	size_t nfilters;
@@ -90,7 +91,9 @@ struct conf {
 	unsigned auth_threads;		/* threads of the pool for password checks */
 	unsigned delivery_threads;	/* threads of the pool for Maildir writes */
 	unsigned pool_queue;		/* jobs waiting in each pool before a tempfail */
-	char *resolver;
+	char *resolver;		/* "system" or "ADDR[@PORT] ..." */
+	unsigned resolver_timeout;	/* seconds a DNS query may take */
+	char *resolver_trust_anchor;	/* DNSSEC trust anchor file; NULL = no validation */
 	char *log;
 	char *metrics;		/* not built yet: conf_load refuses it if set */
 	char **local_domains;	/* lower-case */

@@ -44,6 +44,7 @@ bool conf_set_enum(void *field, const struct conf_key *k, const char *value, cha
 bool conf_set_word(void *field, const struct conf_key *k, const char *value, char **why_r);
 bool conf_set_optstr(void *field, const struct conf_key *k, const char *value, char **why_r);
 bool conf_set_hostname(void *field, const struct conf_key *k, const char *value, char **why_r);
+bool conf_set_readable(void *field, const struct conf_key *k, const char *value, char **why_r);
 bool conf_set_resolver(void *field, const struct conf_key *k, const char *value, char **why_r);
 bool conf_set_metrics(void *field, const struct conf_key *k, const char *value, char **why_r);
 bool conf_set_domains(void *field, const struct conf_key *k, const char *value, char **why_r);

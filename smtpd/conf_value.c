@@ -417,6 +417,22 @@ conf_set_hostname(void *field, const struct conf_key *k, const char *value, char
 	return true;
 }
 
+/* conf_set_readable - a file path that must be readable now (empty: unset) */
+bool
+conf_set_readable(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	FILE *f;
+
+	if (*value != '\0') {
+		if ((f = fopen(value, "r")) == NULL) {
+			*why_r = xasprintf("\"%s\": cannot read it: %s", value, strerror(errno));
+			return false;
+		}
+		fclose(f);
+	}
+	return conf_set_optstr(field, k, value, why_r);
+}
+
 /* conf_set_resolver - "system", or IP addresses with optional @PORT */
 bool
 conf_set_resolver(void *field, const struct conf_key *k, const char *value, char **why_r)

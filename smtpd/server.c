@@ -45,6 +45,7 @@
 #include "filter.h"
 #include "log.h"
 #include "relay.h"
+#include "resolver.h"
 #include "sendbatch.h"
 #include "server.h"
 #include "server_priv.h"
@@ -160,6 +161,29 @@ snapshot_chain(const struct conf *conf, const struct conf_listener *l, char **er
 	return chain;
 }
 
+/*
+ * snapshot_resolver - the resolver settings load (trust anchor included),
+ * as -t and a reload check them: FILE:LINE of the key at fault
+ */
+static bool
+snapshot_resolver(const struct conf *conf, char **err_r)
+{
+	const struct conf_section *sec = conf_section_find(conf, "server", NULL);
+	const char *key = conf->resolver_trust_anchor ? "resolver_trust_anchor" : "resolver";
+	char *err = NULL;
+	int line = 0;
+	size_t k;
+
+	if (resolver_check(conf, &err))
+		return true;
+	for (k = 0; sec && k < sec->nkv; k++)
+		if (strcmp(sec->kv[k].key, key) == 0)
+			line = sec->kv[k].line;
+	*err_r = xasprintf("%s:%d: [server] %s: %s", conf->path, line, key, err);
+	free(err);
+	return false;
+}
+
 /* snapshot_new - a config plus its listeners' filter chains */
 struct snapshot *
 snapshot_new(struct conf *conf, char **err_r)
@@ -196,7 +220,7 @@ snapshot_new(struct conf *conf, char **err_r)
 			return NULL;
 		}
 	}
-	if (!snapshot_auth(s, conf, err_r)) {
+	if (!snapshot_resolver(conf, err_r) || !snapshot_auth(s, conf, err_r)) {
 		if (s->tls)
 			tls_ctx_unref(s->tls);
 		if (s->tls_client)
@@ -322,6 +346,49 @@ struct relay_pool *
 loop_relay(struct loop *l)
 {
 	return l->relay;
+}
+
+/* loop_resolver_sweep - free the retired contexts with nothing in flight */
+static void
+loop_resolver_sweep(struct loop *l)
+{
+	size_t i = 0;
+
+	while (i < l->nretired) {
+		if (resolver_idle(l->retired[i])) {
+			resolver_free(l->retired[i]);
+			l->retired[i] = l->retired[--l->nretired];
+		} else
+			i++;
+	}
+}
+
+struct resolver *
+loop_resolver(struct loop *l, const struct conf *conf)
+{
+	struct resolver *res;
+	char *key, *err = NULL;
+
+	/* A string per connection: a conf pointer could be reused by a later reload's. */
+	key = resolver_key(conf);
+	if (l->res != NULL && resolver_matches(l->res, key)) {
+		free(key);
+		return l->res;
+	}
+	loop_resolver_sweep(l);
+	free(key);
+	if ((res = resolver_new(l->base, conf, &err)) == NULL) {
+		log_warn("event=resolver_error error=\"%s\"", err);
+		free(err);
+		return l->res;
+	}
+	if (l->res != NULL) {
+		l->retired = xreallocarray(l->retired, l->nretired + 1, sizeof(*l->retired));
+		l->retired[l->nretired++] = l->res;
+		loop_resolver_sweep(l);
+	}
+	l->res = res;
+	return res;
 }
 
 /* server_new_session_id - unique over the process and across restarts */
@@ -778,6 +845,11 @@ loop_fini(struct loop *l)
 	event_free(l->ctl);
 	event_free(l->accept_timer);
 	relay_pool_free(l->relay);
+	/* Every session is gone: nothing owns a query any more. */
+	resolver_free(l->res);
+	for (i = 0; i < l->nretired; i++)
+		resolver_free(l->retired[i]);
+	free(l->retired);
 	for (i = 0; i < SERVER_POOLS; i++)
 		workers_detach(l->wl[i]);
 	free(l->buckets);

@@ -20,6 +20,7 @@
 struct event_base;
 struct workers_loop;
 struct relay_pool;
+struct resolver;
 struct filter_chain;
 struct session;
 
@@ -66,6 +67,14 @@ void loop_free(struct loop *l);
 struct event_base *loop_base(struct loop *l);
 struct workers_loop *loop_workers(struct loop *l, enum server_pool pool);
 struct relay_pool *loop_relay(struct loop *l);
+/*
+ * loop_resolver - the loop's DNS context for conf's resolver settings, made
+ * at first use; NULL (logged) if libunbound refuses them.  When a reload
+ * changed them, a new one is made for new sessions and the old one is kept
+ * until the queries in flight on it are answered, time out or are
+ * cancelled (loop_resolver frees it at a later call, or loop teardown).
+ */
+struct resolver *loop_resolver(struct loop *l, const struct conf *conf);
 void loop_session_add(struct loop *l, struct session *s, uint64_t id);
 void loop_session_remove(struct loop *l, struct session *s, uint64_t id);
 struct session *loop_session_find(struct loop *l, uint64_t id);

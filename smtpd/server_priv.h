@@ -23,6 +23,7 @@ struct event;
 struct event_base;
 struct evconnlistener;
 struct relay_pool;
+struct resolver;
 struct sendbatch;
 struct session_slot;
 struct workers_loop;
@@ -59,6 +60,9 @@ struct loop {
 	uint64_t *later;	/* sessions with replies to flush at the turn's end */
 	size_t nlater, alater;
 	struct sendbatch *sb;	/* the turn's writes, in one system call */
+	struct resolver *res;	/* this loop's DNS context (loop_resolver), NULL until used */
+	struct resolver **retired;	/* replaced by a reload, freed once idle */
+	size_t nretired;
 };
 
 /* server_bind.c */

@@ -1,0 +1,622 @@
+/*
+ * check_resolver.c - unit tests for the resolver (smtpd/resolver.c) and the
+ * client's FCrDNS name (smtpd/rdns.c) against a real unbound.
+ *
+ * main() starts unbound (/usr/sbin/unbound, or $UNBOUND) on 127.0.0.1 on a
+ * free port with local-data test zones (see ../shared/recipes/unbound-zones.md
+ * for the failure names: drop.test is silently dropped, so a query times
+ * out; servfail.test forwards to an address unbound will not query, so it
+ * answers SERVFAIL), runs the suite, and kills it by its PID.  No mock: the
+ * answers come over UDP from a DNS server.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <unbound.h>
+
+#include "conf.h"
+#include "rdns.h"
+#include "resolver.h"
+#include "util.h"
+#include "unit.h"
+
+static char dns_dir[] = "/tmp/check_resolver.XXXXXX";
+static unsigned dns_port;
+static pid_t dns_pid = -1;
+static char dns_servers[64];
+
+/* free_port - a port nothing listens on now (UDP and TCP) */
+static unsigned
+free_port(void)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_DGRAM, 0), tfd;
+	unsigned port;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&sin, &len) != 0)
+		return 0;
+	port = ntohs(sin.sin_port);
+	close(fd);
+	tfd = socket(AF_INET, SOCK_STREAM, 0);
+	if (tfd < 0 || bind(tfd, (struct sockaddr *)&sin, sizeof(sin)) != 0)
+		port = 0;
+	if (tfd >= 0)
+		close(tfd);
+	return port;
+}
+
+/* dns_write_conf - the test zones */
+static bool
+dns_write_conf(const char *path)
+{
+	FILE *f = fopen(path, "w");
+	char a[256], b[46];
+
+	if (f == NULL)
+		return false;
+	memset(a, 'a', 255);
+	a[255] = '\0';
+	memset(b, 'b', 45);
+	b[45] = '\0';
+	fprintf(f,
+	    "server:\n"
+	    "  interface: 127.0.0.1\n  port: %u\n  do-ip6: no\n  do-daemonize: no\n"
+	    "  username: \"\"\n  chroot: \"\"\n  directory: \"%s\"\n  pidfile: \"%s/unbound.pid\"\n"
+	    "  use-syslog: no\n  logfile: \"%s/unbound.log\"\n  verbosity: 1\n"
+	    "  access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n"
+	    "  local-zone: \".\" refuse\n"
+	    "  local-zone: \"example.test.\" static\n"
+	    "  local-data: \"example.test. 300 IN A 192.0.2.10\"\n"
+	    "  local-data: \"example.test. 300 IN AAAA 2001:db8::10\"\n"
+	    "  local-data: 'example.test. 300 IN TXT \"v=spf1 ip4:192.0.2.0/24 -all\"'\n"
+	    "  local-data: 'long.example.test. 300 IN TXT \"%s\" \"%s\"'\n"
+	    "  local-data: \"mx.example.test. 300 IN A 192.0.2.25\"\n"
+	    "  local-data: \"liar.example.test. 300 IN A 192.0.2.99\"\n"
+	    "  local-data: \"v6.example.test. 300 IN AAAA 2001:db8::25\"\n"
+	    "  local-zone: \"2.0.192.in-addr.arpa.\" static\n"
+	    "  local-data-ptr: \"192.0.2.25 mx.example.test.\"\n"
+	    "  local-data-ptr: \"192.0.2.26 liar.example.test.\"\n"
+	    "  local-data: \"27.2.0.192.in-addr.arpa. 300 IN PTR a.drop.test.\"\n"
+	    "  local-zone: \"8.b.d.0.1.0.0.2.ip6.arpa.\" static\n"
+	    "  local-data-ptr: \"2001:db8::25 v6.example.test.\"\n"
+	    "  local-zone: \"servfail.test.\" transparent\n"
+	    "  local-zone: \"drop.test.\" deny\n"
+	    "  local-zone: \"3.0.192.in-addr.arpa.\" deny\n"
+	    "forward-zone:\n  name: \"servfail.test.\"\n  forward-addr: ::1@53\n",
+	    dns_port, dns_dir, dns_dir, dns_dir, a, b);
+	return fclose(f) == 0;
+}
+
+/* dns_ready - unbound logged its start */
+static bool
+dns_ready(void)
+{
+	char path[128], line[512];
+	FILE *f;
+	bool ok = false;
+
+	snprintf(path, sizeof(path), "%s/unbound.log", dns_dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return false;
+	while (!ok && fgets(line, sizeof(line), f))
+		ok = strstr(line, "start of service") != NULL;
+	fclose(f);
+	return ok;
+}
+
+/* dns_start - unbound on a free port; false if it would not start */
+static bool
+dns_start(void)
+{
+	const char *bin = getenv("UNBOUND") ? getenv("UNBOUND") : "/usr/sbin/unbound";
+	char conf[128];
+	int tries, i;
+
+	if (mkdtemp(dns_dir) == NULL)
+		return false;
+	snprintf(conf, sizeof(conf), "%s/unbound.conf", dns_dir);
+	for (tries = 0; tries < 5; tries++) {
+		if ((dns_port = free_port()) == 0 || !dns_write_conf(conf))
+			continue;
+		if ((dns_pid = fork()) == 0) {
+			execl(bin, bin, "-d", "-c", conf, (char *)NULL);
+			_exit(127);
+		}
+		for (i = 0; i < 100 && !dns_ready(); i++) {
+			struct timespec ts = { 0, 50 * 1000 * 1000 };
+
+			if (waitpid(dns_pid, NULL, WNOHANG) == dns_pid)
+				break;
+			nanosleep(&ts, NULL);
+		}
+		if (dns_ready()) {
+			snprintf(dns_servers, sizeof(dns_servers), "127.0.0.1@%u", dns_port);
+			return true;
+		}
+		kill(dns_pid, SIGTERM);
+		waitpid(dns_pid, NULL, 0);
+		dns_pid = -1;
+	}
+	return false;
+}
+
+static void
+dns_stop(void)
+{
+	char cmd[160];
+
+	if (dns_pid > 0) {
+		kill(dns_pid, SIGTERM);
+		waitpid(dns_pid, NULL, 0);
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dns_dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "check_resolver: could not remove %s\n", dns_dir);
+}
+
+/* ---- a loop and what the callbacks saw ---- */
+
+struct got {
+	int calls;
+	struct resolver_answer a;	/* status, rcode, count only */
+	char first[600];		/* rdata 0 decoded: name, TXT or address */
+	int rrtype;
+};
+
+static struct event_base *base;
+static struct conf test_conf;
+
+static void
+setup(void)
+{
+	base = event_base_new();
+	ck_assert_ptr_nonnull(base);
+	memset(&test_conf, 0, sizeof(test_conf));
+	test_conf.resolver = dns_servers;
+	test_conf.resolver_timeout = 2;
+}
+
+static void
+teardown(void)
+{
+	event_base_free(base);
+}
+
+static void
+loop_break_cb(evutil_socket_t fd, short what, void *arg)
+{
+	*(bool *)arg = true;
+}
+
+/* run_until - turn the loop until *done, or ms passed; the elapsed ms */
+static unsigned long long
+run_until(const int *calls, int want, unsigned ms)
+{
+	bool expired = false;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct event *t = evtimer_new(base, loop_break_cb, &expired);
+	unsigned long long start = now_ms();
+
+	evtimer_add(t, &tv);
+	while (!expired && (calls == NULL || *calls < want))
+		event_base_loop(base, EVLOOP_ONCE);
+	event_free(t);
+	return now_ms() - start;
+}
+
+static void
+got_cb(void *arg, const struct resolver_answer *a)
+{
+	struct got *g = arg;
+
+	g->calls++;
+	g->a = *a;
+	g->a.data = NULL;
+	g->a.len = NULL;
+	g->first[0] = '\0';
+	if (a->status != RESOLVER_OK)
+		return;
+	if (g->rrtype == RESOLVER_PTR)
+		ck_assert(resolver_name(a, 0, 0, g->first, sizeof(g->first)));
+	else if (g->rrtype == RESOLVER_TXT)
+		ck_assert(resolver_txt(a, 0, g->first, sizeof(g->first)));
+	else
+		ck_assert_ptr_nonnull(inet_ntop(g->rrtype == RESOLVER_A ? AF_INET : AF_INET6,
+		    a->data[0], g->first, sizeof(g->first)));
+}
+
+/* res_new - a loop and a resolver on the test server with timeout seconds */
+static struct resolver *
+res_new(unsigned timeout)
+{
+	struct resolver *res;
+	char *e = NULL;
+
+	setup();
+	test_conf.resolver_timeout = timeout;
+	res = resolver_new(base, &test_conf, &e);
+	ck_assert_msg(res != NULL, "%s", e ? e : "");
+	return res;
+}
+
+/* res_done - free both */
+static void
+res_done(struct resolver *res)
+{
+	resolver_free(res);
+	teardown();
+}
+
+/* ask - start name/rrtype, answered into g */
+static struct resolver_query *
+ask(struct resolver *res, const char *name, int rrtype, struct got *g)
+{
+	struct resolver_query *q;
+	const char *err = NULL;
+
+	memset(g, 0, sizeof(*g));
+	g->rrtype = rrtype;
+	q = resolver_query(res, name, rrtype, got_cb, g, &err);
+	ck_assert_msg(q != NULL, "%s", err ? err : "");
+	/* never from inside resolver_query */
+	ck_assert_int_eq(g->calls, 0);
+	return q;
+}
+
+static const struct {
+	const char *name;
+	int rrtype;
+	enum resolver_status status;
+	const char *first;
+} answer_cases[] = {
+	{ "example.test", RESOLVER_A, RESOLVER_OK, "192.0.2.10" },
+	{ "example.test", RESOLVER_AAAA, RESOLVER_OK, "2001:db8::10" },
+	{ "example.test", RESOLVER_TXT, RESOLVER_OK, "v=spf1 ip4:192.0.2.0/24 -all" },
+	{ "25.2.0.192.in-addr.arpa", RESOLVER_PTR, RESOLVER_OK, "mx.example.test" },
+	{ "nope.example.test", RESOLVER_A, RESOLVER_NXDOMAIN, "" },
+	{ "example.test", RESOLVER_MX, RESOLVER_NODATA, "" },
+	{ "a.servfail.test", RESOLVER_A, RESOLVER_SERVFAIL, "" },
+	{ "example.com", RESOLVER_A, RESOLVER_SERVFAIL, "" },	/* REFUSED */
+};
+
+/* test_answers - each answer kind, from the real server, one loop */
+START_TEST(test_answers)
+{
+	struct got g;
+	struct resolver *res = res_new(2);
+
+	ask(res, answer_cases[_i].name, answer_cases[_i].rrtype, &g);
+	run_until(&g.calls, 1, 5000);
+	ck_assert_int_eq(g.calls, 1);
+	ck_assert_msg(g.a.status == answer_cases[_i].status, "%s: %s", answer_cases[_i].name,
+	    resolver_status_name(g.a.status));
+	ck_assert_str_eq(g.first, answer_cases[_i].first);
+	ck_assert(!g.a.secure);
+	ck_assert(resolver_idle(res));
+	res_done(res);
+}
+END_TEST
+
+/* test_txt_split - a TXT record of two strings (255 + 45 octets) reads as one */
+START_TEST(test_txt_split)
+{
+	struct got g;
+	struct resolver *res = res_new(2);
+
+	ask(res, "long.example.test", RESOLVER_TXT, &g);
+	run_until(&g.calls, 1, 5000);
+	ck_assert_int_eq(g.a.status, RESOLVER_OK);
+	ck_assert_uint_eq(strlen(g.first), 300);
+	ck_assert_int_eq(g.first[254], 'a');
+	ck_assert_int_eq(g.first[255], 'b');
+	res_done(res);
+}
+END_TEST
+
+/* test_timeout - a query nobody answers completes as a timeout after resolver_timeout */
+START_TEST(test_timeout)
+{
+	struct got g;
+	struct resolver *res = res_new(1);
+	unsigned long long ms;
+
+	ask(res, "a.drop.test", RESOLVER_A, &g);
+	ms = run_until(&g.calls, 1, 5000);
+	ck_assert_int_eq(g.calls, 1);
+	ck_assert_int_eq(g.a.status, RESOLVER_TIMEOUT);
+	ck_assert_msg(ms >= 900 && ms < 1800, "took %llu ms", ms);
+	ck_assert(resolver_idle(res));
+	/* the late nothing: no second call */
+	run_until(NULL, 0, 300);
+	ck_assert_int_eq(g.calls, 1);
+	res_done(res);
+}
+END_TEST
+
+/* test_timeout_silent_port - a server address where nothing listens: bounded as well */
+START_TEST(test_timeout_silent_port)
+{
+	struct got g;
+	struct resolver *res;
+	char *e = NULL, servers[64];
+	unsigned long long ms;
+
+	setup();
+	snprintf(servers, sizeof(servers), "127.0.0.1@%u", free_port());
+	test_conf.resolver = servers;
+	test_conf.resolver_timeout = 1;
+	ck_assert_ptr_nonnull(res = resolver_new(base, &test_conf, &e));
+	ask(res, "example.test", RESOLVER_A, &g);
+	ms = run_until(&g.calls, 1, 5000);
+	ck_assert_int_eq(g.calls, 1);
+	/* unbound may give up first (SERVFAIL), never later than the timeout */
+	ck_assert_msg(g.a.status == RESOLVER_TIMEOUT || g.a.status == RESOLVER_SERVFAIL, "%s",
+	    resolver_status_name(g.a.status));
+	ck_assert_msg(ms < 1800, "took %llu ms", ms);
+	res_done(res);
+}
+END_TEST
+
+/* test_cancel - cancelled before the answer: the callback never runs */
+START_TEST(test_cancel)
+{
+	struct got g1, g2;
+	struct resolver *res = res_new(1);
+	/* one that would be answered at once, one that would time out */
+	struct resolver_query *q1 = ask(res, "example.test", RESOLVER_A, &g1);
+	struct resolver_query *q2 = ask(res, "a.drop.test", RESOLVER_A, &g2);
+
+	resolver_cancel(q1);
+	resolver_cancel(q2);
+	ck_assert(resolver_idle(res));
+	run_until(NULL, 0, 1500);
+	ck_assert_int_eq(g1.calls, 0);
+	ck_assert_int_eq(g2.calls, 0);
+	resolver_cancel(NULL);
+	res_done(res);
+}
+END_TEST
+
+/* test_free_in_flight - a context freed with queries in flight calls nobody back */
+START_TEST(test_free_in_flight)
+{
+	struct got g[4];
+	struct resolver *res = res_new(2);
+	int i;
+
+	for (i = 0; i < 4; i++)
+		ask(res, i % 2 ? "a.drop.test" : "example.test", RESOLVER_A, &g[i]);
+	ck_assert(!resolver_idle(res));
+	resolver_free(res);
+	run_until(NULL, 0, 500);
+	for (i = 0; i < 4; i++)
+		ck_assert_int_eq(g[i].calls, 0);
+	teardown();
+}
+END_TEST
+
+/* ---- FCrDNS ---- */
+
+struct rgot {
+	int calls;
+	enum rdns_result result;
+	char name[RDNS_NAME_MAX], ptr[RDNS_NAME_MAX];
+};
+
+static void
+rgot_cb(void *arg, const struct rdns_answer *a)
+{
+	struct rgot *g = arg;
+
+	g->calls++;
+	g->result = a->result;
+	str_copy(g->name, a->name ? a->name : "", sizeof(g->name));
+	str_copy(g->ptr, a->ptr ? a->ptr : "", sizeof(g->ptr));
+}
+
+static const struct {
+	const char *addr;
+	enum rdns_result result;
+	const char *name, *ptr;
+} rdns_cases[] = {
+	{ "192.0.2.25", RDNS_VERIFIED, "mx.example.test", "mx.example.test" },
+	{ "::ffff:192.0.2.25", RDNS_VERIFIED, "mx.example.test", "mx.example.test" },
+	{ "2001:db8::25", RDNS_VERIFIED, "v6.example.test", "v6.example.test" },
+	{ "192.0.2.26", RDNS_UNVERIFIED, "", "liar.example.test" },	/* maps to .99 */
+	{ "192.0.2.99", RDNS_NONE, "", "" },				/* no PTR */
+	{ "192.0.2.27", RDNS_TIMEOUT, "", "a.drop.test" },		/* its A stalls */
+	{ "192.0.3.1", RDNS_TIMEOUT, "", "" },				/* its PTR stalls */
+	/* libunbound's own, whatever the servers say: a run without network names them */
+	{ "127.0.0.1", RDNS_VERIFIED, "localhost", "localhost" },
+	{ "::1", RDNS_VERIFIED, "localhost", "localhost" },
+};
+
+/* rdns_sockaddr - a sockaddr for a textual address */
+static void
+rdns_sockaddr(const char *addr, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (strchr(addr, ':') == NULL) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+		s4->sin_family = AF_INET;
+		ck_assert_int_eq(inet_pton(AF_INET, addr, &s4->sin_addr), 1);
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		ck_assert_int_eq(inet_pton(AF_INET6, addr, &s6->sin6_addr), 1);
+	}
+}
+
+/* test_rdns - verified, not mapping back, no PTR, stalled: each within resolver_timeout */
+START_TEST(test_rdns)
+{
+	struct rgot g;
+	struct resolver *res = res_new(1);
+	struct sockaddr_storage ss;
+	unsigned long long ms;
+
+	rdns_sockaddr(rdns_cases[_i].addr, &ss);
+	memset(&g, 0, sizeof(g));
+	ck_assert_ptr_nonnull(rdns_start(res, (struct sockaddr *)&ss, rgot_cb, &g));
+	ck_assert_int_eq(g.calls, 0);
+	ms = run_until(&g.calls, 1, 5000);
+	ck_assert_int_eq(g.calls, 1);
+	ck_assert_msg(g.result == rdns_cases[_i].result, "%s: %s", rdns_cases[_i].addr,
+	    rdns_result_name(g.result));
+	ck_assert_str_eq(g.name, rdns_cases[_i].name);
+	ck_assert_str_eq(g.ptr, rdns_cases[_i].ptr);
+	/* the whole lookup is bounded by one resolver_timeout, not one per step */
+	ck_assert_msg(ms < 1800, "took %llu ms", ms);
+	ck_assert(resolver_idle(res));
+	res_done(res);
+}
+END_TEST
+
+/* test_rdns_cancel - cancelled midway (the forward query stalls): nobody is called */
+START_TEST(test_rdns_cancel)
+{
+	struct rgot g;
+	struct resolver *res = res_new(1);
+	struct sockaddr_storage ss;
+	struct rdns *r;
+
+	rdns_sockaddr("192.0.2.27", &ss);
+	memset(&g, 0, sizeof(g));
+	ck_assert_ptr_nonnull(r = rdns_start(res, (struct sockaddr *)&ss, rgot_cb, &g));
+	run_until(NULL, 0, 300);	/* the PTR is answered, the A stalls */
+	ck_assert(!resolver_idle(res));
+	rdns_cancel(r);
+	ck_assert(resolver_idle(res));
+	run_until(NULL, 0, 1500);
+	ck_assert_int_eq(g.calls, 0);
+	res_done(res);
+}
+END_TEST
+
+/* test_sync - the blocking path, answered and bounded */
+START_TEST(test_sync)
+{
+	struct resolver_answer a;
+	struct ub_result *ub;
+	char addr[64];
+	unsigned long long start;
+
+	setup();
+	test_conf.resolver_timeout = 1;
+	ck_assert_int_eq(resolver_sync(&test_conf, "example.test", RESOLVER_A, &a, &ub),
+	    RESOLVER_OK);
+	ck_assert_uint_eq(a.count, 1);
+	ck_assert_ptr_nonnull(inet_ntop(AF_INET, a.data[0], addr, sizeof(addr)));
+	ck_assert_str_eq(addr, "192.0.2.10");
+	resolver_sync_free(ub);
+	ck_assert_int_eq(resolver_sync(&test_conf, "nope.example.test", RESOLVER_A, &a, &ub),
+	    RESOLVER_NXDOMAIN);
+	resolver_sync_free(ub);
+	start = now_ms();
+	ck_assert_int_eq(resolver_sync(&test_conf, "a.drop.test", RESOLVER_A, &a, &ub),
+	    RESOLVER_TIMEOUT);
+	ck_assert_ptr_null(ub);
+	ck_assert_uint_lt(now_ms() - start, 1800);
+	resolver_sync_thread_end();
+	teardown();
+}
+END_TEST
+
+/* test_check - what -t checks: a bad server and an unloadable trust anchor */
+START_TEST(test_check)
+{
+	char *err = NULL, path[128];
+	FILE *f;
+
+	setup();
+	ck_assert(resolver_check(&test_conf, &err));
+	test_conf.resolver = (char *)"192.0.2.300";
+	ck_assert(!resolver_check(&test_conf, &err));
+	ck_assert_msg(strstr(err, "192.0.2.300") != NULL, "%s", err);
+	free(err);
+	err = NULL;
+	test_conf.resolver = dns_servers;
+	snprintf(path, sizeof(path), "%s/bad.key", dns_dir);
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	fputs(". IN DS this is not a DS record\n", f);
+	fclose(f);
+	test_conf.resolver_trust_anchor = path;
+	ck_assert(!resolver_check(&test_conf, &err));
+	ck_assert_msg(strstr(err, "bad.key") != NULL, "%s", err);
+	free(err);
+	teardown();
+}
+END_TEST
+
+/* test_reverse_name - the PTR names of addresses */
+START_TEST(test_reverse_name)
+{
+	struct sockaddr_storage ss;
+	char name[80];
+
+	rdns_sockaddr("192.0.2.25", &ss);
+	ck_assert(resolver_reverse_name((struct sockaddr *)&ss, name, sizeof(name)));
+	ck_assert_str_eq(name, "25.2.0.192.in-addr.arpa");
+	rdns_sockaddr("2001:db8::25", &ss);
+	ck_assert(resolver_reverse_name((struct sockaddr *)&ss, name, sizeof(name)));
+	ck_assert_str_eq(name,
+	    "5.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa");
+	ck_assert(!resolver_reverse_name((struct sockaddr *)&ss, name, 40));
+}
+END_TEST
+
+static Suite *
+resolver_suite(void)
+{
+	Suite *s = suite_create("resolver");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_loop_test(tc, test_answers, 0, sizeof(answer_cases) / sizeof(answer_cases[0]));
+	tcase_add_test(tc, test_txt_split);
+	tcase_add_test(tc, test_timeout);
+	tcase_add_test(tc, test_timeout_silent_port);
+	tcase_add_test(tc, test_cancel);
+	tcase_add_test(tc, test_free_in_flight);
+	tcase_add_loop_test(tc, test_rdns, 0, sizeof(rdns_cases) / sizeof(rdns_cases[0]));
+	tcase_add_test(tc, test_rdns_cancel);
+	tcase_add_test(tc, test_sync);
+	tcase_add_test(tc, test_check);
+	tcase_add_test(tc, test_reverse_name);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	int rc;
+
+	if (!dns_start()) {
+		fprintf(stderr, "check_resolver: unbound would not start (see %s)\n", dns_dir);
+		return EXIT_FAILURE;
+	}
+	rc = unit_run(resolver_suite());
+	dns_stop();
+	return rc;
+}
