@@ -182,7 +182,15 @@ struct filter_session {
 	struct sockaddr_storage local_sa;	/* where the client connected (getsockname) */
 	const char *local_addr;	/* "192.0.2.25", "" if not IP */
 	unsigned local_port;	/* 0 if not IP */
-	const char *client_name;	/* reverse name or "unknown" (no resolver fills it yet) */
+	/*
+	 * The client's forward-confirmed reverse name (its PTR name maps back
+	 * to its address), or "unknown": Postfix's convention, as its
+	 * {client_name} macro.  client_ptr is the first PTR name even when it
+	 * does not map back ({client_ptr}), NULL without one.  Both "unknown"
+	 * / NULL with reverse_lookup = no.
+	 */
+	const char *client_name;
+	const char *client_ptr;
 	/*
 	 * The client address a PROXY protocol header gave, the load balancer's
 	 * own being client_addr.  Always NULL: PROXY protocol is not

@@ -77,7 +77,7 @@ struct filter_state {
 };
 
 /* The strings of struct filter_session, for a blocking call's copy. */
-#define FILTER_SESS_STRINGS	10
+#define FILTER_SESS_STRINGS	11
 
 /*
  * A pending call.  On the loop: the filter's handle (ctx points into the
@@ -546,8 +546,8 @@ filter_wait_copy_session(struct filter_wait *w, const struct filter_session *src
 {
 	const char **f[FILTER_SESS_STRINGS] = {
 		&w->sess.listener, &w->sess.client_addr, &w->sess.local_addr, &w->sess.client_name,
-		&w->sess.proxy_client, &w->sess.helo, &w->sess.tls_version, &w->sess.tls_cipher,
-		&w->sess.tls_peer_subject, &w->sess.auth_user,
+		&w->sess.client_ptr, &w->sess.proxy_client, &w->sess.helo, &w->sess.tls_version,
+		&w->sess.tls_cipher, &w->sess.tls_peer_subject, &w->sess.auth_user,
 	};
 	size_t i;
 

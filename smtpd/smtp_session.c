@@ -60,6 +60,7 @@ static void session_process(struct session *s);
 static bool output_pending(struct session *s);
 static bool output_over(struct session *s);
 static void session_reading(struct session *s, bool on);
+static void session_rdns_cancel(struct session *s);
 
 /* ---- replies -------------------------------------------------------------- */
 
@@ -248,6 +249,7 @@ session_free(struct session *s)
 	free(s->helo);
 	free(s->auth_user);
 	free(s->tls_peer_subject);
+	rdns_cancel(s->rdns);
 	auth_sasl_free(s->sasl);
 	snapshot_unref(s->snap);
 	free(s);
@@ -264,6 +266,7 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 		filter_cancel(s->fstate);
 		session_enter_wait(s, SESSION_WAIT_NONE);
 	}
+	session_rdns_cancel(s);
 	if (s->closed_cleanly && s->linger < SESSION_LINGER_TURNS && output_pending(s)) {
 		/* The last reply is still on its way (a TLS filter's socket): wait for it. */
 		struct timeval tv = { 0, 10000 };
@@ -446,7 +449,7 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static const char *const session_wait_names[] = {
-	"none", "tls", "filter", "auth", "relay", "output",
+	"none", "tls", "filter", "auth", "relay", "output", "rdns",
 };
 
 /*
@@ -493,6 +496,7 @@ session_interrupt(struct session *s, enum smtp_reply_id id)
 		filter_cancel(s->fstate);
 		session_enter_wait(s, SESSION_WAIT_NONE);
 	}
+	session_rdns_cancel(s);
 	session_txn_reset(s);
 	session_reply_close(s, id);
 }
@@ -1334,6 +1338,84 @@ greet_cb(evutil_socket_t fd, short what, void *arg)
 	session_flush(s);
 }
 
+/* session_greet - the greet pause, if any, then the CONNECT filters and the banner */
+static void
+session_greet(struct session *s)
+{
+	if (s->lconf->greet_pause > 0) {
+		struct timeval tv = { s->lconf->greet_pause, 0 };
+
+		s->ev = evtimer_new(loop_base(s->loop), greet_cb, s);
+		evtimer_add(s->ev, &tv);
+		return;
+	}
+	session_run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
+	session_flush_soon(s);
+}
+
+/* session_rdns_cancel - the session ends during its reverse lookup: drop it */
+static void
+session_rdns_cancel(struct session *s)
+{
+	if (s->wait != SESSION_WAIT_RDNS)
+		return;
+	rdns_cancel(s->rdns);
+	s->rdns = NULL;
+	session_enter_wait(s, SESSION_WAIT_NONE);
+}
+
+/* session_rdns_done - the client's name (or "unknown"): greet, or the drain's 421 */
+static void
+session_rdns_done(void *arg, const struct rdns_answer *a)
+{
+	struct session *s = arg;
+	unsigned long long ms = now_ms() - s->rdns_start_ms;
+
+	s->rdns = NULL;
+	if (a->name)
+		str_copy(s->client_name, a->name, sizeof(s->client_name));
+	if (a->ptr) {
+		str_copy(s->client_ptr, a->ptr, sizeof(s->client_ptr));
+		s->fsess.client_ptr = s->client_ptr;
+	}
+	log_info("id=%s event=rdns client=%s name=%s ptr=%s result=%s delay=%llu.%03llu",
+	    s->idstr, s->addr, s->client_name, a->ptr ? s->client_ptr : "none",
+	    rdns_result_name(a->result), ms / 1000, ms % 1000);
+	if (!session_wait_over(s))
+		return;
+	if (s->shutdown_owed)
+		session_interrupt(s, R_SHUTDOWN);
+	else
+		session_greet(s);
+	session_flush_soon(s);
+}
+
+/*
+ * session_rdns_start - the reverse lookup at connect ([listener]
+ * reverse_lookup), when the client has an IP address; false if none runs
+ * (the name stays "unknown")
+ */
+static bool
+session_rdns_start(struct session *s)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&s->fsess.client_sa;
+	struct resolver *res;
+
+	if (!s->lconf->reverse_lookup || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+		return false;
+	if ((res = loop_resolver(s->loop, s->conf)) == NULL)
+		return false;
+	s->rdns_start_ms = now_ms();
+	s->rdns = rdns_start(res, sa, session_rdns_done, s);
+	if (s->rdns == NULL) {
+		log_info("id=%s event=rdns client=%s name=unknown ptr=none result=error", s->idstr,
+		    s->addr);
+		return false;
+	}
+	session_enter_wait(s, SESSION_WAIT_RDNS);
+	return true;
+}
+
 /*
  * session_local_addr - where the client connected, for the filters.  A
  * bufferevent with no socket (a unit test's pair: fd -1) or a socket that
@@ -1379,7 +1461,8 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	s->fsess.client_addr = s->addr;
 	s->fsess.client_port = sockaddr_port(sa);
 	session_local_addr(s, bufferevent_getfd(bev));
-	s->fsess.client_name = "unknown";
+	str_copy(s->client_name, "unknown", sizeof(s->client_name));
+	s->fsess.client_name = s->client_name;
 	s->fsess.conf = s->conf;
 	smtp_parse_reader_init(&s->reader, s->lim->max_command_line);
 	s->bev = bev;
@@ -1420,13 +1503,6 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	else
 		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	s->state = S_GREET_PAUSE;
-	if (s->lconf->greet_pause > 0) {
-		struct timeval tv = { s->lconf->greet_pause, 0 };
-
-		s->ev = evtimer_new(loop_base(loop), greet_cb, s);
-		evtimer_add(s->ev, &tv);
-		return;
-	}
-	session_run_stage(s, FILTER_STAGE_CONNECT, NULL, connect_proceed);
-	session_flush_soon(s);
+	if (!session_rdns_start(s))
+		session_greet(s);
 }

@@ -15,6 +15,7 @@
 
 #include "buf.h"
 #include "data_reader.h"
+#include "rdns.h"
 #include "filter.h"
 #include "relay.h"
 #include "smtp_parse.h"
@@ -63,7 +64,12 @@ enum session_state {
  *     owns what the backend transfer or Maildir job reads;
  *   SESSION_WAIT_TLS is the STARTTLS handshake on our own bufferevent;
  *   SESSION_WAIT_OUTPUT waits for the client to read: more than max_output
- *     octets of replies are queued, reading stops until they drained.
+ *     octets of replies are queued, reading stops until they drained;
+ *   SESSION_WAIT_RDNS is the client's reverse name at connect (rdns.c),
+ *     before the CONNECT filters and the banner: the session owns the
+ *     lookup (s->rdns) and cancels it wherever it ends (interrupt, reap),
+ *     so its completion never finds the session gone; resolver_timeout
+ *     bounds it.
  * Every completion starts with session_wait_over.  The client's deadline
  * (command_timeout per command line, data_timeout per SESSION_DATA_BLOCK of
  * content) runs only while the session waits for the client: not while it
@@ -77,6 +83,7 @@ enum session_wait {
 	SESSION_WAIT_AUTH,
 	SESSION_WAIT_RELAY,
 	SESSION_WAIT_OUTPUT,
+	SESSION_WAIT_RDNS,
 };
 
 enum txn_result { TXN_DELIVERED, TXN_REJECTED, TXN_TEMPFAIL, TXN_DISCARDED, TXN_ABORTED };
@@ -140,6 +147,10 @@ struct session {
 	unsigned ntxn;
 	char addr[INET6_ADDRSTRLEN];
 	char local_addr[INET6_ADDRSTRLEN];	/* "" unless the socket is IP */
+	struct rdns *rdns;	/* the reverse lookup in progress (SESSION_WAIT_RDNS) */
+	unsigned long long rdns_start_ms;
+	char client_name[RDNS_NAME_MAX];	/* verified reverse name, or "unknown" */
+	char client_ptr[RDNS_NAME_MAX];	/* first PTR name, "" if none */
 	char *helo;
 	bool esmtp;
 	struct filter_session fsess;

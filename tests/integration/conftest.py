@@ -189,6 +189,29 @@ def minismtpd(request):
 
 
 @pytest.fixture
+def unbound(request):
+    """unbound(zones=[...], stall=[...]) -> a private DNS server (peers.Unbound)."""
+    started = []
+    tmps = []
+
+    def start(**kw):
+        tmp = peers.make_tempdir("unbound")
+        tmps.append(tmp)
+        u = peers.Unbound(tmp=tmp, **kw)
+        started.append(u)
+        return u
+
+    def fin():
+        for u in started:
+            u.stop()
+        for t in tmps:
+            _cleanup_dir(request, t)
+
+    request.addfinalizer(fin)
+    return start
+
+
+@pytest.fixture
 def client(request):
     opened = []
 

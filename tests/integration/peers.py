@@ -6,6 +6,8 @@ What is here:
   Dovecot      Dovecot LMTP (TCP + unix socket), users alice/bob@example.test, Maildir under $T/mail
   MiniSmtpd    minismtpd.py (this directory): an SMTP/LMTP server in Python whose per-recipient
                replies are scripted and which saves the exact bytes it received
+  Unbound      a private unbound on 127.0.0.1:.port answering local-data test zones, with
+               drop.test (never answered: timeouts) and servfail.test (SERVFAIL at once)
   SmtpClient   a raw socket client: send bytes, read whole (multi-line) replies with a timeout,
                and check every reply line carries an RFC 3463 enhanced status code
 and helpers to build messages, dot-stuff them and take apart what a backend stored.
@@ -790,6 +792,71 @@ class MiniSmtpd(Process):
 # raw SMTP client
 # ---------------------------------------------------------------------------------------------
 
+UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
+
+
+class Unbound(Process):
+    """A private unbound on 127.0.0.1:.port (../shared/recipes/unbound-zones.md).
+
+    zones: local-zone/local-data lines of its server: clause, e.g.
+      'local-zone: "client.test." static', 'local-data: "a.client.test. 300 IN A 127.0.0.2"',
+      'local-data-ptr: "127.0.0.2 a.client.test."'
+    Built in: everything else is refused; names under drop.test (and reverse names in the
+    zones given in `stall`, e.g. "4.0.0.127.in-addr.arpa.") are silently dropped, so a query
+    times out; names under servfail.test (and the zones in `servfail`) get SERVFAIL at once
+    (forwarded to an address unbound will not query).  .servers is the value for [server]
+    resolver.
+    """
+
+    def __init__(self, zones=(), stall=(), servfail=(), tmp=None):
+        self.tmp = tmp or make_tempdir("unbound")
+        failing = ["servfail.test."] + list(servfail)
+        lines = ['local-zone: "." refuse', 'local-zone: "drop.test." deny']
+        lines += ['local-zone: "%s" deny' % z for z in stall]
+        lines += ['local-zone: "%s" transparent' % z for z in failing]
+        lines += list(zones)
+        for attempt in range(4):
+            self.port = free_port()
+            conf = os.path.join(self.tmp, "unbound.conf")
+            with open(conf, "w") as f:
+                f.write(UNBOUND_CONF.format(T=self.tmp, PORT=self.port,
+                                            ZONES="".join("  %s\n" % l for l in lines)))
+                for z in failing:
+                    f.write('forward-zone:\n  name: "%s"\n  forward-addr: ::1@53\n' % z)
+            Process.__init__(self, "unbound", [UNBOUND, "-d", "-c", conf],
+                             os.path.join(self.tmp, "fg.out"))
+            ok = wait_until(lambda: not self.alive() or "start of service" in
+                            read_text(os.path.join(self.tmp, "unbound.log")), START_DEADLINE)
+            if ok and self.alive():
+                self.servers = "127.0.0.1@%d" % self.port
+                return
+            log = self.log_text()
+            self.stop(signal.SIGKILL)
+            if "in use" in log and attempt < 3:
+                continue
+            raise PeerError("unbound did not start on 127.0.0.1:%d:\n%s" % (self.port, log))
+
+    def log_text(self):
+        return read_text(self.logfile) + read_text(os.path.join(self.tmp, "unbound.log"))
+
+
+UNBOUND_CONF = """server:
+  interface: 127.0.0.1
+  port: {PORT}
+  do-ip6: no
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{T}"
+  pidfile: "{T}/unbound.pid"
+  use-syslog: no
+  logfile: "{T}/unbound.log"
+  verbosity: 1
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+{ZONES}"""
+
+
 class ConnectionClosed(Exception):
     pass
 
@@ -826,11 +893,13 @@ class SmtpClient:
     """
 
     def __init__(self, port, host="127.0.0.1", timeout=10.0, check_enhanced=True,
-                 hostname=HOSTNAME, family=socket.AF_INET):
+                 hostname=HOSTNAME, family=socket.AF_INET, source=None):
         self.timeout = timeout
         self.check_enhanced = check_enhanced
         self.hostname = hostname
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        # source: the local address to connect from (another loopback address: 127.0.0.2)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buf = b""
         self.replies = []
         self.closed = False

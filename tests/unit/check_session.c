@@ -55,7 +55,7 @@ write_config(const char *path, const char *extra, const char *lextra)
 	fprintf(f, "[server]\nhostname = mx.test\nlocal_domains = example.test\n"
 	    "max_recipients = 3\nmax_errors = 5\nmax_message_size = 2000\n"
 	    "max_pipelined = 20\n%s\n"
-	    "[listener test]\nlisten = 127.0.0.1:1\nrole = mx\n%s\n"
+	    "[listener test]\nlisten = 127.0.0.1:1\nrole = mx\nreverse_lookup = no\n%s\n"
 	    "[backend]\nrelay = maildir:%s/mail\n", extra, lextra, tmpdir);
 	fclose(f);
 }
@@ -1002,7 +1002,7 @@ gate_setup(void)
 	signal(SIGPIPE, SIG_IGN);	/* as the daemon: a reply to a client gone is EPIPE */
 	/* A second listener without filters: its sessions never need the filter pool. */
 	setup_with("command_timeout = 1", "filters = gate\n\n[listener plain]\n"
-	    "listen = 127.0.0.1:2\nrole = mx\n");
+	    "listen = 127.0.0.1:2\nrole = mx\nreverse_lookup = no\n");
 	gate_is_open = false;
 	gate_entered = 0;
 	gate_aborts = 0;
