@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include <unbound.h>
 
 #include "conf.h"
+#include "log.h"
 #include "resolver.h"
 #include "util.h"
 
@@ -254,8 +256,13 @@ static void
 resolver_fd_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct resolver *res = arg;
+	int rc = ub_process(res->ctx);
 
-	(void)ub_process(res->ctx);
+	if (rc != 0) {
+		/* Its thread is gone (the pipe closed): stop watching, the timers end the queries. */
+		log_err("event=resolver_error error=\"%s\"", ub_strerror(rc));
+		event_del(res->ev);
+	}
 }
 
 struct resolver *
@@ -363,9 +370,37 @@ struct resolver_sync_state {
 	struct ub_result *r;
 };
 
-/* The calling thread's context and the settings it was built from. */
-static __thread struct ub_ctx *sync_ctx;
-static __thread char *sync_key;
+/*
+ * The calling thread's context and the settings it was built from, freed
+ * when the thread exits (a pthread key's destructor: pool threads need not
+ * know about it).
+ */
+struct resolver_sync_ctx {
+	struct ub_ctx *ctx;
+	char *key;
+};
+static pthread_key_t sync_tkey;
+static pthread_once_t sync_once = PTHREAD_ONCE_INIT;
+
+static void
+resolver_sync_ctx_free(void *p)
+{
+	struct resolver_sync_ctx *t = p;
+
+	if (t == NULL)
+		return;
+	if (t->ctx)
+		ub_ctx_delete(t->ctx);
+	free(t->key);
+	free(t);
+}
+
+static void
+resolver_sync_key_make(void)
+{
+	if (pthread_key_create(&sync_tkey, resolver_sync_ctx_free) != 0)
+		fatal("resolver: pthread_key_create failed");
+}
 
 static void
 resolver_sync_cb(void *arg, int err, struct ub_result *r)
@@ -381,32 +416,37 @@ resolver_sync_cb(void *arg, int err, struct ub_result *r)
 static struct ub_ctx *
 resolver_sync_ctx(const struct conf *conf, const char **why_r)
 {
+	struct resolver_sync_ctx *t;
 	char *key = resolver_key(conf), *err = NULL;
 
-	if (sync_ctx != NULL && strcmp(sync_key, key) == 0) {
+	(void)pthread_once(&sync_once, resolver_sync_key_make);
+	t = pthread_getspecific(sync_tkey);
+	if (t != NULL && strcmp(t->key, key) == 0) {
 		free(key);
-		return sync_ctx;
+		return t->ctx;
 	}
 	resolver_sync_thread_end();
-	sync_ctx = resolver_ctx_new(conf, &err);
-	if (sync_ctx == NULL) {
+	t = xcalloc(1, sizeof(*t));
+	t->ctx = resolver_ctx_new(conf, &err);
+	if (t->ctx == NULL) {
 		free(err);
 		free(key);
+		free(t);
 		*why_r = "cannot set up the resolver";
 		return NULL;
 	}
-	sync_key = key;
-	return sync_ctx;
+	t->key = key;
+	if (pthread_setspecific(sync_tkey, t) != 0)
+		fatal("resolver: pthread_setspecific failed");
+	return t->ctx;
 }
 
 void
 resolver_sync_thread_end(void)
 {
-	if (sync_ctx)
-		ub_ctx_delete(sync_ctx);
-	free(sync_key);
-	sync_ctx = NULL;
-	sync_key = NULL;
+	(void)pthread_once(&sync_once, resolver_sync_key_make);
+	resolver_sync_ctx_free(pthread_getspecific(sync_tkey));
+	(void)pthread_setspecific(sync_tkey, NULL);
 }
 
 /*

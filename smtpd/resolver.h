@@ -104,7 +104,8 @@ void resolver_cancel(struct resolver_query *q);
  * resolver_sync - the same lookup, blocking, bounded by resolver_timeout,
  * for libraries that only call back synchronously (on a pool thread, never
  * on a loop).  Each thread keeps a context of its own for conf's settings
- * (built at its first call, rebuilt when they change): ub_resolve on one
+ * (built at its first call, rebuilt when they change, freed when the thread
+ * exits): ub_resolve on one
  * shared context would serialize the threads on its locks and could not be
  * bounded.  *ub_r is libunbound's result (free with resolver_sync_free),
  * NULL unless status is OK or NODATA/NXDOMAIN; answer points into it.
@@ -112,7 +113,7 @@ void resolver_cancel(struct resolver_query *q);
 enum resolver_status resolver_sync(const struct conf *conf, const char *name, int rrtype,
     struct resolver_answer *a, struct ub_result **ub_r);
 void resolver_sync_free(struct ub_result *ub);
-/* resolver_sync_thread_end - free the calling thread's context (a pool thread's exit). */
+/* resolver_sync_thread_end - free the calling thread's context now (thread exit does it too). */
 void resolver_sync_thread_end(void);
 
 /* Reading answers */

@@ -15,6 +15,7 @@
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -513,6 +514,19 @@ START_TEST(test_rdns_cancel)
 }
 END_TEST
 
+/* sync_thread - a pool thread's lookup: its context goes with the thread (LeakSanitizer checks) */
+static void *
+sync_thread(void *arg)
+{
+	struct resolver_answer a;
+	struct ub_result *ub;
+
+	*(enum resolver_status *)arg = resolver_sync(&test_conf, "example.test", RESOLVER_AAAA,
+	    &a, &ub);
+	resolver_sync_free(ub);
+	return NULL;
+}
+
 /* test_sync - the blocking path, answered and bounded */
 START_TEST(test_sync)
 {
@@ -538,6 +552,14 @@ START_TEST(test_sync)
 	ck_assert_ptr_null(ub);
 	ck_assert_uint_lt(now_ms() - start, 1800);
 	resolver_sync_thread_end();
+	{
+		pthread_t t;
+		enum resolver_status st = RESOLVER_ERROR;
+
+		ck_assert_int_eq(pthread_create(&t, NULL, sync_thread, &st), 0);
+		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		ck_assert_int_eq(st, RESOLVER_OK);
+	}
 	teardown();
 }
 END_TEST
