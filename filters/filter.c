@@ -242,6 +242,34 @@ filter_link_init(struct filter_link *fl, const struct conf *conf, const char *sp
 	return true;
 }
 
+/* filter_has_stage - does this filter do anything at stage */
+bool
+filter_has_stage(const struct filter_ops *ops, enum filter_stage stage)
+{
+	switch (stage) {
+	case FILTER_STAGE_CONNECT:
+		return ops->connect != NULL;
+	case FILTER_STAGE_HELO:
+		return ops->helo != NULL;
+	case FILTER_STAGE_AUTH:
+		return ops->auth != NULL;
+	case FILTER_STAGE_MAIL:
+		return ops->mail != NULL;
+	case FILTER_STAGE_RCPT:
+		return ops->rcpt != NULL;
+	case FILTER_STAGE_DATA:
+		return ops->header != NULL || ops->eoh != NULL || ops->body != NULL ||
+		    ops->eom != NULL;
+	case FILTER_STAGE_FINAL:
+		return ops->final != NULL;
+	case FILTER_STAGE_ABORT:
+		return ops->abort != NULL;
+	case FILTER_STAGE_CLOSE:
+		return ops->close != NULL;
+	}
+	return false;
+}
+
 /* filter_chain_new - instantiate a listener's filters in order */
 struct filter_chain *
 filter_chain_new(const struct conf *conf, char **names, size_t n, char **err_r)
@@ -249,6 +277,7 @@ filter_chain_new(const struct conf *conf, char **names, size_t n, char **err_r)
 	struct filter_chain *chain;
 	struct buf b;
 	size_t i;
+	int st;
 
 	*err_r = NULL;
 	chain = xcalloc(1, sizeof(*chain));
@@ -269,6 +298,10 @@ filter_chain_new(const struct conf *conf, char **names, size_t n, char **err_r)
 		buf_puts(&b, chain->links[i].name);
 	}
 	chain->names = b.data;
+	for (i = 0; i < chain->n; i++)
+		for (st = FILTER_STAGE_CONNECT; st <= FILTER_STAGE_CLOSE; st++)
+			if (filter_has_stage(chain->links[i].ops, st))
+				chain->stages |= 1u << st;
 	return chain;
 }
 

@@ -30,10 +30,13 @@ struct filter_chain {
 	struct filter_link *links;
 	size_t n;
 	char *names;		/* "a,b,c" */
+	unsigned stages;	/* bit (1 << stage) for each stage some filter works at */
 	unsigned refs;		/* atomic */
 };
 
 const char *filter_stage_name(enum filter_stage s);
+/* filter_has_stage - does a filter with these ops do anything at stage */
+bool filter_has_stage(const struct filter_ops *ops, enum filter_stage stage);
 /* filter_chain_hold - one more reference (any thread) */
 struct filter_chain *filter_chain_hold(const struct filter_chain *chain);
 /* filter_headers_edited - the fields with every edit so far applied (array to free, strings txn's) */

@@ -122,11 +122,13 @@ filter_state_new(const struct filter_chain *chain)
 	size_t n = chain->n ? chain->n : 1;
 
 	assert(chain != NULL);
-	st = xcalloc(1, sizeof(*st));
+	/* One allocation per session: the state, then its per-filter arrays. */
+	st = xcalloc(1, sizeof(*st) + n * (sizeof(*st->priv) + sizeof(*st->skip) +
+	    sizeof(*st->failed)));
 	st->chain = chain;
-	st->priv = xcalloc(n, sizeof(*st->priv));
-	st->skip = xcalloc(n, sizeof(*st->skip));
-	st->failed = xcalloc(n, sizeof(*st->failed));
+	st->priv = (void **)(st + 1);
+	st->skip = (unsigned char *)(st->priv + n);
+	st->failed = st->skip + n;
 	return st;
 }
 
@@ -178,9 +180,6 @@ filter_state_free(struct filter_state *st, struct filter_ctx *ctx)
 		filter_cleanup(st, FILTER_STAGE_CLOSE, ctx);
 	if (st->timer != NULL)
 		event_free(st->timer);
-	free(st->priv);
-	free(st->skip);
-	free(st->failed);
 	free(st->quarantined);
 	free(st);
 }
@@ -302,34 +301,6 @@ filter_pool_busy(struct filter_result *res, const char *who)
 }
 
 /* ---- running a stage ---- */
-
-/* filter_has_stage - does this filter do anything at stage */
-static bool
-filter_has_stage(const struct filter_ops *ops, enum filter_stage stage)
-{
-	switch (stage) {
-	case FILTER_STAGE_CONNECT:
-		return ops->connect != NULL;
-	case FILTER_STAGE_HELO:
-		return ops->helo != NULL;
-	case FILTER_STAGE_AUTH:
-		return ops->auth != NULL;
-	case FILTER_STAGE_MAIL:
-		return ops->mail != NULL;
-	case FILTER_STAGE_RCPT:
-		return ops->rcpt != NULL;
-	case FILTER_STAGE_DATA:
-		return ops->header != NULL || ops->eoh != NULL || ops->body != NULL ||
-		    ops->eom != NULL;
-	case FILTER_STAGE_FINAL:
-		return ops->final != NULL;
-	case FILTER_STAGE_ABORT:
-		return ops->abort != NULL;
-	case FILTER_STAGE_CLOSE:
-		return ops->close != NULL;
-	}
-	return false;
-}
 
 /*
  * filter_call_body - body() in chunks: over the spool past the header
@@ -726,6 +697,8 @@ filter_job_drop(void *arg)
 	filter_job_close(arg);
 }
 
+static void filter_timeout(evutil_socket_t fd, short what, void *arg);
+
 /* filter_timer_arm - the stage waits for filter i: at most its timeout */
 static void
 filter_timer_arm(struct filter_state *st, size_t i)
@@ -733,8 +706,12 @@ filter_timer_arm(struct filter_state *st, size_t i)
 	const struct filter_link *fl = &st->chain->links[i];
 	struct timeval tv = { (time_t)fl->timeout, 0 };
 
-	if (fl->timeout == 0 || st->timer == NULL)
+	if (fl->timeout == 0 || st->run.wl == NULL)
 		return;
+	/* Made at the first wait: most sessions' chains never wait. */
+	if (st->timer == NULL &&
+	    (st->timer = evtimer_new(workers_loop_base(st->run.wl), filter_timeout, st)) == NULL)
+		fatal("filter_timer_arm: evtimer_new failed");
 	evtimer_add(st->timer, &tv);
 }
 
@@ -1157,12 +1134,11 @@ filter_run(struct filter_state *st, enum filter_stage stage, struct filter_ctx *
 		filter_run_safety(st, res);
 		return FILTER_RUN_DONE;
 	}
+	if (!(st->chain->stages & (1u << stage)))
+		return FILTER_RUN_DONE;		/* no filter of the chain works at this stage */
 	run->wl = wl;
 	run->done = done;
 	run->done_arg = done_arg;
-	if (st->timer == NULL && wl != NULL &&
-	    (st->timer = evtimer_new(workers_loop_base(wl), filter_timeout, st)) == NULL)
-		fatal("filter_run: evtimer_new failed");
 	if (filter_step(st, res) == STEP_DONE)
 		return FILTER_RUN_DONE;
 	assert(done != NULL);
