@@ -133,6 +133,20 @@ def test_client_eof_during_lookup(make_pair, unbound, client):
     assert received_name(s) == ("good.client.test", "127.0.0.2")
 
 
+def test_client_talks_during_lookup(make_pair, unbound, client):
+    """A client that talks before the banner while its lookup stalls is refused as one that
+    talks during a greet pause (554 5.5.1), the lookup cancelled with the session."""
+    dns = unbound(zones=ZONES, stall=STALL)
+    p, s = dns_pair(make_pair, dns)
+    c = client(p.port, source="127.0.0.4")
+    time.sleep(0.3)
+    c.sendline("EHLO early.test")
+    replies, closed = c.replies_until_closed(timeout=TIMEOUT + 3)
+    assert closed and [str(r.code) + " " + r.enhanced for r in replies] == ["554 5.5.1"], replies
+    time.sleep(TIMEOUT + 0.5)
+    assert "event=rdns client=127.0.0.4" not in p.log_text()
+
+
 def test_sigterm_during_lookup(make_pair, unbound, client):
     """SIGTERM while the lookup stalls: the session gets 421 (no banner, nothing after it) and
     portier exits 0."""
