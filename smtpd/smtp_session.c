@@ -1391,6 +1391,24 @@ session_rdns_done(void *arg, const struct rdns_answer *a)
 }
 
 /*
+ * session_rdns_loopback - 127.0.0.1 or ::1 (also IPv4-mapped): "localhost"
+ * by the resolver's own local data (resolver.c), so known without asking
+ */
+static bool
+session_rdns_loopback(const struct sockaddr *sa)
+{
+	static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	const struct in6_addr *a6;
+
+	if (sa->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+	a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	return IN6_IS_ADDR_LOOPBACK(a6) || (memcmp(a6->s6_addr, mapped, sizeof(mapped)) == 0 &&
+	    a6->s6_addr[12] == 127 && a6->s6_addr[13] == 0 && a6->s6_addr[14] == 0 &&
+	    a6->s6_addr[15] == 1);
+}
+
+/*
  * session_rdns_start - the reverse lookup at connect ([listener]
  * reverse_lookup), when the client has an IP address; false if none runs
  * (the name stays "unknown")
@@ -1403,6 +1421,15 @@ session_rdns_start(struct session *s)
 
 	if (!s->lconf->reverse_lookup || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
 		return false;
+	if (session_rdns_loopback(sa)) {
+		/* The resolver's own fixed answer, without a round trip through its thread. */
+		str_copy(s->client_name, "localhost", sizeof(s->client_name));
+		str_copy(s->client_ptr, "localhost", sizeof(s->client_ptr));
+		s->fsess.client_ptr = s->client_ptr;
+		log_info("id=%s event=rdns client=%s name=localhost ptr=localhost result=%s "
+		    "delay=0.000", s->idstr, s->addr, rdns_result_name(RDNS_VERIFIED));
+		return false;
+	}
 	if ((res = loop_resolver(s->loop, s->conf)) == NULL)
 		return false;
 	s->rdns_start_ms = now_ms();

@@ -201,3 +201,22 @@ def test_check_reports_bad_trust_anchor(tmpdir_0755):
                 .replace("{port}", "2525"))
     rc, out = peers.run_portier_check(conf)
     assert rc != 0 and "root.key.missing" in out and "cannot read" in out, out
+
+
+def test_loopback_client_is_localhost_without_asking(make_pair, client):
+    """127.0.0.1 is "localhost" by the resolver's own local data (the session takes it without
+    a round trip through libunbound's thread): even a resolver that never answers (a port where
+    nothing listens, a long resolver_timeout) does not delay the banner, and the name is in
+    Received: and the event=rdns line."""
+    p, s = make_pair(server={"resolver": "127.0.0.1@%d" % peers.free_port(),
+                             "resolver_timeout": "20", "workers": "1"})
+    t0 = time.monotonic()
+    c = client(p.port)
+    assert c.greeting().code == 220
+    assert time.monotonic() - t0 < 2.0
+    c.ehlo()
+    c.transaction("sender@origin.test", ["alice@example.test"], make_message())
+    c.quit()
+    assert received_name(s) == ("localhost", "127.0.0.1")
+    m = p.wait_log(r"event=rdns client=127\.0\.0\.1 .*")
+    assert m and "name=localhost ptr=localhost result=verified" in m.group(0), p.log_text()
