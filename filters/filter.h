@@ -22,11 +22,14 @@
  * failing filter never takes the daemon down.
  *
  * Threads and sharing (the contract):
- *   - configure() and destroy() run on the main thread: configure() as root
- *     at start, but as the unprivileged user on SIGHUP, so files it reads
- *     (keys) must stay readable by that user, or the reload fails, keeps
- *     the old configuration and says why.  An instance must not keep
- *     pointers into conf or its section past configure(): copy what it needs.
+ *   - configure() runs on the main thread: as root at start, but as the
+ *     unprivileged user on SIGHUP, so files it reads (keys) must stay
+ *     readable by that user, or the reload fails, keeps the old
+ *     configuration and says why.  An instance must not keep pointers into
+ *     conf or its section past configure(): copy what it needs.  destroy()
+ *     runs where the chain's last reference goes: the main thread (a
+ *     reload, the exit), or the loop or pool thread of a blocking call that
+ *     outlived a reload.
  *   - An instance is shared by every session of its listener on every event
  *     loop, and by blocking calls on pool threads: after configure() it is
  *     read-only, or the filter locks what it changes.
