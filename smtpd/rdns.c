@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include <event2/event.h>
@@ -165,9 +166,9 @@ rdns_timer_cb(evutil_socket_t fd, short what, void *arg)
 	rdns_finish(arg, RDNS_TIMEOUT);
 }
 
-/* rdns_addr - the address to look up (an IPv4-mapped IPv6 one as IPv4); false if not IP */
+/* rdns_unmap - sa into ss, an IPv4-mapped IPv6 address as IPv4; false if not IP */
 static bool
-rdns_addr(struct rdns *r, const struct sockaddr *sa, struct sockaddr_storage *ss)
+rdns_unmap(const struct sockaddr *sa, struct sockaddr_storage *ss)
 {
 	static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
@@ -186,11 +187,40 @@ rdns_addr(struct rdns *r, const struct sockaddr *sa, struct sockaddr_storage *ss
 			memcpy(ss, sa, sizeof(struct sockaddr_in6));
 	} else
 		return false;
+	return true;
+}
+
+/* rdns_addr - the address to look up (an IPv4-mapped IPv6 one as IPv4); false if not IP */
+static bool
+rdns_addr(struct rdns *r, const struct sockaddr *sa, struct sockaddr_storage *ss)
+{
+	if (!rdns_unmap(sa, ss))
+		return false;
 	r->family = ss->ss_family;
 	if (r->family == AF_INET)
 		memcpy(r->addr, &((struct sockaddr_in *)ss)->sin_addr, 4);
 	else
 		memcpy(r->addr, ((struct sockaddr_in6 *)ss)->sin6_addr.s6_addr, 16);
+	return true;
+}
+
+/* rdns_known - an answer without a query: 127.0.0.1 and ::1 are "localhost" (resolver.c's local data) */
+bool
+rdns_known(const struct sockaddr *sa, struct rdns_answer *a)
+{
+	struct sockaddr_storage ss;
+	bool loop;
+
+	if (!rdns_unmap(sa, &ss))
+		return false;
+	if (ss.ss_family == AF_INET)
+		loop = ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+	else
+		loop = IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+	if (!loop)
+		return false;
+	a->result = RDNS_VERIFIED;
+	a->name = a->ptr = "localhost";
 	return true;
 }
 

@@ -38,6 +38,13 @@ struct rdns_answer {
 const char *rdns_result_name(enum rdns_result r);
 
 typedef void (*rdns_cb)(void *arg, const struct rdns_answer *a);
+
+/*
+ * rdns_known - true and *a when the answer needs no query: 127.0.0.1 and
+ * ::1 (also IPv4-mapped) are "localhost", the resolver's own local data,
+ * known without a round trip through libunbound's thread
+ */
+bool rdns_known(const struct sockaddr *sa, struct rdns_answer *a);
 /* rdns_start - look up sa's name on res; NULL if it cannot start (no IP address, a resolver error) */
 struct rdns *rdns_start(struct resolver *res, const struct sockaddr *sa, rdns_cb cb, void *arg);
 /* rdns_cancel - cb will not run; frees r.  NULL is a no-op. */

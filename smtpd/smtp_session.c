@@ -1364,14 +1364,12 @@ session_rdns_cancel(struct session *s)
 	session_enter_wait(s, SESSION_WAIT_NONE);
 }
 
-/* session_rdns_done - the client's name (or "unknown"): greet, or the drain's 421 */
+/* session_rdns_record - the client's name (or "unknown") for the session and its log */
 static void
-session_rdns_done(void *arg, const struct rdns_answer *a)
+session_rdns_record(struct session *s, const struct rdns_answer *a)
 {
-	struct session *s = arg;
 	unsigned long long ms = now_ms() - s->rdns_start_ms;
 
-	s->rdns = NULL;
 	if (a->name)
 		str_copy(s->client_name, a->name, sizeof(s->client_name));
 	if (a->ptr) {
@@ -1381,6 +1379,16 @@ session_rdns_done(void *arg, const struct rdns_answer *a)
 	log_info("id=%s event=rdns client=%s name=%s ptr=%s result=%s delay=%llu.%03llu",
 	    s->idstr, s->addr, s->client_name, a->ptr ? s->client_ptr : "none",
 	    rdns_result_name(a->result), ms / 1000, ms % 1000);
+}
+
+/* session_rdns_done - the lookup is over: greet, or the drain's 421 */
+static void
+session_rdns_done(void *arg, const struct rdns_answer *a)
+{
+	struct session *s = arg;
+
+	s->rdns = NULL;
+	session_rdns_record(s, a);
 	if (!session_wait_over(s))
 		return;
 	if (s->shutdown_owed)
@@ -1388,24 +1396,6 @@ session_rdns_done(void *arg, const struct rdns_answer *a)
 	else
 		session_greet(s);
 	session_flush_soon(s);
-}
-
-/*
- * session_rdns_loopback - 127.0.0.1 or ::1 (also IPv4-mapped): "localhost"
- * by the resolver's own local data (resolver.c), so known without asking
- */
-static bool
-session_rdns_loopback(const struct sockaddr *sa)
-{
-	static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	const struct in6_addr *a6;
-
-	if (sa->sa_family == AF_INET)
-		return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
-	a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-	return IN6_IS_ADDR_LOOPBACK(a6) || (memcmp(a6->s6_addr, mapped, sizeof(mapped)) == 0 &&
-	    a6->s6_addr[12] == 127 && a6->s6_addr[13] == 0 && a6->s6_addr[14] == 0 &&
-	    a6->s6_addr[15] == 1);
 }
 
 /*
@@ -1417,22 +1407,18 @@ static bool
 session_rdns_start(struct session *s)
 {
 	const struct sockaddr *sa = (const struct sockaddr *)&s->fsess.client_sa;
+	struct rdns_answer known;
 	struct resolver *res;
 
 	if (!s->lconf->reverse_lookup || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
 		return false;
-	if (session_rdns_loopback(sa)) {
-		/* The resolver's own fixed answer, without a round trip through its thread. */
-		str_copy(s->client_name, "localhost", sizeof(s->client_name));
-		str_copy(s->client_ptr, "localhost", sizeof(s->client_ptr));
-		s->fsess.client_ptr = s->client_ptr;
-		log_info("id=%s event=rdns client=%s name=localhost ptr=localhost result=%s "
-		    "delay=0.000", s->idstr, s->addr, rdns_result_name(RDNS_VERIFIED));
+	s->rdns_start_ms = now_ms();
+	if (rdns_known(sa, &known)) {
+		session_rdns_record(s, &known);
 		return false;
 	}
 	if ((res = loop_resolver(s->loop, s->conf)) == NULL)
 		return false;
-	s->rdns_start_ms = now_ms();
 	s->rdns = rdns_start(res, sa, session_rdns_done, s);
 	if (s->rdns == NULL) {
 		log_info("id=%s event=rdns client=%s name=unknown ptr=none result=error", s->idstr,
