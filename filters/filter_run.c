@@ -774,6 +774,18 @@ filter_job_start(struct filter_state *st, size_t i)
 
 /* ---- calls on the loop ---- */
 
+/* filter_loop_ctx - filter i's context for the stage in progress, on the loop (no base yet) */
+static void
+filter_loop_ctx(struct filter_state *st, size_t i, struct filter_ctx *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->priv = &st->priv[i];
+	c->sess = st->run.sess;
+	c->txn = st->run.txn;
+	c->state = st;
+	c->link = i;
+}
+
 /* filter_wait_begin - the callback's verdict comes later (see filter.h) */
 struct filter_wait *
 filter_wait_begin(struct filter_ctx *ctx)
@@ -879,13 +891,8 @@ filter_call_loop(struct filter_state *st, size_t i, struct filter_reply *r)
 	struct filter_wait *w;
 	enum filter_verdict v;
 
-	memset(&c, 0, sizeof(c));
-	c.priv = &st->priv[i];
-	c.sess = run->sess;
-	c.txn = run->txn;
+	filter_loop_ctx(st, i, &c);
 	c.base = run->wl != NULL ? workers_loop_base(run->wl) : NULL;
-	c.state = st;
-	c.link = i;
 	v = filter_call(fl, run->stage, &c, run->arg, r);
 	if ((w = st->pending) == NULL)
 		return v == FILTER_PENDING ? (enum filter_verdict)-1 : v;
@@ -1077,12 +1084,7 @@ filter_run_safety(struct filter_state *st, struct filter_result *res)
 		    !filter_has_stage(fl->ops, run->stage))
 			continue;
 		assert(!fl->ops->may_block);
-		memset(&c, 0, sizeof(c));
-		c.priv = &st->priv[i];
-		c.sess = run->sess;
-		c.txn = run->txn;
-		c.state = st;
-		c.link = i;
+		filter_loop_ctx(st, i, &c);	/* no base: a safety filter never waits */
 		v = filter_call(fl, run->stage, &c, run->arg, &r);
 		filter_reply_fix(run, fl->name, &v, &r);
 		if (v == FILTER_REJECT || v == FILTER_TEMPFAIL) {
