@@ -25,6 +25,7 @@
 #include "spool.h"
 #include "workers.h"
 #include "filter.h"
+#include "filter_priv.h"
 #include "unit.h"
 
 /* ---- the trace ---- */
@@ -2053,6 +2054,9 @@ static struct conf_kv kv_slow[] = { { "timeout", "1", 31 }, { "default_action", 
 static struct conf_kv kv_own[] = { { "threads", "1", 37 } };
 static struct conf_kv kv_badthreads[] = { { "threads", "many", 38 } };
 static struct conf_kv kv_nothreads[] = { { "threads", "2", 39 } };
+static struct conf_kv kv_maxto[] = { { "timeout", "86400", 40 }, { "threads", "1024", 41 } };
+static struct conf_kv kv_overto[] = { { "timeout", "86401", 42 } };
+static struct conf_kv kv_overthreads[] = { { "threads", "1025", 43 } };
 static struct conf_kv kv_badto[] = { { "timeout", "1s", 33 } };
 static struct conf_kv kv_badact[] = { { "default_action", "discard", 34 } };
 static struct conf_kv kv_bogus[] = { { "timeout", "5", 35 }, { "bogus", "1", 36 } };
@@ -2074,6 +2078,9 @@ static struct conf_section wait_sections[] = {
 	{ "block", "x", 3, kv_x, 1 },
 	{ "slow", "badthreads", 38, kv_badthreads, 1 },
 	{ "wait", "nothreads", 39, kv_nothreads, 1 },
+	{ "slow", "maxto", 40, kv_maxto, 2 },
+	{ "slow", "overto", 42, kv_overto, 1 },
+	{ "slow", "overthreads", 43, kv_overthreads, 1 },
 };
 
 /* wait_setup - the wait filters and their sections */
@@ -2375,11 +2382,22 @@ START_TEST(test_chain_keys)
 		    "filter pool)",
 		"filter \"wait:nothreads\": threads: this filter never blocks a thread, it needs no "
 		    "pool",
+		"filter \"slow:overto\": timeout \"86401\": expected seconds, 0 to 86400 (0: no "
+		    "limit)",
+		"filter \"slow:overthreads\": threads \"1025\": expected 0 to 1024 (0: the shared "
+		    "filter pool)",
 	};
 	static const char *const specs[] = { "wait:badto", "wait:badact", "bare:bogus",
-		"slow:badthreads", "wait:nothreads" };
+		"slow:badthreads", "wait:nothreads", "slow:overto", "slow:overthreads" };
+	struct filter_chain *chain;
 	char *err = NULL;
 	size_t i;
+
+	/* the largest values are taken */
+	chain = chain_must("slow:maxto");
+	ck_assert_uint_eq(chain->links[0].timeout, 86400);
+	ck_assert_uint_eq(chain->links[0].threads, 1024);
+	filter_chain_free(chain);
 
 	for (i = 0; i < ARRAY_SIZE(specs); i++) {
 		ck_assert_ptr_null(chain_from(specs[i], &err));
