@@ -298,10 +298,12 @@ filter_chain_new(const struct conf *conf, char **names, size_t n, char **err_r)
 		buf_puts(&b, chain->links[i].name);
 	}
 	chain->names = b.data;
-	for (i = 0; i < chain->n; i++)
+	for (i = 0; i < chain->n; i++) {
+		chain->dns |= chain->links[i].ops->dns;
 		for (st = FILTER_STAGE_CONNECT; st <= FILTER_STAGE_CLOSE; st++)
 			if (filter_has_stage(chain->links[i].ops, st))
 				chain->stages |= 1u << st;
+	}
 	return chain;
 }
 
@@ -342,6 +344,13 @@ filter_chain_empty(const struct filter_chain *chain)
 	return chain == NULL || chain->n == 0;
 }
 
+/* filter_chain_dns - does a filter of the chain query the loop's resolver */
+bool
+filter_chain_dns(const struct filter_chain *chain)
+{
+	return chain != NULL && chain->dns;
+}
+
 /* filter_chain_names - "a,b,c" for the summary line */
 const char *
 filter_chain_names(const struct filter_chain *chain)
@@ -374,6 +383,16 @@ filter_headers_clear(struct filter_txn *txn)
 	txn->nheaders = 0;
 }
 
+/* filter_auth_fact_free - free a fact's strings */
+static void
+filter_auth_fact_free(struct filter_auth_fact *f)
+{
+	free(f->method);
+	free(f->result);
+	free(f->domain);
+	free(f->scope);
+}
+
 /* filter_txn_reset - free everything but the body spool (the session's) */
 void
 filter_txn_reset(struct filter_txn *txn)
@@ -397,6 +416,9 @@ filter_txn_reset(struct filter_txn *txn)
 		free(txn->edits[i].params);
 	}
 	free(txn->edits);
+	for (i = 0; i < txn->nfacts; i++)
+		filter_auth_fact_free(&txn->facts[i]);
+	free(txn->facts);
 	buf_free(&txn->auth_results);
 	buf_free(&txn->prepend);
 	free(txn->quarantine);
@@ -456,6 +478,9 @@ filter_txn_copy(struct filter_txn *dst, const struct filter_txn *src)
 		d->params = e->params != NULL ? xstrdup(e->params) : NULL;
 	}
 	buf_append(&dst->auth_results, src->auth_results.data, src->auth_results.len);
+	for (i = 0; i < src->nfacts; i++)
+		filter_auth_fact(dst, src->facts[i].method, src->facts[i].result,
+		    src->facts[i].domain, src->facts[i].scope);
 	dst->quarantine = src->quarantine != NULL ? xstrdup(src->quarantine) : NULL;
 	dst->discard = src->discard;
 }
@@ -582,6 +607,21 @@ filter_auth_result(struct filter_txn *txn, const char *fmt, ...)
 	for (; start < b->len; start++)
 		if ((unsigned char)b->data[start] < 0x20 || b->data[start] == 0x7f)
 			b->data[start] = ' ';
+}
+
+/* filter_auth_fact - record a result for later filters */
+void
+filter_auth_fact(struct filter_txn *txn, const char *method, const char *result,
+    const char *domain, const char *scope)
+{
+	struct filter_auth_fact *f;
+
+	txn->facts = xreallocarray(txn->facts, txn->nfacts + 1, sizeof(*txn->facts));
+	f = &txn->facts[txn->nfacts++];
+	f->method = xstrdup(method);
+	f->result = xstrdup(result);
+	f->domain = domain != NULL ? xstrdup(domain) : NULL;
+	f->scope = scope != NULL ? xstrdup(scope) : NULL;
 }
 
 /* ---- header block ---- */

@@ -82,6 +82,7 @@
 #include "../smtpd/conf.h"
 
 struct event_base;
+struct resolver;
 struct workers_loop;
 struct spool;
 
@@ -214,6 +215,22 @@ struct filter_session {
  * backend ("SIZE=100 BODY=8BITMIME", "NOTIFY=SUCCESS ORCPT=rfc822;x@y"),
  * "" when there are none.
  */
+/*
+ * A result a later filter decides on: DMARC reads SPF's and DKIM's.  The
+ * text that goes into Authentication-Results is apart (filter_auth_result).
+ *   method "spf":  domain is the identity checked (the MAIL FROM domain, or
+ *                  the HELO name), scope "mailfrom" or "helo";
+ *   method "dkim": domain is the signature's d=, scope its s=.
+ * result is RFC 8601's word (pass, fail, softfail, neutral, none,
+ * temperror, permerror, policy).
+ */
+struct filter_auth_fact {
+	char *method;
+	char *result;
+	char *domain;
+	char *scope;
+};
+
 struct filter_txn {
 	char *queue_id;		/* "<session id>.<seq>" as in Received:, set at MAIL */
 	char *mail_from;	/* "" for the null sender */
@@ -234,6 +251,8 @@ struct filter_txn {
 	struct filter_edit *edits;
 	size_t nedits;
 	struct buf auth_results;	/* "; spf=pass smtp.mailfrom=..." items */
+	struct filter_auth_fact *facts;	/* the same results, for later filters (filter_auth_fact) */
+	size_t nfacts;
 	/*
 	 * FINAL stage: the header block as it will be sent, Received: first,
 	 * CRLF line ends, the empty line that ends it included (when the
@@ -254,6 +273,15 @@ struct filter_ctx {
 	const struct filter_session *sess;
 	struct filter_txn *txn;	/* NULL at connect/helo/auth/close */
 	struct event_base *base;	/* the session's loop; NULL on a pool thread or without a loop */
+	/*
+	 * The loop's DNS context (smtpd/resolver.h), for resolver_query with
+	 * filter_wait_begin: NULL where base is, or when libunbound refused
+	 * the settings (answer temperror).  Valid for the call; a query in
+	 * flight keeps it alive until its callback, so a completion may start
+	 * the next query on the same context.  A may_block filter uses
+	 * resolver_sync(sess->conf, ...) instead.
+	 */
+	struct resolver *resolver;
 	struct filter_state *state;	/* the chain's, for filter_wait_begin */
 	size_t link;		/* the chain's: which filter is called */
 };
@@ -261,6 +289,8 @@ struct filter_ctx {
 struct filter_ops {
 	const char *name;
 	bool may_block;
+	/* dns - its callbacks on the loop query ctx->resolver (the chain sets it for them) */
+	bool dns;
 	/*
 	 * A role's safety filter (policy/: port25, auth-enforce), inline only:
 	 * it runs even where another filter discarded (see filter_run), so a
@@ -311,6 +341,8 @@ const struct filter_ops *filter_lookup(const char *name);
 struct filter_chain *filter_chain_new(const struct conf *conf, char **names, size_t n, char **err_r);
 void filter_chain_free(struct filter_chain *chain);
 bool filter_chain_empty(const struct filter_chain *chain);
+/* filter_chain_dns - true when a filter of the chain has ops->dns: callers set ctx->resolver */
+bool filter_chain_dns(const struct filter_chain *chain);
 /* filter_chain_names - "spf,dkim-verify" for the summary log line (owned by chain). */
 const char *filter_chain_names(const struct filter_chain *chain);
 /*
@@ -406,6 +438,9 @@ void filter_change_from(struct filter_txn *txn, const char *from, const char *pa
 void filter_add_rcpt(struct filter_txn *txn, const char *rcpt, const char *params);
 void filter_delete_rcpt(struct filter_txn *txn, const char *rcpt);
 void filter_auth_result(struct filter_txn *txn, const char *fmt, ...) PRINTF_LIKE(2, 3);
+/* filter_auth_fact - record a result for later filters (see struct filter_auth_fact); scope may be NULL */
+void filter_auth_fact(struct filter_txn *txn, const char *method, const char *result,
+    const char *domain, const char *scope);
 /* filter_prepend_header - FINAL only: a field to put at the top of txn->head (a signature) */
 void filter_prepend_header(struct filter_txn *txn, const char *name, const char *value);
 

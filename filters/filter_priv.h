@@ -31,6 +31,7 @@ struct filter_chain {
 	size_t n;
 	char *names;		/* "a,b,c" */
 	unsigned stages;	/* bit (1 << stage) for each stage some filter works at */
+	bool dns;		/* some filter has ops->dns */
 	unsigned refs;		/* atomic */
 };
 

@@ -46,6 +46,7 @@ struct filter_run_ctx {
 	const struct filter_session *sess;
 	struct filter_txn *txn;
 	const char *arg;
+	struct resolver *resolver;	/* the caller's ctx->resolver */
 	struct workers_loop *wl;
 	filter_done_fn done;
 	void *done_arg;
@@ -107,6 +108,7 @@ struct filter_wait {
 	void *priv;
 	size_t nedits0;		/* edits the copy had before the call */
 	size_t ar0;		/* and results */
+	size_t facts0;
 };
 
 static void filter_wait_free(struct filter_wait *w);
@@ -591,6 +593,12 @@ filter_job_merge(struct filter_wait *w, struct filter_txn *txn)
 	if (c->auth_results.len > w->ar0)
 		buf_append(&txn->auth_results, c->auth_results.data + w->ar0,
 		    c->auth_results.len - w->ar0);
+	if ((n = c->nfacts - w->facts0) > 0) {
+		txn->facts = xreallocarray(txn->facts, txn->nfacts + n, sizeof(*txn->facts));
+		memcpy(&txn->facts[txn->nfacts], &c->facts[w->facts0], n * sizeof(*txn->facts));
+		txn->nfacts += n;
+		c->nfacts = w->facts0;	/* moved, not copied */
+	}
 	if (c->prepend.len > 0)
 		buf_append(&txn->prepend, c->prepend.data, c->prepend.len);
 }
@@ -747,6 +755,7 @@ filter_job_start(struct filter_state *st, size_t i)
 		}
 		w->nedits0 = w->txn.nedits;
 		w->ar0 = w->txn.auth_results.len;
+		w->facts0 = w->txn.nfacts;
 	}
 	w->arg = run->arg != NULL ? xstrdup(run->arg) : NULL;
 	w->priv = st->priv[i];
@@ -893,6 +902,7 @@ filter_call_loop(struct filter_state *st, size_t i, struct filter_reply *r)
 
 	filter_loop_ctx(st, i, &c);
 	c.base = run->wl != NULL ? workers_loop_base(run->wl) : NULL;
+	c.resolver = c.base != NULL ? run->resolver : NULL;
 	v = filter_call(fl, run->stage, &c, run->arg, r);
 	if ((w = st->pending) == NULL)
 		return v == FILTER_PENDING ? (enum filter_verdict)-1 : v;
@@ -1132,6 +1142,7 @@ filter_run(struct filter_state *st, enum filter_stage stage, struct filter_ctx *
 	run->sess = ctx->sess;
 	run->txn = ctx->txn;
 	run->arg = arg;
+	run->resolver = ctx->resolver;
 	if (st->discarded != NULL || (!filter_session_stage(stage) && st->txn_discarded != NULL)) {
 		filter_run_safety(st, res);
 		return FILTER_RUN_DONE;

@@ -604,6 +604,8 @@ session_run_stage(struct session *s, enum filter_stage stage, const char *arg, s
 		next(s, &res);
 		return;
 	}
+	if (filter_chain_dns(s->chain))
+		ctx.resolver = loop_resolver(s->loop, s->conf);
 	if (filter_run(s->fstate, stage, &ctx, arg, &res, loop_workers(s->loop, SERVER_POOL_FILTER), filter_done,
 	    s->loop) == FILTER_RUN_DONE) {
 		next(s, &res);

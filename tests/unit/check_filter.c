@@ -1300,6 +1300,49 @@ START_TEST(test_blocking_thread)
 }
 END_TEST
 
+/* factspy_rcpt - on the pool: sees the facts so far, records one of its own */
+static enum filter_verdict
+factspy_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
+{
+	ck_assert_uint_eq(ctx->txn->nfacts, 1);
+	ck_assert_str_eq(ctx->txn->facts[0].method, "spf");
+	ck_assert_ptr_null(ctx->resolver);	/* a pool thread queries with resolver_sync */
+	filter_auth_fact(ctx->txn, "dkim", "pass", "example.test", "sel1");
+	filter_auth_fact(ctx->txn, "dkim", "fail", "other.test", NULL);
+	return FILTER_CONTINUE;
+}
+
+static const struct filter_ops factspy_ops = {
+	.name = "factspy", .may_block = true, .rcpt = factspy_rcpt,
+};
+
+/* test_blocking_facts - facts recorded on the pool reach the session's transaction, in order */
+START_TEST(test_blocking_facts)
+{
+	struct loopfx lf;
+	struct fx f;
+	struct filter_result res;
+
+	filter_register(&factspy_ops);
+	loop_open(&lf, 1, 4);
+	fx_open(&f, "factspy");
+	filter_auth_fact(&f.txn, "spf", "softfail", "example.test", "mailfrom");
+	ck_assert_int_eq(filter_run(f.st, FILTER_STAGE_RCPT, &f.ctx, "who@x", &res, lf.wl,
+	    on_done, &lf), FILTER_RUN_PENDING);
+	loop_wait(&lf);
+	ck_assert_uint_eq(f.txn.nfacts, 3);
+	ck_assert_str_eq(f.txn.facts[0].result, "softfail");
+	ck_assert_str_eq(f.txn.facts[0].scope, "mailfrom");
+	ck_assert_str_eq(f.txn.facts[1].method, "dkim");
+	ck_assert_str_eq(f.txn.facts[1].domain, "example.test");
+	ck_assert_str_eq(f.txn.facts[1].scope, "sel1");
+	ck_assert_str_eq(f.txn.facts[2].result, "fail");
+	ck_assert_ptr_null(f.txn.facts[2].scope);
+	fx_close(&f);
+	loop_close(&lf);
+}
+END_TEST
+
 START_TEST(test_pool_full_at_start)
 {
 	struct loopfx lf;
@@ -1861,6 +1904,7 @@ START_TEST(test_txn_reset)
 	filter_add_header(&txn, "B", "2");
 	filter_auth_result(&txn, "spf=%s ctl=%c", "pass", '\n');
 	ck_assert_str_eq(txn.auth_results.data, "; spf=pass ctl= ");
+	filter_auth_fact(&txn, "spf", "pass", "b", "mailfrom");
 	filter_txn_reset(&txn);
 	/* everything gone (LSan), the body is the session's and still alive */
 	ck_assert_ptr_null(txn.mail_from);
@@ -1868,6 +1912,8 @@ START_TEST(test_txn_reset)
 	ck_assert_uint_eq(txn.nheaders, 0);
 	ck_assert_uint_eq(txn.nedits, 0);
 	ck_assert_uint_eq(txn.auth_results.len, 0);
+	ck_assert_uint_eq(txn.nfacts, 0);
+	ck_assert_ptr_null(txn.facts);
 	ck_assert_ptr_null(txn.quarantine);
 	ck_assert_ptr_null(txn.body);
 	ck_assert_uint_eq(spool_size(sp), 3);
@@ -2436,6 +2482,7 @@ filter_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_blocking, 0, ARRAY_SIZE(block_cases));
 	tcase_add_test(tc, test_blocking_thread);
+	tcase_add_test(tc, test_blocking_facts);
 	tcase_add_test(tc, test_pool_full_at_start);
 	tcase_add_test(tc, test_pool_full_mid_chain);
 	suite_add_tcase(s, tc);
