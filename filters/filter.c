@@ -567,7 +567,21 @@ filter_delete_rcpt(struct filter_txn *txn, const char *rcpt)
 	filter_edit_new(txn, EDIT_DELETE_RCPT, NULL, rcpt, strlen(rcpt));
 }
 
-/* filter_prepend_header - FINAL: "name: value" for the top of the block (controls but HTAB kept out) */
+/* filter_prepend_fold - at p[i]: CRLF, WSP, then a visible octet before the line ends (a fold) */
+static bool
+filter_prepend_fold(const char *p, size_t len, size_t i)
+{
+	if (i + 2 >= len || p[i] != '\r' || p[i + 1] != '\n' || (p[i + 2] != ' ' && p[i + 2] != '\t'))
+		return false;
+	for (i += 2; i < len && (p[i] == ' ' || p[i] == '\t'); i++)
+		;
+	return i < len && (unsigned char)p[i] > 0x20 && p[i] != 0x7f;
+}
+
+/*
+ * filter_prepend_header - FINAL: "name: value" for the top of the block
+ * (controls but HTAB kept out, except the CRLF of a fold: CRLF WSP text)
+ */
 void
 filter_prepend_header(struct filter_txn *txn, const char *name, const char *value)
 {
@@ -577,7 +591,9 @@ filter_prepend_header(struct filter_txn *txn, const char *name, const char *valu
 	for (; start < txn->prepend.len; start++) {
 		unsigned char c = (unsigned char)txn->prepend.data[start];
 
-		if ((c < 0x20 && c != '\t') || c == 0x7f)
+		if (filter_prepend_fold(txn->prepend.data, txn->prepend.len, start))
+			start += 2;	/* the fold's CRLF and first WSP stay */
+		else if ((c < 0x20 && c != '\t') || c == 0x7f)
 			txn->prepend.data[start] = ' ';
 	}
 	buf_puts(&txn->prepend, "\r\n");

@@ -441,7 +441,11 @@ void filter_auth_result(struct filter_txn *txn, const char *fmt, ...) PRINTF_LIK
 /* filter_auth_fact - record a result for later filters (see struct filter_auth_fact); scope may be NULL */
 void filter_auth_fact(struct filter_txn *txn, const char *method, const char *result,
     const char *domain, const char *scope);
-/* filter_prepend_header - FINAL only: a field to put at the top of txn->head (a signature) */
+/*
+ * filter_prepend_header - FINAL only: a field to put at the top of txn->head
+ * (a signature).  value may be folded ("CRLF WSP text", as libopendkim folds
+ * a signature); every other control but HTAB becomes a space.
+ */
 void filter_prepend_header(struct filter_txn *txn, const char *name, const char *value);
 
 /*

@@ -11,6 +11,10 @@
 #include "filter.h"
 #include "auth_enforce.h"
 #include "port25.h"
+#include "spf.h"
+#include "dkim_verify.h"
+#include "dkim_sign.h"
+#include "dmarc.h"
 #include "builtin.h"
 
 /* filter_builtins_register - register every built-in filter (idempotent) */
@@ -19,6 +23,10 @@ filter_builtins_register(void)
 {
 	filter_register(&port25_ops);
 	filter_register(&auth_enforce_ops);
+	filter_register(&spf_ops);
+	filter_register(&dkim_verify_ops);
+	filter_register(&dkim_sign_ops);
+	filter_register(&dmarc_ops);
 }
 
 /* filter_builtin_refuse - a table reply as a filter's REJECT */

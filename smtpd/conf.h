@@ -151,5 +151,7 @@ const char *conf_section_get(const struct conf_section *s, const char *key);
 const char *conf_role_filter(enum conf_role role);
 /* conf_is_local_domain - case-insensitive match against local_domains. */
 bool conf_is_local_domain(const struct conf *c, const char *domain);
+/* conf_domain_ok - a DNS name of LDH and '_' labels of 1..63 octets, 253 in all, no final dot */
+bool conf_domain_ok(const char *s);
 
 #endif

@@ -34,7 +34,6 @@ bool conf_name_ok(const char *s, const char *extra);
 void conf_strv_push(char ***v, size_t *n, char *s);
 void conf_strv_free(char **v, size_t n);
 void conf_split(const char *value, char ***v_r, size_t *n_r);
-bool conf_domain_ok(const char *s);
 bool conf_parse_hostport(const char *s, enum conf_host mode, char **host_r, char **port_r,
     char **why_r);
 bool conf_set_uint(void *field, const struct conf_key *k, const char *value, char **why_r);

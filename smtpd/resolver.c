@@ -509,9 +509,19 @@ resolver_ldh(unsigned char c)
 	    c == '-';
 }
 
-/* resolver_name - a wire-form name in rdata i from offset off; only LDH and '_' labels */
-bool
-resolver_name(const struct resolver_answer *a, size_t i, size_t off, char *out, size_t size)
+/* resolver_label_ok - an octet of a label: LDH and '_', or (any) every visible one but '.' and '\\' */
+static bool
+resolver_label_ok(unsigned char c, bool any)
+{
+	if (any)
+		return c >= 0x21 && c <= 0x7e && c != '.' && c != '\\';
+	return resolver_ldh(c) || c == '_';
+}
+
+/* resolver_name_chars - a wire-form name in rdata i from offset off, its octets as any says */
+static bool
+resolver_name_chars(const struct resolver_answer *a, size_t i, size_t off, char *out, size_t size,
+    bool any)
 {
 	const unsigned char *p;
 	size_t len, o = 0, k;
@@ -533,7 +543,7 @@ resolver_name(const struct resolver_answer *a, size_t i, size_t off, char *out, 
 			out[o++] = '.';
 		}
 		for (k = 0; k < l; k++, p++) {
-			if (!(resolver_ldh(*p) || *p == '_') || o + 1 >= size)
+			if (!resolver_label_ok(*p, any) || o + 1 >= size)
 				return false;
 			out[o++] = (char)*p;
 		}
@@ -542,6 +552,20 @@ resolver_name(const struct resolver_answer *a, size_t i, size_t off, char *out, 
 		return false;
 	out[o] = '\0';
 	return true;
+}
+
+/* resolver_name - a wire-form name in rdata i from offset off; only LDH and '_' labels */
+bool
+resolver_name(const struct resolver_answer *a, size_t i, size_t off, char *out, size_t size)
+{
+	return resolver_name_chars(a, i, off, out, size, false);
+}
+
+/* resolver_name_any - the same, any visible octet but '.' and '\\' in a label */
+bool
+resolver_name_any(const struct resolver_answer *a, size_t i, size_t off, char *out, size_t size)
+{
+	return resolver_name_chars(a, i, off, out, size, true);
 }
 
 /* resolver_txt - a TXT rdata's character-strings joined */

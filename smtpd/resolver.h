@@ -119,6 +119,12 @@ void resolver_sync_thread_end(void);
 /* Reading answers */
 /* resolver_name - rdata i of a PTR/MX(+2)/CNAME answer as a dotted name, no final dot */
 bool resolver_name(const struct resolver_answer *a, size_t i, size_t off, char *out, size_t size);
+/*
+ * resolver_name_any - the same for names that need not be host names (an
+ * SPF domain-spec may hold any visible octet but '%'): a label with '.',
+ * '\\' or an octet outside 0x21..0x7e is refused
+ */
+bool resolver_name_any(const struct resolver_answer *a, size_t i, size_t off, char *out, size_t size);
 /* resolver_txt - rdata i of a TXT answer, its strings joined; false if it does not fit */
 bool resolver_txt(const struct resolver_answer *a, size_t i, char *out, size_t size);
 /* resolver_reverse_name - "4.3.2.1.in-addr.arpa" / nibbles ".ip6.arpa" for sa */

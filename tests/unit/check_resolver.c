@@ -2,12 +2,11 @@
  * check_resolver.c - unit tests for the resolver (smtpd/resolver.c) and the
  * client's FCrDNS name (smtpd/rdns.c) against a real unbound.
  *
- * main() starts unbound (/usr/sbin/unbound, or $UNBOUND) on 127.0.0.1 on a
- * free port with local-data test zones (see ../shared/recipes/unbound-zones.md
- * for the failure names: drop.test is silently dropped, so a query times
- * out; servfail.test forwards to an address unbound will not query, so it
- * answers SERVFAIL), runs the suite, and kills it by its PID.  No mock: the
- * answers come over UDP from a DNS server.
+ * main() starts unbound (tests/unit/dnstest.c) on 127.0.0.1 on a free port
+ * with local-data test zones and the failure names: drop.test is silently
+ * dropped, so a query times out; servfail.test answers SERVFAIL.  It runs
+ * the suite, and kills unbound by its PID.  No mock: the answers come over
+ * UDP from a DNS server.
  */
 #include "config.h"
 
@@ -16,12 +15,10 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,56 +30,32 @@
 #include "resolver.h"
 #include "util.h"
 #include "unit.h"
+#include "dnstest.h"
 
-static char dns_dir[] = "/tmp/check_resolver.XXXXXX";
-static unsigned dns_port;
-static pid_t dns_pid = -1;
-static char dns_servers[64];
+static struct dnstest dns;
+static char *dns_dir = dns.dir;
+static char *dns_servers = dns.servers;
 
-/* free_port - a port nothing listens on now (UDP and TCP) */
-static unsigned
-free_port(void)
+/* The test zones: data, the stalled names, the SERVFAIL name */
+static char dns_data[2048];
+
+static const struct dnstest_zones dns_zones = {
+	.data = dns_data,
+	.stall = "drop.test 3.0.192.in-addr.arpa",
+	.servfail = "servfail.test",
+};
+
+/* dns_write_data - the zones' local-data (a TXT of two strings: 255 + 45 octets) */
+static void
+dns_write_data(void)
 {
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_DGRAM, 0), tfd;
-	unsigned port;
-
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&sin, &len) != 0)
-		return 0;
-	port = ntohs(sin.sin_port);
-	close(fd);
-	tfd = socket(AF_INET, SOCK_STREAM, 0);
-	if (tfd < 0 || bind(tfd, (struct sockaddr *)&sin, sizeof(sin)) != 0)
-		port = 0;
-	if (tfd >= 0)
-		close(tfd);
-	return port;
-}
-
-/* dns_write_conf - the test zones */
-static bool
-dns_write_conf(const char *path)
-{
-	FILE *f = fopen(path, "w");
 	char a[256], b[46];
 
-	if (f == NULL)
-		return false;
 	memset(a, 'a', 255);
 	a[255] = '\0';
 	memset(b, 'b', 45);
 	b[45] = '\0';
-	fprintf(f,
-	    "server:\n"
-	    "  interface: 127.0.0.1\n  port: %u\n  do-ip6: no\n  do-daemonize: no\n"
-	    "  username: \"\"\n  chroot: \"\"\n  directory: \"%s\"\n  pidfile: \"%s/unbound.pid\"\n"
-	    "  use-syslog: no\n  logfile: \"%s/unbound.log\"\n  verbosity: 1\n"
-	    "  access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n"
+	snprintf(dns_data, sizeof(dns_data),
 	    "  local-zone: \".\" refuse\n"
 	    "  local-zone: \"example.test.\" static\n"
 	    "  local-data: \"example.test. 300 IN A 192.0.2.10\"\n"
@@ -97,80 +70,14 @@ dns_write_conf(const char *path)
 	    "  local-data-ptr: \"192.0.2.26 liar.example.test.\"\n"
 	    "  local-data: \"27.2.0.192.in-addr.arpa. 300 IN PTR a.drop.test.\"\n"
 	    "  local-zone: \"8.b.d.0.1.0.0.2.ip6.arpa.\" static\n"
-	    "  local-data-ptr: \"2001:db8::25 v6.example.test.\"\n"
-	    "  local-zone: \"servfail.test.\" transparent\n"
-	    "  local-zone: \"drop.test.\" deny\n"
-	    "  local-zone: \"3.0.192.in-addr.arpa.\" deny\n"
-	    "forward-zone:\n  name: \"servfail.test.\"\n  forward-addr: ::1@53\n",
-	    dns_port, dns_dir, dns_dir, dns_dir, a, b);
-	return fclose(f) == 0;
+	    "  local-data-ptr: \"2001:db8::25 v6.example.test.\"\n", a, b);
 }
 
-/* dns_ready - unbound logged its start */
-static bool
-dns_ready(void)
+/* free_port - a port nothing listens on now */
+static unsigned
+free_port(void)
 {
-	char path[128], line[512];
-	FILE *f;
-	bool ok = false;
-
-	snprintf(path, sizeof(path), "%s/unbound.log", dns_dir);
-	if ((f = fopen(path, "r")) == NULL)
-		return false;
-	while (!ok && fgets(line, sizeof(line), f))
-		ok = strstr(line, "start of service") != NULL;
-	fclose(f);
-	return ok;
-}
-
-/* dns_start - unbound on a free port; false if it would not start */
-static bool
-dns_start(void)
-{
-	const char *bin = getenv("UNBOUND") ? getenv("UNBOUND") : "/usr/sbin/unbound";
-	char conf[128];
-	int tries, i;
-
-	if (mkdtemp(dns_dir) == NULL)
-		return false;
-	snprintf(conf, sizeof(conf), "%s/unbound.conf", dns_dir);
-	for (tries = 0; tries < 5; tries++) {
-		if ((dns_port = free_port()) == 0 || !dns_write_conf(conf))
-			continue;
-		if ((dns_pid = fork()) == 0) {
-			execl(bin, bin, "-d", "-c", conf, (char *)NULL);
-			_exit(127);
-		}
-		for (i = 0; i < 100 && !dns_ready(); i++) {
-			struct timespec ts = { 0, 50 * 1000 * 1000 };
-
-			if (waitpid(dns_pid, NULL, WNOHANG) == dns_pid)
-				break;
-			nanosleep(&ts, NULL);
-		}
-		if (dns_ready()) {
-			snprintf(dns_servers, sizeof(dns_servers), "127.0.0.1@%u", dns_port);
-			return true;
-		}
-		kill(dns_pid, SIGTERM);
-		waitpid(dns_pid, NULL, 0);
-		dns_pid = -1;
-	}
-	return false;
-}
-
-static void
-dns_stop(void)
-{
-	char cmd[160];
-
-	if (dns_pid > 0) {
-		kill(dns_pid, SIGTERM);
-		waitpid(dns_pid, NULL, 0);
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dns_dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "check_resolver: could not remove %s\n", dns_dir);
+	return dnstest_free_port();
 }
 
 /* ---- a loop and what the callbacks saw ---- */
@@ -634,11 +541,13 @@ main(void)
 {
 	int rc;
 
-	if (!dns_start()) {
+	dns_write_data();
+	if (!dnstest_start(&dns, &dns_zones)) {
 		fprintf(stderr, "check_resolver: unbound would not start (see %s)\n", dns_dir);
+		dnstest_stop(&dns);
 		return EXIT_FAILURE;
 	}
 	rc = unit_run(resolver_suite());
-	dns_stop();
+	dnstest_stop(&dns);
 	return rc;
 }
