@@ -8,6 +8,12 @@
  * (names collide between scenarios), and every test goes through
  * spf_check(), the function the filter calls.  It prints
  * "rfc7208: N/203 passed" and the failures, and fails under 195.
+ *
+ * With SPF_SUITE_RESULTS naming a file, test_rfc7208 also writes there one
+ * line per suite test, "SCENARIO<TAB>TEST<TAB>RESULT" (the scenario's
+ * description, the test's name, the result word spf_check gave: pass fail
+ * softfail neutral none temperror permerror), for
+ * tests/integration/test_spf_pyspf.py to compare with pyspf's.
  */
 #include "config.h"
 
@@ -72,6 +78,8 @@ struct suite_run {
 	bool dns_up;
 	int total, passed;
 	struct buf failures;
+	char scenario[512];		/* its description */
+	FILE *results;			/* $SPF_SUITE_RESULTS, or NULL */
 };
 
 /* suite_dns - the scenario's server, started at its first test */
@@ -117,6 +125,8 @@ suite_test(struct suite_run *sr, char **f)
 	req.mail_from = f[4];
 	spf_check(&req, &out);
 	got = spf_result_name(out.result);
+	if (sr->results != NULL)
+		fprintf(sr->results, "%s\t%s\t%s\n", sr->scenario, f[1], got);
 	snprintf(results, sizeof(results), ",%s,", f[5]);
 	{
 		char want[32];
@@ -182,6 +192,9 @@ START_TEST(test_rfc7208)
 	ck_assert_msg(access(path, R_OK) == 0, "rfc7208: no suite at %s", path);
 	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 '%s/tests/unit/spf_suite.py' '%s'", srcdir,
 	    path);
+	if (getenv("SPF_SUITE_RESULTS") != NULL)
+		ck_assert_msg((sr.results = fopen(getenv("SPF_SUITE_RESULTS"), "w")) != NULL,
+		    "rfc7208: cannot write %s", getenv("SPF_SUITE_RESULTS"));
 	ck_assert_ptr_nonnull(p = popen(cmd, "r"));
 	while (fgets(line, sizeof(line), p) != NULL) {
 		n = split(line, f, 8);
@@ -189,15 +202,19 @@ START_TEST(test_rfc7208)
 			buf_printf(&sr.data, "  %s\n", f[1]);
 		else if (strcmp(f[0], "servfail") == 0 && n == 2)
 			buf_printf(&sr.servfail, "%s ", f[1]);
-		else if (strcmp(f[0], "scenario") == 0)
+		else if (strcmp(f[0], "scenario") == 0) {
 			buf_puts(&sr.data, "  local-zone: \".\" static\n");
-		else if (strcmp(f[0], "test") == 0 && n == 7) {
+			snprintf(sr.scenario, sizeof(sr.scenario), "%s", n == 2 ? f[1] : "");
+		} else if (strcmp(f[0], "test") == 0 && n == 7) {
 			ck_assert(suite_dns(&sr));
 			suite_test(&sr, f);
 		} else if (strcmp(f[0], "end") == 0)
 			suite_end(&sr);
 	}
 	ck_assert_int_eq(pclose(p), 0);
+	if (sr.results != NULL)
+		ck_assert_msg(fclose(sr.results) == 0, "rfc7208: cannot write %s",
+		    getenv("SPF_SUITE_RESULTS"));
 	printf("rfc7208: %d/%d passed\n", sr.passed, sr.total);
 	if (sr.failures.len > 0)
 		printf("rfc7208 failures:\n%.*s", (int)sr.failures.len, sr.failures.data);
