@@ -7,12 +7,13 @@
 # Idempotent and non-interactive, as root or through sudo; never starts a system
 # service (policy-rc.d blocks that while we install, the tests run their own
 # private instances).  unbound (the server) is a build package: make check
-# runs the resolver's unit tests against a private one.
+# runs the resolver's unit tests against a private one, ldnsutils signs their
+# DNSSEC test zone, and python3-yaml reads the RFC 7208 suite.
 set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config
  libevent-dev libssl-dev libinih-dev check libsubunit-dev libcrypt-dev liburing-dev
- libunbound-dev unbound clang libclang-rt-dev
+ libunbound-dev unbound ldnsutils clang libclang-rt-dev
  libspf2-dev libopendkim-dev libopendmarc-dev publicsuffix python3-yaml"
 RUN_PKGS="swaks python3"
 TEST_PKGS="postfix dovecot-core dovecot-lmtpd libnet-ssleay-perl libauthen-sasl-perl msmtp

@@ -107,8 +107,9 @@ void resolver_cancel(struct resolver_query *q);
  * (built at its first call, rebuilt when they change, freed when the thread
  * exits): ub_resolve on one
  * shared context would serialize the threads on its locks and could not be
- * bounded.  *ub_r is libunbound's result (free with resolver_sync_free),
- * NULL unless status is OK or NODATA/NXDOMAIN; answer points into it.
+ * bounded.  *ub_r is libunbound's result whenever it answered (free with
+ * resolver_sync_free), a SERVFAIL or bogus one too; NULL on a timeout or a
+ * libunbound error.  answer (its records and why) points into it.
  */
 enum resolver_status resolver_sync(const struct conf *conf, const char *name, int rrtype,
     struct resolver_answer *a, struct ub_result **ub_r);

@@ -6,7 +6,8 @@
  * with local-data test zones and the failure names: drop.test is silently
  * dropped, so a query times out; servfail.test answers SERVFAIL.  It runs
  * the suite, and kills unbound by its PID.  No mock: the answers come over
- * UDP from a DNS server.
+ * UDP from a DNS server.  A second unbound serves signed.example, a zone
+ * signed at start-up with ldnsutils, for the DNSSEC tests (see dnssec_setup).
  */
 #include "config.h"
 
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,8 +86,9 @@ free_port(void)
 
 struct got {
 	int calls;
-	struct resolver_answer a;	/* status, rcode, count only */
+	struct resolver_answer a;	/* status, rcode, count, secure, bogus only */
 	char first[600];		/* rdata 0 decoded: name, TXT or address */
+	char why[512];			/* a.why copied ("" without), valid after the call */
 	int rrtype;
 };
 
@@ -139,6 +142,8 @@ got_cb(void *arg, const struct resolver_answer *a)
 	g->a = *a;
 	g->a.data = NULL;
 	g->a.len = NULL;
+	str_copy(g->why, a->why ? a->why : "", sizeof(g->why));
+	g->a.why = NULL;
 	g->first[0] = '\0';
 	if (a->status != RESOLVER_OK)
 		return;
@@ -497,6 +502,201 @@ START_TEST(test_check)
 }
 END_TEST
 
+/* ---- DNSSEC: a zone signed at test time, served by a second unbound ---- */
+
+/*
+ * dnssec_setup (from main) makes signed.example in dns_dir with ldnsutils:
+ * one ECDSA P-256 key (ldns-keygen; its DS is the trust anchor), the zone
+ * signed by ldns-signzone, then forged.signed.example's TXT changed in the
+ * signed file (its RRSIG no longer matches: a bogus answer).  A second
+ * unbound serves that file as an auth-zone, authoritatively; the resolver
+ * forwards to it and validates.  Whatever failed is kept in dnssec_err:
+ * the DNSSEC tests fail with it (ldnsutils missing, unbound refusing the zone).
+ */
+#define DNSSEC_ZONE "signed.example"
+
+static struct dnstest sdns;
+static char dnssec_anchor[256];
+static char dnssec_err[1024];
+static char dnssec_data[512];
+
+static const char dnssec_zone[] =
+    "$ORIGIN " DNSSEC_ZONE ".\n"
+    "$TTL 300\n"
+    "@ IN SOA ns host 1 3600 600 86400 300\n"
+    "@ IN NS ns\n"
+    "ns IN A 127.0.0.1\n"
+    "good IN A 192.0.2.1\n"
+    "forged IN TXT \"as signed\"\n";
+
+/* dnssec_forge - the signed file at path with forged.signed.example's TXT changed */
+static bool
+dnssec_forge(const char *path)
+{
+	static char buf[16384], out[16384 + 16];
+	FILE *f = fopen(path, "r");
+	size_t n;
+	char *p;
+
+	if (f == NULL)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	if (n == sizeof(buf) - 1 || (p = strstr(buf, "\"as signed\"")) == NULL)
+		return false;
+	snprintf(out, sizeof(out), "%.*s\"forged\"%s", (int)(p - buf), buf,
+	    p + strlen("\"as signed\""));
+	if ((f = fopen(path, "w")) == NULL)
+		return false;
+	fputs(out, f);
+	return fclose(f) == 0;
+}
+
+/* dnssec_setup - key, signed zone, forged record, the authority: false + dnssec_err */
+static bool
+dnssec_setup(void)
+{
+	char path[256], cmd[512], key[128] = "", out[512] = "";
+	/* no stall/servfail names: their server: lines would land in the auth-zone: clause */
+	const struct dnstest_zones z = { .data = dnssec_data };
+	FILE *f;
+	size_t n;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/" DNSSEC_ZONE ".zone", dns_dir);
+	if ((f = fopen(path, "w")) == NULL || fputs(dnssec_zone, f) < 0 || fclose(f) != 0) {
+		snprintf(dnssec_err, sizeof(dnssec_err), "cannot write %s", path);
+		return false;
+	}
+	/* prints the key files' base name, "Ksigned.example.+013+NNNNN" */
+	snprintf(cmd, sizeof(cmd), "cd '%s' && ldns-keygen -a ECDSAP256SHA256 -k " DNSSEC_ZONE
+	    " 2>&1", dns_dir);
+	if ((f = popen(cmd, "r")) == NULL) {
+		snprintf(dnssec_err, sizeof(dnssec_err), "cannot run ldns-keygen");
+		return false;
+	}
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	rc = pclose(f);
+	if (rc != 0 || sscanf(out, "%127s", key) != 1 ||
+	    strncmp(key, "K" DNSSEC_ZONE ".+", strlen("K" DNSSEC_ZONE ".+")) != 0) {
+		snprintf(dnssec_err, sizeof(dnssec_err), "ldns-keygen failed (exit %d): %s"
+		    "(the DNSSEC tests need ldnsutils: scripts/install-deps.sh installs it)",
+		    WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out);
+		return false;
+	}
+	snprintf(cmd, sizeof(cmd), "cd '%s' && ldns-signzone -f signed.zone " DNSSEC_ZONE
+	    ".zone '%s'", dns_dir, key);
+	if ((rc = system(cmd)) != 0) {
+		snprintf(dnssec_err, sizeof(dnssec_err), "ldns-signzone failed (exit %d)",
+		    WIFEXITED(rc) ? WEXITSTATUS(rc) : -1);
+		return false;
+	}
+	snprintf(path, sizeof(path), "%s/signed.zone", dns_dir);
+	if (!dnssec_forge(path)) {
+		snprintf(dnssec_err, sizeof(dnssec_err), "%s: no \"as signed\" TXT to forge", path);
+		return false;
+	}
+	snprintf(dnssec_anchor, sizeof(dnssec_anchor), "%s/%s.ds", dns_dir, key);
+	snprintf(dnssec_data, sizeof(dnssec_data),
+	    "auth-zone:\n  name: \"" DNSSEC_ZONE ".\"\n  zonefile: \"%s\"\n"
+	    "  for-downstream: yes\n  for-upstream: yes\n", path);
+	if (!dnstest_start(&sdns, &z)) {
+		snprintf(dnssec_err, sizeof(dnssec_err), "unbound would not serve %s (see %s)",
+		    path, sdns.dir);
+		return false;
+	}
+	return true;
+}
+
+static const struct {
+	const char *name;
+	int rrtype;
+	bool anchor;		/* resolver_trust_anchor: the zone's DS */
+	enum resolver_status status;
+	bool secure, bogus;
+	const char *first;
+} dnssec_cases[] = {
+	{ "good.signed.example", RESOLVER_A, true, RESOLVER_OK, true, false, "192.0.2.1" },
+	/* denials, proven by the zone's NSEC records */
+	{ "nope.signed.example", RESOLVER_A, true, RESOLVER_NXDOMAIN, true, false, "" },
+	{ "good.signed.example", RESOLVER_TXT, true, RESOLVER_NODATA, true, false, "" },
+	/* changed after signing */
+	{ "forged.signed.example", RESOLVER_TXT, true, RESOLVER_SERVFAIL, false, true, "" },
+	/* without the anchor: nothing is validated, the forgery goes through */
+	{ "good.signed.example", RESOLVER_A, false, RESOLVER_OK, false, false, "192.0.2.1" },
+	{ "forged.signed.example", RESOLVER_TXT, false, RESOLVER_OK, false, false, "forged" },
+};
+
+/* dnssec_conf - test_conf on the authority, with the zone's DS as trust anchor or none */
+static void
+dnssec_conf(bool anchor)
+{
+	ck_assert_msg(dnssec_err[0] == '\0', "DNSSEC set-up: %s", dnssec_err);
+	setup();
+	test_conf.resolver = sdns.servers;
+	test_conf.resolver_timeout = 3;
+	test_conf.resolver_trust_anchor = anchor ? dnssec_anchor : NULL;
+}
+
+/* dnssec_check - an answer as dnssec_cases[i] says, why set exactly when bogus */
+static void
+dnssec_check(int i, const struct resolver_answer *a, const char *first, const char *why)
+{
+	ck_assert_msg(a->status == dnssec_cases[i].status, "%s: %s (%s)", dnssec_cases[i].name,
+	    resolver_status_name(a->status), why ? why : "");
+	ck_assert_msg(a->secure == dnssec_cases[i].secure, "%s: secure %d", dnssec_cases[i].name,
+	    a->secure);
+	ck_assert_msg(a->bogus == dnssec_cases[i].bogus, "%s: bogus %d", dnssec_cases[i].name,
+	    a->bogus);
+	ck_assert_str_eq(first, dnssec_cases[i].first);
+	if (dnssec_cases[i].bogus)
+		ck_assert_msg(why != NULL && strstr(why, dnssec_cases[i].name) != NULL,
+		    "why: %s", why ? why : "(none)");
+	else
+		ck_assert_msg(why == NULL || why[0] == '\0', "why: %s", why);
+}
+
+/* test_dnssec - validated, proven absent and bogus answers on a loop */
+START_TEST(test_dnssec)
+{
+	struct got g;
+	struct resolver *res;
+	char *e = NULL;
+
+	dnssec_conf(dnssec_cases[_i].anchor);
+	res = resolver_new(base, &test_conf, &e);
+	ck_assert_msg(res != NULL, "%s", e ? e : "");
+	ask(res, dnssec_cases[_i].name, dnssec_cases[_i].rrtype, &g);
+	run_until(&g.calls, 1, 5000);
+	ck_assert_int_eq(g.calls, 1);
+	dnssec_check(_i, &g.a, g.first, g.why);
+	res_done(res);
+}
+END_TEST
+
+/* test_dnssec_sync - the same on the blocking path (and -t accepts the anchor) */
+START_TEST(test_dnssec_sync)
+{
+	struct resolver_answer a;
+	struct ub_result *ub;
+	char first[600] = "", *err = NULL;
+
+	dnssec_conf(dnssec_cases[_i].anchor);
+	ck_assert_msg(resolver_check(&test_conf, &err), "%s", err ? err : "");
+	resolver_sync(&test_conf, dnssec_cases[_i].name, dnssec_cases[_i].rrtype, &a, &ub);
+	if (a.status == RESOLVER_OK && dnssec_cases[_i].rrtype == RESOLVER_TXT)
+		ck_assert(resolver_txt(&a, 0, first, sizeof(first)));
+	else if (a.status == RESOLVER_OK)
+		ck_assert_ptr_nonnull(inet_ntop(AF_INET, a.data[0], first, sizeof(first)));
+	dnssec_check(_i, &a, first, a.why);
+	resolver_sync_free(ub);
+	resolver_sync_thread_end();
+	teardown();
+}
+END_TEST
+
 /* test_reverse_name - the PTR names of addresses */
 START_TEST(test_reverse_name)
 {
@@ -531,6 +731,9 @@ resolver_suite(void)
 	tcase_add_test(tc, test_rdns_cancel);
 	tcase_add_test(tc, test_sync);
 	tcase_add_test(tc, test_check);
+	tcase_add_loop_test(tc, test_dnssec, 0, sizeof(dnssec_cases) / sizeof(dnssec_cases[0]));
+	tcase_add_loop_test(tc, test_dnssec_sync, 0,
+	    sizeof(dnssec_cases) / sizeof(dnssec_cases[0]));
 	tcase_add_test(tc, test_reverse_name);
 	suite_add_tcase(s, tc);
 	return s;
@@ -547,7 +750,11 @@ main(void)
 		dnstest_stop(&dns);
 		return EXIT_FAILURE;
 	}
+	/* a failure here fails the DNSSEC tests, with its reason */
+	if (!dnssec_setup())
+		fprintf(stderr, "check_resolver: DNSSEC set-up: %s\n", dnssec_err);
 	rc = unit_run(resolver_suite());
+	dnstest_stop(&sdns);
 	dnstest_stop(&dns);
 	return rc;
 }
