@@ -27,6 +27,18 @@
  * libopendkim failure while signing answers 451 4.3.0 (as OpenDKIM's
  * On-InternalError default): the client retries, nothing goes out
  * unsigned by accident.
+ *
+ * Cost: libopendkim takes the key as text and parses it for every
+ * signature (dkim_privkey_load, PEM_read_bio_PrivateKey).  OpenSSL 3.0
+ * builds a decoder chain for each such call, which here costs more than an
+ * RSA-2048 signature.  For RSA keys the filter therefore has libopendkim
+ * load the key itself (its public dkim_privkey_load) with a provider-less
+ * library context as the thread's default for that one call, so OpenSSL
+ * finds no decoder and reads the PEM with its own ASN.1 code (the legacy
+ * path, as OpenSSL 1.1 did); the signing that follows runs in the usual
+ * context.  configure() checks, per key, that this path gives back the same
+ * key, else that key is parsed the usual way.  Ed25519 keys always are: that
+ * path needs SHA-512 from a provider to derive the public half.
  */
 #include "config.h"
 
@@ -39,8 +51,10 @@
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/provider.h>
 
 #include <opendkim/dkim.h>
 
@@ -84,6 +98,7 @@ struct dkim_sign_key {
 	const char *a;		/* "rsa-sha256", "ed25519-sha256" */
 	int bits;
 	size_t order;		/* as configured: a domain's keys sign in this order */
+	bool plain;		/* RSA, parses under dkim_sign.plain (see dkim_sign_privkey) */
 };
 
 struct dkim_sign {
@@ -93,6 +108,8 @@ struct dkim_sign {
 	dkim_canon_t hcanon, bcanon;
 	bool unauthenticated;	/* sign sessions without a login */
 	bool hooks;		/* our allocator under libopendkim (the Ed25519 leak) */
+	OSSL_LIB_CTX *plain;	/* no providers but "null": OpenSSL's legacy key parsing */
+	OSSL_PROVIDER *nullprov;	/* loaded into plain, so that "default" is not */
 };
 
 /*
@@ -212,6 +229,9 @@ dkim_sign_destroy(void *inst)
 	free(ds->keys);
 	if (ds->lib != NULL)
 		dkim_close(ds->lib);
+	if (ds->nullprov != NULL)
+		OSSL_PROVIDER_unload(ds->nullprov);
+	OSSL_LIB_CTX_free(ds->plain);
 	free(ds);
 }
 
@@ -274,9 +294,36 @@ dkim_sign_pem(EVP_PKEY *pkey, size_t *len_r)
 	return data;
 }
 
+/*
+ * dkim_sign_plain_ok - does k->data, read as libopendkim reads it but with
+ * plain as the thread's default library context, give back pkey?
+ */
+static bool
+dkim_sign_plain_ok(OSSL_LIB_CTX *plain, const struct dkim_sign_key *k, EVP_PKEY *pkey)
+{
+	OSSL_LIB_CTX *prev;
+	EVP_PKEY *got = NULL;
+	BIO *in;
+	bool ok;
+
+	if (plain == NULL || (in = BIO_new_mem_buf(k->data, (int)k->datalen)) == NULL)
+		return false;
+	ERR_set_mark();
+	prev = OSSL_LIB_CTX_set0_default(plain);
+	if (prev != NULL) {
+		got = PEM_read_bio_PrivateKey(in, NULL, dkim_sign_nopass, NULL);
+		OSSL_LIB_CTX_set0_default(prev);
+	}
+	ERR_pop_to_mark();
+	BIO_free(in);
+	ok = got != NULL && EVP_PKEY_get_base_id(got) == EVP_PKEY_RSA && EVP_PKEY_eq(got, pkey) == 1;
+	EVP_PKEY_free(got);
+	return ok;
+}
+
 /* dkim_sign_key_load - read k->path, learn its type and size, keep it as PEM; false + *err_r */
 static bool
-dkim_sign_key_load(struct dkim_sign_key *k, char **err_r)
+dkim_sign_key_load(struct dkim_sign_key *k, OSSL_LIB_CTX *plain, char **err_r)
 {
 	EVP_PKEY *pkey = NULL;
 	BIO *in;
@@ -312,11 +359,13 @@ dkim_sign_key_load(struct dkim_sign_key *k, char **err_r)
 		return false;
 	}
 	k->data = dkim_sign_pem(pkey, &k->datalen);
-	EVP_PKEY_free(pkey);
 	if (k->data == NULL) {
+		EVP_PKEY_free(pkey);
 		*err_r = xasprintf("key file %s: cannot encode the key", k->path);
 		return false;
 	}
+	k->plain = k->alg == DKIM_SIGN_RSASHA256 && dkim_sign_plain_ok(plain, k, pkey);
+	EVP_PKEY_free(pkey);
 	return true;
 }
 
@@ -380,7 +429,7 @@ dkim_sign_add_key(struct dkim_sign *ds, const char *domain, const char *selector
 	k->selector = xstrdup(selector);
 	k->path = xstrdup(path);
 	k->order = ds->nkeys;
-	if (!dkim_sign_key_load(k, err_r)) {
+	if (!dkim_sign_key_load(k, ds->plain, err_r)) {
 		char *e = *err_r;
 
 		*err_r = xasprintf("%s: %s", where, e);
@@ -657,6 +706,14 @@ dkim_sign_configure(const struct conf *conf, const struct conf_section *sec, cha
 		*err_r = xstrdup("libopendkim: cannot set the over-signed fields");
 		goto fail;
 	}
+	/* without it every key is parsed the usual way: slower, not wrong */
+	ERR_set_mark();
+	if ((ds->plain = OSSL_LIB_CTX_new()) != NULL &&
+	    (ds->nullprov = OSSL_PROVIDER_load(ds->plain, "null")) == NULL) {
+		OSSL_LIB_CTX_free(ds->plain);
+		ds->plain = NULL;
+	}
+	ERR_pop_to_mark();
 	for (i = 0; sec != NULL && i < sec->nkv; i++)
 		if (!dkim_sign_option(ds, &sec->kv[i], &headers, err_r))
 			goto fail;
@@ -870,6 +927,32 @@ dkim_sign_feed(struct dkim_sign_job *j, const struct filter_txn *txn)
 	return ok;
 }
 
+/*
+ * dkim_sign_privkey - libopendkim parses the key of handle h now (it would
+ * at dkim_eom otherwise); for a plain key with ds->plain as this thread's
+ * default library context, restored at once: OpenSSL's ASN.1 code instead
+ * of a decoder chain built for the call.  The errors of the decoder lookup
+ * that finds nothing there are dropped.
+ */
+static DKIM_STAT
+dkim_sign_privkey(const struct dkim_sign *ds, const struct dkim_sign_key *k, DKIM *h)
+{
+	OSSL_LIB_CTX *prev;
+	DKIM_STAT st;
+
+	if (!k->plain)
+		return dkim_privkey_load(h);
+	ERR_set_mark();
+	if ((prev = OSSL_LIB_CTX_set0_default(ds->plain)) == NULL) {
+		ERR_pop_to_mark();
+		return dkim_privkey_load(h);
+	}
+	st = dkim_privkey_load(h);
+	OSSL_LIB_CTX_set0_default(prev);
+	ERR_pop_to_mark();
+	return st;
+}
+
 /* dkim_sign_message - one signature per key of j; prepended only when all succeed */
 static bool
 dkim_sign_message(const struct dkim_sign *ds, struct dkim_sign_job *j, struct filter_txn *txn,
@@ -886,7 +969,8 @@ dkim_sign_message(const struct dkim_sign *ds, struct dkim_sign_job *j, struct fi
 		    (dkim_sigkey_t)j->k[i]->data, (const unsigned char *)j->k[i]->selector,
 		    (const unsigned char *)j->k[i]->domain, ds->hcanon, ds->bcanon, j->k[i]->alg,
 		    -1, &st);
-		ok = dkim_sign_check(j, i, j->h[i] != NULL ? st : DKIM_STAT_NORESOURCE, "sign");
+		ok = dkim_sign_check(j, i, j->h[i] != NULL ? st : DKIM_STAT_NORESOURCE, "sign") &&
+		    dkim_sign_check(j, i, dkim_sign_privkey(ds, j->k[i], j->h[i]), "key");
 		/*
 		 * libopendkim folds the signature twice, without b= (what it
 		 * hashes) and with it (what it returns), and for Ed25519 the

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -586,6 +587,43 @@ START_TEST(test_unauthenticated_yes)
 }
 END_TEST
 
+/*
+ * RSA keys are parsed with a provider-less library context as the thread's
+ * default (dkim_sign_privkey): after final() the caller's default is back,
+ * the global one or one it had set, and no error is left in OpenSSL's queue
+ */
+START_TEST(test_openssl_context)
+{
+	const char *pairs[] = { "keys", "example.test:rsa:$D/rsa.pem example.test:ed:$D/ed.pem",
+	    NULL };
+	OSSL_LIB_CTX *mine = _i == 1 ? OSSL_LIB_CTX_new() : NULL, *prev = NULL, *now;
+	struct verdict vr;
+	struct msg m;
+	struct buf out;
+	char *err;
+	void *inst = configure(pairs, &err);
+
+	ck_assert_msg(inst != NULL, "configure: %s", err);
+	ck_assert_uint_eq(ERR_peek_error(), 0);
+	if (mine != NULL)
+		prev = OSSL_LIB_CTX_set0_default(mine);
+	msg_make(&m, FIELDS, BODY, "alice@example.test", 1 << 20);
+	ck_assert_int_eq(run_final(inst, &m, &out), FILTER_CONTINUE);
+	ck_assert_uint_eq(ERR_peek_error(), 0);
+	now = OSSL_LIB_CTX_set0_default(NULL);	/* NULL: only tells */
+	ck_assert_ptr_eq(now, mine != NULL ? mine : OSSL_LIB_CTX_get0_global_default());
+	if (mine != NULL) {
+		OSSL_LIB_CTX_set0_default(prev);
+		OSSL_LIB_CTX_free(mine);
+	}
+	verify(out.data, out.len, &vr);
+	ck_assert_int_eq(vr.npass, 2);
+	buf_free(&out);
+	msg_free(&m);
+	dkim_sign_ops.destroy(inst);
+}
+END_TEST
+
 /* h=: From over-signed, Received never in the default, a configured list with From added */
 START_TEST(test_headers)
 {
@@ -802,6 +840,7 @@ dkim_sign_suite(void)
 	tcase_add_loop_test(tc, test_tamper_fails, 0, (int)ARRAY_SIZE(tamper_cases));
 	tcase_add_loop_test(tc, test_skip, 0, (int)ARRAY_SIZE(skip_cases));
 	tcase_add_test(tc, test_unauthenticated_yes);
+	tcase_add_loop_test(tc, test_openssl_context, 0, 2);
 	tcase_add_test(tc, test_headers);
 	tcase_add_test(tc, test_expire);
 	tcase_add_test(tc, test_bodies);
