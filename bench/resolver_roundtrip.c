@@ -1,11 +1,17 @@
 /*
  * resolver_roundtrip.c - what one cached DNS answer costs through
- * libunbound, the way smtpd/resolver.c asks (bench/resolver_roundtrip.sh).
+ * libunbound, the ways smtpd/resolver.c asks and asked (bench/resolver_roundtrip.sh).
  *
  *   async   ub_resolve_async on a context in thread mode (ub_ctx_async 1):
- *           the loop's path, and resolver_sync's (which polls ub_fd);
- *           every answer, cached or not, crosses libunbound's thread
- *           through a socketpair.
+ *           the way the resolver asked before event mode (ub_fd watched,
+ *           ub_process); every answer, cached or not, crosses
+ *           libunbound's thread through a socketpair.
+ *   event   ub_resolve_event on a context in event mode
+ *           (ub_ctx_create_event) on an event_base of the caller's, turned
+ *           until the answer: the way the resolver asks since it left
+ *           thread mode; a cached answer never leaves the thread.
+ *   +ldns   the same, each answer packet parsed by ldns_wire2pkt, as the
+ *           resolver turns it into records.
  *   sync    ub_resolve in the calling thread: no thread, but a fresh
  *           worker per call, and no bound on how long it waits.
  *
@@ -16,9 +22,13 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <event2/event.h>
+#include <ldns/ldns.h>
 #include <unbound.h>
+#include <unbound-event.h>
 
 static int answered;
+static int parse;		/* the event-mode answers parsed by libldns */
 
 /* roundtrip_cb - libunbound's answer: counted, freed */
 static void
@@ -27,6 +37,40 @@ roundtrip_cb(void *arg, int err, struct ub_result *r)
 	answered = err == 0 ? 1 : -1;
 	if (r != NULL)
 		ub_resolve_free(r);
+}
+
+/* roundtrip_event_cb - the event-mode answer (a DNS packet): counted */
+static void
+roundtrip_event_cb(void *arg, int rcode, void *packet, int len, int sec, char *why, int rl)
+{
+	ldns_pkt *pkt = NULL;
+
+	(void)arg, (void)sec, (void)why, (void)rl;
+	answered = rcode == 0 && packet != NULL && len > 12 ? 1 : -1;
+	if (answered > 0 && parse) {
+		if (ldns_wire2pkt(&pkt, packet, (size_t)len) != LDNS_STATUS_OK)
+			answered = -1;
+		ldns_pkt_free(pkt);
+	}
+}
+
+/* roundtrip_event - n event-mode queries on base: 0, or -1 if one failed */
+static int
+roundtrip_event(struct ub_ctx *ctx, struct event_base *base, const char *name, long n)
+{
+	long i;
+
+	for (i = 0; i < n; i++) {
+		answered = 0;
+		if (ub_resolve_event(ctx, name, 16, 1, NULL, roundtrip_event_cb, NULL) != 0)
+			return -1;
+		while (answered == 0)
+			if (event_base_loop(base, EVLOOP_ONCE) != 0)
+				return -1;
+		if (answered < 0)
+			return -1;
+	}
+	return 0;
 }
 
 /* roundtrip_now - monotonic seconds */
@@ -42,9 +86,10 @@ roundtrip_now(void)
 int
 main(int argc, char **argv)
 {
-	struct ub_ctx *actx, *sctx;
+	struct ub_ctx *actx, *sctx, *ectx;
+	struct event_base *base;
 	struct ub_result *r;
-	double t0, t1, t2;
+	double t0, t1, t2, t3, t4;
 	long i, n;
 
 	if (argc < 3) {
@@ -54,8 +99,11 @@ main(int argc, char **argv)
 	n = argc > 3 ? atol(argv[3]) : 20000;
 	actx = ub_ctx_create();
 	sctx = ub_ctx_create();
-	if (actx == NULL || sctx == NULL || ub_ctx_set_fwd(actx, argv[1]) != 0 ||
-	    ub_ctx_set_fwd(sctx, argv[1]) != 0 || ub_ctx_async(actx, 1) != 0) {
+	base = event_base_new();
+	ectx = base ? ub_ctx_create_event(base) : NULL;
+	if (actx == NULL || sctx == NULL || ectx == NULL || ub_ctx_set_fwd(actx, argv[1]) != 0 ||
+	    ub_ctx_set_fwd(sctx, argv[1]) != 0 || ub_ctx_set_fwd(ectx, argv[1]) != 0 ||
+	    ub_ctx_async(actx, 1) != 0) {
 		fprintf(stderr, "resolver_roundtrip: libunbound refused %s\n", argv[1]);
 		return 1;
 	}
@@ -81,10 +129,21 @@ main(int argc, char **argv)
 		ub_resolve_free(r);
 	}
 	t2 = roundtrip_now();
+	if (roundtrip_event(ectx, base, argv[2], n) != 0)
+		return 1;
+	t3 = roundtrip_now();
+	parse = 1;
+	if (roundtrip_event(ectx, base, argv[2], n) != 0)
+		return 1;
+	t4 = roundtrip_now();
 	printf("cached TXT %s, %ld queries each:\n", argv[2], n);
-	printf("  async (libunbound's thread, as portier asks): %.1f us a query\n", (t1 - t0) / n * 1e6);
+	printf("  async (libunbound's thread, as portier asked): %.1f us a query\n", (t1 - t0) / n * 1e6);
 	printf("  sync  (ub_resolve in the caller's thread):     %.1f us a query\n", (t2 - t1) / n * 1e6);
+	printf("  event (ub_resolve_event on our event_base):    %.1f us a query\n", (t3 - t2) / n * 1e6);
+	printf("  event + ldns_wire2pkt (as portier asks now):   %.1f us a query\n", (t4 - t3) / n * 1e6);
 	ub_ctx_delete(actx);
 	ub_ctx_delete(sctx);
+	ub_ctx_delete(ectx);
+	event_base_free(base);
 	return 0;
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # bench/resolver_roundtrip.sh - the cost of one cached DNS answer through libunbound's thread
-# (the way smtpd/resolver.c asks, on a loop and in resolver_sync) next to ub_resolve in the
-# caller's thread, against a private unbound on 127.0.0.1.  The authentication filters ask
-# 4 to 5 such questions a message (bench/auth_filters.sh); this says what each costs here.
+# (the way smtpd/resolver.c asked before it moved to event mode), through libunbound's event mode
+# on an event_base of the caller's, with and without parsing the answer packet with libldns (the
+# way it asks now, on a loop and in resolver_sync), and through ub_resolve in the caller's
+# thread, against a private unbound on 127.0.0.1.  The authentication filters ask 4 to 5 such
+# questions a message (bench/auth_filters.sh); this says what each costs here.
 # Environment: N (20000 queries each), UNBOUND (/usr/sbin/unbound), CC (cc).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,7 +17,7 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-"${CC:-cc}" -O2 -o "$tmp/roundtrip" "$here/resolver_roundtrip.c" -lunbound
+"${CC:-cc}" -O2 -o "$tmp/roundtrip" "$here/resolver_roundtrip.c" -lunbound -levent -lldns
 port=$(/usr/bin/python3 "$here/benchlib.py" ports 1)
 cat >"$tmp/unbound.conf" <<EOC
 server:

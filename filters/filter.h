@@ -4,7 +4,7 @@
  * A filter sees a session and a transaction and returns a verdict for each
  * stage.  It does slow work in one of three ways:
  *   inline      cheap, pure work: the callback returns its verdict at once.
- *   on the loop non-blocking I/O (libunbound's ub_fd, hiredis async, a
+ *   on the loop non-blocking I/O (ctx->resolver's queries, hiredis async, a
  *               milter socket) on ctx->base: the callback takes a handle
  *               with filter_wait_begin(), returns FILTER_PENDING, and later
  *               completes the stage with filter_wait_done().

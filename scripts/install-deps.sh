@@ -13,7 +13,7 @@ set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config
  libevent-dev libssl-dev libinih-dev check libsubunit-dev libcrypt-dev liburing-dev
- libunbound-dev unbound ldnsutils clang libclang-rt-dev
+ libunbound-dev libldns-dev unbound ldnsutils clang libclang-rt-dev
  libspf2-dev libopendkim-dev libopendmarc-dev publicsuffix python3-yaml"
 RUN_PKGS="swaks python3"
 TEST_PKGS="postfix dovecot-core dovecot-lmtpd libnet-ssleay-perl libauthen-sasl-perl msmtp

@@ -105,6 +105,15 @@ rdns_fwd_cb(void *arg, const struct resolver_answer *a)
 
 	f->q = NULL;
 	r->pending--;
+	/*
+	 * Started after the lookup's own timer, with the same timeout: the
+	 * lookup's time is up as well (when both fall in one tick of the loop's
+	 * clock libevent may run this query's timer first).
+	 */
+	if (a->status == RESOLVER_TIMEOUT) {
+		rdns_finish(r, RDNS_TIMEOUT);
+		return;
+	}
 	for (i = 0; a->status == RESOLVER_OK && i < a->count; i++)
 		if (a->len[i] == (int)alen && memcmp(a->data[i], r->addr, alen) == 0)
 			f->matched = true;

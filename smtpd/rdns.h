@@ -42,7 +42,7 @@ typedef void (*rdns_cb)(void *arg, const struct rdns_answer *a);
 /*
  * rdns_known - true and *a when the answer needs no query: 127.0.0.1 and
  * ::1 (also IPv4-mapped) are "localhost", the resolver's own local data,
- * known without a round trip through libunbound's thread
+ * known without a query (and the loop turn its delivery would take)
  */
 bool rdns_known(const struct sockaddr *sa, struct rdns_answer *a);
 /* rdns_start - look up sa's name on res; NULL if it cannot start (no IP address, a resolver error) */

@@ -1,21 +1,28 @@
 /*
- * resolver.c - DNS over libunbound (see resolver.h): one ub_ctx per loop,
- * answers delivered on the loop, every query bounded by a timer of ours.
+ * resolver.c - DNS over libunbound (see resolver.h): one ub_ctx per loop in
+ * libunbound's event mode, so that its state machines run on the loop's own
+ * event_base and no answer crosses a thread; every query bounded by a timer
+ * of ours.
+ *
+ * Event mode hands each answer over as a DNS packet, valid for the call
+ * only: libldns parses it into a struct ub_result of our own, the form
+ * libunbound's thread mode would have given (resolver_result_new), and the
+ * caller's callback runs later from the query's own event, never from
+ * inside libunbound (which may answer inside ub_resolve_event, from its
+ * cache or local data): a callback may then start, cancel or free anything.
  *
  * Why a timer of ours: libunbound has no per-query deadline (its own
  * retries to a server that does not answer last minutes), so a query not
  * answered within resolver_timeout is ub_cancel()ed and completes as
  * RESOLVER_TIMEOUT.  A cancelled query's answer, if it comes, is dropped
- * inside libunbound (it looks the query up by id and finds nothing).
+ * inside libunbound (the query is marked cancelled, its callback skipped).
  *
- * Never: block the loop (ub_resolve is only called through resolver_sync,
- * on pool threads), call a callback after resolver_cancel, or free a
- * context from inside ub_process.
+ * Never: block the loop, call a callback after resolver_cancel, or call
+ * one (or free a context) from inside a libunbound callback.
  */
 #include "config.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +32,9 @@
 #include <sys/socket.h>
 
 #include <event2/event.h>
+#include <ldns/ldns.h>
 #include <unbound.h>
+#include <unbound-event.h>
 
 #include "conf.h"
 #include "log.h"
@@ -33,23 +42,23 @@
 #include "util.h"
 
 struct resolver {
-	struct ub_ctx *ctx;
-	struct event *ev;		/* ub_fd readable */
+	struct ub_ctx *ctx;		/* event mode, on base */
 	struct event_base *base;
 	char *key;
 	unsigned timeout;		/* seconds */
-	struct resolver_query *queries;	/* in flight, doubly linked */
+	struct resolver_query *queries;	/* in flight or answered not yet delivered, doubly linked */
 };
 
 struct resolver_query {
 	struct resolver *res;
 	struct resolver_query *prev, *next;
 	int id;				/* libunbound's async_id */
-	struct event *timer;
+	int rrtype;
+	struct event *ev;		/* the deadline; made active to deliver r */
+	struct ub_result *r;		/* the answer once libunbound gave it, ours */
 	resolver_cb cb;
 	void *arg;
 };
-
 static const char *const resolver_status_names[] = {
 	"ok", "nodata", "nxdomain", "servfail", "timeout", "error",
 };
@@ -78,11 +87,11 @@ resolver_ctx_fail(struct ub_ctx *ctx, const char *what, const char *arg, int rc,
 	return NULL;
 }
 
-/* resolver_ctx_new - a threaded-async context for conf's servers and trust anchor */
+/* resolver_ctx_new - a context for conf: event mode on base, or a plain one (base NULL) */
 static struct ub_ctx *
-resolver_ctx_new(const struct conf *conf, char **err_r)
+resolver_ctx_new(const struct conf *conf, struct event_base *base, char **err_r)
 {
-	struct ub_ctx *ctx = ub_ctx_create();
+	struct ub_ctx *ctx = base ? ub_ctx_create_event(base) : ub_ctx_create();
 	char *list, *tok, *save = NULL;
 	int rc;
 
@@ -90,9 +99,6 @@ resolver_ctx_new(const struct conf *conf, char **err_r)
 		*err_r = xstrdup("resolver: ub_ctx_create failed");
 		return NULL;
 	}
-	/* A thread of libunbound's, not a forked process: the daemon has threads and dropped root. */
-	if ((rc = ub_ctx_async(ctx, 1)) != 0)
-		return resolver_ctx_fail(ctx, "async", "mode", rc, err_r);
 	if (str_casecmp(conf->resolver, "system") == 0) {
 		rc = ub_ctx_resolvconf(ctx, NULL);
 		/* No resolv.conf at all: the C library's default, a server on this host. */
@@ -142,7 +148,7 @@ resolver_ctx_new(const struct conf *conf, char **err_r)
 bool
 resolver_check(const struct conf *conf, char **err_r)
 {
-	struct ub_ctx *ctx = resolver_ctx_new(conf, err_r);
+	struct ub_ctx *ctx = resolver_ctx_new(conf, NULL, err_r);
 	struct ub_result *r = NULL;
 	int rc;
 
@@ -203,7 +209,131 @@ resolver_answer_from(struct resolver_answer *a, int err, const struct ub_result 
 		a->status = RESOLVER_SERVFAIL;
 }
 
-/* resolver_unlink - take q out of its resolver's list and free it */
+/* ---- libunbound's answer packet, as a struct ub_result ---- */
+
+/* resolver_result_free - a result resolver_result_new built */
+static void
+resolver_result_free(struct ub_result *r)
+{
+	char **p;
+
+	if (r == NULL)
+		return;
+	if (r->data)
+		for (p = r->data; *p; p++)
+			free(*p);
+	free(r->data);
+	free(r->len);
+	free(r->why_bogus);
+	free(r);
+}
+
+/*
+ * resolver_rrset_owner - the name whose records of the question's type
+ * answer it: the question's name, or where its CNAME chain leads, taken in
+ * the answer section's order as libunbound does (reply_find_answer_rrset);
+ * NULL if the section holds none.
+ */
+static const ldns_rdf *
+resolver_rrset_owner(const ldns_rr_list *an, const ldns_rr *question)
+{
+	const ldns_rdf *sname = ldns_rr_owner(question);
+	ldns_rr_class cl = ldns_rr_get_class(question);
+	ldns_rr_type type = ldns_rr_get_type(question);
+	size_t i;
+
+	for (i = 0; i < ldns_rr_list_rr_count(an); i++) {
+		const ldns_rr *rr = ldns_rr_list_rr(an, i);
+
+		if (ldns_rr_get_class(rr) != cl || ldns_dname_compare(ldns_rr_owner(rr), sname) != 0)
+			continue;
+		if (ldns_rr_get_type(rr) == type)
+			return sname;
+		if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_CNAME && ldns_rr_rd_count(rr) > 0)
+			sname = ldns_rr_rdf(rr, 0);
+	}
+	return NULL;
+}
+
+/* resolver_result_rrs - r's data/len: the rdata of the answer's records, wire form, uncompressed */
+static void
+resolver_result_rrs(struct ub_result *r, const ldns_pkt *pkt)
+{
+	const ldns_rr_list *an = ldns_pkt_answer(pkt), *qd = ldns_pkt_question(pkt);
+	const ldns_rr *question;
+	const ldns_rdf *owner;
+	ldns_buffer *buf;
+	size_t i, n = an ? ldns_rr_list_rr_count(an) : 0, k = 0;
+
+	r->data = xcalloc(n + 1, sizeof(*r->data));
+	r->len = xcalloc(n + 1, sizeof(*r->len));
+	if (n == 0 || qd == NULL || ldns_rr_list_rr_count(qd) != 1)
+		return;
+	question = ldns_rr_list_rr(qd, 0);
+	if ((owner = resolver_rrset_owner(an, question)) == NULL)
+		return;
+	if ((buf = ldns_buffer_new(512)) == NULL)
+		fatal("resolver: out of memory");
+	for (i = 0; i < n; i++) {
+		const ldns_rr *rr = ldns_rr_list_rr(an, i);
+		size_t len;
+
+		if (ldns_rr_get_type(rr) != ldns_rr_get_type(question) ||
+		    ldns_rr_get_class(rr) != ldns_rr_get_class(question) ||
+		    ldns_dname_compare(ldns_rr_owner(rr), owner) != 0)
+			continue;
+		/* each rdata field as it is on the wire, names decompressed by ldns_wire2pkt */
+		ldns_buffer_clear(buf);
+		if (ldns_rr_rdata2buffer_wire(buf, rr) != LDNS_STATUS_OK)
+			fatal("resolver: out of memory");
+		len = ldns_buffer_position(buf);
+		r->data[k] = xmalloc(len + 1);
+		memcpy(r->data[k], ldns_buffer_begin(buf), len);
+		r->len[k++] = (int)len;
+	}
+	ldns_buffer_free(buf);
+}
+
+/*
+ * resolver_result_new - libunbound's event-mode answer (rcode, the packet,
+ * sec 0 insecure / 1 bogus / 2 secure, why) as thread mode's ub_result
+ * would hold it (libworker_enter_result): rcode and records from the
+ * packet, the packet not inspected when rcode is set, SERVFAIL if it does
+ * not parse (qname, canonname and answer_packet are not kept).  Copies
+ * all it keeps: the packet and why are libunbound's.
+ */
+static struct ub_result *
+resolver_result_new(int rrtype, int rcode, const void *packet, int len, int sec, const char *why)
+{
+	struct ub_result *r = xcalloc(1, sizeof(*r));
+	ldns_pkt *pkt = NULL;
+
+	r->qtype = rrtype;
+	r->qclass = 1;
+	r->rcode = LDNS_RCODE_SERVFAIL;
+	if (rcode != 0) {
+		r->rcode = rcode;
+		r->data = xcalloc(1, sizeof(*r->data));
+		r->len = xcalloc(1, sizeof(*r->len));
+	} else if (packet != NULL && len > 0 &&
+	    ldns_wire2pkt(&pkt, packet, (size_t)len) == LDNS_STATUS_OK) {
+		r->rcode = (int)ldns_pkt_get_rcode(pkt);
+		resolver_result_rrs(r, pkt);
+		ldns_pkt_free(pkt);
+	} else
+		return r;
+	r->havedata = r->data[0] != NULL;
+	r->nxdomain = r->rcode == LDNS_RCODE_NXDOMAIN;
+	r->secure = rcode == 0 && sec == 2;
+	r->bogus = rcode == 0 && sec == 1;
+	if (why != NULL)
+		r->why_bogus = xstrdup(why);
+	return r;
+}
+
+/* ---- the loop's path ---- */
+
+/* resolver_unlink - take q out of its resolver's list and free it (an answer not delivered too) */
 static void
 resolver_unlink(struct resolver_query *q)
 {
@@ -215,60 +345,57 @@ resolver_unlink(struct resolver_query *q)
 		res->queries = q->next;
 	if (q->next)
 		q->next->prev = q->prev;
-	event_free(q->timer);
+	event_free(q->ev);
+	resolver_result_free(q->r);
 	free(q);
 }
 
-/* resolver_ub_cb - libunbound's answer (inside ub_process, on the loop) */
+/*
+ * resolver_ub_cb - libunbound's answer, inside libunbound (maybe inside
+ * ub_resolve_event): kept, and delivered from q's event on the next turn.
+ */
 static void
-resolver_ub_cb(void *arg, int err, struct ub_result *r)
+resolver_ub_cb(void *arg, int rcode, void *packet, int len, int sec, char *why, int ratelimited)
+{
+	struct resolver_query *q = arg;
+
+	(void)ratelimited;
+	q->r = resolver_result_new(q->rrtype, rcode, packet, len, sec, why);
+	evtimer_del(q->ev);
+	event_active(q->ev, EV_TIMEOUT, 1);
+}
+
+/* resolver_ev_cb - q's answer to deliver, or resolver_timeout passed: cancel and say so */
+static void
+resolver_ev_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct resolver_query *q = arg;
 	resolver_cb cb = q->cb;
 	void *cbarg = q->arg;
+	struct ub_result *r = q->r;
 	struct resolver_answer a;
 
+	(void)fd;
+	(void)what;
+	q->r = NULL;
+	if (r == NULL)
+		(void)ub_cancel(q->res->ctx, q->id);
 	resolver_unlink(q);
-	resolver_answer_from(&a, err, r);
-	cb(cbarg, &a);
-	ub_resolve_free(r);
-}
-
-/* resolver_timer_cb - resolver_timeout passed: cancel and say so */
-static void
-resolver_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct resolver_query *q = arg;
-	resolver_cb cb = q->cb;
-	void *cbarg = q->arg;
-	struct resolver_answer a;
-
-	(void)ub_cancel(q->res->ctx, q->id);
-	resolver_unlink(q);
-	memset(&a, 0, sizeof(a));
-	a.status = RESOLVER_TIMEOUT;
-	a.rcode = -1;
-	cb(cbarg, &a);
-}
-
-/* resolver_fd_cb - answers are waiting in libunbound's pipe */
-static void
-resolver_fd_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct resolver *res = arg;
-	int rc = ub_process(res->ctx);
-
-	if (rc != 0) {
-		/* Its thread is gone (the pipe closed): stop watching, the timers end the queries. */
-		log_err("event=resolver_error error=\"%s\"", ub_strerror(rc));
-		event_del(res->ev);
+	if (r != NULL)
+		resolver_answer_from(&a, 0, r);
+	else {
+		memset(&a, 0, sizeof(a));
+		a.status = RESOLVER_TIMEOUT;
+		a.rcode = -1;
 	}
+	cb(cbarg, &a);
+	resolver_result_free(r);
 }
 
 struct resolver *
 resolver_new(struct event_base *base, const struct conf *conf, char **err_r)
 {
-	struct ub_ctx *ctx = resolver_ctx_new(conf, err_r);
+	struct ub_ctx *ctx = resolver_ctx_new(conf, base, err_r);
 	struct resolver *res;
 
 	if (ctx == NULL)
@@ -278,9 +405,6 @@ resolver_new(struct event_base *base, const struct conf *conf, char **err_r)
 	res->base = base;
 	res->key = resolver_key(conf);
 	res->timeout = conf->resolver_timeout;
-	res->ev = event_new(base, ub_fd(ctx), EV_READ | EV_PERSIST, resolver_fd_cb, res);
-	if (res->ev == NULL || event_add(res->ev, NULL) != 0)
-		fatal("resolver: event_new failed");
 	return res;
 }
 
@@ -314,12 +438,9 @@ resolver_free(struct resolver *res)
 {
 	if (res == NULL)
 		return;
-	while (res->queries) {
-		(void)ub_cancel(res->ctx, res->queries->id);
-		resolver_unlink(res->queries);
-	}
-	event_free(res->ev);
-	/* Stops libunbound's thread; answers still in its pipe are dropped. */
+	while (res->queries)
+		resolver_cancel(res->queries);
+	/* Takes libunbound's events off the base; what it still had in flight is dropped. */
 	ub_ctx_delete(res->ctx);
 	free(res->key);
 	free(res);
@@ -334,18 +455,22 @@ resolver_query(struct resolver *res, const char *name, int rrtype, resolver_cb c
 	int rc;
 
 	q->res = res;
+	q->rrtype = rrtype;
 	q->cb = cb;
 	q->arg = arg;
-	rc = ub_resolve_async(res->ctx, name, rrtype, 1, q, resolver_ub_cb, &q->id);
+	if ((q->ev = evtimer_new(res->base, resolver_ev_cb, q)) == NULL)
+		fatal("resolver: evtimer_new failed");
+	/* resolver_ub_cb may run in here (a cached or local answer): it only keeps the answer */
+	rc = ub_resolve_event(res->ctx, name, rrtype, 1, q, resolver_ub_cb, &q->id);
 	if (rc != 0) {
 		*err_r = ub_strerror(rc);
+		event_free(q->ev);
+		resolver_result_free(q->r);
 		free(q);
 		return NULL;
 	}
-	q->timer = evtimer_new(res->base, resolver_timer_cb, q);
-	if (q->timer == NULL)
-		fatal("resolver: evtimer_new failed");
-	evtimer_add(q->timer, &tv);
+	if (q->r == NULL)
+		evtimer_add(q->ev, &tv);
 	q->next = res->queries;
 	if (q->next)
 		q->next->prev = q;
@@ -353,29 +478,29 @@ resolver_query(struct resolver *res, const char *name, int rrtype, resolver_cb c
 	return q;
 }
 
+/* resolver_cancel - a kept answer dropped, or the query ub_cancel()ed (answered, its id is gone) */
 void
 resolver_cancel(struct resolver_query *q)
 {
 	if (q == NULL)
 		return;
-	(void)ub_cancel(q->res->ctx, q->id);
+	if (q->r == NULL)
+		(void)ub_cancel(q->res->ctx, q->id);
 	resolver_unlink(q);
 }
 
 /* ---- the synchronous path ---- */
 
-struct resolver_sync_state {
-	bool done;
-	int err;
-	struct ub_result *r;
-};
-
 /*
- * The calling thread's context and the settings it was built from, freed
- * when the thread exits (a pthread key's destructor: pool threads need not
- * know about it).
+ * The calling thread's context, on an event_base of its own that only
+ * resolver_sync turns, and the settings it was built from; freed when the
+ * thread exits (a pthread key's destructor: pool threads need not know
+ * about it).
  */
 struct resolver_sync_ctx {
+	struct event_base *base;
+	struct event *deadline;
+	bool expired;
 	struct ub_ctx *ctx;
 	char *key;
 };
@@ -389,8 +514,13 @@ resolver_sync_ctx_free(void *p)
 
 	if (t == NULL)
 		return;
+	/* the context first: it takes its events off the base */
 	if (t->ctx)
 		ub_ctx_delete(t->ctx);
+	if (t->deadline)
+		event_free(t->deadline);
+	if (t->base)
+		event_base_free(t->base);
 	free(t->key);
 	free(t);
 }
@@ -402,18 +532,33 @@ resolver_sync_key_make(void)
 		fatal("resolver: pthread_key_create failed");
 }
 
+/* one resolver_sync's question and, once libunbound answered, its answer */
+struct resolver_sync_state {
+	int rrtype;
+	struct ub_result *r;
+};
+
+/* resolver_sync_cb - the answer, kept (the packet is libunbound's) */
 static void
-resolver_sync_cb(void *arg, int err, struct ub_result *r)
+resolver_sync_cb(void *arg, int rcode, void *packet, int len, int sec, char *why, int ratelimited)
 {
 	struct resolver_sync_state *st = arg;
 
-	st->done = true;
-	st->err = err;
-	st->r = r;
+	(void)ratelimited;
+	st->r = resolver_result_new(st->rrtype, rcode, packet, len, sec, why);
+}
+
+/* resolver_sync_expired - resolver_timeout passed */
+static void
+resolver_sync_expired(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	((struct resolver_sync_ctx *)arg)->expired = true;
 }
 
 /* resolver_sync_ctx - the thread's context for conf, built or rebuilt as needed */
-static struct ub_ctx *
+static struct resolver_sync_ctx *
 resolver_sync_ctx(const struct conf *conf, const char **why_r)
 {
 	struct resolver_sync_ctx *t;
@@ -423,22 +568,23 @@ resolver_sync_ctx(const struct conf *conf, const char **why_r)
 	t = pthread_getspecific(sync_tkey);
 	if (t != NULL && strcmp(t->key, key) == 0) {
 		free(key);
-		return t->ctx;
+		return t;
 	}
 	resolver_sync_thread_end();
 	t = xcalloc(1, sizeof(*t));
-	t->ctx = resolver_ctx_new(conf, &err);
-	if (t->ctx == NULL) {
+	t->key = key;
+	if ((t->base = event_base_new()) == NULL ||
+	    (t->deadline = evtimer_new(t->base, resolver_sync_expired, t)) == NULL)
+		fatal("resolver: event_base_new failed");
+	if ((t->ctx = resolver_ctx_new(conf, t->base, &err)) == NULL) {
 		free(err);
-		free(key);
-		free(t);
+		resolver_sync_ctx_free(t);
 		*why_r = "cannot set up the resolver";
 		return NULL;
 	}
-	t->key = key;
 	if (pthread_setspecific(sync_tkey, t) != 0)
 		fatal("resolver: pthread_setspecific failed");
-	return t->ctx;
+	return t;
 }
 
 void
@@ -450,45 +596,47 @@ resolver_sync_thread_end(void)
 }
 
 /*
- * resolver_sync - ub_resolve_async on the thread's context, then poll its
- * fd until the answer or the deadline: a plain ub_resolve could not be
+ * resolver_sync - ub_resolve_event on the thread's context, then turn its
+ * base until the answer or the deadline: a plain ub_resolve could not be
  * bounded by resolver_timeout.
  */
 enum resolver_status
 resolver_sync(const struct conf *conf, const char *name, int rrtype, struct resolver_answer *a,
     struct ub_result **ub_r)
 {
-	struct resolver_sync_state st = { false, 0, NULL };
-	struct ub_ctx *ctx;
+	struct resolver_sync_state st = { rrtype, NULL };
+	struct resolver_sync_ctx *t;
+	struct timeval tv = { conf->resolver_timeout, 0 };
 	const char *why = NULL;
-	unsigned long long deadline = now_ms() + 1000ULL * conf->resolver_timeout;
-	int id, rc;
+	int id = 0, rc;
 
 	*ub_r = NULL;
 	memset(a, 0, sizeof(*a));
 	a->rcode = -1;
 	a->status = RESOLVER_ERROR;
-	if ((ctx = resolver_sync_ctx(conf, &why)) == NULL) {
+	if ((t = resolver_sync_ctx(conf, &why)) == NULL) {
 		a->why = why;
 		return a->status;
 	}
-	if ((rc = ub_resolve_async(ctx, name, rrtype, 1, &st, resolver_sync_cb, &id)) != 0) {
+	/* resolver_sync_cb may run in here (a cached or local answer) */
+	if ((rc = ub_resolve_event(t->ctx, name, rrtype, 1, &st, resolver_sync_cb, &id)) != 0) {
+		resolver_result_free(st.r);
 		a->why = ub_strerror(rc);
 		return a->status;
 	}
-	while (!st.done) {
-		unsigned long long now = now_ms();
-		struct pollfd pfd = { ub_fd(ctx), POLLIN, 0 };
-
-		if (now >= deadline) {
-			(void)ub_cancel(ctx, id);
-			a->status = RESOLVER_TIMEOUT;
-			return a->status;
-		}
-		if (poll(&pfd, 1, (int)(deadline - now)) > 0)
-			(void)ub_process(ctx);
+	t->expired = false;
+	if (st.r == NULL)
+		evtimer_add(t->deadline, &tv);
+	/* libunbound's events for this query (and any it still runs for cancelled ones) */
+	while (st.r == NULL && !t->expired)
+		(void)event_base_loop(t->base, EVLOOP_ONCE);
+	evtimer_del(t->deadline);
+	if (st.r == NULL) {
+		(void)ub_cancel(t->ctx, id);
+		a->status = RESOLVER_TIMEOUT;
+		return a->status;
 	}
-	resolver_answer_from(a, st.err, st.r);
+	resolver_answer_from(a, 0, st.r);
 	*ub_r = st.r;
 	return a->status;
 }
@@ -496,7 +644,7 @@ resolver_sync(const struct conf *conf, const char *name, int rrtype, struct reso
 void
 resolver_sync_free(struct ub_result *ub)
 {
-	ub_resolve_free(ub);
+	resolver_result_free(ub);
 }
 
 /* ---- reading answers ---- */
@@ -533,7 +681,7 @@ resolver_name_chars(const struct resolver_answer *a, size_t i, size_t off, char 
 	while (len > 0 && *p != 0) {
 		size_t l = *p++;
 
-		/* uncompressed by libunbound: a label is at most 63 octets */
+		/* uncompressed (ldns_wire2pkt expands pointers): a label is at most 63 octets */
 		if (l > 63 || l + 1 > len)
 			return false;
 		len -= l + 1;

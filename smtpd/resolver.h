@@ -3,10 +3,12 @@
  * loop, shared by the session (the client's reverse name) and every filter
  * of that loop, plus a synchronous path for pool threads.
  *
- * Asynchronous queries run on the loop: libunbound's background thread
- * resolves, its ub_fd is watched by a libevent event and the answers are
- * handed to the callers there.  Every query is bounded by resolver_timeout:
- * when it passes the query is cancelled and completes as RESOLVER_TIMEOUT.
+ * Asynchronous queries run on the loop itself: the context is in
+ * libunbound's event mode (its state machines are events on the loop's
+ * event_base, no thread of its own), and each answer is handed to its
+ * caller from an event of the resolver's, never from inside libunbound.
+ * Every query is bounded by resolver_timeout: when it passes the query is
+ * cancelled and completes as RESOLVER_TIMEOUT.
  * Every wait is owned: a query's callback runs exactly once, unless the
  * owner calls resolver_cancel first, after which nothing of the query
  * touches the owner's memory.  A resolver never blocks its loop.
@@ -103,13 +105,17 @@ void resolver_cancel(struct resolver_query *q);
 /*
  * resolver_sync - the same lookup, blocking, bounded by resolver_timeout,
  * for libraries that only call back synchronously (on a pool thread, never
- * on a loop).  Each thread keeps a context of its own for conf's settings
- * (built at its first call, rebuilt when they change, freed when the thread
- * exits): ub_resolve on one
- * shared context would serialize the threads on its locks and could not be
- * bounded.  *ub_r is libunbound's result whenever it answered (free with
- * resolver_sync_free), a SERVFAIL or bogus one too; NULL on a timeout or a
- * libunbound error.  answer (its records and why) points into it.
+ * on a loop).  Each thread keeps a context of its own for conf's settings,
+ * in event mode on an event_base of its own that resolver_sync turns until
+ * the answer or the deadline (built at its first call, rebuilt when they
+ * change, freed when the thread exits): ub_resolve on one shared context
+ * would serialize the threads on its locks and could not be bounded.
+ * *ub_r holds the answer whenever libunbound gave one, a SERVFAIL or bogus
+ * one too, as a struct ub_result the resolver builds from libunbound's
+ * answer packet (data, len, rcode, havedata, nxdomain, secure, bogus,
+ * why_bogus; free it with resolver_sync_free, never ub_resolve_free); NULL
+ * on a timeout or a libunbound error.  answer (its records and why) points
+ * into it.
  */
 enum resolver_status resolver_sync(const struct conf *conf, const char *name, int rrtype,
     struct resolver_answer *a, struct ub_result **ub_r);
