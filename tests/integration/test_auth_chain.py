@@ -6,6 +6,7 @@ selector "s1", DMARC p=reject) and stall.test, whose every query is dropped: a l
 for resolver_timeout.  Messages are signed by dkimpy (/usr/bin/python3) with a key the test makes.
 """
 import base64
+import os
 import re
 import subprocess
 import time
@@ -161,3 +162,77 @@ def test_stalled_dns_other_mail_flows(portier, sink, unbound, client, rsa_key, c
         assert re.search(r"dkim=temperror [^;]*header\.d=stall\.test", text), text
         assert "dmarc=pass" in text, text
     slow.quit()
+
+
+@pytest.fixture(scope="module")
+def ed_key(tmp_path_factory):
+    """(path of a fresh Ed25519 private key, the DKIM record's p=: the raw public key)."""
+    d = tmp_path_factory.mktemp("edkey")
+    pem = d / "ed.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(pem)],
+                   check=True, capture_output=True)
+    der = subprocess.run(["openssl", "pkey", "-in", str(pem), "-pubout", "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    return pem, base64.b64encode(der[-32:]).decode()
+
+
+def sink_message_bytes(m):
+    """What portier sent the sink, CRLF again: the sink's X- lines and its own Received
+    dropped (the sink stores LF line ends and one extra empty line at the end)."""
+    fields, _ = peers.split_header_fields(m.raw, b"\n")
+    skip = 0
+    for name, raw in fields:
+        if name.startswith("x-") or (name == "received" and b"smtp-sink" in raw):
+            skip += len(raw)
+            continue
+        break
+    body = m.raw[skip:]
+    if body.endswith(b"\n\n"):
+        body = body[:-1]
+    return body.replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("canon", ["relaxed/relaxed", "simple/simple"])
+def test_libopendkim_signs_portier_verifies(portier, sink, unbound, client, rsa_key, ed_key,
+                                             tmp_path, canon):
+    """What libopendkim signs (portier's dkim-sign, RSA-SHA256 and Ed25519-SHA256 at once)
+    verifies in portier's dkim-verify (libopendkim too, keys through the resolver): a second
+    portier receives what the first one sent its backend."""
+    rsa_pem, rsa_pub = rsa_key
+    ed_path, ed_pub = ed_key
+    rsa_path = tmp_path / "rsa.pem"
+    rsa_path.write_bytes(rsa_pem)
+    for f in (rsa_path, ed_path):
+        os.chmod(str(f), 0o644)
+    os.chmod(str(tmp_path), 0o755)
+    os.chmod(str(ed_path.parent), 0o755)
+    z = zones(rsa_pub) + ["local-data: 'e1._domainkey.origin.test. 300 IN TXT "
+                          "\"v=DKIM1; k=ed25519; p=%s\"'" % ed_pub]
+    dns = unbound(zones=z)
+    sink_a = sink()
+    signer = portier(peers.portier_config(
+        "smtp:127.0.0.1:%d" % sink_a.port, listener={"filters": "dkim-sign"},
+        extra="[filter dkim-sign]\nkeys = origin.test:s1:%s origin.test:e1:%s\n"
+              "sign_unauthenticated = yes\ncanonicalization = %s\n" % (rsa_path, ed_path, canon)))
+    c = client(signer.port)
+    c.start()
+    c.transaction("sender@origin.test", ["alice@example.test"], make_message())
+    c.quit()
+    got = sink_a.wait_messages(1)
+    assert len(got) == 1
+    signed_msg = sink_message_bytes(got[0])
+    assert signed_msg.count(b"DKIM-Signature:") == 2, signed_msg[:600]
+    sink_b = sink()
+    verifier = portier(peers.portier_config(
+        "smtp:127.0.0.1:%d" % sink_b.port, server={"resolver": dns.servers},
+        listener={"filters": "dkim-verify"}))
+    c = client(verifier.port)
+    c.start()
+    c.transaction("sender@origin.test", ["alice@example.test"], signed_msg)
+    c.quit()
+    got = sink_b.wait_messages(1)
+    assert len(got) == 1
+    text = " ".join(" ".join(ar_headers(got[0])).split())
+    assert re.search(r"dkim=pass header\.d=origin\.test header\.s=s1 header\.a=rsa-sha256", text), text
+    assert re.search(r"dkim=pass header\.d=origin\.test header\.s=e1 header\.a=ed25519-sha256",
+                     text), text
