@@ -369,25 +369,6 @@ dkim_sign_key_load(struct dkim_sign_key *k, OSSL_LIB_CTX *plain, char **err_r)
 	return true;
 }
 
-/* dkim_sign_name_ok - a domain or selector: letters, digits, '-', '_', dots between labels */
-static bool
-dkim_sign_name_ok(const char *s)
-{
-	size_t i, n = strlen(s);
-
-	if (n == 0 || n >= DKIM_SIGN_DOMAIN_MAX || s[0] == '.' || s[n - 1] == '.')
-		return false;
-	for (i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c == '.' ? s[i + 1] == '.' :
-		    !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9') || c == '-' || c == '_'))
-			return false;
-	}
-	return true;
-}
-
 /* dkim_sign_add_key - one table entry, loaded and checked; where: "keys (line N)" etc. */
 static bool
 dkim_sign_add_key(struct dkim_sign *ds, const char *domain, const char *selector,
@@ -401,7 +382,7 @@ dkim_sign_add_key(struct dkim_sign *ds, const char *domain, const char *selector
 	str_lower(d);
 	if (d[0] != '\0' && d[strlen(d) - 1] == '.')
 		d[strlen(d) - 1] = '\0';
-	if (!dkim_sign_name_ok(d) || !dkim_sign_name_ok(selector) || *path == '\0') {
+	if (!conf_domain_ok(d) || !conf_domain_ok(selector) || *path == '\0') {
 		*err_r = xasprintf("%s: \"%s %s %s\": expected a domain, a selector and a key file",
 		    where, domain, selector, path);
 		free(d);

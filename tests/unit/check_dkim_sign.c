@@ -776,6 +776,10 @@ static const struct config_case config_cases[] = {
 	{ "keys", "example.test:$D/rsa.pem", NULL, NULL, "domain:selector:/path", NULL },
 	{ "keys", "exa mple.test:rsa:$D/rsa.pem", NULL, NULL, "domain:selector", NULL },
 	{ "keys", "ex@mple.test:rsa:$D/rsa.pem", NULL, NULL, "expected a domain", NULL },
+	{ "keys", "ex..ample.test:rsa:$D/rsa.pem", NULL, NULL, "expected a domain", NULL },
+	/* a label of 64 octets is no DNS name: its key could never be fetched */
+	{ "keys", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.test:rsa:$D/rsa.pem",
+	  NULL, NULL, "expected a domain", NULL },
 	{ "keys", "example.test:rsa:$D/rsa.pem example.test:RSA:$D/ed.pem", NULL, NULL,
 	  "listed twice", NULL },
 	{ "keys", "example.test:rsa:$D/rsa.pem", "bogus", "1", "unknown key \"bogus\"",
