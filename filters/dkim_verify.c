@@ -597,26 +597,6 @@ dkim_verify_record(struct filter_txn *txn, uint64_t session_id,
 
 /* ---- the filter ---- */
 
-/* dkim_verify_key_uint - key = number in lo..hi into *out; false + *err_r */
-static bool
-dkim_verify_key_uint(const struct conf_kv *kv, unsigned long lo, unsigned long hi,
-    unsigned *out, char **err_r)
-{
-	unsigned long n;
-	char *end;
-
-	errno = 0;
-	n = strtoul(kv->value, &end, 10);
-	if (kv->value[0] < '0' || kv->value[0] > '9' || *end != '\0' || errno != 0 ||
-	    n < lo || n > hi) {
-		*err_r = xasprintf("%s \"%s\" at line %d: expected %lu to %lu", kv->key,
-		    kv->value, kv->line, lo, hi);
-		return false;
-	}
-	*out = (unsigned)n;
-	return true;
-}
-
 /* dkim_verify_keys - the section's keys into in; false + *err_r naming the key and its line */
 static bool
 dkim_verify_keys(struct dkim_verify_inst *in, const struct conf_section *sec, char **err_r)
@@ -627,15 +607,15 @@ dkim_verify_keys(struct dkim_verify_inst *in, const struct conf_section *sec, ch
 		const struct conf_kv *kv = &sec->kv[i];
 
 		if (strcmp(kv->key, "max_signatures") == 0) {
-			if (!dkim_verify_key_uint(kv, 1, DKIM_VERIFY_MAX_SIGS_LIMIT,
+			if (!filter_conf_uint(kv, 1, DKIM_VERIFY_MAX_SIGS_LIMIT,
 			    &in->max_signatures, err_r))
 				return false;
 		} else if (strcmp(kv->key, "clock_skew") == 0) {
-			if (!dkim_verify_key_uint(kv, 0, DKIM_VERIFY_CLOCK_SKEW_LIMIT,
+			if (!filter_conf_uint(kv, 0, DKIM_VERIFY_CLOCK_SKEW_LIMIT,
 			    &in->clock_skew, err_r))
 				return false;
 		} else if (strcmp(kv->key, "min_key_bits") == 0) {
-			if (!dkim_verify_key_uint(kv, DKIM_VERIFY_MIN_KEY_BITS,
+			if (!filter_conf_uint(kv, DKIM_VERIFY_MIN_KEY_BITS,
 			    DKIM_VERIFY_MAX_KEY_BITS, &in->min_key_bits, err_r))
 				return false;
 		} else if (strcmp(kv->key, "threads") == 0) {

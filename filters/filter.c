@@ -1053,6 +1053,45 @@ filter_headers_edited(const struct filter_txn *txn, size_t *n)
 	return v;
 }
 
+/* filter_body_view - the body as the filters so far left it (see filter.h) */
+void
+filter_body_view(const struct filter_txn *txn, const char **mem, size_t *off, size_t *len)
+{
+	size_t i;
+
+	for (i = txn->nedits; i-- > 0;) {
+		if (txn->edits[i].kind == EDIT_REPLACE_BODY) {
+			*mem = txn->edits[i].value;
+			*len = txn->edits[i].value_len;
+			*off = 0;
+			return;
+		}
+	}
+	*mem = txn->body != NULL ? spool_mem(txn->body) : NULL;
+	*len = txn->body != NULL ? spool_size(txn->body) : 0;
+	*off = txn->body_offset;
+}
+
+/* filter_conf_uint - key = number in lo..hi into *out; false + *err_r */
+bool
+filter_conf_uint(const struct conf_kv *kv, unsigned long lo, unsigned long hi, unsigned *out,
+    char **err_r)
+{
+	unsigned long n;
+	char *end;
+
+	errno = 0;
+	n = strtoul(kv->value, &end, 10);
+	if (kv->value[0] < '0' || kv->value[0] > '9' || *end != '\0' || errno != 0 ||
+	    n < lo || n > hi) {
+		*err_r = xasprintf("%s \"%s\" at line %d: expected %lu to %lu", kv->key,
+		    kv->value, kv->line, lo, hi);
+		return false;
+	}
+	*out = (unsigned)n;
+	return true;
+}
+
 /*
  * filter_compose_headers - the header block to send (see filter.h).  Edits
  * apply in order to the headers as received, so indexes mean what a milter

@@ -206,6 +206,7 @@ struct filter_session {
 	const char *tls_cipher;
 	const char *tls_peer_subject;	/* client certificate's subject, NULL without one */
 	const char *auth_user;	/* NULL unless authenticated */
+	const char *auth_method;	/* its SASL mechanism ("PLAIN"), NULL with auth_user */
 	const struct conf *conf;
 };
 
@@ -423,6 +424,32 @@ struct filter_ctx *filter_wait_ctx(struct filter_wait *w);
 void filter_wait_done(struct filter_wait *w, enum filter_verdict v, const struct filter_reply *r);
 /* filter_wait_fail - the call failed (why: for the log): default_action applies.  Frees w. */
 void filter_wait_fail(struct filter_wait *w, const char *why);
+/*
+ * filter_wait_timeout - this wait may last seconds from now, in place of the
+ * filter's timeout (0: no limit; FILTER_TIMEOUT_DEFAULT: the filter's
+ * timeout, from now); called again, the clock starts over (a milter's
+ * progress packet).  Loop only; may be called from inside the
+ * callback that began the wait.  Nothing once the chain stopped waiting.
+ */
+void filter_wait_timeout(struct filter_wait *w, unsigned seconds);
+#define FILTER_TIMEOUT_DEFAULT	((unsigned)-1)
+
+/*
+ * filter_headers_edited - the header fields as the filters so far left
+ * them, in order (what header() callbacks see): an array to free, whose
+ * strings are txn's and valid while txn is unchanged.  A value as received
+ * starts after the ':' ("  x"), one a filter gave is as it gave it.
+ */
+struct filter_header *filter_headers_edited(const struct filter_txn *txn, size_t *n);
+/*
+ * filter_body_view - the body as the filters so far left it: *mem and
+ * *len when it is in memory (a filter replaced it, or the spool is), else
+ * *mem NULL and the body is txn->body from *off to *len.
+ */
+void filter_body_view(const struct filter_txn *txn, const char **mem, size_t *off, size_t *len);
+/* filter_conf_uint - a key = number in lo..hi into *out; false + *err_r naming key and line */
+bool filter_conf_uint(const struct conf_kv *kv, unsigned long lo, unsigned long hi,
+    unsigned *out, char **err_r);
 
 /* filter_txn_reset - clear a transaction (RSET/commit); keeps nothing. */
 void filter_txn_init(struct filter_txn *txn);

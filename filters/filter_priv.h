@@ -40,8 +40,6 @@ const char *filter_stage_name(enum filter_stage s);
 bool filter_has_stage(const struct filter_ops *ops, enum filter_stage stage);
 /* filter_chain_hold - one more reference (any thread) */
 struct filter_chain *filter_chain_hold(const struct filter_chain *chain);
-/* filter_headers_edited - the fields with every edit so far applied (array to free, strings txn's) */
-struct filter_header *filter_headers_edited(const struct filter_txn *txn, size_t *n);
 /* filter_txn_copy - a deep copy for a blocking call (body: a reference, head: copied) */
 void filter_txn_copy(struct filter_txn *dst, const struct filter_txn *src);
 

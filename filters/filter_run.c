@@ -92,6 +92,8 @@ struct filter_wait {
 	bool in_call;		/* on the loop: the callback that began it has not returned */
 	bool answered;		/* on the loop: completed inside that callback */
 	bool failed;		/* answered by filter_wait_fail */
+	bool own_timeout;	/* filter_wait_timeout set timeout */
+	unsigned timeout;	/* then: seconds this wait may last, 0 none */
 	enum filter_verdict verdict;
 	struct filter_reply reply;
 	struct filter_ctx ctx;	/* the call's context */
@@ -313,20 +315,13 @@ filter_call_body(const struct filter_link *fl, struct filter_ctx *c, struct filt
 {
 	const struct filter_txn *txn = c->txn;
 	struct spool *sp = txn->body;
-	size_t size = sp != NULL ? spool_size(sp) : 0, off = txn->body_offset, n, i;
-	const char *mem = sp != NULL ? spool_mem(sp) : NULL, *p;
+	size_t size, off, n;
+	const char *mem, *p;
 	enum filter_verdict v = FILTER_CONTINUE;
 	char *chunk = NULL;
 	ssize_t got;
 
-	for (i = txn->nedits; i-- > 0;) {
-		if (txn->edits[i].kind == EDIT_REPLACE_BODY) {
-			mem = txn->edits[i].value;
-			size = txn->edits[i].value_len;
-			off = 0;
-			break;
-		}
-	}
+	filter_body_view(txn, &mem, &off, &size);
 	for (; off < size && v == FILTER_CONTINUE; off += n) {
 		n = size - off < FILTER_BODY_CHUNK ? size - off : FILTER_BODY_CHUNK;
 		if (mem != NULL) {
@@ -707,14 +702,24 @@ filter_job_drop(void *arg)
 
 static void filter_timeout(evutil_socket_t fd, short what, void *arg);
 
+/* filter_wait_limit - seconds the pending call of filter i may last, 0 none */
+static unsigned
+filter_wait_limit(const struct filter_state *st, size_t i)
+{
+	if (st->pending != NULL && st->pending->own_timeout)
+		return st->pending->timeout;
+	return st->chain->links[i].timeout;
+}
+
 /* filter_timer_arm - the stage waits for filter i: at most its timeout */
 static void
 filter_timer_arm(struct filter_state *st, size_t i)
 {
-	const struct filter_link *fl = &st->chain->links[i];
-	struct timeval tv = { (time_t)fl->timeout, 0 };
+	struct timeval tv = { (time_t)filter_wait_limit(st, i), 0 };
 
-	if (fl->timeout == 0 || st->run.wl == NULL)
+	if (st->timer != NULL)
+		evtimer_del(st->timer);
+	if (tv.tv_sec == 0 || st->run.wl == NULL)
 		return;
 	/* Made at the first wait: most sessions' chains never wait. */
 	if (st->timer == NULL &&
@@ -815,6 +820,18 @@ filter_wait_begin(struct filter_ctx *ctx)
 	w->ctx = *ctx;
 	st->pending = w;
 	return w;
+}
+
+/* filter_wait_timeout - a limit of the wait's own, from now (see filter.h) */
+void
+filter_wait_timeout(struct filter_wait *w, unsigned seconds)
+{
+	if (w->st == NULL || w->pooled)
+		return;
+	w->own_timeout = seconds != FILTER_TIMEOUT_DEFAULT;
+	w->timeout = seconds;
+	if (!w->in_call)
+		filter_timer_arm(w->st, w->link);	/* else armed when the callback returns */
 }
 
 /* filter_wait_ctx - the stage's context, NULL once the chain stopped waiting */
@@ -970,7 +987,7 @@ filter_timeout(evutil_socket_t fd, short what, void *arg)
 	if (st->pending == NULL)
 		return;
 	i = st->pending->link;
-	snprintf(why, sizeof(why), "no answer in %us", st->chain->links[i].timeout);
+	snprintf(why, sizeof(why), "no answer in %us", filter_wait_limit(st, i));
 	filter_abandon(st);
 	filter_failed(st, i, "filter_timeout", why);
 	filter_fail_reply(&st->chain->links[i], &v, &r);

@@ -15,6 +15,7 @@
 #include "dkim_verify.h"
 #include "dkim_sign.h"
 #include "dmarc.h"
+#include "milter.h"
 #include "builtin.h"
 
 /* filter_builtins_register - register every built-in filter (idempotent) */
@@ -27,6 +28,7 @@ filter_builtins_register(void)
 	filter_register(&dkim_verify_ops);
 	filter_register(&dkim_sign_ops);
 	filter_register(&dmarc_ops);
+	filter_register(&milter_ops);
 }
 
 /* filter_builtin_refuse - a table reply as a filter's REJECT */

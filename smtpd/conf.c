@@ -82,6 +82,8 @@ static const struct {
 	{ "milter", CONF_NAMED },
 	{ "filter", CONF_NAMED },
 	{ "policy", CONF_NAMED },
+	{ "policyd", CONF_NAMED },
+	{ "milter-server", CONF_NONAME },
 };
 
 static void conf_error(struct conf_load *ld, int line, const char *type, const char *name,
@@ -372,7 +374,8 @@ conf_header_check(struct conf_load *ld, const char *type, const char *name, bool
 		return xstrdup("a header is [type] or [type name]");
 	if ((t = conf_section_type(type)) < 0)
 		return xstrdup("unknown section; use server, listener NAME, tls, "
-		    "backend, redis, auth, milter NAME, filter NAME or policy NAME");
+		    "backend, redis, auth, milter NAME, filter NAME, policy NAME, "
+		    "policyd NAME or milter-server");
 	if (conf_section_types[t].kind == CONF_NONAME && *name != '\0')
 		return xasprintf("[%s] takes no name; write [%s]", type, type);
 	if (conf_section_types[t].kind == CONF_NAMED && *name == '\0')
@@ -1064,7 +1067,10 @@ conf_build(struct conf_load *ld)
 			conf_apply_section(ld, s, c, conf_backend_keys, NULL);
 		else if (strcmp(s->type, "redis") == 0)
 			conf_apply_section(ld, s, c, conf_redis_keys, NULL);
-		/* server and auth are done; milter, filter, policy: their filters check them */
+		/*
+		 * server and auth are done; milter, filter, policy, policyd: their
+		 * filters check them; milter-server: portier-milter does
+		 */
 	}
 	conf_check_global(ld);
 	conf_finish_defaults(c);

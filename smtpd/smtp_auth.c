@@ -207,6 +207,7 @@ auth_filtered(struct session *s, const struct filter_result *res)
 		free(s->auth_user);
 		s->auth_user = NULL;
 		s->fsess.auth_user = NULL;
+		s->fsess.auth_method = NULL;
 		return;
 	}
 	log_info("id=%s event=auth result=ok client=%s user=%s", s->idstr, s->addr, uesc);
@@ -229,6 +230,7 @@ auth_done(void *arg)
 		/* The filters' AUTH stage sees the login; it holds once they passed it. */
 		s->auth_user = xstrdup(j->user);
 		s->fsess.auth_user = s->auth_user;
+		s->fsess.auth_method = s->auth_mech;
 		session_run_stage(s, FILTER_STAGE_AUTH, s->auth_user, auth_filtered);
 		break;
 	case AUTH_FAIL:
@@ -349,6 +351,7 @@ smtp_auth_cmd(struct session *s, const struct smtp_parse_cmd *cmd)
 	if (a.initial)
 		initial = xstrndup(a.initial, a.initiallen);
 	s->sasl = auth_sasl_new((enum auth_mech)mech);
+	s->auth_mech = auth_mech_name((enum auth_mech)mech);
 	smtp_parse_reader_init(&s->auth_reader, SESSION_AUTH_LINE_MAX);
 	st = auth_sasl_start(s->sasl, initial, &challenge);
 	if (initial) {

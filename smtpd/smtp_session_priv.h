@@ -162,7 +162,8 @@ struct session {
 	void (*fnext)(struct session *, const struct filter_result *);	/* after a pending stage */
 	struct auth_sasl *sasl;	/* the AUTH exchange in progress */
 	struct smtp_parse_reader auth_reader;
-	char *auth_user;	/* the login, once authenticated */
+	char *auth_user;
+	const char *auth_mech;	/* the AUTH exchange's mechanism name (static) */	/* the login, once authenticated */
 	bool tls_active;	/* the handshake completed */
 	bool tls_handshaking;
 	bool closed_cleanly;	/* we ended it (QUIT, 421): send close_notify */
