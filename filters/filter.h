@@ -139,7 +139,7 @@ enum filter_stage {
 struct filter_reply {
 	int code;		/* 0: the session's default for the verdict */
 	char ecode[16];		/* "5.7.1" */
-	char text[400];
+	char text[400];		/* several lines separated by LF: a multi-line reply */
 };
 
 struct filter_header {

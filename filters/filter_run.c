@@ -226,13 +226,16 @@ filter_ecode_ok(const char *e, char c)
 	return digits > 0;
 }
 
-/* filter_text_clean - no CR, LF or other controls may reach a reply line */
+/*
+ * filter_text_clean - no CR or other controls may reach a reply line; LF
+ * stays where lines may (it separates the lines of a multi-line reply)
+ */
 static void
-filter_text_clean(char *s, size_t size)
+filter_text_clean(char *s, size_t size, bool lines)
 {
 	s[size - 1] = '\0';
 	for (; *s != '\0'; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+		if (((unsigned char)*s < 0x20 && (*s != '\n' || !lines)) || *s == 0x7f)
 			*s = ' ';
 }
 
@@ -249,8 +252,8 @@ filter_reply_fix(const struct filter_run_ctx *run, const char *who, enum filter_
 	const char *defecode, *deftext;
 	int defcode, cls;
 
-	filter_text_clean(r->ecode, sizeof(r->ecode));
-	filter_text_clean(r->text, sizeof(r->text));
+	filter_text_clean(r->ecode, sizeof(r->ecode), false);
+	filter_text_clean(r->text, sizeof(r->text), true);
 	switch (*v) {
 	case FILTER_CONTINUE:
 	case FILTER_ACCEPT:
