@@ -12,6 +12,8 @@ import pytest
 import peers
 from peers import make_message
 from milters import TestMilter, RawMilter
+from tlsauth import (certs, tls_server, users_file, tls_context, starttls, auth_plain,  # noqa: F401
+                     ALICE, ALICE_PW)
 
 SENDER = "sender@origin.test"
 RCPT = "alice@example.test"
@@ -144,6 +146,28 @@ def test_macros_and_stages(portier, sink, client, milter):
                           if msg.nl == b"\n" else body_of(msg)).hexdigest()
     assert "bodysha256=%s" % want in eargs, (eargs, body_of(msg))
     assert emac["i"] == mmac["i"]
+
+
+def test_tls_and_auth_macros(tls_server, client, certs, milter):
+    """A submission session: HELO again after STARTTLS with {tls_version} and {cipher}, and at
+    MAIL the login in {auth_authen} and its mechanism in {auth_type}."""
+    m = milter()
+    srv = tls_server(listener={"role": "submission", "tls": "starttls",
+                               "filters": "milter:tm"}, auth="default", extra=m.section())
+    c = client(srv.port)
+    c.lport = c.sock.getsockname()[1]
+    c.start()
+    starttls(c, tls_context(certs))
+    c.ehlo()
+    auth_plain(c, ALICE, ALICE_PW)
+    c.cmd("MAIL FROM:<%s>" % ALICE, expect="250")
+    helos = mine(m.wait_event("helo", 2), c)
+    assert len(helos) == 2, m.lines()
+    assert "{tls_version}" not in helos[0][1] and helos[1][1]["{tls_version}"] == "TLSv1.3", \
+        helos
+    assert helos[1][1]["{cipher}"], helos
+    [(_, mac)] = mine(m.wait_event("mail"), c)
+    assert mac["{auth_authen}"] == ALICE and mac["{auth_type}"] == "PLAIN", mac
 
 
 def test_connection_kept_across_transactions(portier, sink, client, milter):

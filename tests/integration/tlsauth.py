@@ -201,11 +201,10 @@ def section(title, kv):
 
 
 def portier_tls_config(relay, certs=None, listener=None, listeners=None, tls=None, auth=None,
-                       server=None, backend=None):
+                       server=None, backend=None, extra=""):
     """[listener mx] on {port} (keys from `listener`), more listeners {name: {keys}} (use
     placeholders such as {subs} for their ports, see peers.Portier ports=), [tls] with the
     test certificate (when certs is given; `tls` adds keys), [auth] from `auth`."""
-    extra = ""
     for name, kv in (listeners or {}).items():
         extra += section("listener %s" % name, kv)
     if certs is not None:
@@ -459,7 +458,8 @@ def tls_server(portier, sink, certs, users_file):
     listeners: more listeners; each gets a free port, substituted for "{name}" and filled into
     listen = 127.0.0.1:{name} unless given.  auth="default": passwd_file with USERS
     (sha512-crypt) and max_failures = 100."""
-    def make(listener=None, listeners=None, tls=None, auth=None, server=None, sink_args=()):
+    def make(listener=None, listeners=None, tls=None, auth=None, server=None, sink_args=(),
+             extra=""):
         s = sink(args=sink_args)
         lst = {"tls": "starttls"}
         lst.update(listener or {})
@@ -474,7 +474,8 @@ def tls_server(portier, sink, certs, users_file):
         if auth == "default":
             auth = {"passwd_file": users_file(), "max_failures": 100, "failure_window": 60}
         cfg = portier_tls_config("smtp:127.0.0.1:%d" % s.port, certs=certs, listener=lst,
-                                 listeners=more, tls=tls, auth=auth, server=server)
+                                 listeners=more, tls=tls, auth=auth, server=server,
+                                 extra=extra)
         p = portier(cfg, ports=ports)
         wait_ports(ports.values())
         return Server(p, s, ports)
