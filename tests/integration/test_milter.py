@@ -4,6 +4,7 @@ smtp-sink as the backend; negotiation options, macros, timeouts and progress; tw
 one chain; and a milter that misbehaves (tests/milters/rawmilter.py) or is not there at all:
 default_action, a log line naming the milter, and the other sessions unaffected."""
 import hashlib
+import signal
 import re
 import time
 
@@ -730,3 +731,63 @@ def test_client_leaves_during_eom(portier, sink, client, milter):
     assert send(c2).is_(250)
     c2.quit()
     s.wait_messages(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Each milter wait against each interruption (the fixture fails on any sanitizer report)
+# ---------------------------------------------------------------------------------------------
+
+MILTER_WAITS = {
+    # wait point: (rawmilter mode, what the client sends to reach it)
+    "mail": ("stall_mail", ["MAIL FROM:<%s>" % SENDER]),
+    "eom": ("stall_eom", None),
+}
+
+
+def reach_milter_wait(c, point):
+    c.start()
+    if point == "mail":
+        c.sendline("MAIL FROM:<%s>" % SENDER)
+    else:
+        c.cmd("MAIL FROM:<%s>" % SENDER, expect="250")
+        c.cmd("RCPT TO:<%s>" % RCPT, expect="250")
+        c.cmd("DATA", expect="354")
+        c.send(peers.dot_stuff(make_message()) + b".\r\n")
+    time.sleep(0.5)
+
+
+@pytest.mark.parametrize("interruption", ["eof", "sigterm", "sighup"])
+@pytest.mark.parametrize("point", sorted(MILTER_WAITS))
+def test_milter_wait_interrupted(portier, sink, client, rawmilter, point, interruption):
+    """A session waits on a silent milter (at MAIL, or at EOM) when the client leaves, portier
+    is told to stop (SIGTERM: drain_timeout = 1, exit 0 well before the milter's timeout) or to
+    reload (SIGHUP: the waiting session keeps its milter and times out with default_action, the
+    next session runs on the new configuration)."""
+    m = rawmilter(MILTER_WAITS[point][0])
+    p, s = start_with(portier, sink, [m.section("raw", {"timeout": "3",
+                                                        "content_timeout": "3"})],
+                      ["milter:raw"], server={"drain_timeout": "1"})
+    c = connect(client, p)
+    reach_milter_wait(c, point)
+    if interruption == "eof":
+        c.close()
+        assert p.wait_log(r"event=disconnect client=127.0.0.1", timeout=10)
+        still = connect(client, p)
+        still.start()
+        still.quit()
+    elif interruption == "sigterm":
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        assert p.wait(10) == 0, p.log_text()[-3000:]
+        assert time.monotonic() - t0 < 3, "drain waited for the milter"
+    else:
+        p.reload(peers.portier_config("smtp:127.0.0.1:%d" % s.port,
+                                      server={"drain_timeout": "1", "max_recipients": 7}))
+        r = c.read_reply(timeout=8)
+        assert r.code == 451, r.text
+        c.close()
+        c2 = connect(client, p)
+        c2.start()
+        assert send(c2).is_(250)        # the new configuration has no milter
+        c2.quit()
+        s.wait_messages(1)
