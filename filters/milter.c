@@ -173,8 +173,7 @@ milter_parse_socket(struct milter_inst *in, const char *spec, char **err_r)
 		name++;
 	}
 	if (*port == '\0' || strlen(port) > 5 || strspn(port, "0123456789") != strlen(port) ||
-	    atoi(port) < 1 ||
-	    atoi(port) > 65535) {
+	    atoi(port) < 1 || atoi(port) > 65535) {
 		*err_r = xasprintf("socket \"%s\": port must be 1 to 65535", spec);
 		return false;
 	}
@@ -540,18 +539,21 @@ milter_send_stage(struct milter_sess *ms, const struct filter_ctx *ctx,
 }
 
 /*
- * milter_command - one stage's macros and command; its reply awaited unless
- * the milter turned it off (nr)
+ * milter_command - one stage's macros and command pkt (freed here); its
+ * reply awaited unless the milter turned it off (nr)
  */
 static enum filter_verdict
 milter_command(struct milter_sess *ms, struct filter_ctx *ctx, enum milter_macro_stage mstage,
-    const char *arg, const struct buf *pkt, uint32_t nr, struct filter_reply *r)
+    const char *arg, struct buf *pkt, uint32_t nr, struct filter_reply *r)
 {
 	char cmd = (char)pkt->data[4];
 
-	if (ms->bev == NULL)
+	if (ms->bev == NULL) {
+		buf_free(pkt);
 		return milter_now_failed(ms, ctx, "connection lost", r);
+	}
 	milter_send_stage(ms, ctx, mstage, arg, pkt);
+	buf_free(pkt);
 	if (ms->neg.protocol & nr)
 		return FILTER_CONTINUE;
 	return milter_wait(ms, ctx, MP_CMD, cmd, FILTER_TIMEOUT_DEFAULT, r);
@@ -649,7 +651,6 @@ static enum filter_verdict
 milter_helo(void *inst, struct filter_ctx *ctx, const char *helo, struct filter_reply *r)
 {
 	struct milter_sess *ms = *ctx->priv;
-	enum filter_verdict v;
 	struct buf pkt;
 
 	(void)inst;
@@ -660,9 +661,7 @@ milter_helo(void *inst, struct filter_ctx *ctx, const char *helo, struct filter_
 	milter_abort_txn(ms);
 	buf_init(&pkt);
 	milter_put_strings(&pkt, MILTER_C_HELO, &helo, 1);
-	v = milter_command(ms, ctx, MILTER_M_HELO, NULL, &pkt, MILTER_P_NR_HELO, r);
-	buf_free(&pkt);
-	return v;
+	return milter_command(ms, ctx, MILTER_M_HELO, NULL, &pkt, MILTER_P_NR_HELO, r);
 }
 
 /* milter_mail - MAIL FROM with its ESMTP parameters; ABORT first if a message was open */
@@ -670,7 +669,6 @@ static enum filter_verdict
 milter_mail(void *inst, struct filter_ctx *ctx, const char *from, struct filter_reply *r)
 {
 	struct milter_sess *ms = *ctx->priv;
-	enum filter_verdict v;
 	struct buf pkt;
 
 	(void)inst;
@@ -683,9 +681,7 @@ milter_mail(void *inst, struct filter_ctx *ctx, const char *from, struct filter_
 	buf_init(&pkt);
 	milter_put_args(&pkt, MILTER_C_MAIL, from, ctx->txn->mail_params != NULL ?
 	    ctx->txn->mail_params : "");
-	v = milter_command(ms, ctx, MILTER_M_MAIL, NULL, &pkt, MILTER_P_NR_MAIL, r);
-	buf_free(&pkt);
-	return v;
+	return milter_command(ms, ctx, MILTER_M_MAIL, NULL, &pkt, MILTER_P_NR_MAIL, r);
 }
 
 /* milter_rcpt - RCPT TO with its parameters: a reject refuses that recipient */
@@ -693,7 +689,6 @@ static enum filter_verdict
 milter_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_reply *r)
 {
 	struct milter_sess *ms = *ctx->priv;
-	enum filter_verdict v;
 	struct buf pkt;
 
 	(void)inst;
@@ -702,9 +697,7 @@ milter_rcpt(void *inst, struct filter_ctx *ctx, const char *rcpt, struct filter_
 	buf_init(&pkt);
 	milter_put_args(&pkt, MILTER_C_RCPT, rcpt, ctx->txn->rcpt_params_cur != NULL ?
 	    ctx->txn->rcpt_params_cur : "");
-	v = milter_command(ms, ctx, MILTER_M_RCPT, rcpt, &pkt, MILTER_P_NR_RCPT, r);
-	buf_free(&pkt);
-	return v;
+	return milter_command(ms, ctx, MILTER_M_RCPT, rcpt, &pkt, MILTER_P_NR_RCPT, r);
 }
 
 /* ---- the DATA conversation ---- */
