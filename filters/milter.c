@@ -224,10 +224,6 @@ milter_configure(const struct conf *conf, const struct conf_section *sec, char *
 		} else if (strcmp(kv->key, "content_timeout") == 0) {
 			if (!filter_conf_uint(kv, 1, MILTER_TIMEOUT_MAX, &in->content_timeout, err_r))
 				goto fail;
-		} else if (strcmp(kv->key, "threads") == 0) {
-			*err_r = xasprintf("threads at line %d: a milter is talked to on the event "
-			    "loop, it has no pool", kv->line);
-			goto fail;
 		} else if (!filter_chain_key(kv->key)) {
 			*err_r = xasprintf("unknown key \"%s\" at line %d", kv->key, kv->line);
 			goto fail;

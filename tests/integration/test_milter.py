@@ -791,3 +791,45 @@ def test_milter_wait_interrupted(portier, sink, client, rawmilter, point, interr
         assert send(c2).is_(250)        # the new configuration has no milter
         c2.quit()
         s.wait_messages(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# portier -t
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("section,why", [
+    ("", r"\[milter m\] has no socket ="),
+    ("socket = tcp:127.0.0.1:1\n", r'socket "tcp:127.0.0.1:1": expected inet:HOST:PORT'),
+    ("socket = inet:127.0.0.1:70000\n", r"port must be 1 to 65535"),
+    ("socket = inet:127.0.0.1\n", r"no port"),
+    ("socket = unix:relative/path\n", r"unix: needs an absolute path"),
+    ("socket = inet6:[::1:25\n", r"unbalanced"),
+    ("socket = inet:127.0.0.1:25\nconnect_timeout = 0\n", r'connect_timeout "0" at line \d+'),
+    ("socket = inet:127.0.0.1:25\ncontent_timeout = x\n", r'content_timeout "x" at line \d+'),
+    ("socket = inet:127.0.0.1:25\nthreads = 2\n", r"threads: this filter never blocks a thread"),
+    ("socket = inet:127.0.0.1:25\nsockett = x\n", r'unknown key "sockett" at line \d+'),
+])
+def test_milter_section_refused(tmpdir_0755, section, why):
+    """portier -t refuses a [milter NAME] it cannot use, naming the key, and exits 2; the
+    accepted forms (inet:PORT@HOST, inet6:[::1]:PORT, unix:PATH) pass."""
+    import os
+    path = os.path.join(tmpdir_0755, "portier.conf")
+    cfg = peers.portier_config("smtp:127.0.0.1:25", listener={"filters": "milter:m"},
+                               extra="[milter m]\n" + section).replace("{port}", "2525")
+    with open(path, "w") as f:
+        f.write(cfg)
+    rc, out = peers.run_portier_check(path)
+    assert rc == 2 and re.search(why, out), (rc, out)
+
+
+@pytest.mark.parametrize("spec", ["inet:25@127.0.0.1", "inet6:[::1]:25", "unix:/run/m.sock",
+                                  "inet:localhost:25"])
+def test_milter_socket_forms(tmpdir_0755, spec):
+    import os
+    path = os.path.join(tmpdir_0755, "portier.conf")
+    cfg = peers.portier_config("smtp:127.0.0.1:25", listener={"filters": "milter:m"},
+                               extra="[milter m]\nsocket = %s\n" % spec).replace("{port}", "2525")
+    with open(path, "w") as f:
+        f.write(cfg)
+    rc, out = peers.run_portier_check(path)
+    assert rc == 0, out
