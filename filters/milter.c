@@ -56,8 +56,8 @@
 
 /* Postfix 3.7's default macro lists (mail_params.h), with the connection's facts added. */
 static const char *const milter_default_macros[MILTER_M_STAGES] = {
-	[MILTER_M_CONNECT] = "j _ v {daemon_name} {daemon_addr} {daemon_port} {if_addr} "
-	    "{client_addr} {client_port} {client_name} {client_ptr}",
+	[MILTER_M_CONNECT] = ("j _ v {daemon_name} {daemon_addr} {daemon_port} {if_addr} "
+	    "{client_addr} {client_port} {client_name} {client_ptr}"),
 	[MILTER_M_HELO] = "{tls_version} {cipher} {cert_subject}",
 	[MILTER_M_MAIL] = "i {auth_type} {auth_authen} {mail_addr} {mail_host} {mail_mailer}",
 	[MILTER_M_RCPT] = "i {rcpt_addr} {rcpt_host} {rcpt_mailer}",

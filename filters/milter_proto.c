@@ -386,7 +386,7 @@ milter_ecode_len(const char *s, int cls)
 	const char *p = s;
 	int parts = 0, digits;
 
-	if (*p - '0' != cls)
+	if (*p - '0' != cls || p[1] != '.')	/* the class is one digit */
 		return 0;
 	for (;;) {
 		for (digits = 0; *p >= '0' && *p <= '9'; p++)
@@ -425,7 +425,7 @@ milter_parse_replycode(const char *s, struct filter_reply *r, const char **why)
 			return false;
 		}
 		more = sep == '-';
-		p += sep == '\0' ? 3 : 4;
+		p += sep == ' ' || sep == '-' ? 4 : 3;	/* a line end after the code is the line's */
 		el = milter_ecode_len(p, code / 100);
 		if (el > 0 && first_el == 0 && out == 0 && el < sizeof(r->ecode)) {
 			memcpy(r->ecode, p, el);

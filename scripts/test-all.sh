@@ -65,7 +65,8 @@ rm -rf build-fuzz && mkdir build-fuzz && cd build-fuzz
 	CFLAGS="-g -O1 -fsanitize=fuzzer-no-link,address,undefined" >/dev/null
 make -j"$jobs" tests/fuzz/fuzz_smtp_parse tests/fuzz/fuzz_data_reader \
 	tests/fuzz/fuzz_from tests/fuzz/fuzz_sasl tests/fuzz/fuzz_headers \
-	tests/fuzz/fuzz_dmarc_from tests/fuzz/fuzz_spf_record >/dev/null
+	tests/fuzz/fuzz_dmarc_from tests/fuzz/fuzz_spf_record \
+	tests/fuzz/fuzz_milter_reply >/dev/null
 FUZZ_SECONDS=${FUZZ_SECONDS:-15} make fuzz-run
 
 echo "== distcheck"

@@ -779,9 +779,13 @@ static const struct {
 	  "Message refused by policy", "rejrcpt", "a.rcpt -.rcpt" },
 	{ "trace:a,rejrcpt,trace:b", FILTER_STAGE_RCPT, "custom@x", FILTER_REJECT, 550, "5.1.1",
 	  "No such user", "rejrcpt", "a.rcpt -.rcpt" },
-	/* a wrong-class reply is replaced whole, CRLF never reaches the client */
+	/*
+	 * a wrong-class reply is replaced whole, a CR never reaches the client;
+	 * an LF stays: it starts the next line of a multi-line reply, which the
+	 * session writes with the same code ("554 5.7.1 250 Ok")
+	 */
 	{ "rejrcpt", FILTER_STAGE_RCPT, "crlf@x", FILTER_REJECT, 554, "5.7.1",
-	  "evil  250 Ok", "rejrcpt", "-.rcpt" },
+	  "evil \n250 Ok", "rejrcpt", "-.rcpt" },
 	{ "rej2xx,trace:a", FILTER_STAGE_RCPT, "x@y", FILTER_REJECT, 550, "5.7.1",
 	  "Message refused by policy", "rej2xx", "-.rcpt" },
 	/* order decides: a tempfail before a reject wins */
