@@ -1271,7 +1271,12 @@ milter_close(void *inst, struct filter_ctx *ctx)
 		milter_put(&out, MILTER_C_QUIT, NULL, 0);
 		milter_send(ms, &out);
 		buf_free(&out);
-		/* one try at writing what is queued: the milter sees QUIT, not a reset */
+		/*
+		 * one try at writing what is queued: the milter sees QUIT, not a
+		 * reset (rspamd logs the latter as an abnormal close).  A socket
+		 * bufferevent keeps its output's front frozen to all but itself.
+		 */
+		evbuffer_unfreeze(bufferevent_get_output(ms->bev), 1);
 		(void)evbuffer_write(bufferevent_get_output(ms->bev), bufferevent_getfd(ms->bev));
 	}
 	milter_shut(ms);
