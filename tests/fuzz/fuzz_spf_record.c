@@ -73,15 +73,25 @@ fuzz_macro_limit(const char *text, bool deep)
 	return false;
 }
 
-/* fuzz_long_term - a term longer than libspf2 takes a string (SPF_MAX_STR_LEN) */
+/*
+ * fuzz_long_term - a term longer than libspf2 takes a string
+ * (SPF_MAX_STR_LEN), counted as libspf2 stores it: the escape "%-" as the
+ * "%20" it stands for
+ */
 static bool
 fuzz_long_term(const char *text)
 {
-	size_t n;
+	size_t n, i, stored;
 
 	for (; *text != '\0'; text += n + (text[n] == ' ')) {
 		n = strcspn(text, " ");
-		if (n > SPF_MAX_STR_LEN)
+		for (i = stored = 0; i < n; i++, stored++) {
+			if (text[i] == '%' && i + 1 < n && text[i + 1] == '%')
+				i++, stored++;
+			else if (text[i] == '%' && i + 1 < n && text[i + 1] == '-')
+				i++, stored += 2;
+		}
+		if (stored > SPF_MAX_STR_LEN)
 			return true;
 	}
 	return false;
