@@ -202,6 +202,7 @@ struct filter_session {
 	 */
 	const char *proxy_client;
 	const char *helo;	/* NULL before HELO/EHLO */
+	bool esmtp;		/* the client said EHLO (LHLO), not HELO */
 	const char *tls_version;	/* NULL without TLS */
 	const char *tls_cipher;
 	const char *tls_peer_subject;	/* client certificate's subject, NULL without one */

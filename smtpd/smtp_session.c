@@ -700,6 +700,7 @@ cmd_helo(struct session *s, const struct smtp_parse_cmd *cmd, bool esmtp)
 	s->helo = xstrdup(h.name);
 	s->fsess.helo = s->helo;
 	s->esmtp = esmtp;
+	s->fsess.esmtp = esmtp;
 	session_run_stage(s, FILTER_STAGE_HELO, s->helo, helo_proceed);
 }
 
