@@ -14,6 +14,8 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <netdb.h>
+#include <sys/un.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1070,6 +1072,89 @@ filter_body_view(const struct filter_txn *txn, const char **mem, size_t *off, si
 	*mem = txn->body != NULL ? spool_mem(txn->body) : NULL;
 	*len = txn->body != NULL ? spool_size(txn->body) : 0;
 	*off = txn->body_offset;
+}
+
+/* filter_parse_port - "1".."65535" */
+static bool
+filter_parse_port(const char *s)
+{
+	size_t n = strspn(s, "0123456789");
+
+	return n > 0 && n <= 5 && s[n] == '\0' && atoi(s) >= 1 && atoi(s) <= 65535;
+}
+
+/* filter_parse_socket - inet:HOST:PORT, inet:PORT@HOST, inet6:[ADDR]:PORT, unix:PATH (see filter.h) */
+bool
+filter_parse_socket(const char *spec, struct sockaddr_storage *sa_r, socklen_t *len_r,
+    char **err_r)
+{
+	struct addrinfo hints, *ai = NULL;
+	const char *hp, *colon, *end, *at, *port = "";
+	char *host = NULL, pbuf[8];
+	int family, rc;
+
+	memset(sa_r, 0, sizeof(*sa_r));
+	if (strncmp(spec, "unix:", 5) == 0) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)sa_r;
+
+		if (spec[5] == '\0' || strlen(spec + 5) >= sizeof(sun->sun_path)) {
+			*err_r = xasprintf("\"%s\": the socket path is empty or longer than %zu octets",
+			    spec, sizeof(sun->sun_path) - 1);
+			return false;
+		}
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, spec + 5, strlen(spec + 5) + 1);
+		*len_r = (socklen_t)sizeof(*sun);
+		return true;
+	}
+	if (strncmp(spec, "inet:", 5) == 0 && (at = strchr(spec + 5, '@')) != NULL) {
+		/* Sendmail's inet:PORT@HOST, as milters document their socket */
+		family = AF_INET;
+		if (at[1] != '\0')
+			host = xstrdup(at + 1);
+		port = pbuf;
+		str_copy(pbuf, spec + 5, (size_t)(at - spec - 5) + 1 < sizeof(pbuf) ?
+		    (size_t)(at - spec - 5) + 1 : sizeof(pbuf));
+	} else if (strncmp(spec, "inet:", 5) == 0) {
+		family = AF_INET;
+		hp = spec + 5;
+		if ((colon = strrchr(hp, ':')) != NULL && colon > hp)
+			host = xstrndup(hp, (size_t)(colon - hp));
+		port = colon != NULL ? colon + 1 : "";
+	} else if (strncmp(spec, "inet6:", 6) == 0) {
+		family = AF_INET6;
+		hp = spec + 6;
+		if (*hp == '[' && (end = strchr(hp, ']')) != NULL && end[1] == ':' && end > hp + 1) {
+			host = xstrndup(hp + 1, (size_t)(end - hp - 1));
+			port = end + 2;
+		}
+	} else {
+		*err_r = xasprintf("\"%s\": write inet:HOST:PORT, inet6:[ADDRESS]:PORT or unix:PATH",
+		    spec);
+		return false;
+	}
+	if (host == NULL || !filter_parse_port(port)) {
+		*err_r = xasprintf("\"%s\": write %s, the port a number from 1 to 65535", spec,
+		    family == AF_INET ? "inet:HOST:PORT" : "inet6:[ADDRESS]:PORT");
+		free(host);
+		return false;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = family;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV | (family == AF_INET6 ? AI_NUMERICHOST : 0);
+	if ((rc = getaddrinfo(host, port, &hints, &ai)) != 0 || ai == NULL) {
+		*err_r = xasprintf("\"%s\": \"%s\" is no %s: %s", spec, host,
+		    family == AF_INET ? "IPv4 address or host name" : "IPv6 address",
+		    rc != 0 ? gai_strerror(rc) : "no address");
+		free(host);
+		return false;
+	}
+	memcpy(sa_r, ai->ai_addr, ai->ai_addrlen);
+	*len_r = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	free(host);
+	return true;
 }
 
 /* filter_conf_uint - key = number in lo..hi into *out; false + *err_r */

@@ -448,6 +448,14 @@ struct filter_header *filter_headers_edited(const struct filter_txn *txn, size_t
  * *mem NULL and the body is txn->body from *off to *len.
  */
 void filter_body_view(const struct filter_txn *txn, const char **mem, size_t *off, size_t *len);
+/*
+ * filter_parse_socket - a filter's peer: "inet:HOST:PORT" (also Sendmail's
+ * "inet:PORT@HOST"), "inet6:[ADDR]:PORT" or "unix:PATH", into an address to
+ * connect to.  HOST may be a name: it is resolved now (configure() runs on
+ * the main thread, never on a loop).  false + *err_r (to free).
+ */
+bool filter_parse_socket(const char *spec, struct sockaddr_storage *sa_r, socklen_t *len_r,
+    char **err_r);
 /* filter_conf_uint - a key = number in lo..hi into *out; false + *err_r naming key and line */
 bool filter_conf_uint(const struct conf_kv *kv, unsigned long lo, unsigned long hi,
     unsigned *out, char **err_r);

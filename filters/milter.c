@@ -112,85 +112,6 @@ struct milter_sess {
 
 /* ---- configuration ---- */
 
-/* milter_parse_socket - inet:HOST:PORT, inet:PORT@HOST, inet6:[ADDR]:PORT, unix:PATH */
-static bool
-milter_parse_socket(struct milter_inst *in, const char *spec, char **err_r)
-{
-	struct addrinfo hints, *res = NULL;
-	char host[256], *colon, *at, *name;
-	const char *port, *rest;
-	int e, family;
-
-	if (strncmp(spec, "unix:", 5) == 0) {
-		struct sockaddr_un *sun = (struct sockaddr_un *)&in->sa;
-
-		if (spec[5] != '/' || strlen(spec + 5) >= sizeof(sun->sun_path)) {
-			*err_r = xasprintf("socket \"%s\": unix: needs an absolute path of at most %zu "
-			    "octets", spec, sizeof(sun->sun_path) - 1);
-			return false;
-		}
-		sun->sun_family = AF_UNIX;
-		memcpy(sun->sun_path, spec + 5, strlen(spec + 5) + 1);
-		in->salen = sizeof(*sun);
-		return true;
-	}
-	if (strncmp(spec, "inet:", 5) == 0) {
-		family = AF_UNSPEC;
-		rest = spec + 5;
-	} else if (strncmp(spec, "inet6:", 6) == 0) {
-		family = AF_INET6;
-		rest = spec + 6;
-	} else {
-		*err_r = xasprintf("socket \"%s\": expected inet:HOST:PORT, inet6:[ADDR]:PORT or "
-		    "unix:PATH", spec);
-		return false;
-	}
-	if (strlen(rest) >= sizeof(host)) {
-		*err_r = xasprintf("socket \"%s\": too long", spec);
-		return false;
-	}
-	strcpy(host, rest);
-	if ((at = strchr(host, '@')) != NULL) {	/* Sendmail's PORT@HOST */
-		*at = '\0';
-		port = host;
-		name = at + 1;
-	} else if ((colon = strrchr(host, ':')) != NULL) {
-		*colon = '\0';
-		port = colon + 1;
-		name = host;
-	} else {
-		*err_r = xasprintf("socket \"%s\": no port", spec);
-		return false;
-	}
-	if (*name == '[') {
-		size_t l = strlen(name);
-
-		if (l < 3 || name[l - 1] != ']') {
-			*err_r = xasprintf("socket \"%s\": unbalanced [ ]", spec);
-			return false;
-		}
-		name[l - 1] = '\0';
-		name++;
-	}
-	if (*port == '\0' || strlen(port) > 5 || strspn(port, "0123456789") != strlen(port) ||
-	    atoi(port) < 1 || atoi(port) > 65535) {
-		*err_r = xasprintf("socket \"%s\": port must be 1 to 65535", spec);
-		return false;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = family;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	if ((e = getaddrinfo(name, port, &hints, &res)) != 0 || res == NULL) {
-		*err_r = xasprintf("socket \"%s\": %s", spec, gai_strerror(e));
-		return false;
-	}
-	memcpy(&in->sa, res->ai_addr, res->ai_addrlen);
-	in->salen = res->ai_addrlen;
-	freeaddrinfo(res);
-	return true;
-}
-
 static void milter_destroy(void *inst);
 
 /* milter_configure - [milter NAME]: socket and timeouts */
@@ -199,6 +120,7 @@ milter_configure(const struct conf *conf, const struct conf_section *sec, char *
 {
 	struct milter_inst *in;
 	const char *spec = NULL;
+	char *why;
 	size_t i;
 
 	if (sec == NULL || sec->name[0] == '\0') {
@@ -216,8 +138,11 @@ milter_configure(const struct conf *conf, const struct conf_section *sec, char *
 
 		if (strcmp(kv->key, "socket") == 0) {
 			spec = kv->value;
-			if (!milter_parse_socket(in, spec, err_r))
+			if (!filter_parse_socket(spec, &in->sa, &in->salen, &why)) {
+				*err_r = xasprintf("socket %s (line %d)", why, kv->line);
+				free(why);
 				goto fail;
+			}
 		} else if (strcmp(kv->key, "connect_timeout") == 0) {
 			if (!filter_conf_uint(kv, 1, MILTER_TIMEOUT_MAX, &in->connect_timeout, err_r))
 				goto fail;

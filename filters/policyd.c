@@ -171,109 +171,15 @@ policyd_parse_stages(const char *value, unsigned *mask_r, char **err_r)
 	return true;
 }
 
-/* policyd_parse_port - "1".."65535" */
-static bool
-policyd_parse_port(const char *s)
-{
-	size_t n = strspn(s, "0123456789");
-
-	return n > 0 && n <= 5 && s[n] == '\0' && atoi(s) >= 1 && atoi(s) <= 65535;
-}
-
-/* policyd_parse_socket - inet:HOST:PORT, inet6:[ADDR]:PORT, unix:PATH (see policyd.h) */
-bool
-policyd_parse_socket(const char *spec, struct sockaddr_storage *sa_r, socklen_t *len_r,
-    char **err_r)
-{
-	struct addrinfo hints, *ai = NULL;
-	const char *hp, *colon, *end;
-	char *host = NULL;
-	int family, rc;
-
-	memset(sa_r, 0, sizeof(*sa_r));
-	if (strncmp(spec, "unix:", 5) == 0) {
-		struct sockaddr_un *sun = (struct sockaddr_un *)sa_r;
-
-		if (spec[5] == '\0' || strlen(spec + 5) >= sizeof(sun->sun_path)) {
-			*err_r = xasprintf("\"%s\": the socket path is empty or longer than %zu octets",
-			    spec, sizeof(sun->sun_path) - 1);
-			return false;
-		}
-		sun->sun_family = AF_UNIX;
-		memcpy(sun->sun_path, spec + 5, strlen(spec + 5) + 1);
-		*len_r = (socklen_t)sizeof(*sun);
-		return true;
-	}
-	if (strncmp(spec, "inet:", 5) == 0) {
-		family = AF_INET;
-		hp = spec + 5;
-		if ((colon = strrchr(hp, ':')) != NULL && colon > hp)
-			host = xstrndup(hp, (size_t)(colon - hp));
-	} else if (strncmp(spec, "inet6:", 6) == 0) {
-		family = AF_INET6;
-		hp = spec + 6;
-		if (*hp == '[' && (end = strchr(hp, ']')) != NULL && end[1] == ':' && end > hp + 1) {
-			host = xstrndup(hp + 1, (size_t)(end - hp - 1));
-			colon = end + 1;
-		}
-	} else {
-		*err_r = xasprintf("\"%s\": write inet:HOST:PORT, inet6:[ADDRESS]:PORT or unix:PATH",
-		    spec);
-		return false;
-	}
-	if (host == NULL || !policyd_parse_port(colon + 1)) {
-		*err_r = xasprintf("\"%s\": write %s, the port a number from 1 to 65535", spec,
-		    family == AF_INET ? "inet:HOST:PORT" : "inet6:[ADDRESS]:PORT");
-		free(host);
-		return false;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = family;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV | (family == AF_INET6 ? AI_NUMERICHOST : 0);
-	if ((rc = getaddrinfo(host, colon + 1, &hints, &ai)) != 0 || ai == NULL) {
-		*err_r = xasprintf("\"%s\": \"%s\" is no %s: %s", spec, host,
-		    family == AF_INET ? "IPv4 address or host name" : "IPv6 address",
-		    rc != 0 ? gai_strerror(rc) : "no address");
-		free(host);
-		return false;
-	}
-	memcpy(sa_r, ai->ai_addr, ai->ai_addrlen);
-	*len_r = ai->ai_addrlen;
-	freeaddrinfo(ai);
-	free(host);
-	return true;
-}
-
-/* policyd_set_number - a decimal number in [min, max]; false + *err_r naming the key and line */
-static bool
-policyd_set_number(const struct conf_kv *kv, unsigned long min, unsigned long max,
-    unsigned long *n_r, char **err_r)
-{
-	char *end;
-	unsigned long n;
-
-	errno = 0;
-	n = strtoul(kv->value, &end, 10);
-	if (kv->value[0] < '0' || kv->value[0] > '9' || *end != '\0' || errno != 0 || n < min ||
-	    n > max) {
-		*err_r = xasprintf("%s = \"%s\" (line %d): expected a number from %lu to %lu",
-		    kv->key, kv->value, kv->line, min, max);
-		return false;
-	}
-	*n_r = n;
-	return true;
-}
-
 /* policyd_key - apply one key of the section; false + *err_r */
 static bool
 policyd_key(struct policyd *pd, const struct conf_kv *kv, char **err_r)
 {
-	unsigned long n;
+	unsigned n;
 	char *why = NULL;
 
 	if (strcmp(kv->key, "socket") == 0) {
-		if (!policyd_parse_socket(kv->value, &pd->sa, &pd->salen, &why))
+		if (!filter_parse_socket(kv->value, &pd->sa, &pd->salen, &why))
 			goto bad;
 		free(pd->socket);
 		pd->socket = xstrdup(kv->value);
@@ -285,13 +191,13 @@ policyd_key(struct policyd *pd, const struct conf_kv *kv, char **err_r)
 		return true;
 	}
 	if (strcmp(kv->key, "max_reply") == 0) {
-		if (!policyd_set_number(kv, 16, 1024 * 1024, &n, err_r))
+		if (!filter_conf_uint(kv, 16, 1024 * 1024, &n, err_r))
 			return false;
 		pd->max_reply = n;
 		return true;
 	}
 	if (strcmp(kv->key, "idle_timeout") == 0) {
-		if (!policyd_set_number(kv, 0, 3600, &n, err_r))
+		if (!filter_conf_uint(kv, 0, 3600, &n, err_r))
 			return false;
 		pd->idle_timeout = (unsigned)n;
 		return true;

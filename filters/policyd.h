@@ -43,15 +43,6 @@ const char *policyd_stage_name(enum policyd_stage s);
  */
 bool policyd_parse_stages(const char *value, unsigned *mask_r, char **err_r);
 
-/*
- * policyd_parse_socket - "inet:HOST:PORT", "inet6:[ADDR]:PORT" or
- * "unix:PATH" into an address to connect to.  HOST may be a name: it is
- * resolved now (configure() runs on the main thread, never on a loop).
- * false + *err_r (to free).
- */
-bool policyd_parse_socket(const char *spec, struct sockaddr_storage *sa_r, socklen_t *len_r,
-    char **err_r);
-
 /* What a request says about the session and the transaction. */
 struct policyd_query {
 	enum policyd_stage stage;

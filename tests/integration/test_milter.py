@@ -802,11 +802,12 @@ def test_milter_wait_interrupted(portier, sink, client, rawmilter, point, interr
 
 @pytest.mark.parametrize("section,why", [
     ("", r"\[milter m\] has no socket ="),
-    ("socket = tcp:127.0.0.1:1\n", r'socket "tcp:127.0.0.1:1": expected inet:HOST:PORT'),
-    ("socket = inet:127.0.0.1:70000\n", r"port must be 1 to 65535"),
-    ("socket = inet:127.0.0.1\n", r"no port"),
-    ("socket = unix:relative/path\n", r"unix: needs an absolute path"),
-    ("socket = inet6:[::1:25\n", r"unbalanced"),
+    ("socket = tcp:127.0.0.1:1\n", r'socket "tcp:127.0.0.1:1": write inet:HOST:PORT'),
+    ("socket = inet:127.0.0.1:70000\n", r"the port a number from 1 to 65535 \(line \d+\)"),
+    ("socket = inet:127.0.0.1\n", r"write inet:HOST:PORT"),
+    ("socket = unix:\n", r"the socket path is empty"),
+    ("socket = inet6:[::1:25\n", r"write inet6:\[ADDRESS\]:PORT"),
+    ("socket = inet:25@\n", r"write inet:HOST:PORT"),
     ("socket = inet:127.0.0.1:25\nconnect_timeout = 0\n", r'connect_timeout "0" at line \d+'),
     ("socket = inet:127.0.0.1:25\ncontent_timeout = x\n", r'content_timeout "x" at line \d+'),
     ("socket = inet:127.0.0.1:25\nthreads = 2\n", r"threads: this filter never blocks a thread"),

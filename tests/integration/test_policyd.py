@@ -588,7 +588,8 @@ def test_pooled_connections_closed_at_exit(make_pair, policy_server):
     ({"socket": "inet:127.0.0.1:0"}, r"port a number from 1 to 65535"),
     ({"socket": "inet6:::1:10"}, r"inet6:\[ADDRESS\]:PORT"),
     ({"socket": "inet:127.0.0.1:10023", "stages": "rcpt quit"}, r"\\?\"quit\\?\" is no stage"),
-    ({"socket": "inet:127.0.0.1:10023", "max_reply": "5"}, r"max_reply .* from 16"),
+    ({"socket": "inet:127.0.0.1:10023", "max_reply": "5"},
+     r"max_reply \\?\"5\\?\" at line \d+: expected 16 to"),
     ({"socket": "inet:127.0.0.1:10023", "idle_timeout": "x"}, r"idle_timeout"),
     ({"socket": "inet:127.0.0.1:10023", "colour": "red"}, r"unknown key \\?\"colour"),
 ])

@@ -532,6 +532,10 @@ static const struct {
 	{ "inet:localhost:12340", AF_INET, 12340 },
 	{ "inet6:[::1]:65535", AF_INET6, 65535 },
 	{ "unix:/run/policyd.sock", AF_UNIX, 0 },
+	{ "inet:10025@127.0.0.1", AF_INET, 10025 },	/* Sendmail's form */
+	{ "inet:25@", 0, 0 },
+	{ "inet:@127.0.0.1", 0, 0 },
+	{ "inet:123456@127.0.0.1", 0, 0 },
 	{ "inet:127.0.0.1:0", 0, 0 },
 	{ "inet:127.0.0.1:65536", 0, 0 },
 	{ "inet:127.0.0.1:", 0, 0 },
@@ -554,7 +558,7 @@ START_TEST(test_socket)
 	struct sockaddr_storage ss;
 	socklen_t len = 0;
 	char *err = NULL;
-	bool ok = policyd_parse_socket(socket_cases[_i].spec, &ss, &len, &err);
+	bool ok = filter_parse_socket(socket_cases[_i].spec, &ss, &len, &err);
 
 	ck_assert_msg(ok == (socket_cases[_i].family != 0), "\"%s\": %s", socket_cases[_i].spec,
 	    err != NULL ? err : "accepted");
@@ -583,7 +587,7 @@ START_TEST(test_socket_path_too_long)
 	memcpy(spec, "unix:/", 6);
 	memset(spec + 6, 'a', sizeof(spec) - 7);
 	spec[sizeof(spec) - 1] = '\0';
-	ck_assert(!policyd_parse_socket(spec, &ss, &len, &err));
+	ck_assert(!filter_parse_socket(spec, &ss, &len, &err));
 	free(err);
 }
 END_TEST
