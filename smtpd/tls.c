@@ -74,6 +74,8 @@ struct tls_ticket_key {
 struct tls_tickets {
 	pthread_mutex_t lock;
 	time_t skipped;			/* tls_tickets_skip, for tests */
+	bool frozen;			/* a test skipped: the clock moves by skips only */
+	time_t frozen_at;
 	struct tls_ticket_key key[2];	/* [0] encrypts, [1] the one before: decrypts */
 };
 
@@ -239,6 +241,8 @@ tls_tickets_now(const struct tls_tickets *t)
 {
 	struct timespec ts;
 
+	if (t->frozen)
+		return t->frozen_at + t->skipped;
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
 		fatal("clock_gettime(CLOCK_MONOTONIC) failed");
 	return ts.tv_sec + t->skipped;
@@ -368,7 +372,11 @@ tls_server_tickets(SSL_CTX *ctx, char **err_r)
 	return true;
 }
 
-/* tls_tickets_skip - move ctx's ticket clock on by seconds (tests) */
+/*
+ * tls_tickets_skip - move ctx's ticket clock on by seconds (tests); from the
+ * first call on, that clock stands still but for skips, so that a second
+ * that passes during a slow test changes nothing
+ */
 void
 tls_tickets_skip(SSL_CTX *ctx, unsigned seconds)
 {
@@ -377,6 +385,10 @@ tls_tickets_skip(SSL_CTX *ctx, unsigned seconds)
 	if (t == NULL)
 		return;
 	pthread_mutex_lock(&t->lock);
+	if (!t->frozen) {
+		t->frozen_at = tls_tickets_now(t);
+		t->frozen = true;
+	}
 	t->skipped += (time_t)seconds;
 	pthread_mutex_unlock(&t->lock);
 }

@@ -41,7 +41,10 @@ SSL_CTX *tls_server_ctx_new(const struct conf *conf, char **err_r);
  * a client without session tickets cannot resume it.
  */
 SSL *tls_server_ssl_new(SSL_CTX *ctx);
-/* tls_tickets_skip - for tests: age the session ticket keys of a server ctx by seconds. */
+/*
+ * tls_tickets_skip - for tests: age the session ticket keys of a server ctx
+ * by seconds; the first call stops its ticket clock (skip 0 to stop it).
+ */
 void tls_tickets_skip(SSL_CTX *ctx, unsigned seconds);
 
 /* tls_client_ctx_new - context for backend connections from [backend]; NULL and *err_r on error. */
