@@ -28,13 +28,28 @@ usage(void)
 	exit(EXIT_CONFIG);
 }
 
+/* cli_conf_load - the built-in filters registered, FILE loaded; NULL after printing its errors */
+struct conf *
+cli_conf_load(const char *path, bool debug)
+{
+	struct buf errors;
+	struct conf *conf;
+
+	filter_builtins_register();
+	log_set_debug(debug);
+	buf_init(&errors);
+	if ((conf = conf_load(path, &errors)) == NULL)
+		fputs(errors.data ? errors.data : "configuration error\n", stderr);
+	buf_free(&errors);
+	return conf;
+}
+
 /* portier_main - the daemon's main(); the built-in filters are registered here */
 int
 portier_main(int argc, char *argv[])
 {
 	const char *path = NULL;
 	bool check_only = false, debug = false;
-	struct buf errors;
 	struct conf *conf;
 	struct snapshot *snap;
 	char *err = NULL;
@@ -57,17 +72,15 @@ portier_main(int argc, char *argv[])
 	}
 	if (path == NULL || optind != argc)
 		usage();
-	filter_builtins_register();
-	log_set_debug(debug);
-
-	buf_init(&errors);
-	conf = conf_load(path, &errors);
-	if (conf == NULL) {
-		fputs(errors.data ? errors.data : "configuration error\n", stderr);
-		buf_free(&errors);
+	if ((conf = cli_conf_load(path, debug)) == NULL)
+		return EXIT_CONFIG;
+	if (conf->nlisteners == 0) {
+		/* conf_load takes a file with only [milter-server]: portier-milter's. */
+		fprintf(stderr, "%s: no [listener]; this file serves portier-milter only: add a "
+		    "[listener NAME] with listen = HOST:PORT for portier\n", path);
+		conf_unref(conf);
 		return EXIT_CONFIG;
 	}
-	buf_free(&errors);
 	snap = snapshot_new(conf, &err);
 	if (snap == NULL) {
 		fprintf(stderr, "%s\n", err);

@@ -304,6 +304,81 @@ static const struct conf_key conf_redis_keys[] = {
 	{ NULL, NULL, 0, 0, 0, NULL, NULL }
 };
 
+/*
+ * [milter-server] (portier-milter): its socket in the forms an MTA's
+ * smtpd_milters = names it, turned into libmilter's
+ */
+static bool
+conf_set_milter_listen(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	struct conf_milter_server *ms = field;
+	char *host = NULL, *port = NULL, *spec;
+	bool v6 = strncmp(value, "inet6:", 6) == 0;
+
+	if (strncmp(value, "unix:", 5) == 0) {
+		if (value[5] != '/') {
+			*why_r = xasprintf("\"%s\": unix: needs an absolute path", value);
+			return false;
+		}
+		spec = xstrdup(value);
+	} else if (strncmp(value, "inet:", 5) == 0 || v6) {
+		if (!conf_parse_hostport(value + (v6 ? 6 : 5), CONF_HOST_BIND, &host, &port, why_r))
+			return false;
+		if (v6 != (strchr(host, ':') != NULL)) {
+			*why_r = xasprintf("\"%s\": write inet:IPV4:PORT or inet6:[IPV6]:PORT", value);
+			free(host);
+			free(port);
+			return false;
+		}
+		spec = strcmp(host, "*") == 0 ? xasprintf("inet:%s", port) :
+		    xasprintf("%s:%s@%s", v6 ? "inet6" : "inet", port, host);
+		free(host);
+		free(port);
+	} else {
+		*why_r = xasprintf("\"%s\": write inet:HOST:PORT, inet6:[ADDR]:PORT or "
+		    "unix:/PATH", value);
+		return false;
+	}
+	free(ms->socket);
+	ms->socket = spec;
+	conf_strv_free(ms->l.listen, ms->l.nlisten);
+	ms->l.listen = NULL;
+	ms->l.nlisten = 0;
+	conf_strv_push(&ms->l.listen, &ms->l.nlisten, xstrdup(value));
+	return true;
+}
+
+/* conf_set_mode - file permissions in octal, 0 to 0777 */
+static bool
+conf_set_mode(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	unsigned long n;
+	char *end;
+
+	errno = 0;
+	n = strtoul(value, &end, 8);
+	if (*value < '0' || *value > '7' || *end != '\0' || errno != 0 || n > 0777) {
+		*why_r = xasprintf("\"%s\" is not a mode; write octal digits, e.g. 0660", value);
+		return false;
+	}
+	*(unsigned *)field = (unsigned)n;
+	return true;
+}
+
+#define KMS(n, f, fn, lo, hi, words) \
+	{ n, fn, offsetof(struct conf_milter_server, f), lo, hi, words, NULL }
+static const char *const conf_milter_role_words[] = {
+	[ROLE_MX] = "mx", [ROLE_SUBMISSION] = "submission", NULL
+};
+/* Setters of listener values get the listener (l, offset 0), listen the whole section. */
+static const struct conf_key conf_milter_server_keys[] = {
+	{ "listen", conf_set_milter_listen, 0, 0, 0, NULL, NULL },
+	KMS("role", l.role, conf_set_enum, 0, 0, conf_milter_role_words),
+	KMS("filters", l, conf_set_filters, 0, 0, NULL),
+	KMS("socket_mode", socket_mode, conf_set_mode, 0, 0, NULL),
+	{ NULL, NULL, 0, 0, 0, NULL, NULL }
+};
+
 static const struct conf_key conf_auth_keys[] = {
 	KC("passwd_file", auth_passwd_file, conf_set_optstr, 0, 0, NULL),
 	KC("dovecot", auth_dovecot, conf_set_endpoint, 0, 0, NULL),
@@ -715,6 +790,25 @@ conf_add_listener(struct conf_load *ld, const struct conf_section *s)
 		l->tls = TLS_IMPLICIT;
 }
 
+/*
+ * conf_add_milter_server - [milter-server]: a listener's role and filters
+ * and the [server] limits, served through libmilter (portier-milter)
+ */
+static void
+conf_add_milter_server(struct conf_load *ld, const struct conf_section *s)
+{
+	struct conf *c = ld->c;
+	struct conf_milter_server *ms;
+
+	ms = c->milter_server = xcalloc(1, sizeof(*ms));
+	ms->l.name = xstrdup("milter-server");
+	ms->l.line = s->line;
+	ms->l.role = ROLE_MX;
+	ms->l.limits = c->limits;
+	ms->socket_mode = 0660;
+	conf_apply_section(ld, s, ms, conf_milter_server_keys, NULL);
+}
+
 /* conf_role_filter - the safety filter role implies: "port25" or "auth-enforce" */
 const char *
 conf_role_filter(enum conf_role role)
@@ -968,6 +1062,24 @@ conf_check_lmtp_mixed(struct conf_load *ld)
 		    "to remote senders; set it, or lmtp_mixed = tempfail");
 }
 
+/* conf_check_milter_server - [milter-server] needs a socket; its filters obey its role */
+static void
+conf_check_milter_server(struct conf_load *ld)
+{
+	const struct conf_milter_server *ms = ld->c->milter_server;
+	const struct conf_section *s;
+	size_t i;
+
+	if (ms == NULL)
+		return;
+	s = conf_section_find(ld->c, "milter-server", NULL);
+	if (ms->socket == NULL && conf_section_get(s, "listen") == NULL)
+		conf_error(ld, s->line, s->type, NULL, "listen", "missing; add listen = "
+		    "inet:127.0.0.1:8891, inet6:[::1]:8891 or unix:/run/portier/milter.sock");
+	for (i = 0; i < ms->l.nfilters; i++)
+		conf_check_role_filter(ld, &ms->l, s, ms->l.filters[i]);
+}
+
 /* conf_check_global - what must hold across sections */
 static void
 conf_check_global(struct conf_load *ld)
@@ -977,21 +1089,24 @@ conf_check_global(struct conf_load *ld)
 	int last = ld->lineno > 0 ? ld->lineno : 1;
 	size_t i;
 
-	if (c->nlisteners == 0)
+	if (c->nlisteners == 0 && c->milter_server == NULL)
 		conf_error(ld, last, "listener", NULL, "listen", "no listener; add a "
 		    "[listener NAME] section with listen = HOST:PORT");
 	for (i = 0; i < c->nlisteners; i++)
 		conf_check_listener(ld, &c->listeners[i],
 		    conf_section_find(c, "listener", c->listeners[i].name));
+	conf_check_milter_server(ld);
 	conf_check_addresses(ld);
 	conf_check_tls(ld);
 	conf_check_not_yet(ld);
 	conf_check_lmtp_mixed(ld);
 	s = conf_section_find(c, "backend", NULL);
-	if (s == NULL)
-		conf_error(ld, last, "backend", NULL, "relay", "no [backend]; add one with "
-		    "relay = lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT or maildir:DIR");
-	else if (conf_section_get(s, "relay") == NULL)
+	if (s == NULL) {
+		/* A file for portier-milter alone has no listener, and no backend: the MTA delivers. */
+		if (c->nlisteners > 0)
+			conf_error(ld, last, "backend", NULL, "relay", "no [backend]; add one with "
+			    "relay = lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT or maildir:DIR");
+	} else if (conf_section_get(s, "relay") == NULL)
 		conf_error(ld, s->line, "backend", NULL, "relay", "missing; set relay = "
 		    "lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT or maildir:DIR");
 	if (c->auth_passwd_file != NULL && c->auth_dovecot != NULL) {
@@ -1067,10 +1182,9 @@ conf_build(struct conf_load *ld)
 			conf_apply_section(ld, s, c, conf_backend_keys, NULL);
 		else if (strcmp(s->type, "redis") == 0)
 			conf_apply_section(ld, s, c, conf_redis_keys, NULL);
-		/*
-		 * server and auth are done; milter, filter, policy, policyd: their
-		 * filters check them; milter-server: portier-milter does
-		 */
+		else if (strcmp(s->type, "milter-server") == 0)
+			conf_add_milter_server(ld, s);
+		/* server and auth are done; milter, filter, policy, policyd: their filters check them */
 	}
 	conf_check_global(ld);
 	conf_finish_defaults(c);
@@ -1135,6 +1249,13 @@ conf_free(struct conf *c)
 		conf_strv_free(c->listeners[i].proxy_trusted, c->listeners[i].nproxy_trusted);
 	}
 	free(c->listeners);
+	if (c->milter_server != NULL) {
+		free(c->milter_server->l.name);
+		conf_strv_free(c->milter_server->l.listen, c->milter_server->l.nlisten);
+		conf_strv_free(c->milter_server->l.filters, c->milter_server->l.nfilters);
+		free(c->milter_server->socket);
+		free(c->milter_server);
+	}
 	conf_strv_free(c->local_domains, c->nlocal_domains);
 	conf_relay_clear(&c->relay);
 	conf_relay_clear(&c->bounce_relay);

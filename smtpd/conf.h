@@ -80,6 +80,19 @@ struct conf_relay {
 	char *spec;		/* as written, for logs */
 };
 
+/*
+ * [milter-server]: portier-milter's own section (portier-milter(8)), the
+ * built-in filters served to an MTA through libmilter.  l holds what it
+ * shares with a listener: the name "milter-server", line, role (mx or
+ * submission: its safety filter heads the chain), filters, the [server]
+ * limits, and listen[0], the socket as written.
+ */
+struct conf_milter_server {
+	struct conf_listener l;
+	char *socket;		/* libmilter's form: "inet:PORT@HOST", "inet6:PORT@ADDR", "unix:PATH" */
+	unsigned socket_mode;	/* unix: the socket's permissions */
+};
+
 /* Optional strings (user, metrics, tls_*, redis_server, auth_*) are NULL when unset or empty. */
 struct conf {
 	int refcnt;		/* atomic; conf_ref/conf_unref */
@@ -104,6 +117,7 @@ struct conf {
 
 	struct conf_listener *listeners;
 	size_t nlisteners;
+	struct conf_milter_server *milter_server;	/* NULL without [milter-server] */
 
 	char *tls_cert;
 	char *tls_key;

@@ -143,7 +143,7 @@ snapshot_auth(struct snapshot *s, const struct conf *conf, char **err_r)
  * (conf_role_filter), then "filters =" without it.  Listed or not, the
  * safety filter runs once and first: no position in "filters =" moves it.
  */
-static struct filter_chain *
+struct filter_chain *
 snapshot_chain(const struct conf *conf, const struct conf_listener *l, char **err_r)
 {
 	const char *safety = conf_role_filter(l->role);
@@ -665,9 +665,9 @@ server_session_begin(struct loop *l, uint64_t id, const struct snapshot *snap, s
 	return atomic_fetch_add(&sessions_live, 1) < pmax && ok;
 }
 
-/* drop_privileges - become user for good, in every thread (none exist yet) */
-static bool
-drop_privileges(const char *user)
+/* server_drop_privileges - become user for good, in every thread (none exist yet) */
+bool
+server_drop_privileges(const char *user)
 {
 	struct passwd *pw;
 
@@ -1025,7 +1025,7 @@ server_run(struct snapshot *snap, const char *config_path)
 	bind_map(snap);
 	snapshot_set(snapshot_ref(snap));
 	prepare_maildir(conf);
-	if (!drop_privileges(conf->user))
+	if (!server_drop_privileges(conf->user))
 		goto fail;
 	for (i = 0; i < nloops; i++) {
 		size_t k;

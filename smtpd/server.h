@@ -42,8 +42,21 @@ struct snapshot *snapshot_new(struct conf *conf, char **err_r);
 struct snapshot *snapshot_ref(struct snapshot *s);
 void snapshot_unref(struct snapshot *s);
 
+/*
+ * snapshot_chain - a listener's chain: its role's safety filter first, then
+ * "filters =" without it (portier-milter builds its [milter-server] chain so).
+ */
+struct filter_chain *snapshot_chain(const struct conf *conf, const struct conf_listener *l,
+    char **err_r);
+
 /* server_run - bind, drop privileges, serve until SIGTERM; exit status. */
 int server_run(struct snapshot *snap, const char *config_path);
+/*
+ * server_drop_privileges - as root, become user ([server] user) for good;
+ * false, logged, when user is unset, unknown or root, or the drop fails.
+ * Nothing when not root.  Shared with portier-milter.
+ */
+bool server_drop_privileges(const char *user);
 
 /*
  * The bounded pools of blocking work, one per class, so that one slow
