@@ -559,3 +559,47 @@ def test_check_refuses_bad_keys(tmp_path, unbound):
     r = subprocess.run([milter_binary(), "-t", "-c", unknown], capture_output=True, text=True)
     assert r.returncode == 2 and "%s:%d: [milter-server] filters: unknown filter \"nosuch\"" % (
         unknown, fl) in r.stderr, r.stderr
+
+
+def test_round_trip_through_portier_milter_client(request, portier, sink, unbound, client,
+                                                  rsa_key):
+    """portier's own milter client in front of portier-milter (milter:pm, no filter of its
+    own): the signed, SPF-authorised message reaches the sink with portier-milter's one
+    Authentication-Results (spf, dkim and dmarc pass) inserted at the top by the client; an
+    SPF fail under p=reject is refused at MAIL with portier-milter's 550 5.7.23 passed on
+    through the milter protocol's reply code."""
+    key, pub = rsa_key
+    dns = unbound(zones=zones(pub) + ['local-zone: "fail.test." static',
+                                      "local-data: 'fail.test. 300 IN TXT \"v=spf1 -all\"'"])
+    s = sink()
+    tmp = peers.make_tempdir("pmilter")
+    m = PortierMilter(tmp, milter_config(dns))
+
+    def fin():
+        rc = m.stop()
+        log = m.log_text()
+        shutil.rmtree(tmp, ignore_errors=True)
+        assert rc == 0, log[-5000:]
+        assert not any(mark in log for mark in peers.SANITIZER_MARKS), log[-20000:]
+
+    request.addfinalizer(fin)
+    p = portier(peers.portier_config("smtp:127.0.0.1:%d" % s.port,
+                                     listener={"filters": "milter:pm"},
+                                     extra="[milter pm]\nsocket = %s\n" % m.spec))
+    c = client(p.port)
+    c.start()
+    r = c.transaction("sender@origin.test", [RCPT], signed(key))
+    assert r.code == 250, r.text
+    [got] = s.wait_messages(1)
+    ars = ar_headers(got)
+    assert len(ars) == 1, ars
+    text = " ".join(ars[0].split())
+    assert text.startswith("Authentication-Results: %s;" % peers.HOSTNAME), text
+    assert "spf=pass smtp.mailfrom=sender@origin.test" in text, text
+    assert "dkim=pass header.d=origin.test header.s=s1" in text and "dmarc=pass" in text, text
+    # the inserted header is the first below portier's own Received:
+    first = got.content.split(got.nl, 1)[0].decode()
+    assert first.startswith("Authentication-Results:"), got.content[:300]
+    r = c.cmd("MAIL FROM:<sender@fail.test>")
+    assert r.code == 550 and r.enhanced == "5.7.23" and "fail.test" in r.text, r.text
+    c.quit()
