@@ -15,6 +15,7 @@
 #include "dkim_verify.h"
 #include "dkim_sign.h"
 #include "dmarc.h"
+#include "dnsbl.h"
 #include "policyd.h"
 #include "milter.h"
 #include "builtin.h"
@@ -29,6 +30,7 @@ filter_builtins_register(void)
 	filter_register(&dkim_verify_ops);
 	filter_register(&dkim_sign_ops);
 	filter_register(&dmarc_ops);
+	filter_register(&dnsbl_ops);
 	filter_register(&policyd_ops);
 	filter_register(&milter_ops);
 }
