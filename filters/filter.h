@@ -196,9 +196,12 @@ struct filter_session {
 	const char *client_name;
 	const char *client_ptr;
 	/*
-	 * The client address a PROXY protocol header gave, the load balancer's
-	 * own being client_addr.  Always NULL: PROXY protocol is not
-	 * implemented yet.
+	 * On a proxy_protocol listener, the load balancer's address (the
+	 * socket's peer); NULL elsewhere.  client_addr, client_sa and
+	 * client_port are then the real client's, from the PROXY header (and
+	 * local_* where it connected to the balancer), so that SPF, milters
+	 * and policies judge the client; after a header that gives no
+	 * address (v2 LOCAL, v1 UNKNOWN) they stay the balancer's.
 	 */
 	const char *proxy_client;
 	const char *helo;	/* NULL before HELO/EHLO */

@@ -26,18 +26,26 @@
  *         is a protocol matter (and a filter's AUTH stage only runs after a
  *         login).  This callback makes the policy whole: should an AUTH
  *         stage ever reach an mx chain, it is refused.
+ *   CONNECT 554 5.7.1 for a client inside subscriber_networks (or a
+ *         network of subscriber_networks_file, one per line, '#' comments):
+ *         a residential range that must submit on port 587 with AUTH.
+ *         Checked by address alone (a PBL zone is the dnsbl filter's).
  * The session counts each REJECT at RCPT toward max_errors, as it did.
  *
  * Inline and cheap: per RCPT one scan of the address and a look-up in
- * local_domains, no allocation, no per-session state.  The instance is
- * immutable: any thread may call it.  Must never accept a recipient the
- * rules above refuse.
+ * local_domains, per connection one pass over the parsed networks, no
+ * allocation, no per-session state.  The instance is immutable: any
+ * thread may call it.  Must never accept a recipient the rules above
+ * refuse.
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "util.h"
 #include "log.h"
 #include "smtp_parse.h"
@@ -47,15 +55,134 @@
 
 #define PORT25_POSTMASTER	"postmaster@"
 
-/* The one instance, never written: port25 has nothing to configure. */
-static char port25_instance[] = "port25";
+#define PORT25_SUBSCRIBER_TEXT	"Residential client; submit mail on port 587 with AUTH"
 
-/* port25_configure - a [filter port25] section may exist but takes no keys */
+struct port25 {
+	struct cidr *nets;	/* subscriber networks */
+	size_t nnets, anets;
+};
+
+/* port25_subscriber - sa (IPv4, IPv6, IPv4-mapped IPv6) inside one of inst's networks? */
+bool
+port25_subscriber(const void *inst, const struct sockaddr *sa)
+{
+	const struct port25 *p = inst;
+	size_t i;
+
+	for (i = 0; i < p->nnets; i++)
+		if (cidr_contains(&p->nets[i], sa))
+			return true;
+	return false;
+}
+
+/* port25_add - parse the networks in words (space or comma separated); false + *err_r */
+static bool
+port25_add(struct port25 *p, const char *words, const char *where, char **err_r)
+{
+	const char *s = words;
+
+	for (;;) {
+		char word[128];
+		size_t n;
+
+		s += strspn(s, " \t,");
+		n = strcspn(s, " \t,");
+		if (n == 0)
+			return true;
+		if (p->nnets == p->anets) {
+			p->anets = p->anets ? 2 * p->anets : 16;
+			p->nets = xreallocarray(p->nets, p->anets, sizeof(*p->nets));
+		}
+		if (n < sizeof(word)) {
+			memcpy(word, s, n);
+			word[n] = '\0';
+		}
+		if (n >= sizeof(word) || !cidr_parse(word, &p->nets[p->nnets])) {
+			*err_r = xasprintf("%s: \"%.*s\" is not an address or network; write e.g. "
+			    "192.0.2.0/24 or 2001:db8::/32", where, (int)(n > 64 ? 64 : n), s);
+			return false;
+		}
+		p->nnets++;
+		s += n;
+	}
+}
+
+/* port25_add_file - one network per line of path, '#' to the end of a line a comment */
+static bool
+port25_add_file(struct port25 *p, const char *path, char **err_r)
+{
+	FILE *f = fopen(path, "r");
+	char line[1024], where[64 + 32];
+	int lineno = 0;
+	bool ok = true;
+
+	if (f == NULL) {
+		*err_r = xasprintf("subscriber_networks_file: %s: %s", path, strerror(errno));
+		return false;
+	}
+	while (ok && fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		line[strcspn(line, "#\r\n")] = '\0';
+		snprintf(where, sizeof(where), "subscriber_networks_file line %d", lineno);
+		ok = port25_add(p, line, where, err_r);
+	}
+	fclose(f);
+	return ok;
+}
+
+/* port25_destroy - the instance */
+static void
+port25_destroy(void *inst)
+{
+	struct port25 *p = inst;
+
+	free(p->nets);
+	free(p);
+}
+
+/* port25_configure - [filter port25]: subscriber_networks, subscriber_networks_file */
 static void *
 port25_configure(const struct conf *conf, const struct conf_section *sec, char **err_r)
 {
+	struct port25 *p = xcalloc(1, sizeof(*p));
+	size_t i;
+	bool ok = true;
+
 	(void)conf;
-	return filter_builtin_no_keys(sec, err_r) ? port25_instance : NULL;
+	for (i = 0; ok && sec != NULL && i < sec->nkv; i++) {
+		const struct conf_kv *kv = &sec->kv[i];
+
+		if (strcmp(kv->key, "subscriber_networks") == 0)
+			ok = port25_add(p, kv->value, "subscriber_networks", err_r);
+		else if (strcmp(kv->key, "subscriber_networks_file") == 0)
+			ok = port25_add_file(p, kv->value, err_r);
+		else {
+			*err_r = xasprintf("unknown key \"%s\" at line %d; port25 takes "
+			    "subscriber_networks and subscriber_networks_file", kv->key, kv->line);
+			ok = false;
+		}
+	}
+	if (!ok) {
+		port25_destroy(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* port25_connect - a subscriber (residential) client submits on 587, not here */
+static enum filter_verdict
+port25_connect(void *inst, struct filter_ctx *ctx, struct filter_reply *r)
+{
+	const struct filter_session *sess = ctx->sess;
+
+	if (!port25_subscriber(inst, (const struct sockaddr *)&sess->client_sa))
+		return FILTER_CONTINUE;
+	log_info("id=" SESSION_ID_FMT " event=subscriber_refused client=%s",
+	    SESSION_ID(sess->id), sess->client_addr);
+	r->code = 554;
+	str_copy(r->ecode, "5.7.1", sizeof(r->ecode));
+	str_copy(r->text, PORT25_SUBSCRIBER_TEXT, sizeof(r->text));
+	return FILTER_REJECT;
 }
 
 /* port25_postmaster - the session's postmaster@<hostname>, without local_domains */
@@ -112,6 +239,8 @@ const struct filter_ops port25_ops = {
 	.name = "port25",
 	.safety = true,
 	.configure = port25_configure,
+	.destroy = port25_destroy,
+	.connect = port25_connect,
 	.auth = port25_auth,
 	.rcpt = port25_rcpt,
 };

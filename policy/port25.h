@@ -8,4 +8,8 @@
 
 extern const struct filter_ops port25_ops;
 
+struct sockaddr;
+/* port25_subscriber - is sa inside the subscriber networks of a port25 instance? */
+bool port25_subscriber(const void *inst, const struct sockaddr *sa);
+
 #endif

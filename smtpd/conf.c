@@ -268,6 +268,7 @@ static const struct conf_key conf_listener_keys[] = {
 	KLS("tls_required", tls_required, conf_set_bool, 0, 0, NULL),
 	KLS("proxy_protocol", proxy_protocol, conf_set_bool, 0, 0, NULL),
 	{ "proxy_trusted", conf_set_cidrs, 0, 0, 0, NULL, NULL },
+	KLS("proxy_timeout", proxy_timeout, conf_set_uint, 1, 300, NULL),
 	KLS("greet_pause", greet_pause, conf_set_uint, 0, 300, NULL),
 	KLS("reverse_lookup", reverse_lookup, conf_set_bool, 0, 0, NULL),
 	{ "filters", conf_set_filters, 0, 0, 0, NULL, NULL },
@@ -296,6 +297,7 @@ static const struct conf_key conf_backend_keys[] = {
 	KC("relay_timeout", relay_timeout, conf_set_uint, 1, 3600, NULL),
 	KC("relay_connect_timeout", relay_connect_timeout, conf_set_uint, 1, 3600, NULL),
 	KC("relay_pool", relay_pool, conf_set_uint, 0, 1024, NULL),
+	KC("relay_xforward", relay_xforward, conf_set_bool, 0, 0, NULL),
 	{ NULL, NULL, 0, 0, 0, NULL, NULL }
 };
 
@@ -783,6 +785,7 @@ conf_add_listener(struct conf_load *ld, const struct conf_section *s)
 	l->tls = TLS_NONE;
 	l->bare_newline = BARE_NEWLINE_REJECT;
 	l->reverse_lookup = true;
+	l->proxy_timeout = 10;
 	l->limits = c->limits;
 	conf_apply_section(ld, s, l, conf_listener_keys, &l->limits);
 	/* submissions is implicit TLS by definition */
@@ -888,6 +891,13 @@ conf_check_listener(struct conf_load *ld, const struct conf_listener *l,
 		conf_error(ld, conf_kv_line(s, "role"), s->type, s->name, "role",
 		    "%s requires AUTH; add an [auth] section with passwd_file or dovecot",
 		    conf_role_words[l->role]);
+	/* A PROXY listener that trusts nobody refuses everybody; a list alone does nothing. */
+	if (l->proxy_protocol && l->nproxy_trusted == 0)
+		conf_error(ld, conf_kv_line(s, "proxy_protocol"), s->type, s->name,
+		    "proxy_protocol", "needs proxy_trusted = the load balancers' networks");
+	if (!l->proxy_protocol && l->nproxy_trusted > 0)
+		conf_error(ld, conf_kv_line(s, "proxy_trusted"), s->type, s->name,
+		    "proxy_trusted", "does nothing without proxy_protocol = yes");
 	for (i = 0; i < l->nfilters; i++)
 		conf_check_role_filter(ld, l, s, l->filters[i]);
 }
@@ -1016,10 +1026,9 @@ conf_check_not_yet(struct conf_load *ld)
 		    "remove the line");
 	for (i = 0; i < c->nlisteners; i++) {
 		s = conf_section_find(c, "listener", c->listeners[i].name);
-		if (c->listeners[i].proxy_protocol)
-			conf_not_yet(ld, s, "proxy_protocol", "remove the line (no is the default)");
-		if (c->listeners[i].nproxy_trusted > 0)
-			conf_not_yet(ld, s, "proxy_trusted", "remove the line");
+		if (c->listeners[i].proxy_protocol && c->listeners[i].tls == TLS_IMPLICIT)
+			conf_not_yet(ld, s, "proxy_protocol",
+			    "not with tls = implicit: put the TLS on the load balancer or use starttls");
 	}
 	if ((s = conf_section_find(c, "redis", NULL)) != NULL)
 		for (i = 0; i < s->nkv; i++)

@@ -60,9 +60,10 @@ struct conf_listener {
 	enum conf_role role;
 	enum conf_tls tls;
 	bool tls_required;	/* tls_required = yes: MAIL refused before STARTTLS */
-	bool proxy_protocol;	/* not built yet: conf_load refuses yes */
-	char **proxy_trusted;	/* "ADDR" or "ADDR/PREFIX"; not built yet: refused if set */
+	bool proxy_protocol;	/* a PROXY v1/v2 header first (smtp_proxy.c) */
+	char **proxy_trusted;	/* "ADDR" or "ADDR/PREFIX": who may send it */
 	size_t nproxy_trusted;
+	unsigned proxy_timeout;	/* seconds the header may take */
 	unsigned greet_pause;
 	bool reverse_lookup;	/* the client's FCrDNS name at connect (default yes) */
 	enum conf_bare_newline bare_newline;
@@ -136,6 +137,7 @@ struct conf {
 	unsigned relay_timeout;		/* seconds per backend reply */
 	unsigned relay_connect_timeout;
 	unsigned relay_pool;		/* idle backend connections kept per loop */
+	bool relay_xforward;		/* pass client facts on with XFORWARD when offered */
 
 	char *redis_server;		/* not built yet: conf_load refuses any [redis] key */
 	char *auth_passwd_file;

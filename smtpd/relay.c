@@ -35,6 +35,7 @@
 #include "spool.h"
 #include "util.h"
 #include "workers.h"
+#include "xforward.h"
 
 static void txn_start_op(struct relay_txn *rt);
 static void txn_replay(struct relay_txn *rt);
@@ -87,6 +88,41 @@ void
 relay_txn_set_requiretls(struct relay_txn *rt, bool on)
 {
 	rt->requiretls = on;
+}
+
+/* relay_txn_set_client - keep the client facts for XFORWARD (relay_xforward = yes) */
+void
+relay_txn_set_client(struct relay_txn *rt, const struct xforward_client *cl)
+{
+	free(rt->xf_name);
+	free(rt->xf_addr);
+	free(rt->xf_helo);
+	free(rt->xf_ident);
+	rt->xf_name = cl->name ? xstrdup(cl->name) : NULL;
+	rt->xf_addr = cl->addr ? xstrdup(cl->addr) : NULL;
+	rt->xf_helo = cl->helo ? xstrdup(cl->helo) : NULL;
+	rt->xf_ident = cl->ident ? xstrdup(cl->ident) : NULL;
+	rt->xf_port = cl->port;
+	rt->xf_esmtp = cl->esmtp;
+	rt->xf_set = true;
+}
+
+/* txn_xforward - the backend offers XFORWARD: its commands go before MAIL */
+static void
+txn_xforward(struct relay_txn *rt, struct relay_conn *c)
+{
+	struct xforward_client cl = { rt->xf_name, rt->xf_addr, rt->xf_port, rt->xf_helo,
+	    rt->xf_esmtp, rt->xf_ident };
+	struct buf cmds;
+	size_t n;
+
+	if (!rt->xf_set || !(c->caps & CAP_XFORWARD))
+		return;
+	buf_init(&cmds);
+	n = xforward_cmds(c->xfwd_attrs, &cl, &cmds);
+	if (n > 0)
+		relay_conn_xforward(c, &cmds, (unsigned)n);
+	buf_free(&cmds);
 }
 
 /* relay_is_per_rcpt - LMTP and Maildir answer per recipient */
@@ -143,6 +179,10 @@ relay_txn_free(struct relay_txn *rt)
 	spool_free(rt->body);
 	free(rt->maildir_root);
 	free(rt->hostname);
+	free(rt->xf_name);
+	free(rt->xf_addr);
+	free(rt->xf_helo);
+	free(rt->xf_ident);
 	free(rt->from);
 	for (i = 0; i < rt->nrcpts; i++) {
 		free(rt->rcpts[i]);
@@ -992,6 +1032,7 @@ relay_ready(struct relay_conn *c)
 	}
 	cmd_printf_path(&rt->cmd, "MAIL FROM:", rt->from, p.data);
 	buf_free(&p);
+	txn_xforward(rt, c);	/* goes out ahead of the command sent below */
 	if (rt->replay) {
 		replay_send(c);
 		return;

@@ -60,6 +60,9 @@ struct ssl_ctx_st;
 void relay_txn_set_tls(struct relay_txn *rt, struct ssl_ctx_st *ctx);
 /* relay_txn_set_requiretls - RFC 8689: refuse unless the link is verified TLS (or local delivery). */
 void relay_txn_set_requiretls(struct relay_txn *rt, bool on);
+struct xforward_client;
+/* relay_txn_set_client - the client facts XFORWARD passes on when the backend offers it (copied). */
+void relay_txn_set_client(struct relay_txn *rt, const struct xforward_client *cl);
 /* relay_txn_free - give the connection back (RSET unless completed) or close it. */
 void relay_txn_free(struct relay_txn *rt);
 

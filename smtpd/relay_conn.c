@@ -33,6 +33,7 @@
 #include "sockin.h"
 #include "util.h"
 #include "tls.h"
+#include "xforward.h"
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
@@ -78,6 +79,8 @@ relay_conn_free(struct relay_conn *c)
 	}
 	if (c->held)
 		evbuffer_free(c->held);
+	if (c->xfwd)
+		evbuffer_free(c->xfwd);
 	sockin_free(c->sin);
 	if (c->bev)
 		bufferevent_free(c->bev);
@@ -122,6 +125,7 @@ void
 relay_conn_pool_put(struct relay_pool *pool, struct relay_conn *c, unsigned max)
 {
 	c->txn = NULL;
+	c->xfwd_due = 0;	/* never a former transaction's XFORWARD for the next one */
 	if (pool->nidle >= max || (c->state != RS_IDLE && c->state != RS_RSET)) {
 		relay_conn_free(c);
 		return;
@@ -280,13 +284,74 @@ relay_conn_reply_due(struct relay_conn *c, bool due)
 		bufferevent_set_timeouts(plain, due ? &tv : NULL, &tv);
 }
 
+/*
+ * relay_conn_xforward - n XFORWARD commands go before the next command:
+ * with it in one write when the backend pipelines, else one at a time,
+ * each after the reply to the one before
+ */
+void
+relay_conn_xforward(struct relay_conn *c, const struct buf *cmds, unsigned n)
+{
+	if (c->xfwd == NULL && (c->xfwd = evbuffer_new()) == NULL)
+		fatal("evbuffer_new failed");
+	evbuffer_drain(c->xfwd, evbuffer_get_length(c->xfwd));
+	evbuffer_add(c->xfwd, cmds->data, cmds->len);
+	c->xfwd_due = n;
+}
+
+/* conn_xforward_next - send what waits behind XFORWARD replies: all of it, or its first line */
+static void
+conn_xforward_next(struct relay_conn *c, bool all)
+{
+	size_t n = evbuffer_get_length(c->xfwd), eol_len;
+	struct evbuffer_ptr eol;
+
+	if (!all) {
+		eol = evbuffer_search_eol(c->xfwd, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
+		if (eol.pos >= 0)
+			n = (size_t)eol.pos + eol_len;
+	}
+	evbuffer_remove_buffer(c->xfwd, c->pool->stage, n);
+	(void)relay_conn_flush(c);
+}
+
 /* relay_conn_send_cmd - write the current command and wait for its reply */
 void
 relay_conn_send_cmd(struct relay_conn *c, const struct buf *cmd)
 {
 	relay_conn_reply_due(c, true);
+	if (c->xfwd_due > 0) {
+		evbuffer_add(c->xfwd, cmd->data, cmd->len);
+		c->xfwd_wait = c->xfwd_due;
+		c->xfwd_due = 0;
+		conn_xforward_next(c, (c->caps & CAP_PIPELINING) != 0);
+		return;
+	}
 	evbuffer_add(c->pool->stage, cmd->data, cmd->len);
 	(void)relay_conn_flush(c);
+}
+
+/*
+ * conn_xforward_reply - a reply to XFORWARD: 2xx sends what waited for it
+ * (without pipelining); anything else tempfails the transaction, whose
+ * connection goes (false: c was freed)
+ */
+static bool
+conn_xforward_reply(struct relay_conn *c)
+{
+	struct relay_txn *rt = c->txn;
+
+	c->got_reply = true;	/* the attributes stand until RSET: a release must send one */
+	if (c->code / 100 != 2) {
+		log_warn("id=%s event=relay_xforward_refused relay=%s reply=\"%d %s\"", rt->sid,
+		    rt->spec, c->code, c->text.data ? c->text.data : "");
+		relay_txn_fail(rt, 451, "4.4.0", "Error: backend refused XFORWARD, try again later");
+		return false;
+	}
+	c->xfwd_wait--;
+	if (evbuffer_get_length(c->xfwd) > 0)
+		conn_xforward_next(c, c->xfwd_wait == 0);
+	return true;
 }
 
 /* conn_connect_unix - a non-blocking AF_UNIX connect for lmtp:unix:PATH */
@@ -415,6 +480,7 @@ parse_caps(struct relay_conn *c)
 	const char *p = c->text.data;
 
 	c->caps = 0;
+	c->xfwd_attrs = 0;
 	while (p && *p) {
 		const char *nl = strchr(p, '\n');
 		size_t n = nl ? (size_t)(nl - p) : strlen(p);
@@ -433,6 +499,10 @@ parse_caps(struct relay_conn *c)
 			c->caps |= CAP_STARTTLS;
 		else if (n == 10 && str_ncasecmp(p, "REQUIRETLS", 10) == 0)
 			c->caps |= CAP_REQUIRETLS;
+		else if (n >= 8 && str_ncasecmp(p, "XFORWARD", 8) == 0 && (n == 8 || p[8] == ' ')) {
+			c->caps |= CAP_XFORWARD;
+			c->xfwd_attrs = xforward_attrs(p + 8, n - 8);
+		}
 		p = nl ? nl + 1 : NULL;
 	}
 }
@@ -620,6 +690,11 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 				return;
 			}
 			relay_ready(c);
+			continue;
+		}
+		if (c->xfwd_wait > 0) {
+			if (!conn_xforward_reply(c))
+				return;	/* c is gone */
 			continue;
 		}
 		if (!(c->state <= RS_HELO || c->state == RS_STARTTLS ? conn_handshake_reply(c) :

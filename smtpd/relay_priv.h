@@ -50,6 +50,10 @@ struct relay_conn {
 	bool lmtp;
 	char *spec;		/* target spec, to match pool entries */
 	unsigned caps;
+	unsigned xfwd_attrs;	/* XFORWARD_* the EHLO reply listed */
+	unsigned xfwd_due;	/* XFORWARD commands in xfwd, to go before the next command */
+	unsigned xfwd_wait;	/* XFORWARD replies still to come */
+	struct evbuffer *xfwd;	/* XFORWARD commands (then the command after them) not yet sent */
 	bool reused;		/* came from the pool: may be stale */
 	bool tls;		/* TLS is up on this connection */
 	bool tls_verified;	/* and the backend's certificate was verified */
@@ -72,6 +76,7 @@ struct relay_conn {
 #define CAP_PIPELINING	0x10
 #define CAP_STARTTLS	0x20
 #define CAP_REQUIRETLS	0x40
+#define CAP_XFORWARD	0x80
 
 struct relay_pool {
 	struct event_base *base;
@@ -151,6 +156,10 @@ struct relay_txn {
 	void *earg;
 	bool maildir_busy;	/* a worker job reads us (head, body, envelope, the two below) */
 	bool free_pending;	/* the session let go meanwhile: free on the job's completion */
+	bool xf_set;		/* relay_txn_set_client was called: XFORWARD if offered */
+	char *xf_name, *xf_addr, *xf_helo, *xf_ident;
+	unsigned xf_port;
+	bool xf_esmtp;
 	char *maildir_root;	/* copies of the config the job reads (the snapshot may go) */
 	char *hostname;
 };
@@ -163,6 +172,7 @@ size_t relay_conn_queued(struct relay_conn *c);
 void relay_conn_read_on(struct relay_conn *c);
 void relay_conn_result(struct relay_conn *c, struct relay_result *r);
 void relay_conn_send_cmd(struct relay_conn *c, const struct buf *cmd);
+void relay_conn_xforward(struct relay_conn *c, const struct buf *cmds, unsigned n);
 void relay_conn_reply_due(struct relay_conn *c, bool due);
 struct relay_conn *relay_conn_pool_get(struct relay_pool *pool, const char *spec);
 void relay_conn_pool_put(struct relay_pool *pool, struct relay_conn *c, unsigned max);

@@ -47,6 +47,7 @@
 #include "spool.h"
 #include "tls.h"
 #include "workers.h"
+#include "xforward.h"
 #include "../policy/auth.h"
 #include "../policy/authfail.h"
 #include "util.h"
@@ -337,12 +338,17 @@ session_shutdown(struct session *s, bool force)
 	session_interrupt(s, R_SHUTDOWN);
 }
 
-/* session_shutdown_idle - SIGTERM: a session between transactions ends now (421 4.3.2) */
+/*
+ * session_shutdown_idle - SIGTERM: a session between transactions ends now
+ * (421 4.3.2), one still waiting for its PROXY header unanswered
+ */
 void
 session_shutdown_idle(struct session *s)
 {
 	if (s->state == S_CMD && s->txn == NULL && s->wait == SESSION_WAIT_NONE)
 		session_reply_close(s, R_SHUTDOWN);
+	else if (s->state == S_PROXY)
+		smtp_proxy_refuse(s, "shutting down");
 }
 
 /*
@@ -749,6 +755,12 @@ mail_proceed(struct session *s, const struct filter_result *res)
 	if (s->snap->tls_client)
 		relay_txn_set_tls(t->relay, s->snap->tls_client);
 	relay_txn_set_requiretls(t->relay, (t->mail.params & SMTP_PARSE_PARAM_REQUIRETLS) != 0);
+	if (s->conf->relay_xforward) {
+		struct xforward_client xc = { s->fsess.client_name, s->fsess.client_addr,
+		    s->fsess.client_port, s->fsess.helo, s->fsess.esmtp, t->ftx.queue_id };
+
+		relay_txn_set_client(t->relay, &xc);
+	}
 	/* Lazy: MAIL goes to the backend with the first RCPT (its refusal answers that RCPT). */
 	relay_mail(t->relay, t->from, t->mail_params.data ? t->mail_params.data : "", NULL, s);
 	session_reply(s, R_MAIL_OK);
@@ -1212,6 +1224,12 @@ session_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
+	if (s->state == S_PROXY) {
+		smtp_proxy_read(s, bufferevent_get_input(bev));
+		/* What came with the header is the client's: on as any input. */
+		if (s->state == S_PROXY || evbuffer_get_length(bufferevent_get_input(bev)) == 0)
+			return;
+	}
 	if (s->state == S_DEAD || s->state == S_CLOSING) {
 		/* Nothing more is read as a command; keep the buffer from growing. */
 		struct evbuffer *in = bufferevent_get_input(bev);
@@ -1308,6 +1326,10 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (s->state == S_DATA || s->state == S_BDAT)
 		log_info("id=%s event=lost_connection client=%s state=data", s->idstr, s->addr);
+	if (s->state == S_PROXY) {
+		smtp_proxy_refuse(s, "connection closed before a whole PROXY header");
+		return;
+	}
 	session_reap(s);
 }
 
@@ -1451,6 +1473,19 @@ session_local_addr(struct session *s, evutil_socket_t fd)
 	s->fsess.local_port = sockaddr_port((const struct sockaddr *)&ss);
 }
 
+/*
+ * session_connected - the client is known (its socket, or a PROXY header):
+ * its reverse name, the greet pause, the CONNECT filters and the banner
+ */
+void
+session_connected(struct session *s)
+{
+	s->state = S_GREET_PAUSE;
+	session_rearm(s);
+	if (!session_rdns_start(s))
+		session_greet(s);
+}
+
 /* session_start - a new client */
 void
 session_start(struct loop *loop, struct snapshot *snap, size_t li, struct bufferevent *bev,
@@ -1496,7 +1531,9 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	session_tls_watermark(s);
 	session_rearm(s);
 	loop_session_add(loop, s, s->id);
-	log_info("id=%s event=connect client=%s listener=%s", s->idstr, s->addr, s->lconf->name);
+	if (!s->lconf->proxy_protocol)	/* else once the header named the client */
+		log_info("id=%s event=connect client=%s listener=%s", s->idstr, s->addr,
+		    s->lconf->name);
 
 	if (!server_session_begin(loop, s->id, snap, li)) {
 		log_warn("id=%s event=too_many_sessions client=%s max=%u", s->idstr, s->addr,
@@ -1518,7 +1555,8 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 		sockin_enable(s->sin);
 	else
 		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-	s->state = S_GREET_PAUSE;
-	if (!session_rdns_start(s))
-		session_greet(s);
+	if (s->lconf->proxy_protocol)
+		smtp_proxy_start(s);
+	else
+		session_connected(s);
 }

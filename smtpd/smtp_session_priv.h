@@ -39,6 +39,7 @@ struct envelope;
 
 enum session_state {
 	S_GREET_PAUSE,	/* waiting greet_pause; talking now is an error */
+	S_PROXY,	/* waiting for the PROXY header (smtp_proxy.c) */
 	S_CMD,		/* reading commands */
 	S_DATA,		/* reading DATA content */
 	S_BDAT,		/* reading a BDAT chunk */
@@ -147,6 +148,7 @@ struct session {
 	unsigned ntxn;
 	char addr[INET6_ADDRSTRLEN];
 	char local_addr[INET6_ADDRSTRLEN];	/* "" unless the socket is IP */
+	char proxy_addr[INET6_ADDRSTRLEN];	/* the balancer's, once a PROXY header came */
 	struct rdns *rdns;	/* the reverse lookup in progress (SESSION_WAIT_RDNS) */
 	unsigned long long rdns_start_ms;
 	char client_name[RDNS_NAME_MAX];	/* verified reverse name, or "unknown" */
@@ -204,6 +206,12 @@ bool session_frame_line(struct smtp_parse_reader *r, struct evbuffer *in,
 void session_read_cb(struct bufferevent *bev, void *arg);
 void session_write_cb(struct bufferevent *bev, void *arg);
 void session_event_cb(struct bufferevent *bev, short what, void *arg);
+void session_connected(struct session *s);
+
+/* smtp_proxy.c: the PROXY protocol header before the greeting */
+void smtp_proxy_start(struct session *s);
+void smtp_proxy_read(struct session *s, struct evbuffer *in);
+void smtp_proxy_refuse(struct session *s, const char *reason);
 
 /* smtp_data.c: DATA, BDAT and the end of a message */
 void smtp_data_data(struct session *s);

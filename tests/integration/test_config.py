@@ -69,8 +69,6 @@ def _line_of(text, needle):
 
 @pytest.mark.parametrize("section,key,value", [
     ("server", "metrics", "127.0.0.1:9125"),
-    ("listener", "proxy_protocol", "yes"),
-    ("listener", "proxy_trusted", "10.0.0.0/8 fd00::/8"),
     ("redis", "server", "127.0.0.1:6379"),
     ("redis", "server", ""),
 ])

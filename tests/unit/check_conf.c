@@ -587,10 +587,17 @@ static const struct {
 	{ BASE "[redis]\nserver = unix:\n", ":7: [redis] server: unix: needs a socket path" },
 	/* keys of features not built yet: only their defaults load */
 	{ BASE "metrics = 127.0.0.1:9125\n", ":6: [server] metrics: not implemented yet" },
-	{ "[listener mx]\nlisten = *:25\nproxy_protocol = yes\n[backend]\nrelay = maildir:m\n",
+	{ "[listener mx]\nlisten = *:25\nproxy_protocol = yes\nproxy_trusted = 10.0.0.1\n"
+	  "tls = implicit\n[tls]\ncert = c\nkey = k\n[backend]\nrelay = maildir:m\n",
 	  ":3: [listener mx] proxy_protocol: not implemented yet" },
+	/* PROXY protocol: a trusted list and the protocol go together */
+	{ "[listener mx]\nlisten = *:25\nproxy_protocol = yes\n[backend]\nrelay = maildir:m\n",
+	  ":3: [listener mx] proxy_protocol: needs proxy_trusted" },
 	{ "[listener mx]\nlisten = *:25\nproxy_trusted = 10.0.0.0/8\n[backend]\nrelay = maildir:m\n",
-	  ":3: [listener mx] proxy_trusted: not implemented yet" },
+	  ":3: [listener mx] proxy_trusted: does nothing without proxy_protocol = yes" },
+	{ "[listener mx]\nlisten = *:25\nproxy_protocol = yes\nproxy_trusted = ::1\n"
+	  "proxy_timeout = 301\n[backend]\nrelay = maildir:m\n",
+	  ":5: [listener mx] proxy_timeout: " },
 	{ BASE "[redis]\nserver = 127.0.0.1:6379\n", ":7: [redis] server: not implemented yet" },
 	{ BASE "[redis]\nserver =\n", ":7: [redis] server: not implemented yet" },
 	/* submission without TLS could never authenticate */

@@ -1,0 +1,74 @@
+/*
+ * cidr.c - IPv4 and IPv6 networks and the addresses inside them, for
+ * proxy_trusted (and any list of networks a listener or policy keeps).
+ *
+ * Must never: allocate, log, or match across families (except the
+ * IPv4-mapped IPv6 form, which is IPv4).
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include "cidr.h"
+
+/* cidr_parse - the network s into *n */
+bool
+cidr_parse(const char *s, struct cidr *n)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(s, '/'), *d;
+	size_t len = slash ? (size_t)(slash - s) : strlen(s);
+	unsigned prefix = 0;
+
+	if (len == 0 || len >= sizeof(addr))
+		return false;
+	memcpy(addr, s, len);
+	addr[len] = '\0';
+	memset(n, 0, sizeof(*n));
+	if (inet_pton(AF_INET, addr, n->addr) == 1)
+		n->af = AF_INET;
+	else if (inet_pton(AF_INET6, addr, n->addr) == 1)
+		n->af = AF_INET6;
+	else
+		return false;
+	n->prefix = n->af == AF_INET ? 32 : 128;
+	if (slash == NULL)
+		return true;
+	for (d = slash + 1; *d >= '0' && *d <= '9' && prefix <= n->prefix; d++)
+		prefix = prefix * 10 + (unsigned)(*d - '0');
+	if (d == slash + 1 || *d != '\0' || prefix > n->prefix)
+		return false;
+	n->prefix = prefix;
+	return true;
+}
+
+/* cidr_contains - sa's address inside n */
+bool
+cidr_contains(const struct cidr *n, const struct sockaddr *sa)
+{
+	static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	const unsigned char *a;
+	unsigned full = n->prefix / 8, bits = n->prefix % 8;
+	unsigned char mask;
+	int af = sa->sa_family;
+
+	if (af == AF_INET) {
+		a = (const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+	} else if (af == AF_INET6) {
+		a = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+		if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+			af = AF_INET;
+			a += sizeof(mapped);
+		}
+	} else {
+		return false;
+	}
+	if (n->af != af || memcmp(n->addr, a, full) != 0)
+		return false;
+	if (bits == 0)
+		return true;
+	mask = (unsigned char)(0xff << (8 - bits));
+	return (n->addr[full] & mask) == (a[full] & mask);
+}

@@ -1,0 +1,27 @@
+/*
+ * cidr.h - IPv4 and IPv6 networks ("ADDR" or "ADDR/PREFIX") and whether a
+ * socket address lies inside one.
+ *
+ * Pure functions: no I/O, no allocation.  An IPv4-mapped IPv6 address
+ * (::ffff:192.0.2.1, what a [::] socket reports for an IPv4 peer) is
+ * matched as the IPv4 address it carries.
+ */
+#ifndef PORTIER_CIDR_H
+#define PORTIER_CIDR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct cidr {
+	int af;			/* AF_INET (4 octets of addr) or AF_INET6 (16) */
+	unsigned char addr[16];	/* network order */
+	unsigned prefix;	/* bits */
+};
+
+/* cidr_parse - "ADDR" or "ADDR/PREFIX" (decimal, at most 32 or 128) into *n; false if not one */
+bool cidr_parse(const char *s, struct cidr *n);
+/* cidr_contains - sa (AF_INET, AF_INET6, mapped) inside n; false for other families */
+bool cidr_contains(const struct cidr *n, const struct sockaddr *sa);
+
+#endif
