@@ -19,7 +19,7 @@ RUN_PKGS="swaks python3"
 TEST_PKGS="postfix dovecot-core dovecot-lmtpd libnet-ssleay-perl libauthen-sasl-perl msmtp
  python3-pytest openssl procps iproute2
  python3-dkim python3-nacl python3-spf opendkim-tools
- opendkim rspamd postfix-policyd-spf-python postgrey socat"
+ opendkim rspamd postfix-policyd-spf-python postgrey socat haproxy"
 
 list=false
 if [ "${1:-}" = "--list" ]; then
