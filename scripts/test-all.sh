@@ -66,7 +66,8 @@ rm -rf build-fuzz && mkdir build-fuzz && cd build-fuzz
 make -j"$jobs" tests/fuzz/fuzz_smtp_parse tests/fuzz/fuzz_data_reader \
 	tests/fuzz/fuzz_from tests/fuzz/fuzz_sasl tests/fuzz/fuzz_headers \
 	tests/fuzz/fuzz_dmarc_from tests/fuzz/fuzz_spf_record \
-	tests/fuzz/fuzz_milter_reply tests/fuzz/fuzz_dnsbl_sites tests/fuzz/fuzz_proxy >/dev/null
+	tests/fuzz/fuzz_milter_reply tests/fuzz/fuzz_dnsbl_sites tests/fuzz/fuzz_proxy \
+	tests/fuzz/fuzz_policyd_reply >/dev/null
 FUZZ_SECONDS=${FUZZ_SECONDS:-15} make fuzz-run
 
 echo "== distcheck"
