@@ -31,6 +31,7 @@
 #include "workers.h"
 #include "filter.h"
 #include "pmilter.h"
+#include "state.h"
 
 /* The loop waits for a pool completion at most this long between checks (it never needs to). */
 #define PMILTER_LOOP_IDLE	3600
@@ -106,6 +107,7 @@ pmilter_loop_free(struct pmilter_loop *l)
 		resolver_free(l->res);
 	workers_detach(l->wl);
 	event_free(l->idle);
+	state_base_gone(l->base);
 	event_base_free(l->base);
 	free(l);
 }

@@ -43,6 +43,7 @@
 #include "cli.h"
 #include "filter.h"
 #include "pmilter.h"
+#include "state.h"
 
 #define EXIT_CONFIG 2
 
@@ -187,6 +188,7 @@ milter_serve(struct conf *conf, struct filter_chain *chain, bool force)
 	pmilter_loops_free(srv.loops);
 	workers_free(pool);
 	filter_pools_free();
+	state_shutdown();
 	log_info("event=shutdown state=done");
 out:
 	filter_chain_free(chain);

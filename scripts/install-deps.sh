@@ -14,12 +14,12 @@ set -eu
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config
  libevent-dev libssl-dev libinih-dev check libsubunit-dev libcrypt-dev liburing-dev
  libunbound-dev libldns-dev unbound ldnsutils clang libclang-rt-dev
- libspf2-dev libopendkim-dev libopendmarc-dev publicsuffix python3-yaml libmilter-dev"
+ libspf2-dev libopendkim-dev libopendmarc-dev publicsuffix python3-yaml libmilter-dev libhiredis-dev"
 RUN_PKGS="swaks python3"
 TEST_PKGS="postfix dovecot-core dovecot-lmtpd libnet-ssleay-perl libauthen-sasl-perl msmtp
  python3-pytest openssl procps iproute2
  python3-dkim python3-nacl python3-spf opendkim-tools
- opendkim rspamd postfix-policyd-spf-python postgrey socat haproxy"
+ opendkim rspamd postfix-policyd-spf-python postgrey socat haproxy redis-server"
 
 list=false
 if [ "${1:-}" = "--list" ]; then

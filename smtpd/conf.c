@@ -256,6 +256,7 @@ static const struct conf_key conf_server_keys[] = {
 	KC("metrics", metrics, conf_set_metrics, 0, 0, NULL),
 	{ "local_domains", conf_set_domains, 0, 0, 0, NULL, NULL },	/* whole conf */
 	KC("drain_timeout", drain_timeout, conf_set_uint, 0, 86400, NULL),
+	KC("state_entries", state_entries, conf_set_uint, 1000, 100000000, NULL),
 	KC("io_uring", io_uring, conf_set_bool, 0, 0, NULL),
 	{ NULL, NULL, 0, 0, 0, NULL, NULL }
 };
@@ -301,8 +302,17 @@ static const struct conf_key conf_backend_keys[] = {
 	{ NULL, NULL, 0, 0, 0, NULL, NULL }
 };
 
+static const char *const conf_redis_error_words[] = { "open", "closed", NULL };
+
 static const struct conf_key conf_redis_keys[] = {
 	KC("server", redis_server, conf_set_endpoint, 0, 0, NULL),
+	KC("user", redis_user, conf_set_optstr, 0, 0, NULL),
+	KC("password", redis_password, conf_set_optstr, 0, 0, NULL),
+	KC("database", redis_database, conf_set_uint, 0, 1000000, NULL),
+	KC("prefix", redis_prefix, conf_set_optstr, 0, 0, NULL),
+	KC("timeout", redis_timeout, conf_set_uint, 1, 3600, NULL),
+	KC("on_error", redis_on_error, conf_set_word, 0, 0, conf_redis_error_words),
+	KC("tls", redis_tls, conf_set_bool, 0, 0, NULL),
 	{ NULL, NULL, 0, 0, 0, NULL, NULL }
 };
 
@@ -1030,10 +1040,9 @@ conf_check_not_yet(struct conf_load *ld)
 			conf_not_yet(ld, s, "proxy_protocol",
 			    "not with tls = implicit: put the TLS on the load balancer or use starttls");
 	}
-	if ((s = conf_section_find(c, "redis", NULL)) != NULL)
-		for (i = 0; i < s->nkv; i++)
-			if (conf_lookup_key(conf_redis_keys, s->kv[i].key) != NULL)
-				conf_not_yet(ld, s, s->kv[i].key, "remove the [redis] section");
+	if (c->redis_tls)
+		conf_not_yet(ld, conf_section_find(c, "redis", NULL), "tls",
+		    "Debian 12's hiredis 0.14 has no TLS: reach Redis over unix:PATH or a local TLS tunnel");
 }
 
 /*
@@ -1162,6 +1171,8 @@ conf_build(struct conf_load *ld)
 	c->resolver_timeout = 10;
 	c->log = xstrdup("stderr");
 	c->drain_timeout = 30;
+	c->state_entries = 200000;
+	c->redis_timeout = 2;
 	c->io_uring = true;
 	c->relay.kind = RELAY_NONE;
 	c->bounce_relay.kind = RELAY_NONE;
@@ -1284,6 +1295,10 @@ conf_free(struct conf *c)
 	free(c->relay_tls_name);
 	free(c->auth_sender_login_map);
 	free(c->redis_server);
+	free(c->redis_user);
+	free(c->redis_password);
+	free(c->redis_prefix);
+	free(c->redis_on_error);
 	free(c->auth_passwd_file);
 	free(c->auth_dovecot);
 	free(c);

@@ -139,7 +139,15 @@ struct conf {
 	unsigned relay_pool;		/* idle backend connections kept per loop */
 	bool relay_xforward;		/* pass client facts on with XFORWARD when offered */
 
-	char *redis_server;		/* not built yet: conf_load refuses any [redis] key */
+	char *redis_server;		/* "HOST:PORT", "inet:HOST:PORT", "unix:PATH"; NULL: memory store */
+	char *redis_user;		/* ACL user for AUTH; NULL: the default user */
+	char *redis_password;		/* NULL: no AUTH */
+	unsigned redis_database;	/* SELECT */
+	char *redis_prefix;		/* of every key; NULL: "portier:" */
+	unsigned redis_timeout;		/* seconds a call waits for its reply */
+	char *redis_on_error;		/* "open" (NULL too) or "closed" */
+	bool redis_tls;			/* refused: hiredis 0.14 has no TLS */
+	unsigned state_entries;		/* keys the in-memory store keeps */
 	char *auth_passwd_file;
 	char *auth_dovecot;
 	char *auth_sender_login_map;	/* login -> allowed senders; NULL = login is the address */

@@ -55,6 +55,7 @@
 #include "../policy/auth.h"
 #include "../policy/authfail.h"
 #include "../policy/builtin.h"
+#include "../policy/state.h"
 #include "util.h"
 #include "workers.h"
 
@@ -910,6 +911,7 @@ loop_teardown(struct loop *l)
 	if (l->drain_timer)
 		event_free(l->drain_timer);
 	loop_fini(l);
+	state_base_gone(l->base);
 	event_base_free(l->base);
 }
 
@@ -1085,6 +1087,7 @@ server_run(struct snapshot *snap, const char *config_path)
 	for (i = 0; i < SERVER_POOLS; i++)
 		workers_free(pools[i]);
 	filter_pools_free();
+	state_shutdown();
 	authfail_free(auth_failures);
 	auth_failures = NULL;
 	/*

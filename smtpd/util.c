@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,4 +207,54 @@ sockaddr_port(const struct sockaddr *sa)
 	if (sa->sa_family == AF_INET6)
 		return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
 	return 0;
+}
+
+#define ROTL64(x, b)	(uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND(v0, v1, v2, v3) do {					\
+	v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32);	\
+	v2 += v3; v3 = ROTL64(v3, 16); v3 ^= v2;			\
+	v0 += v3; v3 = ROTL64(v3, 21); v3 ^= v0;			\
+	v2 += v1; v1 = ROTL64(v1, 17); v1 ^= v2; v2 = ROTL64(v2, 32);	\
+} while (0)
+
+/* sip_le64 - eight octets, little-endian */
+static uint64_t
+sip_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+/* siphash24 - SipHash-2-4 of in[0..n) under a 16-octet key (hash tables fed by clients) */
+uint64_t
+siphash24(const uint8_t seed[16], const void *in, size_t n)
+{
+	const uint8_t *p = in, *end = p + (n - n % 8);
+	uint64_t k0 = sip_le64(seed), k1 = sip_le64(seed + 8);
+	uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+	uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+	uint64_t m, b = (uint64_t)n << 56;
+	size_t i;
+
+	for (; p != end; p += 8) {
+		m = sip_le64(p);
+		v3 ^= m;
+		SIPROUND(v0, v1, v2, v3);
+		SIPROUND(v0, v1, v2, v3);
+		v0 ^= m;
+	}
+	for (i = 0; i < n % 8; i++)
+		b |= (uint64_t)p[i] << (8 * i);
+	v3 ^= b;
+	SIPROUND(v0, v1, v2, v3);
+	SIPROUND(v0, v1, v2, v3);
+	v0 ^= b;
+	v2 ^= 0xff;
+	for (i = 0; i < 4; i++)
+		SIPROUND(v0, v1, v2, v3);
+	return v0 ^ v1 ^ v2 ^ v3;
 }

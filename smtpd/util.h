@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
 #define NORETURN __attribute__((noreturn))
@@ -44,5 +45,7 @@ unsigned sockaddr_port(const struct sockaddr *sa);
 
 /* Monotonic clock in milliseconds. */
 unsigned long long now_ms(void);
+/* siphash24 - SipHash-2-4 of in[0..n) under key (tables keyed by what clients send) */
+uint64_t siphash24(const uint8_t key[16], const void *in, size_t n);
 
 #endif

@@ -122,93 +122,55 @@ def portier(request, portier_bin):
     return start
 
 
-@pytest.fixture
-def sink(request):
-    started = []
-    tmps = []
-
-    def start(args=(), lmtp=False, port=None):
-        tmp = peers.make_tempdir("sink")
-        tmps.append(tmp)
-        s = peers.Sink(tmp=tmp, args=args, lmtp=lmtp, port=port)
-        started.append(s)
-        return s
-
-    def fin():
-        for s in started:
-            s.stop()
-        for t in tmps:
-            _cleanup_dir(request, t)
-
-    request.addfinalizer(fin)
-    return start
-
-
-@pytest.fixture
-def dovecot(request):
-    started = []
-    tmps = []
-
-    def start():
-        tmp = peers.make_tempdir("dovecot")
-        tmps.append(tmp)
-        d = peers.Dovecot(tmp=tmp)
-        started.append(d)
-        return d
-
-    def fin():
-        for d in started:
-            d.stop()
-        for t in tmps:
-            _cleanup_dir(request, t)
-
-    request.addfinalizer(fin)
-    return start
-
-
-@pytest.fixture
-def minismtpd(request):
+def _peer_fixture(request, tag, cls):
+    """A fixture's start(**kw) -> cls(tmp=<a temp dir>, **kw); each one started is stopped by its
+    PID at the end and its temp dir removed."""
     started = []
     tmps = []
 
     def start(**kw):
-        tmp = peers.make_tempdir("minismtpd")
+        tmp = peers.make_tempdir(tag)
         tmps.append(tmp)
-        m = peers.MiniSmtpd(tmp=tmp, **kw)
-        started.append(m)
-        return m
+        p = cls(tmp=tmp, **kw)
+        started.append(p)
+        return p
 
     def fin():
-        for m in started:
-            m.stop()
+        for p in started:
+            p.stop()
         for t in tmps:
             _cleanup_dir(request, t)
 
     request.addfinalizer(fin)
     return start
+
+
+@pytest.fixture
+def sink(request):
+    """sink(args=(...), lmtp=False, port=None) -> an smtp-sink (peers.Sink)."""
+    return _peer_fixture(request, "sink", peers.Sink)
+
+
+@pytest.fixture
+def dovecot(request):
+    return _peer_fixture(request, "dovecot", peers.Dovecot)
+
+
+@pytest.fixture
+def minismtpd(request):
+    return _peer_fixture(request, "minismtpd", peers.MiniSmtpd)
 
 
 @pytest.fixture
 def unbound(request):
     """unbound(zones=[...], stall=[...]) -> a private DNS server (peers.Unbound)."""
-    started = []
-    tmps = []
+    return _peer_fixture(request, "unbound", peers.Unbound)
 
-    def start(**kw):
-        tmp = peers.make_tempdir("unbound")
-        tmps.append(tmp)
-        u = peers.Unbound(tmp=tmp, **kw)
-        started.append(u)
-        return u
 
-    def fin():
-        for u in started:
-            u.stop()
-        for t in tmps:
-            _cleanup_dir(request, t)
-
-    request.addfinalizer(fin)
-    return start
+@pytest.fixture
+def redis(request):
+    """redis(password=None) -> a private redis-server (peers.Redis); .server for [redis] server."""
+    return _peer_fixture(request, "redis", peers.Redis)
 
 
 @pytest.fixture

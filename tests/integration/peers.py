@@ -857,6 +857,70 @@ UNBOUND_CONF = """server:
 {ZONES}"""
 
 
+class Redis(Process):
+    """A private, non-persistent redis-server on 127.0.0.1:.port and the unix socket .sock
+    (../shared/recipes/redis.md).  restart() brings it back on the same port and socket, empty;
+    pause()/resume() stop and continue it (a hung server); cli(...) runs redis-cli against it."""
+
+    def __init__(self, tmp=None, password=None):
+        self.tmp = tmp or make_tempdir("redis")
+        self.sock = os.path.join(self.tmp, "redis.sock")
+        self.password = password
+        self.port = free_port()
+        self._start()
+
+    def _start(self):
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.tmp, "--unixsocket", self.sock,
+                "--unixsocketperm", "700", "--logfile", os.path.join(self.tmp, "redis.log"),
+                "--daemonize", "no"]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        Process.__init__(self, "redis", argv, os.path.join(self.tmp, "fg.out"))
+        if not wait_until(lambda: not self.alive() or self._pong(), START_DEADLINE):
+            self.stop(signal.SIGKILL)
+            raise PeerError("redis-server did not start on 127.0.0.1:%d:\n%s"
+                            % (self.port, self.log_text()))
+        if not self.alive():
+            raise PeerError("redis-server exited:\n%s" % self.log_text())
+        self.server = "127.0.0.1:%d" % self.port
+
+    def _pong(self):
+        try:
+            return self.cli("PING", timeout=2).strip() == "PONG"
+        except (subprocess.SubprocessError, OSError):
+            return False
+
+    def cli(self, *args, timeout=10):
+        argv = ["redis-cli", "-p", str(self.port)]
+        if self.password:
+            argv += ["--no-auth-warning", "-a", self.password]
+        return subprocess.run(argv + [str(a) for a in args], capture_output=True, text=True,
+                              timeout=timeout, check=True).stdout
+
+    def restart(self):
+        """Kill -9 and start again: same port and socket, no data."""
+        self.stop(signal.SIGKILL)
+        self._start()
+
+    def pause(self):
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.pid, signal.SIGCONT)
+
+    def stop(self, sig=SIGTERM, timeout=10.0):
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        return Process.stop(self, sig, timeout)
+
+    def log_text(self):
+        return read_text(self.logfile) + read_text(os.path.join(self.tmp, "redis.log"))
+
+
 class ConnectionClosed(Exception):
     pass
 

@@ -137,7 +137,12 @@ static const char full_conf[] =
 	"relay_connect_timeout = 10\n"
 	"relay_pool = 0\n"
 	"[redis]\n"
-	"; no keys: every one is refused until Redis is built\n"
+	"server = unix:/run/redis/redis.sock\n"
+	"password = pw\n"
+	"database = 3\n"
+	"prefix = edge1:\n"
+	"timeout = 1\n"
+	"on_error = closed\n"
 	"[auth]\n"
 	"passwd_file = /etc/portier/passwd\n"
 	"[milter rspamd]\n"
@@ -217,14 +222,18 @@ START_TEST(test_full)
 	ck_assert_uint_eq(c->relay_timeout, 60);
 	ck_assert_uint_eq(c->relay_connect_timeout, 10);
 	ck_assert_uint_eq(c->relay_pool, 0);
-	ck_assert_ptr_null(c->redis_server);
-	ck_assert_ptr_nonnull(conf_section_find(c, "redis", NULL));
+	ck_assert_str_eq(c->redis_server, "unix:/run/redis/redis.sock");
+	ck_assert_str_eq(c->redis_password, "pw");
+	ck_assert_uint_eq(c->redis_database, 3);
+	ck_assert_str_eq(c->redis_prefix, "edge1:");
+	ck_assert_uint_eq(c->redis_timeout, 1);
+	ck_assert_str_eq(c->redis_on_error, "closed");
 	ck_assert_str_eq(c->auth_passwd_file, "/etc/portier/passwd");
 	ck_assert_ptr_null(c->auth_dovecot);
 
 	s = conf_section_find(c, "milter", "rspamd");
 	ck_assert_ptr_nonnull(s);
-	ck_assert_int_eq(s->line, 52);
+	ck_assert_int_eq(s->line, 57);
 	ck_assert_str_eq(conf_section_get(s, "socket"), "inet:127.0.0.1:11332");
 	ck_assert_str_eq(conf_section_get(s, "whatever_key"), "kept raw");
 	ck_assert_ptr_null(conf_section_get(s, "nope"));
@@ -287,6 +296,9 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c->relay_connect_timeout, 30);
 	ck_assert_uint_eq(c->relay_pool, 16);
 	ck_assert_ptr_null(c->redis_server);
+	ck_assert_uint_eq(c->redis_timeout, 2);
+	ck_assert_ptr_null(c->redis_on_error);
+	ck_assert_uint_eq(c->state_entries, 200000);
 	ck_assert_ptr_null(c->auth_passwd_file);
 
 	ck_assert_uint_eq(c->nlisteners, 1);
@@ -598,8 +610,10 @@ static const struct {
 	{ "[listener mx]\nlisten = *:25\nproxy_protocol = yes\nproxy_trusted = ::1\n"
 	  "proxy_timeout = 301\n[backend]\nrelay = maildir:m\n",
 	  ":5: [listener mx] proxy_timeout: " },
-	{ BASE "[redis]\nserver = 127.0.0.1:6379\n", ":7: [redis] server: not implemented yet" },
-	{ BASE "[redis]\nserver =\n", ":7: [redis] server: not implemented yet" },
+	{ BASE "[redis]\ntls = yes\n", ":7: [redis] tls: not implemented yet; Debian 12's hiredis 0.14 has no TLS" },
+	{ BASE "[redis]\non_error = maybe\n", ":7: [redis] on_error: " },
+	{ BASE "[redis]\ntimeout = 0\n", ":7: [redis] timeout: " },
+	{ BASE "state_entries = 10\n", ":6: [server] state_entries: " },
 	/* submission without TLS could never authenticate */
 	{ "[listener s]\nlisten = *:587\nrole = submission\n[auth]\npasswd_file = p\n"
 	  "[backend]\nrelay = maildir:m\n",

@@ -1,0 +1,451 @@
+/*
+ * state.c - the shared-state store's interface (state.h) and its memory
+ * store: one hash table of keys with a value and an expiry, under one
+ * mutex, bounded by [server] state_entries (a new key evicts expired ones,
+ * then the least recently touched).  Keys are hashed with SipHash under a
+ * per-process random key: clients choose what goes into them.
+ *
+ * The memory store keeps time on the monotonic clock, so a wall clock that
+ * steps (NTP, an operator) changes no window and lets no triplet pass
+ * early.  It answers every call at once and never keeps a handle.  The
+ * Redis store is state_redis.c's; the same semantics, computed by scripts
+ * on the server.
+ *
+ * Must never block on anything but its own mutex, never log a key.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "log.h"
+#include "util.h"
+#include "state.h"
+#include "state_priv.h"
+
+#define MEM_BUCKETS_MIN	256
+#define MEM_PURGE	16	/* expired entries dropped per new one, at most */
+#define MEM_PASSED	(-1)	/* a greylisting triplet's value once it passed */
+
+struct mem_entry {
+	struct mem_entry *hnext;	/* hash chain */
+	struct mem_entry *prev;		/* LRU: towards the most recently touched */
+	struct mem_entry *next;		/* LRU: towards the stalest */
+	uint64_t hash;
+	int64_t expires;		/* on the store's clock */
+	int64_t value;
+	char key[];
+};
+
+struct state {
+	char *name;			/* "memory", "redis 127.0.0.1:6379" */
+	char *server;			/* [redis] server, NULL for memory */
+	bool fail_open;
+	struct state_redis *redis;	/* NULL: the memory store */
+
+	pthread_mutex_t mu;		/* memory store: everything below */
+	int64_t (*clock)(void);
+	size_t cap, n, nbuckets;
+	struct mem_entry **buckets;
+	struct mem_entry *lru_head, *lru_tail;
+	uint8_t seed[16];
+};
+
+static pthread_mutex_t state_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct state *state_global;
+
+/* --- the memory store ---------------------------------------------------------- */
+
+/* mem_clock - seconds on the monotonic clock, from 1 */
+static int64_t
+mem_clock(void)
+{
+	return (int64_t)(now_ms() / 1000) + 1;
+}
+
+/* mem_unlink - take e out of its chain and the LRU list (not freed) */
+static void
+mem_unlink(struct state *st, struct mem_entry *e)
+{
+	struct mem_entry **pp = &st->buckets[e->hash & (st->nbuckets - 1)];
+
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	if (e->prev != NULL)
+		e->prev->next = e->next;
+	else
+		st->lru_head = e->next;
+	if (e->next != NULL)
+		e->next->prev = e->prev;
+	else
+		st->lru_tail = e->prev;
+	st->n--;
+}
+
+/* mem_remove - unlink and free e */
+static void
+mem_remove(struct state *st, struct mem_entry *e)
+{
+	mem_unlink(st, e);
+	free(e);
+}
+
+/* mem_front - make e the most recently touched */
+static void
+mem_front(struct state *st, struct mem_entry *e)
+{
+	e->prev = NULL;
+	e->next = st->lru_head;
+	if (st->lru_head != NULL)
+		st->lru_head->prev = e;
+	st->lru_head = e;
+	if (st->lru_tail == NULL)
+		st->lru_tail = e;
+}
+
+/* mem_grow - double the buckets */
+static void
+mem_grow(struct state *st)
+{
+	size_t i, nn = st->nbuckets * 2;
+	struct mem_entry **nb = xcalloc(nn, sizeof(*nb)), *e, *next;
+
+	for (i = 0; i < st->nbuckets; i++)
+		for (e = st->buckets[i]; e != NULL; e = next) {
+			next = e->hnext;
+			e->hnext = nb[e->hash & (nn - 1)];
+			nb[e->hash & (nn - 1)] = e;
+		}
+	free(st->buckets);
+	st->buckets = nb;
+	st->nbuckets = nn;
+}
+
+/* mem_find - key's live entry, touched; an expired one is dropped.  NULL if none. */
+static struct mem_entry *
+mem_find(struct state *st, const char *key, int64_t now)
+{
+	uint64_t h = siphash24(st->seed, key, strlen(key));
+	struct mem_entry *e;
+
+	for (e = st->buckets[h & (st->nbuckets - 1)]; e != NULL; e = e->hnext)
+		if (e->hash == h && strcmp(e->key, key) == 0)
+			break;
+	if (e == NULL)
+		return NULL;
+	mem_unlink(st, e);
+	if (e->expires <= now) {
+		free(e);
+		return NULL;
+	}
+	st->n++;		/* mem_unlink counted it out: back in */
+	e->hnext = st->buckets[h & (st->nbuckets - 1)];
+	st->buckets[h & (st->nbuckets - 1)] = e;
+	mem_front(st, e);
+	return e;
+}
+
+/* mem_make_room - drop a few expired entries from the stale end, then the stalest if full */
+static void
+mem_make_room(struct state *st, int64_t now)
+{
+	struct mem_entry *e, *prev;
+	int i;
+
+	for (i = 0, e = st->lru_tail; i < MEM_PURGE && e != NULL; i++, e = prev) {
+		prev = e->prev;
+		if (e->expires <= now)
+			mem_remove(st, e);
+	}
+	while (st->n >= st->cap && st->lru_tail != NULL)
+		mem_remove(st, st->lru_tail);
+}
+
+/* mem_get - key's live entry, or a new one with value 0 expiring at expires */
+static struct mem_entry *
+mem_get(struct state *st, const char *key, int64_t now, int64_t expires)
+{
+	struct mem_entry *e = mem_find(st, key, now);
+	size_t len = strlen(key), b;
+
+	if (e != NULL)
+		return e;
+	mem_make_room(st, now);
+	if (st->n >= st->nbuckets)
+		mem_grow(st);
+	e = xcalloc(1, sizeof(*e) + len + 1);
+	memcpy(e->key, key, len + 1);
+	e->hash = siphash24(st->seed, key, len);
+	e->expires = expires;
+	b = e->hash & (st->nbuckets - 1);
+	e->hnext = st->buckets[b];
+	st->buckets[b] = e;
+	mem_front(st, e);
+	st->n++;
+	return e;
+}
+
+/* state_step_key - "KEY#WINDOW:STEP", the counter of one step (the Redis script's too) */
+static void
+state_step_key(char *dst, size_t size, const char *key, unsigned window, int64_t step)
+{
+	snprintf(dst, size, "%s#%u:%lld", key, window, (long long)step);
+}
+
+/*
+ * state_estimate - the sliding count: this step's adds plus the previous
+ * step's, weighted by the part of it still inside the window
+ */
+static uint64_t
+state_estimate(uint64_t cur, uint64_t prev, int64_t remaining, unsigned window)
+{
+	return cur + (uint64_t)((long double)prev * (long double)remaining / (long double)window);
+}
+
+/* mem_count - state_count on the memory store */
+static void
+mem_count(struct state *st, const char *key, unsigned add, unsigned window,
+    struct state_count *out)
+{
+	char k[STATE_KEY_MAX + 48];
+	int64_t now, step, remaining;
+	struct mem_entry *cur, *prev;
+	uint64_t p;
+
+	pthread_mutex_lock(&st->mu);
+	now = st->clock();
+	step = now / window;
+	remaining = (step + 1) * (int64_t)window - now;
+	state_step_key(k, sizeof(k), key, window, step - 1);
+	prev = mem_find(st, k, now);
+	p = prev != NULL ? (uint64_t)prev->value : 0;
+	state_step_key(k, sizeof(k), key, window, step);
+	cur = mem_get(st, k, now, (step + 2) * (int64_t)window);
+	cur->value += add;
+	out->count = state_estimate((uint64_t)cur->value, p, remaining, window);
+	out->reset = (unsigned)remaining;
+	pthread_mutex_unlock(&st->mu);
+}
+
+/* mem_grey - state_grey on the memory store */
+static void
+mem_grey(struct state *st, const char *key, const char *client_key,
+    const struct state_grey_params *p, struct state_grey *out)
+{
+	struct mem_entry *e, *c;
+	int64_t now, age;
+
+	pthread_mutex_lock(&st->mu);
+	now = st->clock();
+	memset(out, 0, sizeof(*out));
+	if (p->auto_allow > 0 && (c = mem_find(st, client_key, now)) != NULL &&
+	    c->value >= (int64_t)p->auto_allow) {
+		out->verdict = STATE_GREY_ALLOWED;
+		goto done;
+	}
+	if ((e = mem_find(st, key, now)) == NULL) {
+		e = mem_get(st, key, now, now + p->retry_window);
+		e->value = now;
+		out->verdict = STATE_GREY_NEW;
+		out->wait = p->delay;
+		goto done;
+	}
+	if (e->value == MEM_PASSED) {
+		e->expires = now + p->lifetime;
+		out->verdict = STATE_GREY_PASSED;
+		goto done;
+	}
+	age = now - e->value;
+	if (age < (int64_t)p->delay) {
+		out->verdict = STATE_GREY_EARLY;
+		out->wait = age < 0 ? p->delay : p->delay - (unsigned)age;
+		goto done;
+	}
+	e->value = MEM_PASSED;
+	e->expires = now + p->lifetime;
+	out->verdict = STATE_GREY_PASSED;
+	if (p->auto_allow > 0) {
+		c = mem_get(st, client_key, now, now + p->lifetime);
+		c->value++;
+		c->expires = now + p->lifetime;
+	}
+done:
+	pthread_mutex_unlock(&st->mu);
+}
+
+/* --- the interface --------------------------------------------------------------- */
+
+/* state_new - the store conf asks for; a Redis one whose address fails falls back to memory */
+static struct state *
+state_new(const struct conf *conf)
+{
+	struct state *st = xcalloc(1, sizeof(*st));
+	char *err = NULL;
+	size_t i;
+
+	if (pthread_mutex_init(&st->mu, NULL) != 0)
+		fatal("state_new: pthread_mutex_init failed");
+	st->clock = mem_clock;
+	st->cap = conf->state_entries > 0 ? conf->state_entries : STATE_MEMORY_ENTRIES;
+	st->nbuckets = MEM_BUCKETS_MIN;
+	st->buckets = xcalloc(st->nbuckets, sizeof(*st->buckets));
+	if (getentropy(st->seed, sizeof(st->seed)) != 0)
+		for (i = 0; i < sizeof(st->seed); i++)
+			st->seed[i] = (uint8_t)((now_ms() >> (i % 8)) ^ (uintptr_t)st ^ (getpid() << 3));
+	st->fail_open = conf->redis_on_error == NULL || strcmp(conf->redis_on_error, "open") == 0;
+	if (conf->redis_server != NULL) {
+		st->server = xstrdup(conf->redis_server);
+		st->redis = state_redis_new(conf, &err);
+		if (st->redis == NULL) {
+			/* conf.c checked the syntax: only a name that no longer resolves gets here */
+			log_warn("event=redis_unusable server=%s error=\"%s\" store=memory",
+			    conf->redis_server, err);
+			free(err);
+		}
+	}
+	st->name = st->redis != NULL ? xasprintf("redis %s", conf->redis_server) :
+	    xstrdup("memory");
+	return st;
+}
+
+/* state_get - the process's store, made on the first call */
+struct state *
+state_get(const struct conf *conf)
+{
+	struct state *st;
+	const char *want = conf->redis_server;
+
+	pthread_mutex_lock(&state_mu);
+	if (state_global == NULL)
+		state_global = state_new(conf);
+	st = state_global;
+	if ((want == NULL) != (st->server == NULL) ||
+	    (want != NULL && strcmp(want, st->server) != 0))
+		log_warn("event=redis_reload_ignored store=\"%s\" configured=%s "
+		    "reason=\"[redis] server changes on restart only\"", st->name,
+		    want != NULL ? want : "memory");
+	pthread_mutex_unlock(&state_mu);
+	return st;
+}
+
+const char *
+state_name(const struct state *st)
+{
+	return st->name;
+}
+
+bool
+state_is_redis(const struct state *st)
+{
+	return st->redis != NULL;
+}
+
+bool
+state_fail_open(const struct state *st)
+{
+	return st->fail_open;
+}
+
+/* state_count - a sliding-window counter (state.h) */
+struct state_op *
+state_count(struct state *st, struct event_base *base, const char *key, unsigned add,
+    unsigned window, struct state_reply *rep, state_done_fn done, void *arg)
+{
+	unsigned args[2] = { add, window > 0 ? window : 1 };
+
+	memset(rep, 0, sizeof(*rep));
+	if (strlen(key) > STATE_KEY_MAX) {
+		rep->error = "key too long";
+		return NULL;
+	}
+	if (st->redis == NULL) {
+		mem_count(st, key, add, args[1], &rep->count);
+		return NULL;
+	}
+	return state_redis_call(st->redis, base, STATE_CALL_COUNT, &key, 1, args, 2, rep, done,
+	    arg);
+}
+
+/* state_grey - a greylisting triplet (state.h) */
+struct state_op *
+state_grey(struct state *st, struct event_base *base, const char *key, const char *client_key,
+    const struct state_grey_params *p, struct state_reply *rep, state_done_fn done, void *arg)
+{
+	const char *keys[2] = { key, client_key };
+	unsigned args[4] = { p->delay, p->retry_window, p->lifetime, p->auto_allow };
+
+	memset(rep, 0, sizeof(*rep));
+	if (strlen(key) > STATE_KEY_MAX || strlen(client_key) > STATE_KEY_MAX) {
+		rep->error = "key too long";
+		return NULL;
+	}
+	if (st->redis == NULL) {
+		mem_grey(st, key, client_key, p, &rep->grey);
+		return NULL;
+	}
+	return state_redis_call(st->redis, base, STATE_CALL_GREY, keys, 2, args, 4, rep, done,
+	    arg);
+}
+
+void
+state_cancel(struct state_op *op)
+{
+	if (op != NULL)
+		state_redis_cancel(op);
+}
+
+/* state_base_gone - drop base's Redis connection, if the store has one */
+void
+state_base_gone(struct event_base *base)
+{
+	struct state *st;
+
+	pthread_mutex_lock(&state_mu);
+	st = state_global;
+	pthread_mutex_unlock(&state_mu);
+	if (st != NULL && st->redis != NULL)
+		state_redis_base_gone(st->redis, base);
+}
+
+/* state_shutdown - free the store; every loop is gone */
+void
+state_shutdown(void)
+{
+	struct state *st;
+
+	pthread_mutex_lock(&state_mu);
+	st = state_global;
+	state_global = NULL;
+	pthread_mutex_unlock(&state_mu);
+	if (st == NULL)
+		return;
+	if (st->redis != NULL)
+		state_redis_free(st->redis);
+	while (st->lru_tail != NULL)
+		mem_remove(st, st->lru_tail);
+	free(st->buckets);
+	pthread_mutex_destroy(&st->mu);
+	free(st->name);
+	free(st->server);
+	free(st);
+}
+
+/* state_memory_set_clock - tests: the memory store's clock (NULL: the monotonic one) */
+void
+state_memory_set_clock(struct state *st, int64_t (*now)(void))
+{
+	pthread_mutex_lock(&st->mu);
+	st->clock = now != NULL ? now : mem_clock;
+	pthread_mutex_unlock(&st->mu);
+}
+
+uint64_t
+state_memory_entries(const struct state *st)
+{
+	return st->n;
+}

@@ -1,0 +1,471 @@
+/*
+ * state_redis.c - the Redis back of the shared-state store (state.h):
+ * hiredis async on each event loop, one connection per loop, one EVAL per
+ * call.  The scripts compute on the server, with the server's clock, what
+ * the memory store computes in state.c, so every node of a fleet counts in
+ * the same windows and sees the same triplets.
+ *
+ * Every call is owned: its handle lives until hiredis hands back its reply
+ * or drops it (the connection closed or was freed: a NULL reply), and only
+ * then is freed; done runs at most once, never after state_redis_cancel.
+ * A call that waits longer than [redis] timeout fails, and its connection
+ * is dropped with every call on it (a hung server would hold them all): the
+ * next call reconnects, at most once a second per loop.  Calls in between
+ * fail at once.  AUTH and SELECT go first on each new connection.
+ *
+ * hiredis 0.14 (Debian 12) resolves names while connecting: the address is
+ * resolved once here, at start, and hiredis only ever sees a numeric one.
+ * It has no TLS (conf.c refuses [redis] tls).
+ *
+ * Must never block a loop, never log a key or the password.
+ */
+#include "config.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "conf.h"
+#include "log.h"
+#include "util.h"
+#include "filter.h"
+#include "state_priv.h"
+
+#define REDIS_RETRY_MS		1000	/* a loop reconnects at most this often */
+#define REDIS_ERROR_MAX		120	/* octets of a server's error kept for the caller */
+
+/* state_count: returns {this step's count, the previous step's, seconds left in this step} */
+static const char redis_count_script[] =
+	"redis.replicate_commands() "
+	"local now = tonumber(redis.call('TIME')[1]) "
+	"local w = tonumber(ARGV[2]) "
+	"local step = math.floor(now / w) "
+	"local k = KEYS[1] .. '#' .. w .. ':' "
+	"local c = redis.call('INCRBY', k .. step, ARGV[1]) "
+	"redis.call('EXPIREAT', k .. step, (step + 2) * w) "
+	"local p = tonumber(redis.call('GET', k .. (step - 1)) or '0') "
+	"return {c, p, (step + 1) * w - now}";
+
+/*
+ * state_grey: returns {verdict, wait}; a triplet's value is its first-seen
+ * time, or "p" once it passed (the memory store's MEM_PASSED)
+ */
+static const char redis_grey_script[] =
+	"redis.replicate_commands() "
+	"local now = tonumber(redis.call('TIME')[1]) "
+	"local delay, rw = tonumber(ARGV[1]), tonumber(ARGV[2]) "
+	"local life, n = tonumber(ARGV[3]), tonumber(ARGV[4]) "
+	"if n > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= n then return {3, 0} end "
+	"local v = redis.call('GET', KEYS[1]) "
+	"if not v then redis.call('SET', KEYS[1], now, 'EX', rw) return {0, delay} end "
+	"if v == 'p' then redis.call('EXPIRE', KEYS[1], life) return {2, 0} end "
+	"local age = now - tonumber(v) "
+	"if age < 0 then return {1, delay} end "
+	"if age < delay then return {1, delay - age} end "
+	"redis.call('SET', KEYS[1], 'p', 'EX', life) "
+	"if n > 0 then redis.call('INCR', KEYS[2]) redis.call('EXPIRE', KEYS[2], life) end "
+	"return {2, 0}";
+
+struct redis_conn {
+	struct state_redis *r;
+	struct event_base *base;
+	redisAsyncContext *ac;		/* NULL: down */
+	bool up;			/* connected (the connect callback said so) */
+	bool down_logged;		/* event=redis_down said since the last up */
+	unsigned long long retry_at;	/* now_ms() before which no reconnect */
+	struct redis_conn *next;
+};
+
+struct state_op {
+	struct redis_conn *c;
+	enum state_call call;
+	unsigned window;		/* STATE_CALL_COUNT: for the estimate */
+	state_done_fn done;		/* NULL once cancelled or answered */
+	void *arg;
+	struct event *timer;
+	const char *why;		/* set by the timer: why the reply will be NULL */
+};
+
+struct state_redis {
+	char *server;			/* as configured, for logs */
+	char *host;			/* numeric, or the unix socket's path */
+	int port;			/* 0: unix socket */
+	char *user, *password, *prefix;
+	unsigned database;
+	unsigned timeout;
+	pthread_mutex_t mu;		/* conns */
+	struct redis_conn *conns;
+};
+
+/* state_redis_new - resolve conf's [redis] server now; no connection yet */
+struct state_redis *
+state_redis_new(const struct conf *conf, char **err_r)
+{
+	const char *v = conf->redis_server;
+	struct sockaddr_storage sa;
+	socklen_t len;
+	char host[INET6_ADDRSTRLEN], *spec;
+	struct state_redis *r;
+	bool ok;
+
+	if (strncmp(v, "unix:", 5) == 0 || strncmp(v, "inet:", 5) == 0 ||
+	    strncmp(v, "inet6:", 6) == 0)
+		spec = xstrdup(v);
+	else
+		spec = xasprintf("%s:%s", v[0] == '[' ? "inet6" : "inet", v);
+	ok = filter_parse_socket(spec, &sa, &len, err_r);
+	free(spec);
+	if (!ok)
+		return NULL;
+	r = xcalloc(1, sizeof(*r));
+	if (sa.ss_family == AF_UNIX) {
+		r->host = xstrdup(((struct sockaddr_un *)&sa)->sun_path);
+	} else {
+		if (!sockaddr_text((struct sockaddr *)&sa, host, sizeof(host)))
+			fatal("state_redis_new: an address without text");
+		r->host = xstrdup(host);
+		r->port = (int)sockaddr_port((struct sockaddr *)&sa);
+	}
+	if (pthread_mutex_init(&r->mu, NULL) != 0)
+		fatal("state_redis_new: pthread_mutex_init failed");
+	r->server = xstrdup(v);
+	r->user = conf->redis_user != NULL ? xstrdup(conf->redis_user) : NULL;
+	r->password = conf->redis_password != NULL ? xstrdup(conf->redis_password) : NULL;
+	r->prefix = xstrdup(conf->redis_prefix != NULL ? conf->redis_prefix : "portier:");
+	r->database = conf->redis_database;
+	r->timeout = conf->redis_timeout > 0 ? conf->redis_timeout : STATE_REDIS_TIMEOUT;
+	return r;
+}
+
+/* redis_conn_lost - c's context is gone (hiredis frees it, or did): down until retry_at */
+static void
+redis_conn_lost(struct redis_conn *c, const char *why)
+{
+	c->ac = NULL;
+	c->up = false;
+	c->retry_at = now_ms() + REDIS_RETRY_MS;
+	if (!c->down_logged) {
+		log_warn("event=redis_down server=%s error=\"%s\" retry=1s", c->r->server, why);
+		c->down_logged = true;
+	}
+}
+
+/* redis_connect_cb - hiredis: the connection is up, or failed (then freed by hiredis) */
+static void
+redis_connect_cb(const redisAsyncContext *ac, int status)
+{
+	struct redis_conn *c = ac->data;
+
+	if (c == NULL || c->ac != ac)
+		return;
+	if (status != REDIS_OK) {
+		redis_conn_lost(c, ac->errstr[0] != '\0' ? ac->errstr : "connect failed");
+		return;
+	}
+	c->up = true;
+	if (c->down_logged)
+		log_info("event=redis_up server=%s", c->r->server);
+	c->down_logged = false;
+}
+
+/* redis_disconnect_cb - hiredis: the connection closed; it frees the context */
+static void
+redis_disconnect_cb(const redisAsyncContext *ac, int status)
+{
+	struct redis_conn *c = ac->data;
+
+	if (c == NULL || c->ac != ac)
+		return;		/* we dropped it ourselves */
+	redis_conn_lost(c, status == REDIS_OK ? "closed by the server" :
+	    ac->errstr[0] != '\0' ? ac->errstr : "connection lost");
+}
+
+/* redis_setup_cb - the reply to AUTH or SELECT: an error is logged (the calls will fail) */
+static void
+redis_setup_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	redisReply *rep = reply;
+	struct redis_conn *c = ac->data;
+
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR && c != NULL)
+		log_warn("event=redis_setup_failed server=%s command=%s error=\"%.*s\"",
+		    c->r->server, (const char *)privdata, REDIS_ERROR_MAX, rep->str);
+}
+
+/* redis_connect - a new context for c (the connection completes later); false if none */
+static bool
+redis_connect(struct redis_conn *c, const char **why_r)
+{
+	struct state_redis *r = c->r;
+	redisAsyncContext *ac;
+	char db[16];
+
+	ac = r->port == 0 ? redisAsyncConnectUnix(r->host) : redisAsyncConnect(r->host, r->port);
+	if (ac == NULL) {
+		*why_r = "redis: out of memory";
+		return false;
+	}
+	if (ac->err != 0) {
+		redis_conn_lost(c, ac->errstr);
+		redisAsyncFree(ac);
+		*why_r = "redis: unreachable";
+		return false;
+	}
+	ac->data = c;
+	c->ac = ac;
+	c->up = false;
+	if (redisLibeventAttach(ac, c->base) != REDIS_OK) {
+		c->ac = NULL;
+		ac->data = NULL;
+		redisAsyncFree(ac);
+		*why_r = "redis: cannot attach to the loop";
+		return false;
+	}
+	redisAsyncSetConnectCallback(ac, redis_connect_cb);
+	redisAsyncSetDisconnectCallback(ac, redis_disconnect_cb);
+	if (r->password != NULL) {
+		const char *argv[3] = { "AUTH", r->user != NULL ? r->user : r->password,
+		    r->password };
+
+		redisAsyncCommandArgv(ac, redis_setup_cb, (void *)"AUTH", r->user != NULL ? 3 : 2,
+		    argv, NULL);
+	}
+	if (r->database != 0) {
+		snprintf(db, sizeof(db), "%u", r->database);
+		redisAsyncCommand(ac, redis_setup_cb, (void *)"SELECT", "SELECT %s", db);
+	}
+	return true;
+}
+
+/* redis_conn_of - base's connection record (made on first use) */
+static struct redis_conn *
+redis_conn_of(struct state_redis *r, struct event_base *base)
+{
+	struct redis_conn *c;
+
+	pthread_mutex_lock(&r->mu);
+	for (c = r->conns; c != NULL; c = c->next)
+		if (c->base == base)
+			break;
+	if (c == NULL) {
+		c = xcalloc(1, sizeof(*c));
+		c->r = r;
+		c->base = base;
+		c->next = r->conns;
+		r->conns = c;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return c;
+}
+
+/* redis_drop - free c's context: every call on it completes (NULL replies) */
+static void
+redis_drop(struct redis_conn *c, const char *why)
+{
+	redisAsyncContext *ac = c->ac;
+
+	if (ac == NULL)
+		return;
+	redis_conn_lost(c, why);
+	ac->data = NULL;
+	redisAsyncFree(ac);
+}
+
+/* redis_op_free - the call is over */
+static void
+redis_op_free(struct state_op *op)
+{
+	if (op->timer != NULL)
+		event_free(op->timer);
+	free(op);
+}
+
+/* redis_int - element i of an integer array reply, or -1 */
+static long long
+redis_int(const redisReply *rep, size_t i)
+{
+	if (rep->type != REDIS_REPLY_ARRAY || i >= rep->elements ||
+	    rep->element[i]->type != REDIS_REPLY_INTEGER)
+		return -1;
+	return rep->element[i]->integer;
+}
+
+/* redis_parse - a script's reply into *out; false + out->error when it is not one */
+static bool
+redis_parse(const struct state_op *op, const redisReply *rep, struct state_reply *out)
+{
+	long long a = redis_int(rep, 0), b = redis_int(rep, 1), c = redis_int(rep, 2);
+
+	if (op->call == STATE_CALL_COUNT) {
+		if (a < 0 || b < 0 || c < 1 || c > (long long)op->window)
+			return false;
+		out->count.count = (uint64_t)a + (uint64_t)((long double)b * (long double)c /
+		    (long double)op->window);
+		out->count.reset = (unsigned)c;
+		return true;
+	}
+	if (a < STATE_GREY_NEW || a > STATE_GREY_ALLOWED || b < 0 || b > (long long)UINT32_MAX)
+		return false;
+	out->grey.verdict = (enum state_grey_verdict)a;
+	out->grey.wait = (unsigned)b;
+	return true;
+}
+
+/* redis_reply_cb - hiredis: a call's reply, or NULL when its connection went */
+static void
+redis_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct state_op *op = privdata;
+	redisReply *rep = reply;
+	struct state_reply out;
+	char err[REDIS_ERROR_MAX + 16];
+	state_done_fn done = op->done;
+
+	(void)ac;
+	memset(&out, 0, sizeof(out));
+	if (rep == NULL) {
+		out.error = op->why != NULL ? op->why : "redis: connection lost";
+	} else if (rep->type == REDIS_REPLY_ERROR) {
+		snprintf(err, sizeof(err), "redis: %.*s", REDIS_ERROR_MAX, rep->str);
+		out.error = err;
+	} else if (!redis_parse(op, rep, &out)) {
+		out.error = "redis: unexpected reply";
+	}
+	op->done = NULL;
+	if (op->timer != NULL)
+		evtimer_del(op->timer);
+	if (done != NULL)
+		done(op->arg, &out);
+	redis_op_free(op);
+}
+
+/* redis_timeout_cb - a call waited [redis] timeout: drop the connection and its calls */
+static void
+redis_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct state_op *op = arg;
+
+	(void)fd;
+	(void)what;
+	op->why = "redis: timeout";
+	redis_drop(op->c, "timeout");	/* runs redis_reply_cb for op, which frees it */
+}
+
+/* state_redis_call - one EVAL on base's connection (state_priv.h) */
+struct state_op *
+state_redis_call(struct state_redis *r, struct event_base *base, enum state_call call,
+    const char *const *keys, size_t nkeys, const unsigned *args, size_t nargs,
+    struct state_reply *rep, state_done_fn done, void *arg)
+{
+	struct redis_conn *c;
+	struct state_op *op;
+	const char *argv[3 + 2 + 4];
+	char *owned[2 + 4], nk[4];
+	size_t i, n = 0;
+	struct timeval tv = { 0, 0 };
+	int rc;
+
+	if (base == NULL) {
+		rep->error = "redis: no event loop";
+		return NULL;
+	}
+	c = redis_conn_of(r, base);
+	if (c->ac == NULL) {
+		if (now_ms() < c->retry_at) {
+			rep->error = "redis: unreachable";
+			return NULL;
+		}
+		if (!redis_connect(c, &rep->error))
+			return NULL;
+	}
+	op = xcalloc(1, sizeof(*op));
+	op->c = c;
+	op->call = call;
+	op->window = nargs >= 2 ? args[1] : 0;
+	op->done = done;
+	op->arg = arg;
+	argv[n++] = "EVAL";
+	argv[n++] = call == STATE_CALL_COUNT ? redis_count_script : redis_grey_script;
+	snprintf(nk, sizeof(nk), "%zu", nkeys);
+	argv[n++] = nk;
+	for (i = 0; i < nkeys; i++)
+		argv[n++] = owned[i] = xasprintf("%s%s", r->prefix, keys[i]);
+	for (i = 0; i < nargs; i++)
+		argv[n++] = owned[nkeys + i] = xasprintf("%u", args[i]);
+	rc = redisAsyncCommandArgv(c->ac, redis_reply_cb, op, (int)n, argv, NULL);
+	for (i = 0; i < nkeys + nargs; i++)
+		free(owned[i]);
+	if (rc != REDIS_OK) {
+		free(op);
+		rep->error = "redis: cannot send";
+		return NULL;
+	}
+	op->timer = evtimer_new(base, redis_timeout_cb, op);
+	tv.tv_sec = r->timeout;
+	evtimer_add(op->timer, &tv);
+	return op;
+}
+
+/* state_redis_cancel - done will not run; the handle goes with its reply */
+void
+state_redis_cancel(struct state_op *op)
+{
+	op->done = NULL;
+}
+
+/* state_redis_base_gone - close base's connection (on base's loop, before it is freed) */
+void
+state_redis_base_gone(struct state_redis *r, struct event_base *base)
+{
+	struct redis_conn **pp, *c;
+
+	pthread_mutex_lock(&r->mu);
+	for (c = r->conns; c != NULL; c = c->next)
+		if (c->base == base)
+			break;
+	pthread_mutex_unlock(&r->mu);
+	if (c == NULL)
+		return;
+	/*
+	 * Calls that complete now may start others on this loop: they find it
+	 * down (retry_at ahead) and fail at once, so nothing reconnects here.
+	 */
+	c->down_logged = true;		/* a loop that ends is no outage */
+	redis_drop(c, "loop ended");
+	c->retry_at = (unsigned long long)-1;
+	pthread_mutex_lock(&r->mu);
+	for (pp = &r->conns; *pp != c; pp = &(*pp)->next)
+		;
+	*pp = c->next;
+	pthread_mutex_unlock(&r->mu);
+	free(c);
+}
+
+/* state_redis_free - at exit: every loop's connection is gone already */
+void
+state_redis_free(struct state_redis *r)
+{
+	struct redis_conn *c, *next;
+
+	for (c = r->conns; c != NULL; c = next) {
+		next = c->next;
+		free(c);	/* its loop is freed: its context cannot be touched */
+	}
+	pthread_mutex_destroy(&r->mu);
+	free(r->server);
+	free(r->host);
+	free(r->user);
+	free(r->password);
+	free(r->prefix);
+	free(r);
+}
