@@ -196,6 +196,14 @@ struct filter_session {
 	const char *client_name;
 	const char *client_ptr;
 	/*
+	 * How the reverse lookup ended, rdns_result_name()'s word: "verified",
+	 * "unverified" (PTR names, none maps back), "none" (no PTR),
+	 * "tempfail" (SERVFAIL, a resolver error, or it could not start),
+	 * "timeout".  NULL when none ran (reverse_lookup = no, no IP client).
+	 * Tells a missing name from a lookup that failed for now (static text).
+	 */
+	const char *client_rdns;
+	/*
 	 * On a proxy_protocol listener, the load balancer's address (the
 	 * socket's peer); NULL elsewhere.  client_addr, client_sa and
 	 * client_port are then the real client's, from the PROXY header (and

@@ -11,6 +11,9 @@
 #include "filter.h"
 #include "auth_enforce.h"
 #include "port25.h"
+#include "helo_check.h"
+#include "rdns_check.h"
+#include "greylist.h"
 #include "spf.h"
 #include "dkim_verify.h"
 #include "dkim_sign.h"
@@ -26,6 +29,8 @@ filter_builtins_register(void)
 {
 	filter_register(&port25_ops);
 	filter_register(&auth_enforce_ops);
+	filter_register(&helo_check_ops);
+	filter_register(&rdns_check_ops);
 	filter_register(&spf_ops);
 	filter_register(&dkim_verify_ops);
 	filter_register(&dkim_sign_ops);
@@ -33,6 +38,7 @@ filter_builtins_register(void)
 	filter_register(&dnsbl_ops);
 	filter_register(&policyd_ops);
 	filter_register(&milter_ops);
+	filter_register(&greylist_ops);
 }
 
 /* filter_builtin_refuse - a table reply as a filter's REJECT */

@@ -15,6 +15,8 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,7 @@
 #define MEM_BUCKETS_MIN	256
 #define MEM_PURGE	16	/* expired entries dropped per new one, at most */
 #define MEM_PASSED	(-1)	/* a greylisting triplet's value once it passed */
+#define MAX_INT64(a, b)	((a) > (b) ? (a) : (b))
 
 struct mem_entry {
 	struct mem_entry *hnext;	/* hash chain */
@@ -197,38 +200,37 @@ state_step_key(char *dst, size_t size, const char *key, unsigned window, int64_t
 	snprintf(dst, size, "%s#%u:%lld", key, window, (long long)step);
 }
 
-/*
- * state_estimate - the sliding count: this step's adds plus the previous
- * step's, weighted by the part of it still inside the window
- */
-static uint64_t
-state_estimate(uint64_t cur, uint64_t prev, int64_t remaining, unsigned window)
-{
-	return cur + (uint64_t)((long double)prev * (long double)remaining / (long double)window);
-}
-
-/* mem_count - state_count on the memory store */
+/* mem_count - state_count on the memory store: the steps whose last second is in the window */
 static void
 mem_count(struct state *st, const char *key, unsigned add, unsigned window,
     struct state_count *out)
 {
 	char k[STATE_KEY_MAX + 48];
-	int64_t now, step, remaining;
-	struct mem_entry *cur, *prev;
-	uint64_t p;
+	int64_t now, width = ((int64_t)window + STATE_STEPS - 1) / STATE_STEPS, step, i;
+	int64_t oldest = -1;
+	struct mem_entry *e;
+	uint64_t sum = 0;
 
 	pthread_mutex_lock(&st->mu);
 	now = st->clock();
-	step = now / window;
-	remaining = (step + 1) * (int64_t)window - now;
-	state_step_key(k, sizeof(k), key, window, step - 1);
-	prev = mem_find(st, k, now);
-	p = prev != NULL ? (uint64_t)prev->value : 0;
-	state_step_key(k, sizeof(k), key, window, step);
-	cur = mem_get(st, k, now, (step + 2) * (int64_t)window);
-	cur->value += add;
-	out->count = state_estimate((uint64_t)cur->value, p, remaining, window);
-	out->reset = (unsigned)remaining;
+	step = now / width;
+	if (add > 0) {
+		state_step_key(k, sizeof(k), key, window, step);
+		e = mem_get(st, k, now, (step + 1) * width + window);
+		e->value += add;
+	}
+	for (i = step - STATE_STEPS; i <= step; i++) {
+		if (i < 0 || (i + 1) * width - 1 <= now - (int64_t)window)
+			continue;
+		state_step_key(k, sizeof(k), key, window, i);
+		if ((e = mem_find(st, k, now)) != NULL && e->value > 0) {
+			sum += (uint64_t)e->value;
+			if (oldest < 0)
+				oldest = i;
+		}
+	}
+	out->count = sum;
+	out->reset = oldest < 0 ? 1 : (unsigned)MAX_INT64((oldest + 1) * width - 1 + window - now, 1);
 	pthread_mutex_unlock(&st->mu);
 }
 
@@ -279,6 +281,28 @@ done:
 }
 
 /* --- the interface --------------------------------------------------------------- */
+
+/* state_client_key - the counting key of a client address (state.h) */
+void
+state_client_key(const char *ip, char *key, size_t size)
+{
+	unsigned char bin[sizeof(struct in6_addr)];
+	char text[INET6_ADDRSTRLEN];
+	static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	if (inet_pton(AF_INET, ip, bin) == 1 && inet_ntop(AF_INET, bin, key, size) != NULL)
+		return;
+	if (inet_pton(AF_INET6, ip, bin) == 1) {
+		if (memcmp(bin, mapped, sizeof(mapped)) == 0 &&
+		    inet_ntop(AF_INET, bin + 12, key, size) != NULL)
+			return;
+		memset(bin + 8, 0, 8);
+		if (inet_ntop(AF_INET6, bin, text, sizeof(text)) != NULL &&
+		    (size_t)snprintf(key, size, "%s/64", text) < size)
+			return;
+	}
+	str_copy(key, ip, size);	/* truncation is fine for odd keys */
+}
 
 /* state_new - the store conf asks for; a Redis one whose address fails falls back to memory */
 static struct state *

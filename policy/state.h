@@ -31,6 +31,7 @@
 #define PORTIER_STATE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct conf;
@@ -38,11 +39,18 @@ struct event_base;
 struct state;
 struct state_op;
 
-/* state_count's answer: a sliding window of two fixed steps of window seconds */
+/*
+ * state_count's answer.  The window slides in STATE_STEPS steps of
+ * window/STATE_STEPS seconds (rounded up): an add counts for at least window
+ * seconds and at most one step more; with window <= STATE_STEPS it is
+ * exact (an add at t counts while now - t < window).
+ */
 struct state_count {
-	uint64_t count;		/* estimated adds over the last window seconds, this one included */
-	unsigned reset;		/* seconds until the current step ends: a retry hint, >= 1 */
+	uint64_t count;		/* adds within the window, this one included */
+	unsigned reset;		/* seconds until the oldest add counted leaves it (>= 1): a retry hint */
 };
+
+#define STATE_STEPS	16
 
 enum state_grey_verdict {
 	STATE_GREY_NEW,		/* first seen now: wait `wait` seconds */
@@ -107,6 +115,14 @@ struct state_op *state_count(struct state *st, struct event_base *base, const ch
 struct state_op *state_grey(struct state *st, struct event_base *base, const char *key,
     const char *client_key, const struct state_grey_params *p, struct state_reply *rep,
     state_done_fn done, void *arg);
+
+/*
+ * state_client_key - a client address as a counting key: IPv4 as it is, an
+ * IPv6 address by its /64 (one subscriber, who could otherwise rotate
+ * through it), IPv4-mapped IPv6 as IPv4, anything else as given (truncated
+ * to size)
+ */
+void state_client_key(const char *ip, char *key, size_t size);
 
 /* state_cancel - done will not run for op; a late reply is dropped.  NULL is fine. */
 void state_cancel(struct state_op *op);

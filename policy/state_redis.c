@@ -44,17 +44,32 @@
 #define REDIS_RETRY_MS		1000	/* a loop reconnects at most this often */
 #define REDIS_ERROR_MAX		120	/* octets of a server's error kept for the caller */
 
-/* state_count: returns {this step's count, the previous step's, seconds left in this step} */
+/*
+ * state_count: returns {the adds of the steps whose last second is within
+ * the window, seconds until the oldest of them leaves it}; state.c's
+ * mem_count does the same in memory
+ */
 static const char redis_count_script[] =
 	"redis.replicate_commands() "
 	"local now = tonumber(redis.call('TIME')[1]) "
-	"local w = tonumber(ARGV[2]) "
-	"local step = math.floor(now / w) "
+	"local w, add = tonumber(ARGV[2]), tonumber(ARGV[1]) "
+	"local width = math.ceil(w / 16) "
+	"local step = math.floor(now / width) "
 	"local k = KEYS[1] .. '#' .. w .. ':' "
-	"local c = redis.call('INCRBY', k .. step, ARGV[1]) "
-	"redis.call('EXPIREAT', k .. step, (step + 2) * w) "
-	"local p = tonumber(redis.call('GET', k .. (step - 1)) or '0') "
-	"return {c, p, (step + 1) * w - now}";
+	"if add > 0 then "
+	" redis.call('INCRBY', k .. step, add) "
+	" redis.call('EXPIREAT', k .. step, (step + 1) * width + w) "
+	"end "
+	"local sum, oldest = 0, -1 "
+	"for i = step - 16, step do "
+	" if i >= 0 and (i + 1) * width - 1 > now - w then "
+	"  local v = tonumber(redis.call('GET', k .. i) or '0') "
+	"  if v > 0 then sum = sum + v if oldest < 0 then oldest = i end end "
+	" end "
+	"end "
+	"local reset = 1 "
+	"if oldest >= 0 then reset = math.max((oldest + 1) * width - 1 + w - now, 1) end "
+	"return {sum, reset}";
 
 /*
  * state_grey: returns {verdict, wait}; a triplet's value is its first-seen
@@ -304,14 +319,13 @@ redis_int(const redisReply *rep, size_t i)
 static bool
 redis_parse(const struct state_op *op, const redisReply *rep, struct state_reply *out)
 {
-	long long a = redis_int(rep, 0), b = redis_int(rep, 1), c = redis_int(rep, 2);
+	long long a = redis_int(rep, 0), b = redis_int(rep, 1);
 
 	if (op->call == STATE_CALL_COUNT) {
-		if (a < 0 || b < 0 || c < 1 || c > (long long)op->window)
+		if (a < 0 || b < 1 || b > 2 * (long long)op->window + 1)
 			return false;
-		out->count.count = (uint64_t)a + (uint64_t)((long double)b * (long double)c /
-		    (long double)op->window);
-		out->count.reset = (unsigned)c;
+		out->count.count = (uint64_t)a;
+		out->count.reset = (unsigned)b;
 		return true;
 	}
 	if (a < STATE_GREY_NEW || a > STATE_GREY_ALLOWED || b < 0 || b > (long long)UINT32_MAX)

@@ -23,5 +23,13 @@ struct cidr {
 bool cidr_parse(const char *s, struct cidr *n);
 /* cidr_contains - sa (AF_INET, AF_INET6, mapped) inside n; false for other families */
 bool cidr_contains(const struct cidr *n, const struct sockaddr *sa);
+/* cidr_any - sa inside one of the n networks of v */
+bool cidr_any(const struct cidr *v, size_t n, const struct sockaddr *sa);
+/*
+ * cidr_of - the network of sa's address (IPv4 prefix4 bits long, IPv6
+ * prefix6; mapped counts as IPv4), host bits and padding zero, so that two
+ * results compare and hash by their octets; false for other families
+ */
+bool cidr_of(const struct sockaddr *sa, unsigned prefix4, unsigned prefix6, struct cidr *n);
 
 #endif

@@ -83,6 +83,7 @@ static const struct {
 	{ "filter", CONF_NAMED },
 	{ "policy", CONF_NAMED },
 	{ "policyd", CONF_NAMED },
+	{ "ratelimit", CONF_NAMED },
 	{ "milter-server", CONF_NONAME },
 };
 
@@ -271,6 +272,12 @@ static const struct conf_key conf_listener_keys[] = {
 	{ "proxy_trusted", conf_set_cidrs, 0, 0, 0, NULL, NULL },
 	KLS("proxy_timeout", proxy_timeout, conf_set_uint, 1, 300, NULL),
 	KLS("greet_pause", greet_pause, conf_set_uint, 0, 300, NULL),
+	KLS("greet_pause_exempt", greet_pause_exempt, conf_set_nets, 0, 0, NULL),
+	KLS("client_limit", client_limit, conf_set_uint, 0, 1000000, NULL),
+	KLS("network_limit", network_limit, conf_set_uint, 0, 1000000, NULL),
+	KLS("network_prefix4", network_prefix4, conf_set_uint, 8, 32, NULL),
+	KLS("network_prefix6", network_prefix6, conf_set_uint, 16, 128, NULL),
+	KLS("limit_exempt", limit_exempt, conf_set_nets, 0, 0, NULL),
 	KLS("reverse_lookup", reverse_lookup, conf_set_bool, 0, 0, NULL),
 	{ "filters", conf_set_filters, 0, 0, 0, NULL, NULL },
 	KLS("bare_newline", bare_newline, conf_set_enum, 0, 0, conf_bare_words),
@@ -462,7 +469,7 @@ conf_header_check(struct conf_load *ld, const char *type, const char *name, bool
 	if ((t = conf_section_type(type)) < 0)
 		return xstrdup("unknown section; use server, listener NAME, tls, "
 		    "backend, redis, auth, milter NAME, filter NAME, policy NAME, "
-		    "policyd NAME or milter-server");
+		    "policyd NAME, ratelimit NAME or milter-server");
 	if (conf_section_types[t].kind == CONF_NONAME && *name != '\0')
 		return xasprintf("[%s] takes no name; write [%s]", type, type);
 	if (conf_section_types[t].kind == CONF_NAMED && *name == '\0')
@@ -796,6 +803,8 @@ conf_add_listener(struct conf_load *ld, const struct conf_section *s)
 	l->bare_newline = BARE_NEWLINE_REJECT;
 	l->reverse_lookup = true;
 	l->proxy_timeout = 10;
+	l->network_prefix4 = 24;
+	l->network_prefix6 = 64;
 	l->limits = c->limits;
 	conf_apply_section(ld, s, l, conf_listener_keys, &l->limits);
 	/* submissions is implicit TLS by definition */
@@ -908,8 +917,15 @@ conf_check_listener(struct conf_load *ld, const struct conf_listener *l,
 	if (!l->proxy_protocol && l->nproxy_trusted > 0)
 		conf_error(ld, conf_kv_line(s, "proxy_trusted"), s->type, s->name,
 		    "proxy_trusted", "does nothing without proxy_protocol = yes");
-	for (i = 0; i < l->nfilters; i++)
+	for (i = 0; i < l->nfilters; i++) {
 		conf_check_role_filter(ld, l, s, l->filters[i]);
+		/* rdns-check judges the session's own lookup: without one it would pass everybody */
+		if (!l->reverse_lookup && strncmp(l->filters[i], "rdns-check", 10) == 0 &&
+		    (l->filters[i][10] == '\0' || l->filters[i][10] == ':'))
+			conf_error(ld, conf_kv_line(s, "reverse_lookup"), s->type, s->name,
+			    "reverse_lookup", "rdns-check needs the client's reverse lookup; "
+			    "remove reverse_lookup = no");
+	}
 }
 
 /* conf_listen_canon - "HOST|PORT" with the host in canonical form (caller frees) */
@@ -1267,6 +1283,8 @@ conf_free(struct conf *c)
 		conf_strv_free(c->listeners[i].listen, c->listeners[i].nlisten);
 		conf_strv_free(c->listeners[i].filters, c->listeners[i].nfilters);
 		conf_strv_free(c->listeners[i].proxy_trusted, c->listeners[i].nproxy_trusted);
+		free(c->listeners[i].greet_pause_exempt.v);
+		free(c->listeners[i].limit_exempt.v);
 	}
 	free(c->listeners);
 	if (c->milter_server != NULL) {

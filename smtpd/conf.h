@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "buf.h"
+#include "cidr.h"
 
 enum conf_role { ROLE_MX, ROLE_SUBMISSION, ROLE_SUBMISSIONS };
 enum conf_tls { TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
@@ -52,6 +53,12 @@ struct conf_section {
 	size_t nkv;
 };
 
+/* Networks parsed once, in the order written (limit_exempt, greet_pause_exempt). */
+struct conf_nets {
+	struct cidr *v;
+	size_t n;
+};
+
 struct conf_listener {
 	char *name;
 	int line;		/* of its [listener NAME] header, for error messages */
@@ -65,6 +72,12 @@ struct conf_listener {
 	size_t nproxy_trusted;
 	unsigned proxy_timeout;	/* seconds the header may take */
 	unsigned greet_pause;
+	struct conf_nets greet_pause_exempt;	/* greeted without the pause */
+	unsigned client_limit;		/* live sessions from one address, this process; 0: none */
+	unsigned network_limit;		/* ... from one network (prefixes below); 0: none */
+	unsigned network_prefix4;	/* 24 */
+	unsigned network_prefix6;	/* 64 */
+	struct conf_nets limit_exempt;	/* never counted by the two limits */
 	bool reverse_lookup;	/* the client's FCrDNS name at connect (default yes) */
 	enum conf_bare_newline bare_newline;
 	char **filters;		/* names from "filters =" in order */
@@ -175,6 +188,10 @@ const char *conf_section_get(const struct conf_section *s, const char *key);
 const char *conf_role_filter(enum conf_role role);
 /* conf_is_local_domain - case-insensitive match against local_domains. */
 bool conf_is_local_domain(const struct conf *c, const char *domain);
+/* conf_nets_parse - a list of ADDR or ADDR/PREFIX into *nets (its old list freed); false + *why_r */
+bool conf_nets_parse(const char *value, struct conf_nets *nets, char **why_r);
+/* conf_parse_bool - yes/no/true/false/on/off/1/0 (any case) into *b; false if none */
+bool conf_parse_bool(const char *value, bool *b);
 /* conf_domain_ok - a DNS name of LDH and '_' labels of 1..63 octets, 253 in all, no final dot */
 bool conf_domain_ok(const char *s);
 

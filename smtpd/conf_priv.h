@@ -50,6 +50,7 @@ bool conf_set_domains(void *field, const struct conf_key *k, const char *value, 
 bool conf_set_listen(void *field, const struct conf_key *k, const char *value, char **why_r);
 bool conf_set_filters(void *field, const struct conf_key *k, const char *value, char **why_r);
 bool conf_set_cidrs(void *field, const struct conf_key *k, const char *value, char **why_r);
+bool conf_set_nets(void *field, const struct conf_key *k, const char *value, char **why_r);
 void conf_relay_clear(struct conf_relay *r);
 bool conf_set_relay(void *field, const struct conf_key *k, const char *value, char **why_r);
 bool conf_set_bounce(void *field, const struct conf_key *k, const char *value, char **why_r);

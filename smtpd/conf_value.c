@@ -578,6 +578,51 @@ conf_set_filters(void *field, const struct conf_key *k, const char *value, char 
 	return true;
 }
 
+/* conf_nets_parse - ADDRESS or ADDRESS/PREFIX words, IPv4 or IPv6, into *nets (freed first) */
+bool
+conf_nets_parse(const char *value, struct conf_nets *nets, char **why_r)
+{
+	struct conf_nets parsed = { NULL, 0 };
+	char **v;
+	size_t n, i;
+
+	conf_split(value, &v, &n);
+	parsed.v = xcalloc(n ? n : 1, sizeof(*parsed.v));
+	for (i = 0; i < n; i++) {
+		if (!cidr_parse(v[i], &parsed.v[i])) {
+			*why_r = xasprintf("\"%s\" is not an address or network; write "
+			    "e.g. 192.0.2.0/24 or 2001:db8::/32", v[i]);
+			free(parsed.v);
+			conf_strv_free(v, n);
+			return false;
+		}
+	}
+	parsed.n = n;
+	conf_strv_free(v, n);
+	free(nets->v);
+	*nets = parsed;
+	return true;
+}
+
+/* conf_set_nets - a struct conf_nets (limit_exempt, greet_pause_exempt) */
+bool
+conf_set_nets(void *field, const struct conf_key *k, const char *value, char **why_r)
+{
+	(void)k;
+	return conf_nets_parse(value, field, why_r);
+}
+
+/* conf_parse_bool - yes/no/true/false/on/off/1/0 into *b, for filters' own keys */
+bool
+conf_parse_bool(const char *value, bool *b)
+{
+	char *why = NULL;
+	bool ok = conf_set_bool(b, NULL, value, &why);
+
+	free(why);
+	return ok;
+}
+
 /* conf_set_cidrs - proxy_trusted: ADDRESS or ADDRESS/PREFIX, IPv4 or IPv6 */
 bool
 conf_set_cidrs(void *field, const struct conf_key *k, const char *value, char **why_r)

@@ -53,7 +53,6 @@
 #include "smtp_session.h"
 #include "tls.h"
 #include "../policy/auth.h"
-#include "../policy/authfail.h"
 #include "../policy/builtin.h"
 #include "../policy/state.h"
 #include "util.h"
@@ -85,16 +84,8 @@ static atomic_uint sessions_live;	/* the process's, for the process bound */
 static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct server_count *count_list;	/* never shrinks; guarded by count_lock */
 static struct workers *pools[SERVER_POOLS];
-static struct authfail *auth_failures;
 
 static void loop_accept_resume(struct loop *l);
-
-/* server_authfail - the failed-AUTH counters */
-struct authfail *
-server_authfail(void)
-{
-	return auth_failures;
-}
 
 static bool conf_uses_tls(const struct conf *conf);
 
@@ -910,8 +901,8 @@ loop_teardown(struct loop *l)
 	free(l->socks);
 	if (l->drain_timer)
 		event_free(l->drain_timer);
+	state_base_gone(l->base);	/* its calls' answers may look for sessions: before loop_fini */
 	loop_fini(l);
-	state_base_gone(l->base);
 	event_base_free(l->base);
 }
 
@@ -981,7 +972,6 @@ sighup_cb(evutil_socket_t sig, short what, void *arg)
 		log_warn("event=max_sessions_lowered configured=%u max_sessions=%u reason=nofile",
 		    conf->limits.max_sessions, bind_session_max());
 	snapshot_set(snap);
-	authfail_set_limits(auth_failures, conf->auth_max_failures, conf->auth_failure_window);
 	log_info("event=reload result=ok config=%s restart_needed=%s", sc->config_path,
 	    restart > 0 ? "yes" : "no");
 }
@@ -1044,7 +1034,6 @@ server_run(struct snapshot *snap, const char *config_path)
 	pools[SERVER_POOL_FILTER] = workers_new(conf->filter_threads, conf->pool_queue);
 	pools[SERVER_POOL_AUTH] = workers_new(conf->auth_threads, conf->pool_queue);
 	pools[SERVER_POOL_DELIVERY] = workers_new(conf->delivery_threads, conf->pool_queue);
-	auth_failures = authfail_new(conf->auth_max_failures, conf->auth_failure_window, 100000);
 	for (i = 0; i < nloops; i++)
 		loop_setup(&loops[i], i, conf);
 	uring = sendbatch_uring(loops[0].sb);	/* nloops >= 1 */
@@ -1088,8 +1077,6 @@ server_run(struct snapshot *snap, const char *config_path)
 		workers_free(pools[i]);
 	filter_pools_free();
 	state_shutdown();
-	authfail_free(auth_failures);
-	auth_failures = NULL;
 	/*
 	 * Freeing the signal events restores the default actions: a SIGTERM sent
 	 * again must not kill the exit.  Only this thread is left: block, ignore.

@@ -93,9 +93,6 @@ void loop_session_remove(struct loop *l, struct session *s, uint64_t id);
 struct session *loop_session_find(struct loop *l, uint64_t id);
 bool loop_flush_later(struct loop *l, uint64_t id);
 uint64_t server_new_session_id(void);
-struct authfail;
-/* server_authfail - the process's failed-AUTH counters (NULL outside server_run). */
-struct authfail *server_authfail(void);
 
 /*
  * server_session_begin - count session id (registered on l) on listener li of

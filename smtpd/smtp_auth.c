@@ -30,7 +30,7 @@
 #include "util.h"
 #include "workers.h"
 #include "../policy/auth.h"
-#include "../policy/authfail.h"
+#include "../policy/state.h"
 #include "../policy/sender_login.h"
 #include "smtp_session_priv.h"
 
@@ -176,18 +176,105 @@ auth_abort(struct session *s)
 		s->state = S_CMD;
 }
 
+/* ---- the failed-AUTH counters, in the state store (memory or Redis) -------------------- */
+
+/*
+ * A counter call that answers later finds its session by id, as the
+ * credential check does: if the session ended or is closing meanwhile, the
+ * answer is dropped (the store owns the call itself until it is answered).
+ */
+struct auth_count {
+	uint64_t id;
+	struct loop *loop;
+	bool failure;		/* a failure was counted; else: the check before the credential check */
+	char why[128];
+};
+
+static void auth_verify_async(struct session *s);
+
+/* auth_counted - the count of the client's failures is known (or the store failed) */
+static void
+auth_counted(struct session *s, const struct auth_count *c, const struct state_reply *rep)
+{
+	const struct conf *conf = s->snap->conf;
+	struct state *st = state_get(conf);
+	bool over = rep->error == NULL && rep->count.count >= conf->auth_max_failures;
+
+	if (rep->error != NULL)
+		log_warn("id=%s event=auth_store_error client=%s store=\"%s\" error=\"%s\" action=%s",
+		    s->idstr, s->addr, state_name(st), rep->error,
+		    c->failure || state_fail_open(st) ? "pass" : "tempfail");
+	if (c->failure) {
+		log_info("id=%s event=auth result=failed client=%s failures=%llu reason=\"%s\"",
+		    s->idstr, s->addr, rep->error != NULL ? 0ULL :
+		    (unsigned long long)rep->count.count, c->why);
+		session_client_error(s, R_AUTH_FAILED);
+		if (over && s->state != S_CLOSING)
+			session_reply_close(s, R_AUTH_BLOCKED);
+		return;
+	}
+	if (over) {
+		log_info("id=%s event=auth result=blocked client=%s failures=%llu", s->idstr, s->addr,
+		    (unsigned long long)rep->count.count);
+		auth_abort(s);
+		session_reply_close(s, R_AUTH_BLOCKED);
+		return;
+	}
+	if (rep->error != NULL && !state_fail_open(st)) {
+		auth_abort(s);
+		session_reply(s, R_AUTH_TEMPFAIL);
+		return;
+	}
+	auth_verify_async(s);
+}
+
+/* auth_count_done - a counter call answered on our loop */
+static void
+auth_count_done(void *arg, const struct state_reply *rep)
+{
+	struct auth_count *c = arg;
+	struct session *s = loop_session_find(c->loop, c->id);
+
+	if (s != NULL && s->wait == SESSION_WAIT_AUTH && session_wait_over(s)) {
+		auth_counted(s, c, rep);
+		session_continue(s);
+	}
+	free(c);
+}
+
+/*
+ * auth_count - count one failure of the client's (failure), or read its
+ * count before its credentials are checked; auth_counted goes on, now or
+ * once the store answers
+ */
+static void
+auth_count(struct session *s, bool failure, const char *why)
+{
+	const struct conf *conf = s->snap->conf;
+	struct auth_count *c = xcalloc(1, sizeof(*c));
+	struct state_reply rep;
+	char key[STATE_KEY_MAX];
+
+	c->id = s->id;
+	c->loop = s->loop;
+	c->failure = failure;
+	str_copy(c->why, why != NULL ? why : "bad credentials", sizeof(c->why));
+	memcpy(key, "auth:", 5);
+	state_client_key(s->addr, key + 5, sizeof(key) - 5);
+	if (state_count(state_get(conf), loop_base(s->loop), key, failure ? 1 : 0,
+	    conf->auth_failure_window, &rep, auth_count_done, c) != NULL) {
+		session_enter_wait(s, SESSION_WAIT_AUTH);
+		return;
+	}
+	auth_counted(s, c, &rep);
+	free(c);
+}
+
 /* auth_failed - count a failure for the client's address; 421 when it is over */
 static void
 auth_failed(struct session *s, const char *why)
 {
-	struct authfail *af = server_authfail();
-	unsigned n = af ? authfail_record(af, s->addr, time(NULL)) : 0;
-
-	log_info("id=%s event=auth result=failed client=%s failures=%u reason=\"%s\"", s->idstr,
-	    s->addr, n, why ? why : "bad credentials");
-	session_client_error(s, R_AUTH_FAILED);
-	if (af && authfail_blocked(af, s->addr, time(NULL)) && s->state != S_CLOSING)
-		session_reply_close(s, R_AUTH_BLOCKED);
+	auth_count(s, true, why);
 }
 
 /*
@@ -280,7 +367,7 @@ auth_continue(struct session *s, enum auth_sasl_status st, const char *challenge
 		return;
 	case AUTH_SASL_DONE:
 		s->state = S_CMD;
-		auth_verify_async(s);
+		auth_count(s, false, NULL);	/* a blocked client's credentials are never checked */
 		return;
 	case AUTH_SASL_REFUSED:
 		auth_abort(s);
@@ -332,11 +419,6 @@ smtp_auth_cmd(struct session *s, const struct smtp_parse_cmd *cmd)
 	}
 	if (s->txn != NULL) {
 		session_client_error(s, R_AUTH_IN_TXN);
-		return;
-	}
-	if (server_authfail() && authfail_blocked(server_authfail(), s->addr, time(NULL))) {
-		log_info("id=%s event=auth result=blocked client=%s", s->idstr, s->addr);
-		session_reply_close(s, R_AUTH_BLOCKED);
 		return;
 	}
 	if (smtp_parse_auth(cmd->args, cmd->argslen, &a) != SMTP_PARSE_OK) {

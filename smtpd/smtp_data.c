@@ -29,7 +29,6 @@
 #include "util.h"
 #include "workers.h"
 #include "../policy/auth.h"
-#include "../policy/authfail.h"
 #include "smtp_session_priv.h"
 
 /* ---- DATA and BDAT --------------------------------------------------------------- */

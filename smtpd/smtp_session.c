@@ -49,7 +49,6 @@
 #include "workers.h"
 #include "xforward.h"
 #include "../policy/auth.h"
-#include "../policy/authfail.h"
 #include "util.h"
 #include "smtp_session_priv.h"
 
@@ -230,6 +229,7 @@ session_free(struct session *s)
 	log_info("id=%s event=disconnect client=%s transactions=%u errors=%u", s->idstr,
 	    s->addr, s->ntxn, s->errors);
 	loop_session_remove(s->loop, s, s->id);
+	connlimit_release(&s->climit);
 	if (s->bev) {
 		SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
 
@@ -1367,7 +1367,10 @@ greet_cb(evutil_socket_t fd, short what, void *arg)
 static void
 session_greet(struct session *s)
 {
-	if (s->lconf->greet_pause > 0) {
+	const struct conf_nets *ex = &s->lconf->greet_pause_exempt;
+
+	if (s->lconf->greet_pause > 0 &&
+	    !cidr_any(ex->v, ex->n, (const struct sockaddr *)&s->fsess.client_sa)) {
 		struct timeval tv = { s->lconf->greet_pause, 0 };
 
 		s->ev = evtimer_new(loop_base(s->loop), greet_cb, s);
@@ -1401,6 +1404,7 @@ session_rdns_record(struct session *s, const struct rdns_answer *a)
 		str_copy(s->client_ptr, a->ptr, sizeof(s->client_ptr));
 		s->fsess.client_ptr = s->client_ptr;
 	}
+	s->fsess.client_rdns = rdns_result_name(a->result);
 	log_info("id=%s event=rdns client=%s name=%s ptr=%s result=%s delay=%llu.%03llu",
 	    s->idstr, s->addr, s->client_name, a->ptr ? s->client_ptr : "none",
 	    rdns_result_name(a->result), ms / 1000, ms % 1000);
@@ -1442,12 +1446,15 @@ session_rdns_start(struct session *s)
 		session_rdns_record(s, &known);
 		return false;
 	}
-	if ((res = loop_resolver(s->loop, s->conf)) == NULL)
+	if ((res = loop_resolver(s->loop, s->conf)) == NULL) {
+		s->fsess.client_rdns = rdns_result_name(RDNS_TEMPFAIL);
 		return false;
+	}
 	s->rdns = rdns_start(res, sa, session_rdns_done, s);
 	if (s->rdns == NULL) {
 		log_info("id=%s event=rdns client=%s name=unknown ptr=none result=error", s->idstr,
 		    s->addr);
+		s->fsess.client_rdns = rdns_result_name(RDNS_TEMPFAIL);
 		return false;
 	}
 	session_enter_wait(s, SESSION_WAIT_RDNS);
@@ -1474,14 +1481,55 @@ session_local_addr(struct session *s, evutil_socket_t fd)
 }
 
 /*
+ * session_limit - the listener's client_limit and network_limit: count the
+ * session (session_free gives the slots back), or 421 and close at once,
+ * before any DNS or filter, so that a flood from one address costs little
+ */
+static bool
+session_limit(struct session *s)
+{
+	const struct conf_listener *lc = s->lconf;
+	struct connlimit_policy p = {
+		.client_limit = lc->client_limit, .network_limit = lc->network_limit,
+		.prefix4 = lc->network_prefix4, .prefix6 = lc->network_prefix6,
+		.exempt = lc->limit_exempt.v, .nexempt = lc->limit_exempt.n,
+	};
+	enum connlimit_result r;
+	char text[128];
+	unsigned count;
+	bool client;
+
+	if (p.client_limit == 0 && p.network_limit == 0)
+		return true;
+	r = connlimit_acquire(connlimit_listener(lc->name), &p,
+	    (const struct sockaddr *)&s->fsess.client_sa, &s->climit, &count);
+	if (r == CONNLIMIT_OK || r == CONNLIMIT_EXEMPT)
+		return true;
+	client = r == CONNLIMIT_CLIENT;
+	log_info("id=%s event=%s client=%s count=%u limit=%u", s->idstr,
+	    client ? "client_limit" : "network_limit", s->addr, count,
+	    client ? p.client_limit : p.network_limit);
+	if (client)
+		snprintf(text, sizeof(text), "Too many connections from [%s]", s->addr);
+	else
+		str_copy(text, "Too many connections from your network", sizeof(text));
+	session_reply_custom(s, 421, "4.7.0", text);
+	session_close(s);
+	return false;
+}
+
+/*
  * session_connected - the client is known (its socket, or a PROXY header):
- * its reverse name, the greet pause, the CONNECT filters and the banner
+ * the concurrency limits, its reverse name, the greet pause, the CONNECT
+ * filters and the banner
  */
 void
 session_connected(struct session *s)
 {
 	s->state = S_GREET_PAUSE;
 	session_rearm(s);
+	if (!session_limit(s))
+		return;
 	if (!session_rdns_start(s))
 		session_greet(s);
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "connlimit.h"
 #include "data_reader.h"
 #include "rdns.h"
 #include "filter.h"
@@ -153,6 +154,7 @@ struct session {
 	unsigned long long rdns_start_ms;
 	char client_name[RDNS_NAME_MAX];	/* verified reverse name, or "unknown" */
 	char client_ptr[RDNS_NAME_MAX];	/* first PTR name, "" if none */
+	struct connlimit_hold climit;	/* client_limit/network_limit slots; session_free gives them back */
 	char *helo;
 	bool esmtp;
 	struct filter_session fsess;

@@ -488,6 +488,97 @@ def test_failure_window_expires(tls_server, users_file, client, certs):
     auth_plain(c, ALICE, ALICE_PW)
 
 
+def redis_section(r, **kw):
+    kv = {"server": r.server, "timeout": "1"}
+    kv.update(kw)
+    return "[redis]\n" + "".join("%s = %s\n" % (k, v) for k, v in kv.items())
+
+
+def test_failure_limit_shared_through_redis(tls_server, users_file, client, certs, redis):
+    """Two portier nodes with one [redis] count AUTH failures together: 2 failures on node A
+    trip max_failures = 2 there (421), and node B then refuses AUTH from the same address with
+    421 4.7.0 before checking the (right) password; a node without [redis] does not."""
+    r = redis()
+    auth = {"passwd_file": users_file(), "max_failures": 2, "failure_window": 60}
+    a = sub_server(tls_server, auth=auth, extra=redis_section(r))
+    b = sub_server(tls_server, auth=auth, extra=redis_section(r))
+    alone = sub_server(tls_server, auth=auth)
+    c = tls_session(a, client, certs, "submission")
+    auth_plain(c, ALICE, "bad-1", expect="535 5.7.8")
+    c.cmd("AUTH PLAIN " + plain_b64(ALICE, "bad-2"), expect="535 5.7.8")
+    peers.expect_reply(c.read_reply(), "421 4.7.0", "node A after the 2nd failure")
+    assert a.portier.wait_log(r"event=auth result=failed client=127\.0\.0\.1 failures=2 ")
+    c = tls_session(b, client, certs, "submissions")
+    c.cmd("AUTH PLAIN " + plain_b64(ALICE, ALICE_PW), expect="421 4.7.0")
+    c.expect_closed()
+    assert b.portier.wait_log(r"event=auth result=blocked client=127\.0\.0\.1 failures=2$")
+    assert "auth:127.0.0.1#60:" in r.cli("--scan", "--pattern", "portier:auth:*")
+    c = tls_session(alone, client, certs, "submission")
+    auth_plain(c, ALICE, ALICE_PW)
+
+
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+def test_failure_count_when_redis_is_down(tls_server, users_file, client, certs, redis,
+                                          on_error):
+    """Redis gone: on_error = open checks the password anyway (235) and logs
+    event=auth_store_error action=pass; closed answers 454 4.7.0 without checking it.  Redis
+    back (same port, empty): counting works again without a restart of portier (each loop
+    has its own connection: one that never failed logs no event=redis_up, so only the count
+    is checked)."""
+    r = redis()
+    auth = {"passwd_file": users_file(), "max_failures": 1, "failure_window": 60}
+    srv = sub_server(tls_server, auth=auth, extra=redis_section(r, on_error=on_error))
+    c = tls_session(srv, client, certs, "submission")
+    auth_plain(c, ALICE, ALICE_PW)                     # Redis up: the check passes
+    r.stop()
+    c = tls_session(srv, client, certs, "submission")
+    if on_error == "open":
+        auth_plain(c, ALICE, ALICE_PW)
+    else:
+        auth_plain(c, ALICE, ALICE_PW, expect="454 4.7.0")
+    assert srv.portier.wait_log(r"event=auth_store_error client=127\.0\.0\.1 store=\"redis [^\"]+\" "
+                          r"error=\"redis: [^\"]+\" action=%s" %
+                          ("pass" if on_error == "open" else "tempfail"))
+    assert srv.portier.wait_log(r"event=redis_down server=127\.0\.0\.1:%d " % r.port)
+    r.restart()
+    time.sleep(1.2)                                     # the reconnect pause
+    c = tls_session(srv, client, certs, "submission")
+    c.cmd("AUTH PLAIN " + plain_b64(ALICE, "bad"), expect="535 5.7.8")
+    peers.expect_reply(c.read_reply(), "421 4.7.0", "max_failures = 1, counted in Redis again")
+    assert r.cli("--scan", "--pattern", "portier:auth:*").strip()
+
+
+@pytest.mark.parametrize("interruption", ["client_leaves", "sigterm"])
+def test_pending_failure_count_interrupted(tls_server, users_file, client, certs, redis,
+                                           interruption):
+    """A failure count waiting on a hung Redis (SIGSTOP) when the client leaves, or SIGTERM
+    comes: the session ends, the late answer (a timeout after [redis] timeout) is dropped, no
+    reply after the end, no sanitizer report, a clean exit; other sessions are served."""
+    r = redis()
+    auth = {"passwd_file": users_file(), "max_failures": 5, "failure_window": 60}
+    srv = sub_server(tls_server, auth=auth, extra=redis_section(r, timeout=2))
+    c = tls_session(srv, client, certs, "submission")
+    auth_plain(c, ALICE, "warm-up", expect="535 5.7.8")    # the loop's connection is up
+    r.pause()
+    try:
+        c2 = tls_session(srv, client, certs, "submission")
+        c2.sendline("AUTH PLAIN " + plain_b64(ALICE, "bad"))
+        time.sleep(0.5)                                     # its count waits on Redis
+        if interruption == "client_leaves":
+            c2.close()
+            assert srv.portier.wait_log(r"event=redis_down server=127\.0\.0\.1:%d error=\"timeout\""
+                                  % r.port, timeout=10)
+        else:
+            srv.portier.signal(signal.SIGTERM)
+            assert srv.portier.wait(20) == 0, srv.portier.log_text()[-3000:]
+    finally:
+        r.resume()
+    if interruption == "client_leaves":
+        time.sleep(1.2)
+        c = tls_session(srv, client, certs, "submission")
+        auth_plain(c, ALICE, ALICE_PW)
+
+
 # ---------------------------------------------------------------------------------------------
 # real clients
 # ---------------------------------------------------------------------------------------------

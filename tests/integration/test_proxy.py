@@ -277,7 +277,7 @@ def test_auth_failures_count_real_client(tls_server, users_file, certs):  # noqa
     session("192.0.2.32", [535, 421])
     assert p.wait_log(r"event=auth result=failed client=192\.0\.2\.32 failures=1 ")
     session("192.0.2.31", [421])
-    assert p.wait_log(r"event=auth result=blocked client=192\.0\.2\.31$")
+    assert p.wait_log(r"event=auth result=blocked client=192\.0\.2\.31 failures=1$")
 
 
 # ---------------------------------------------------------------------------------------------
