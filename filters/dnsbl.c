@@ -9,7 +9,9 @@
  * client, and whose =filter (if any) matches one answer address, adds its
  * weight; a score of threshold or more is refused with
  *   554 5.7.1 Service unavailable; client [ADDR] blocked using ZONE[, ZONE...]
- * naming the zones of the positive entries that matched.  Only A records
+ * naming the zones of the positive entries that matched (reply_text = TEXT
+ * in place of "Service unavailable": a PBL instance on port 25 points
+ * residential clients to submission).  Only A records
  * inside 127.0.0.0/8 count: an answer outside it, or a "query refused /
  * rate limited" code (127.255.255.252..255), makes that zone's answer an
  * error (event=dnsbl_error), never a listing; SERVFAIL and timeouts make
@@ -17,8 +19,8 @@
  * tempfail, answer 421 4.4.3 when the failed zones could have changed the
  * decision.  NXDOMAIN and NODATA: not listed.  A client that is no IP
  * address is not looked up.  Caching is the resolver's (libunbound's):
- * nothing of our own.  The reply texts are fixed (zones are DNS names,
- * checked at configure()): nothing of the config is a format.
+ * nothing of our own.  The reply texts are fixed but for reply_text,
+ * printable US-ASCII checked at configure() and never used as a format.
  *
  * One log line per decision: event=dnsbl client= score= threshold=
  * listed="zone,..." action=reject|pass|tempfail.
@@ -45,7 +47,8 @@
 #include "filter.h"
 #include "dnsbl.h"
 
-#define DNSBL_KEYS	"zones, threshold, temperror, timeout and default_action"
+#define DNSBL_KEYS	"zones, threshold, temperror, reply_text, timeout and default_action"
+#define DNSBL_REPLY_TEXT_MAX	150	/* octets of reply_text */
 /* Between entries: white space (a value continued on indented lines too) and commas */
 #define DNSBL_SEPARATORS	" \t\r\n,"
 
@@ -53,6 +56,7 @@ struct dnsbl {
 	struct dnsbl_sites l;
 	int threshold;
 	bool tempfail;		/* temperror = tempfail */
+	char *reply_text;	/* in place of "Service unavailable" when refusing, or NULL */
 };
 
 /* One zone's query of a session. */
@@ -410,6 +414,21 @@ dnsbl_key(struct dnsbl *d, const struct conf_kv *kv, char **err_r)
 		    kv->line, kv->value);
 		return false;
 	}
+	if (strcmp(kv->key, "reply_text") == 0) {
+		const char *c;
+
+		for (c = kv->value; *c != '\0'; c++)
+			if (*c < 0x20 || *c > 0x7e)
+				break;
+		if (*c != '\0' || c == kv->value || c - kv->value > DNSBL_REPLY_TEXT_MAX) {
+			*err_r = xasprintf("reply_text (line %d): 1 to %d printable US-ASCII "
+			    "characters", kv->line, DNSBL_REPLY_TEXT_MAX);
+			return false;
+		}
+		free(d->reply_text);
+		d->reply_text = xstrdup(kv->value);
+		return true;
+	}
 	if (filter_chain_key(kv->key))
 		return true;
 	*err_r = xasprintf("unknown key \"%s\" (line %d); the keys are " DNSBL_KEYS, kv->key,
@@ -447,6 +466,7 @@ dnsbl_destroy(void *inst)
 	struct dnsbl *d = inst;
 
 	dnsbl_sites_free(&d->l);
+	free(d->reply_text);
 	free(d);
 }
 
@@ -517,8 +537,9 @@ dnsbl_reply(const struct dnsbl_sess *s, struct filter_reply *r, int code, const 
 
 	r->code = code;
 	str_copy(r->ecode, ecode, sizeof(r->ecode));
-	n = snprintf(r->text, sizeof(r->text), "%s; client [%s] %s ", code / 100 == 5 ?
-	    "Service unavailable" : "Service temporarily unavailable", s->client, what);
+	n = snprintf(r->text, sizeof(r->text), "%s; client [%s] %s ", code / 100 != 5 ?
+	    "Service temporarily unavailable" : s->d->reply_text != NULL ? s->d->reply_text :
+	    "Service unavailable", s->client, what);
 	if (n > 0 && (size_t)n < sizeof(r->text))
 		dnsbl_zones_text(s->d, mark, ", ", r->text + n, sizeof(r->text) - (size_t)n);
 }

@@ -21,6 +21,7 @@
 #include "dnsbl.h"
 #include "policyd.h"
 #include "milter.h"
+#include "ratelimit.h"
 #include "builtin.h"
 
 /* filter_builtins_register - register every built-in filter (idempotent) */
@@ -38,6 +39,7 @@ filter_builtins_register(void)
 	filter_register(&dnsbl_ops);
 	filter_register(&policyd_ops);
 	filter_register(&milter_ops);
+	filter_register(&ratelimit_ops);
 	filter_register(&greylist_ops);
 }
 

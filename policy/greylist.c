@@ -7,7 +7,8 @@
  * shared by every node of a fleet, so a retry reaching another node passes.
  *
  * [filter greylist] keys (besides the chain's timeout and default_action):
- *   delay = 300             seconds before a retry passes
+ *   delay = 300             seconds before a retry passes; 0: every
+ *                           triplet passes and is recorded (learning)
  *   retry_window = 172800   seconds a new triplet waits for its retry
  *   lifetime = 3024000      seconds a passed triplet is remembered
  *   auto_allow = 5          passed triplets after which the client network
@@ -185,7 +186,7 @@ greylist_key(struct greylist *g, const struct conf_kv *kv, char **err_r)
 		size_t off;
 		unsigned long lo, hi;
 	} nums[] = {
-		{ "delay", offsetof(struct greylist, p.delay), 1, 86400 },
+		{ "delay", offsetof(struct greylist, p.delay), 0, 86400 },
 		{ "retry_window", offsetof(struct greylist, p.retry_window), 1, 2592000 },
 		{ "lifetime", offsetof(struct greylist, p.lifetime), 1, 31536000 },
 		{ "auto_allow", offsetof(struct greylist, p.auto_allow), 0, 1000000 },
@@ -313,7 +314,8 @@ greylist_decide(struct greylist_sess *s, const struct state_reply *rep, struct f
 	} else if (!s->logged) {
 		s->logged = true;
 		greylist_log(s, rep->grey.verdict == STATE_GREY_ALLOWED ?
-		    "action=pass reason=auto_allow" : "action=pass reason=retried");
+		    "action=pass reason=auto_allow" : s->g->p.delay == 0 ?
+		    "action=pass reason=no_delay" : "action=pass reason=retried");
 	}
 	greylist_call_done(s);
 	return v;

@@ -253,9 +253,12 @@ mem_grey(struct state *st, const char *key, const char *client_key,
 	if ((e = mem_find(st, key, now)) == NULL) {
 		e = mem_get(st, key, now, now + p->retry_window);
 		e->value = now;
-		out->verdict = STATE_GREY_NEW;
-		out->wait = p->delay;
-		goto done;
+		if (p->delay > 0) {
+			out->verdict = STATE_GREY_NEW;
+			out->wait = p->delay;
+			goto done;
+		}
+		/* delay 0: the first try is already after the delay */
 	}
 	if (e->value == MEM_PASSED) {
 		e->expires = now + p->lifetime;

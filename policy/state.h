@@ -65,7 +65,7 @@ struct state_grey {
 };
 
 struct state_grey_params {
-	unsigned delay;		/* seconds a new triplet waits */
+	unsigned delay;		/* seconds a new triplet waits; 0: it passes at once (and is kept) */
 	unsigned retry_window;	/* seconds a new triplet is kept waiting for its retry */
 	unsigned lifetime;	/* seconds a passed triplet (and an auto-allow count) is kept */
 	unsigned auto_allow;	/* passed triplets after which the client skips greylisting; 0: never */

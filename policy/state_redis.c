@@ -1,9 +1,9 @@
 /*
  * state_redis.c - the Redis back of the shared-state store (state.h):
- * hiredis async on each event loop, one connection per loop, one EVAL per
- * call.  The scripts compute on the server, with the server's clock, what
- * the memory store computes in state.c, so every node of a fleet counts in
- * the same windows and sees the same triplets.
+ * hiredis async on each event loop, one connection per loop, one script
+ * call (EVALSHA) per call.  The scripts compute on the server, with the
+ * server's clock, what the memory store computes in state.c, so every node
+ * of a fleet counts in the same windows and sees the same triplets.
  *
  * Every call is owned: its handle lives until hiredis hands back its reply
  * or drops it (the connection closed or was freed: a NULL reply), and only
@@ -11,7 +11,9 @@
  * A call that waits longer than [redis] timeout fails, and its connection
  * is dropped with every call on it (a hung server would hold them all): the
  * next call reconnects, at most once a second per loop.  Calls in between
- * fail at once.  AUTH and SELECT go first on each new connection.
+ * fail at once.  AUTH, SELECT and SCRIPT LOAD go first on each new
+ * connection; the calls are EVALSHA, and a call whose script the server
+ * lost (NOSCRIPT) is sent once more with the whole script.
  *
  * hiredis 0.14 (Debian 12) resolves names while connecting: the address is
  * resolved once here, at start, and hiredis only ever sees a numeric one.
@@ -34,6 +36,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
+#include <openssl/sha.h>
 
 #include "conf.h"
 #include "log.h"
@@ -47,7 +50,8 @@
 /*
  * state_count: returns {the adds of the steps whose last second is within
  * the window, seconds until the oldest of them leaves it}; state.c's
- * mem_count does the same in memory
+ * mem_count does the same in memory.  One hash per counter, a field per
+ * step; steps that left the window are deleted as they are seen.
  */
 static const char redis_count_script[] =
 	"redis.replicate_commands() "
@@ -55,18 +59,22 @@ static const char redis_count_script[] =
 	"local w, add = tonumber(ARGV[2]), tonumber(ARGV[1]) "
 	"local width = math.ceil(w / 16) "
 	"local step = math.floor(now / width) "
-	"local k = KEYS[1] .. '#' .. w .. ':' "
+	"local h = KEYS[1] .. '#' .. w "
 	"if add > 0 then "
-	" redis.call('INCRBY', k .. step, add) "
-	" redis.call('EXPIREAT', k .. step, (step + 1) * width + w) "
+	" redis.call('HINCRBY', h, step, add) "
+	" redis.call('EXPIREAT', h, (step + 1) * width + w) "
 	"end "
-	"local sum, oldest = 0, -1 "
-	"for i = step - 16, step do "
-	" if i >= 0 and (i + 1) * width - 1 > now - w then "
-	"  local v = tonumber(redis.call('GET', k .. i) or '0') "
-	"  if v > 0 then sum = sum + v if oldest < 0 then oldest = i end end "
+	"local f = redis.call('HGETALL', h) "
+	"local sum, oldest, old = 0, -1, {} "
+	"for i = 1, #f, 2 do "
+	" local st, v = tonumber(f[i]), tonumber(f[i + 1]) "
+	" if (st + 1) * width - 1 <= now - w then old[#old + 1] = f[i] "
+	" elseif st <= step then "
+	"  sum = sum + v "
+	"  if oldest < 0 or st < oldest then oldest = st end "
 	" end "
 	"end "
+	"if #old > 0 then redis.call('HDEL', h, unpack(old)) end "
 	"local reset = 1 "
 	"if oldest >= 0 then reset = math.max((oldest + 1) * width - 1 + w - now, 1) end "
 	"return {sum, reset}";
@@ -82,7 +90,8 @@ static const char redis_grey_script[] =
 	"local life, n = tonumber(ARGV[3]), tonumber(ARGV[4]) "
 	"if n > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= n then return {3, 0} end "
 	"local v = redis.call('GET', KEYS[1]) "
-	"if not v then redis.call('SET', KEYS[1], now, 'EX', rw) return {0, delay} end "
+	"if not v and delay > 0 then redis.call('SET', KEYS[1], now, 'EX', rw) return {0, delay} end "
+	"v = v or now "
 	"if v == 'p' then redis.call('EXPIRE', KEYS[1], life) return {2, 0} end "
 	"local age = now - tonumber(v) "
 	"if age < 0 then return {1, delay} end "
@@ -101,9 +110,14 @@ struct redis_conn {
 	struct redis_conn *next;
 };
 
+#define REDIS_ARGV_MAX	(3 + 2 + 4)	/* EVALSHA sha nkeys, 2 keys, 4 arguments */
+
 struct state_op {
 	struct redis_conn *c;
 	enum state_call call;
+	const char *argv[REDIS_ARGV_MAX];	/* [3..] owned: the keys and arguments */
+	size_t argc;
+	bool retried;			/* sent again with EVAL after NOSCRIPT */
 	unsigned window;		/* STATE_CALL_COUNT: for the estimate */
 	state_done_fn done;		/* NULL once cancelled or answered */
 	void *arg;
@@ -118,9 +132,22 @@ struct state_redis {
 	char *user, *password, *prefix;
 	unsigned database;
 	unsigned timeout;
+	char sha[2][2 * SHA_DIGEST_LENGTH + 1];	/* per enum state_call: its script's SHA1 */
 	pthread_mutex_t mu;		/* conns */
 	struct redis_conn *conns;
 };
+
+/* redis_sha - the SHA1 a script is known by to EVALSHA and SCRIPT LOAD, in hex */
+static void
+redis_sha(const char *script, char hex[2 * SHA_DIGEST_LENGTH + 1])
+{
+	unsigned char md[SHA_DIGEST_LENGTH];
+	size_t i;
+
+	SHA1((const unsigned char *)script, strlen(script), md);
+	for (i = 0; i < sizeof(md); i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
 
 /* state_redis_new - resolve conf's [redis] server now; no connection yet */
 struct state_redis *
@@ -159,6 +186,8 @@ state_redis_new(const struct conf *conf, char **err_r)
 	r->prefix = xstrdup(conf->redis_prefix != NULL ? conf->redis_prefix : "portier:");
 	r->database = conf->redis_database;
 	r->timeout = conf->redis_timeout > 0 ? conf->redis_timeout : STATE_REDIS_TIMEOUT;
+	redis_sha(redis_count_script, r->sha[STATE_CALL_COUNT]);
+	redis_sha(redis_grey_script, r->sha[STATE_CALL_GREY]);
 	return r;
 }
 
@@ -259,6 +288,11 @@ redis_connect(struct redis_conn *c, const char **why_r)
 		snprintf(db, sizeof(db), "%u", r->database);
 		redisAsyncCommand(ac, redis_setup_cb, (void *)"SELECT", "SELECT %s", db);
 	}
+	/* The calls go as EVALSHA: the scripts are sent once per connection. */
+	redisAsyncCommand(ac, redis_setup_cb, (void *)"SCRIPT LOAD", "SCRIPT LOAD %s",
+	    redis_count_script);
+	redisAsyncCommand(ac, redis_setup_cb, (void *)"SCRIPT LOAD", "SCRIPT LOAD %s",
+	    redis_grey_script);
 	return true;
 }
 
@@ -300,8 +334,12 @@ redis_drop(struct redis_conn *c, const char *why)
 static void
 redis_op_free(struct state_op *op)
 {
+	size_t i;
+
 	if (op->timer != NULL)
 		event_free(op->timer);
+	for (i = 3; i < op->argc; i++)
+		free((char *)op->argv[i]);
 	free(op);
 }
 
@@ -345,7 +383,16 @@ redis_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	char err[REDIS_ERROR_MAX + 16];
 	state_done_fn done = op->done;
 
-	(void)ac;
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR && !op->retried &&
+	    strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+		/* The server lost the script (SCRIPT FLUSH): send it whole, once. */
+		op->retried = true;
+		op->argv[0] = "EVAL";
+		op->argv[1] = op->call == STATE_CALL_COUNT ? redis_count_script : redis_grey_script;
+		if (redisAsyncCommandArgv(ac, redis_reply_cb, op, (int)op->argc, op->argv,
+		    NULL) == REDIS_OK)
+			return;
+	}
 	memset(&out, 0, sizeof(out));
 	if (rep == NULL) {
 		out.error = op->why != NULL ? op->why : "redis: connection lost";
@@ -375,7 +422,7 @@ redis_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	redis_drop(op->c, "timeout");	/* runs redis_reply_cb for op, which frees it */
 }
 
-/* state_redis_call - one EVAL on base's connection (state_priv.h) */
+/* state_redis_call - one EVALSHA on base's connection (state_priv.h) */
 struct state_op *
 state_redis_call(struct state_redis *r, struct event_base *base, enum state_call call,
     const char *const *keys, size_t nkeys, const unsigned *args, size_t nargs,
@@ -383,11 +430,8 @@ state_redis_call(struct state_redis *r, struct event_base *base, enum state_call
 {
 	struct redis_conn *c;
 	struct state_op *op;
-	const char *argv[3 + 2 + 4];
-	char *owned[2 + 4], nk[4];
-	size_t i, n = 0;
 	struct timeval tv = { 0, 0 };
-	int rc;
+	size_t i;
 
 	if (base == NULL) {
 		rep->error = "redis: no event loop";
@@ -408,19 +452,16 @@ state_redis_call(struct state_redis *r, struct event_base *base, enum state_call
 	op->window = nargs >= 2 ? args[1] : 0;
 	op->done = done;
 	op->arg = arg;
-	argv[n++] = "EVAL";
-	argv[n++] = call == STATE_CALL_COUNT ? redis_count_script : redis_grey_script;
-	snprintf(nk, sizeof(nk), "%zu", nkeys);
-	argv[n++] = nk;
+	op->argv[op->argc++] = "EVALSHA";
+	op->argv[op->argc++] = r->sha[call];
+	op->argv[op->argc++] = nkeys == 1 ? "1" : "2";
 	for (i = 0; i < nkeys; i++)
-		argv[n++] = owned[i] = xasprintf("%s%s", r->prefix, keys[i]);
+		op->argv[op->argc++] = xasprintf("%s%s", r->prefix, keys[i]);
 	for (i = 0; i < nargs; i++)
-		argv[n++] = owned[nkeys + i] = xasprintf("%u", args[i]);
-	rc = redisAsyncCommandArgv(c->ac, redis_reply_cb, op, (int)n, argv, NULL);
-	for (i = 0; i < nkeys + nargs; i++)
-		free(owned[i]);
-	if (rc != REDIS_OK) {
-		free(op);
+		op->argv[op->argc++] = xasprintf("%u", args[i]);
+	if (redisAsyncCommandArgv(c->ac, redis_reply_cb, op, (int)op->argc, op->argv, NULL) !=
+	    REDIS_OK) {
+		redis_op_free(op);
 		rep->error = "redis: cannot send";
 		return NULL;
 	}

@@ -83,6 +83,7 @@ static const struct {
 	{ "filter", CONF_NAMED },
 	{ "policy", CONF_NAMED },
 	{ "policyd", CONF_NAMED },
+	{ "dnsbl", CONF_NAMED },
 	{ "ratelimit", CONF_NAMED },
 	{ "milter-server", CONF_NONAME },
 };
@@ -469,7 +470,7 @@ conf_header_check(struct conf_load *ld, const char *type, const char *name, bool
 	if ((t = conf_section_type(type)) < 0)
 		return xstrdup("unknown section; use server, listener NAME, tls, "
 		    "backend, redis, auth, milter NAME, filter NAME, policy NAME, "
-		    "policyd NAME, ratelimit NAME or milter-server");
+		    "policyd NAME, dnsbl NAME, ratelimit NAME or milter-server");
 	if (conf_section_types[t].kind == CONF_NONAME && *name != '\0')
 		return xasprintf("[%s] takes no name; write [%s]", type, type);
 	if (conf_section_types[t].kind == CONF_NAMED && *name == '\0')

@@ -8,6 +8,8 @@ What is here:
                replies are scripted and which saves the exact bytes it received
   Unbound      a private unbound on 127.0.0.1:.port answering local-data test zones, with
                drop.test (never answered: timeouts) and servfail.test (SERVFAIL at once)
+  HAProxy      haproxy in TCP mode: frontends sending PROXY v2/v1 headers to backends,
+               round-robin (fixture `haproxy` in test_proxy.py)
   SmtpClient   a raw socket client: send bytes, read whole (multi-line) replies with a timeout,
                and check every reply line carries an RFC 3463 enhanced status code
 and helpers to build messages, dot-stuff them and take apart what a backend stored.
@@ -919,6 +921,52 @@ class Redis(Process):
 
     def log_text(self):
         return read_text(self.logfile) + read_text(os.path.join(self.tmp, "redis.log"))
+
+
+HAPROXY_HEAD = """global
+    log stderr format short local0 info
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+"""
+
+
+class HAProxy(Process):
+    """haproxy -db (foreground, $! is haproxy itself) in TCP mode (../shared/recipes/
+    haproxy-proxy.md).  fronts: [(backend ports, "send-proxy-v2" | "send-proxy"), ...]: one
+    frontend on 127.0.0.1 per entry, on the free port .ports[i], balancing its backends
+    round-robin (no health checks: haproxy connects to a backend only for a client)."""
+
+    def __init__(self, tmp, fronts):
+        self.ports = [free_port() for _ in fronts]
+        cfg = HAPROXY_HEAD
+        for i, (backends, send) in enumerate(fronts):
+            cfg += ("frontend fe%d\n    bind 127.0.0.1:%d\n    default_backend be%d\n"
+                    "backend be%d\n    balance roundrobin\n" % (i, self.ports[i], i, i))
+            cfg += "".join("    server s%d 127.0.0.1:%d %s\n" % (j, port, send)
+                           for j, port in enumerate(backends))
+        path = os.path.join(tmp, "haproxy.cfg")
+        with open(path, "w") as f:
+            f.write(cfg)
+        Process.__init__(self, "haproxy", ["haproxy", "-db", "-f", path],
+                         os.path.join(tmp, "haproxy.log"))
+        if not wait_until(lambda: all(port_accepts(p) for p in self.ports), 10):
+            self.stop()
+            self.fail("did not listen on 127.0.0.1:%s" % self.ports)
+        # Each probe went on to a backend, on another thread maybe: wait for its log line
+        # (at its end), so that it cannot take a client's turn in the round-robin.
+        done = re.compile(r"\] fe(\d+) be\d+/")
+        if not wait_until(lambda: len(set(done.findall(self.log_text()))) == len(fronts), 5):
+            self.stop()
+            self.fail("logged no end of its probe connections")
+
+    def stop(self, sig=signal.SIGUSR1, timeout=10.0):
+        """Soft stop (SIGUSR1: exit 0)."""
+        return Process.stop(self, sig, timeout)
 
 
 class ConnectionClosed(Exception):

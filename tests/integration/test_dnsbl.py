@@ -307,6 +307,7 @@ def test_ipv6_nibbles(make_pair, unbound):
     ("zones = bad!zone\n", "zone"),
     ("zones = bl.test\nthreshold = 0\n", "threshold"),
     ("zones = bl.test\nreply = 554 %s\n", "unknown key \"reply\""),
+    ("zones = bl.test\nreply_text = %s\n" % ("x" * 151), "reply_text (line"),
     ("zones = bl.test\ntemperror = reject\n", "neither ignore nor tempfail"),
     ("zones = bl.test\nzones = wl.test\n", "duplicate key"),
     ("zones = bl.test\nthreads = 2\n", "never blocks a thread"),

@@ -306,7 +306,7 @@ def test_spf_identity(portier, sink, unbound, client, filters):
 
 
 @pytest.mark.parametrize("kv,message", [
-    ("delay = 0", 'delay "0" at line'),
+    ("delay = 86401", 'delay "86401" at line'),
     ("delay = 300\nretry_window = 60", "retry_window (60) must be longer than delay (300)"),
     ("identity = ip", 'identity "ip" at line'),
     ("authenticated = yes", 'authenticated "yes" at line'),

@@ -373,59 +373,22 @@ def test_untrusted_sender(portier, sink):
 # a real HAProxy
 # ---------------------------------------------------------------------------------------------
 
-HAPROXY_CFG = """global
-    log stderr format short local0 info
-defaults
-    mode tcp
-    log global
-    option tcplog
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-frontend fe_v2
-    bind 127.0.0.1:{p2}
-    default_backend be_v2
-frontend fe_v1
-    bind 127.0.0.1:{p1}
-    default_backend be_v1
-backend be_v2
-    server s1 127.0.0.1:{backend} send-proxy-v2
-backend be_v1
-    server s1 127.0.0.1:{backend} send-proxy
-"""
-
-
-class HAProxy(peers.Process):
-    """haproxy -db (foreground, $! is haproxy itself), one frontend per PROXY version."""
-
-    def __init__(self, tmp, backend_port):
-        self.p2, self.p1 = peers.free_port(), peers.free_port()
-        cfg = os.path.join(tmp, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write(HAPROXY_CFG.format(p2=self.p2, p1=self.p1, backend=backend_port))
-        peers.Process.__init__(self, "haproxy", ["haproxy", "-db", "-f", cfg],
-                               os.path.join(tmp, "haproxy.log"))
-        if not peers.wait_until(lambda: peers.port_accepts(self.p1) and
-                                peers.port_accepts(self.p2), 10):
-            self.stop()
-            self.fail("did not listen on 127.0.0.1:%d/%d" % (self.p2, self.p1))
-
-
 @pytest.fixture
 def haproxy(request):
+    """haproxy(fronts) -> peers.HAProxy (fronts: [(backend ports, "send-proxy-v2"), ...])."""
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not installed (apt-get install haproxy)")
     started = []
     tmp = peers.make_tempdir("haproxy")
 
-    def start(backend_port):
-        h = HAProxy(tmp, backend_port)
+    def start(fronts):
+        h = peers.HAProxy(tmp, fronts)
         started.append(h)
         return h
 
     def fin():
         for h in started:
-            h.stop(sig=signal.SIGUSR1)      # soft stop: exits 0
+            h.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     request.addfinalizer(fin)
@@ -438,8 +401,8 @@ def test_haproxy(portier, sink, haproxy, version):
     client=127.0.0.2 proxy=127.0.0.1 and writes [127.0.0.2] into Received:."""
     s = sink()
     p = start(portier, s.port)
-    h = haproxy(p.pport)
-    front = h.p2 if version == "2" else h.p1
+    h = haproxy([([p.pport], "send-proxy-v2" if version == "2" else "send-proxy")])
+    front = h.ports[0]
     c = peers.SmtpClient(front, source="127.0.0.2")
     tag = peers.unique_id("hap")
     deliver(c, tag)

@@ -449,8 +449,8 @@ END_TEST
 static const struct {
 	const char *key, *value, *err;
 } bad_cases[] = {
-	{ "delay", "0", "delay \"0\" at line 2: expected 1 to 86400" },
-	{ "delay", "5m", "delay \"5m\" at line 2: expected 1 to 86400" },
+	{ "delay", "86401", "delay \"86401\" at line 2: expected 0 to 86400" },
+	{ "delay", "5m", "delay \"5m\" at line 2: expected 0 to 86400" },
 	{ "retry_window", "300", "retry_window (300) must be longer than delay (300): no retry "
 	    "could pass" },
 	{ "lifetime", "-1", "lifetime \"-1\" at line 2: expected 1 to 31536000" },

@@ -386,6 +386,24 @@ START_TEST(test_memory_grey_auto_allow)
 }
 END_TEST
 
+START_TEST(test_memory_grey_no_delay)
+{
+	struct state *st = memory_store(1000);
+	const struct state_grey_params p = { 0, 600, 3600, 2 };
+	struct answer a;
+
+	grey_on(st, NULL, "t1", "c", &p, &a);		/* delay 0: passes at once... */
+	ck_assert_int_eq(a.rep.grey.verdict, STATE_GREY_PASSED);
+	grey_on(st, NULL, "t1", "c", &p, &a);		/* ...and is kept */
+	ck_assert_int_eq(a.rep.grey.verdict, STATE_GREY_PASSED);
+	grey_on(st, NULL, "t2", "c", &p, &a);		/* counted toward auto_allow */
+	ck_assert_int_eq(a.rep.grey.verdict, STATE_GREY_PASSED);
+	grey_on(st, NULL, "t3", "c", &p, &a);
+	ck_assert_int_eq(a.rep.grey.verdict, STATE_GREY_ALLOWED);
+	state_shutdown();
+}
+END_TEST
+
 START_TEST(test_memory_grey_clock_back)
 {
 	struct state *st = memory_store(1000);
@@ -461,6 +479,15 @@ START_TEST(test_redis_grey)
 	ck_assert_int_eq(a.rep.grey.verdict, STATE_GREY_ALLOWED);
 	grey_on(st, b, t2, c, &p, &a);
 	ck_assert_int_eq(a.rep.grey.verdict, STATE_GREY_ALLOWED);
+	{
+		const struct state_grey_params p0 = { 0, 60, 60, 0 };
+		const char *t3 = unique("t3");
+
+		grey_on(st, b, t3, c, &p0, &a);		/* delay 0: passes at once, and is kept */
+		ck_assert_int_eq(a.rep.grey.verdict, STATE_GREY_PASSED);
+		grey_on(st, b, t3, c, &p0, &a);
+		ck_assert_int_eq(a.rep.grey.verdict, STATE_GREY_PASSED);
+	}
 	state_base_gone(b);
 	event_base_free(b);
 	state_shutdown();
@@ -486,6 +513,29 @@ START_TEST(test_redis_error_reply)
 	count_on(st, b, unique("after"), 1, 60, &a);
 	ck_assert_str_eq(a.error, "");
 	ck_assert_uint_eq(a.rep.count.count, 1);
+	state_base_gone(b);
+	event_base_free(b);
+	state_shutdown();
+}
+END_TEST
+
+START_TEST(test_redis_script_flushed)
+{
+	struct state *st = redis_store(redis_port, 2, NULL, NULL);
+	struct event_base *b = event_base_new();
+	const char *key = unique("f");
+	char cmd[128];
+	struct answer a;
+
+	count_on(st, b, key, 1, 60, &a);
+	ck_assert_str_eq(a.error, "");
+	snprintf(cmd, sizeof(cmd), "redis-cli -p %u SCRIPT FLUSH >/dev/null", redis_port);
+	ck_assert_int_eq(system(cmd), 0);
+	count_on(st, b, key, 1, 60, &a);	/* NOSCRIPT: sent again whole */
+	ck_assert_str_eq(a.error, "");
+	ck_assert_uint_eq(a.rep.count.count, 2);
+	count_on(st, b, key, 1, 60, &a);	/* and EVALSHA works again */
+	ck_assert_uint_eq(a.rep.count.count, 3);
 	state_base_gone(b);
 	event_base_free(b);
 	state_shutdown();
@@ -605,10 +655,10 @@ START_TEST(test_redis_unix_database_prefix)
 	ck_assert_str_eq(a.error, "");
 	ck_assert_uint_eq(a.rep.count.count, 7);
 	/* the key went into database 2, under the prefix */
-	snprintf(cmd, sizeof(cmd), "redis-cli -p %u -n 2 --scan --pattern 'p1:%s#60:*' | grep -q .",
+	snprintf(cmd, sizeof(cmd), "redis-cli -p %u -n 2 --scan --pattern 'p1:%s#60' | grep -q .",
 	    redis_port, key);
 	ck_assert_int_eq(system(cmd), 0);
-	snprintf(cmd, sizeof(cmd), "redis-cli -p %u -n 0 --scan --pattern 'p1:%s#60:*' | grep -q .",
+	snprintf(cmd, sizeof(cmd), "redis-cli -p %u -n 0 --scan --pattern 'p1:%s#60' | grep -q .",
 	    redis_port, key);
 	ck_assert_int_ne(system(cmd), 0);
 	state_base_gone(b);
@@ -657,12 +707,14 @@ state_suite(void)
 	tcase_add_test(mem, test_key_too_long);
 	tcase_add_test(mem, test_memory_grey);
 	tcase_add_test(mem, test_memory_grey_auto_allow);
+	tcase_add_test(mem, test_memory_grey_no_delay);
 	tcase_add_test(mem, test_memory_grey_clock_back);
 	suite_add_tcase(s, mem);
 	tcase_set_timeout(red, 30);
 	tcase_add_test(red, test_redis_count_two_loops);
 	tcase_add_test(red, test_redis_grey);
 	tcase_add_test(red, test_redis_error_reply);
+	tcase_add_test(red, test_redis_script_flushed);
 	tcase_add_test(red, test_redis_down_then_up);
 	tcase_add_test(red, test_redis_hung);
 	tcase_add_test(red, test_redis_cancel_and_loop_gone);
