@@ -483,7 +483,8 @@ env_edits(struct session *s, struct smtp_parse_mail *m, char *from, struct buf *
  * smtp_envelope_apply - at end of message, after the filters: apply their
  * envelope edits.  True: go on (the backend replays the new envelope at
  * relay_data).  False: the message was answered and ended here (an edit
- * no command could carry: 451; every recipient deleted: discarded).
+ * no command could carry, or more recipients than max_recipients: 451;
+ * every recipient deleted: discarded).
  */
 bool
 smtp_envelope_apply(struct session *s)
@@ -512,6 +513,14 @@ smtp_envelope_apply(struct session *s)
 		    "parameters\" value=\"%s\"", s->idstr, log_escape(esc, sizeof(esc), bad, strlen(bad)));
 		session_reply(s, R_LOCAL_ERROR);
 		session_txn_end(s, TXN_TEMPFAIL, "bad envelope edit");
+		go = false;
+	} else if (l.n > s->lim->max_recipients) {
+		/* The filters' recipients are held to the client's limit (a milter's too). */
+		log_err("id=%s event=filter_error error=\"the filters' recipients exceed "
+		    "max_recipients\" rcpts=%zu max_recipients=%u", s->idstr, l.n,
+		    s->lim->max_recipients);
+		session_reply(s, R_LOCAL_ERROR);
+		session_txn_end(s, TXN_TEMPFAIL, "too many recipients after the filters' edits");
 		go = false;
 	} else if (!env_same(t, from, params.data ? params.data : "", &l)) {
 		env_log(s, from, &added, &deleted, l.n);

@@ -115,6 +115,27 @@ def test_add_rcpt_with_notify_orcpt_smtp(portier, sink, client):
     assert p.wait_txns(1)[0]["to"] == "<alice@example.test>,<carol@example.test>"
 
 
+def test_added_rcpts_held_to_max_recipients(portier, sink, client):
+    """A filter cannot take a message past max_recipients: with max_recipients = 2, two
+    recipients of the client's plus one added by test-edit is 451 4.3.0 and nothing reaches the
+    sink (event=filter_error naming the limit); one of the client's plus the added one passes."""
+    s = sink()
+    p = portier(peers.portier_config(sink_relay(s), listener={"filters": "test-edit"},
+                                     server={"max_recipients": "2"},
+                                     extra="[filter test-edit]\nadd_rcpt = carol@example.test\n"),
+                test_filters=True)
+    c = client(p.port)
+    c.start()
+    r = send(c, ["alice@example.test", "bob@example.test"])
+    assert r.is_(451, "4.3.0"), r.text
+    ev = field(p, "filter_error")
+    assert (ev["rcpts"], ev["max_recipients"]) == ("3", "2"), ev
+    assert send(c, ["alice@example.test"]).is_(250)
+    c.quit()
+    [m] = s.wait_messages(1)
+    assert m.rcpts == ["alice@example.test", "carol@example.test"], m.rcpts
+
+
 def test_delete_rcpt_smtp(portier, sink, client):
     """delete_rcpt: of alice and bob, only alice reaches smtp-sink; the summary line says so."""
     s = sink()
