@@ -426,6 +426,7 @@ policyd_reply_line(struct policyd_reply *rp, const char *line, size_t n)
 {
 	const char *eq;
 	char why[sizeof(rp->why)];
+	size_t i;
 
 	if (n > rp->max_line) {
 		snprintf(why, sizeof(why), "a reply line of %zu octets, over max_reply (%zu)", n,
@@ -439,6 +440,9 @@ policyd_reply_line(struct policyd_reply *rp, const char *line, size_t n)
 	}
 	if (memchr(line, '\0', n) != NULL)
 		return policyd_reply_error(rp, line, n, "a NUL in the reply");
+	for (i = 0; i < n; i++)		/* a bare CR among them; a tab is white space */
+		if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f)
+			return policyd_reply_error(rp, line, n, "a control character in the reply");
 	if ((eq = memchr(line, '=', n)) == NULL || eq == line)
 		return policyd_reply_error(rp, line, n, "a reply line that is not name=value");
 	if (++rp->nlines > POLICYD_REPLY_MAX_LINES)

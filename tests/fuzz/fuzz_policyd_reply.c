@@ -10,9 +10,9 @@
  *   - ERROR always says why; DONE's action is a NUL-terminated string;
  *   - an action the table takes maps to a verdict of its kind: REJECT with a
  *     5xx reply, DEFER with a 4xx one, each with an enhanced code of the same
- *     class and a NUL-terminated text (its control characters, a bare CR
- *     among them, are the chain's to clean, filter_reply_fix, for every
- *     filter); PREPEND, REDIRECT and BCC
+ *     class and a NUL-terminated text (the reader refuses a line with a
+ *     control character but HTAB, a bare CR among them); PREPEND, REDIRECT
+ *     and BCC
  *     have an argument inside the action string.
  */
 #include "config.h"

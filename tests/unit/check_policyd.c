@@ -45,6 +45,10 @@ static const struct {
 	{ "hello\n\n", 2048, POLICYD_REPLY_ERROR, "name=value" },
 	{ "=DUNNO\n\n", 2048, POLICYD_REPLY_ERROR, "name=value" },
 	{ "action=DU\0NNO\n\n", 2048, POLICYD_REPLY_ERROR, "NUL" },
+	{ "action=DU\rNNO\n\n", 2048, POLICYD_REPLY_ERROR, "control character" },
+	{ "action=REJECT no\x01way\n\n", 2048, POLICYD_REPLY_ERROR, "control character" },
+	{ "action=REJECT no\x7fway\n\n", 2048, POLICYD_REPLY_ERROR, "control character" },
+	{ "action=REJECT\tno way\n\n", 2048, POLICYD_REPLY_DONE, "REJECT\tno way" },
 	/* max_reply: 16 octets of a line, its line end excluded */
 	{ "action=123456789\n\n", 16, POLICYD_REPLY_DONE, "123456789" },
 	{ "action=123456789\r\n\r\n", 16, POLICYD_REPLY_DONE, "123456789" },
