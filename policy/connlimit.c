@@ -22,7 +22,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "connlimit.h"
 #include "util.h"
@@ -62,18 +61,12 @@ struct connlimit *
 connlimit_new(void)
 {
 	struct connlimit *t = xcalloc(1, sizeof(*t));
-	uint64_t x = (uint64_t)now_ms() ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)t;
-	size_t i;
 
 	if (pthread_mutex_init(&t->lock, NULL) != 0)
 		fatal("pthread_mutex_init failed");
 	t->nbuckets = CONNLIMIT_BUCKETS_MIN;
 	t->buckets = xcalloc(t->nbuckets, sizeof(*t->buckets));
-	if (getentropy(t->seed, sizeof(t->seed)) != 0) {
-		/* No entropy source: still a working table, just a guessable seed. */
-		for (i = 0; i < sizeof(t->seed); i++, x = x * 6364136223846793005ULL + 1)
-			t->seed[i] = (uint8_t)(x >> 56);
-	}
+	siphash_seed(t->seed);
 	return t;
 }
 

@@ -116,13 +116,8 @@ static bool
 greylist_network(const struct greylist *g, const struct sockaddr *sa, char *out, size_t size)
 {
 	struct cidr net;
-	char a[INET6_ADDRSTRLEN];
 
-	if (!cidr_of(sa, g->prefix4, g->prefix6, &net) ||
-	    inet_ntop(net.af, net.addr, a, sizeof(a)) == NULL)
-		return false;
-	snprintf(out, size, "%s/%u", a, net.prefix);
-	return true;
+	return cidr_of(sa, g->prefix4, g->prefix6, &net) && cidr_text(&net, out, size);
 }
 
 /*

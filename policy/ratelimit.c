@@ -356,14 +356,11 @@ rl_answered(void *arg, const struct state_reply *rep)
 static void
 rl_net_text(const struct cidr *n, bool full, char *out, size_t size)
 {
-	char a[INET6_ADDRSTRLEN];
-
-	if (inet_ntop(n->af, n->addr, a, sizeof(a)) == NULL)
-		a[0] = '\0';
-	if (full)
-		str_copy(out, a, size);
-	else
-		snprintf(out, size, "%s/%u", a, n->prefix);
+	if (!full) {
+		if (!cidr_text(n, out, size))
+			out[0] = '\0';
+	} else if (inet_ntop(n->af, n->addr, out, size) == NULL)
+		out[0] = '\0';
 }
 
 /* rl_domain - the domain of the sender address from, lower-cased; "" for none */

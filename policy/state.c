@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "conf.h"
 #include "log.h"
@@ -70,6 +69,20 @@ mem_clock(void)
 	return (int64_t)(now_ms() / 1000) + 1;
 }
 
+/* mem_lru_unlink - take e out of the LRU list */
+static void
+mem_lru_unlink(struct state *st, struct mem_entry *e)
+{
+	if (e->prev != NULL)
+		e->prev->next = e->next;
+	else
+		st->lru_head = e->next;
+	if (e->next != NULL)
+		e->next->prev = e->prev;
+	else
+		st->lru_tail = e->prev;
+}
+
 /* mem_unlink - take e out of its chain and the LRU list (not freed) */
 static void
 mem_unlink(struct state *st, struct mem_entry *e)
@@ -79,14 +92,7 @@ mem_unlink(struct state *st, struct mem_entry *e)
 	while (*pp != e)
 		pp = &(*pp)->hnext;
 	*pp = e->hnext;
-	if (e->prev != NULL)
-		e->prev->next = e->next;
-	else
-		st->lru_head = e->next;
-	if (e->next != NULL)
-		e->next->prev = e->prev;
-	else
-		st->lru_tail = e->prev;
+	mem_lru_unlink(st, e);
 	st->n--;
 }
 
@@ -129,11 +135,10 @@ mem_grow(struct state *st)
 	st->nbuckets = nn;
 }
 
-/* mem_find - key's live entry, touched; an expired one is dropped.  NULL if none. */
+/* mem_find - key's (hash h) live entry, touched; an expired one is dropped.  NULL if none. */
 static struct mem_entry *
-mem_find(struct state *st, const char *key, int64_t now)
+mem_find(struct state *st, const char *key, uint64_t h, int64_t now)
 {
-	uint64_t h = siphash24(st->seed, key, strlen(key));
 	struct mem_entry *e;
 
 	for (e = st->buckets[h & (st->nbuckets - 1)]; e != NULL; e = e->hnext)
@@ -141,16 +146,20 @@ mem_find(struct state *st, const char *key, int64_t now)
 			break;
 	if (e == NULL)
 		return NULL;
-	mem_unlink(st, e);
 	if (e->expires <= now) {
-		free(e);
+		mem_remove(st, e);
 		return NULL;
 	}
-	st->n++;		/* mem_unlink counted it out: back in */
-	e->hnext = st->buckets[h & (st->nbuckets - 1)];
-	st->buckets[h & (st->nbuckets - 1)] = e;
+	mem_lru_unlink(st, e);
 	mem_front(st, e);
 	return e;
+}
+
+/* mem_lookup - mem_find by key alone */
+static struct mem_entry *
+mem_lookup(struct state *st, const char *key, int64_t now)
+{
+	return mem_find(st, key, siphash24(st->seed, key, strlen(key)), now);
 }
 
 /* mem_make_room - drop a few expired entries from the stale end, then the stalest if full */
@@ -173,8 +182,9 @@ mem_make_room(struct state *st, int64_t now)
 static struct mem_entry *
 mem_get(struct state *st, const char *key, int64_t now, int64_t expires)
 {
-	struct mem_entry *e = mem_find(st, key, now);
 	size_t len = strlen(key), b;
+	uint64_t h = siphash24(st->seed, key, len);
+	struct mem_entry *e = mem_find(st, key, h, now);
 
 	if (e != NULL)
 		return e;
@@ -183,9 +193,9 @@ mem_get(struct state *st, const char *key, int64_t now, int64_t expires)
 		mem_grow(st);
 	e = xcalloc(1, sizeof(*e) + len + 1);
 	memcpy(e->key, key, len + 1);
-	e->hash = siphash24(st->seed, key, len);
+	e->hash = h;
 	e->expires = expires;
-	b = e->hash & (st->nbuckets - 1);
+	b = h & (st->nbuckets - 1);
 	e->hnext = st->buckets[b];
 	st->buckets[b] = e;
 	mem_front(st, e);
@@ -223,7 +233,7 @@ mem_count(struct state *st, const char *key, unsigned add, unsigned window,
 		if (i < 0 || (i + 1) * width - 1 <= now - (int64_t)window)
 			continue;
 		state_step_key(k, sizeof(k), key, window, i);
-		if ((e = mem_find(st, k, now)) != NULL && e->value > 0) {
+		if ((e = mem_lookup(st, k, now)) != NULL && e->value > 0) {
 			sum += (uint64_t)e->value;
 			if (oldest < 0)
 				oldest = i;
@@ -245,12 +255,12 @@ mem_grey(struct state *st, const char *key, const char *client_key,
 	pthread_mutex_lock(&st->mu);
 	now = st->clock();
 	memset(out, 0, sizeof(*out));
-	if (p->auto_allow > 0 && (c = mem_find(st, client_key, now)) != NULL &&
+	if (p->auto_allow > 0 && (c = mem_lookup(st, client_key, now)) != NULL &&
 	    c->value >= (int64_t)p->auto_allow) {
 		out->verdict = STATE_GREY_ALLOWED;
 		goto done;
 	}
-	if ((e = mem_find(st, key, now)) == NULL) {
+	if ((e = mem_lookup(st, key, now)) == NULL) {
 		e = mem_get(st, key, now, now + p->retry_window);
 		e->value = now;
 		if (p->delay > 0) {
@@ -313,7 +323,6 @@ state_new(const struct conf *conf)
 {
 	struct state *st = xcalloc(1, sizeof(*st));
 	char *err = NULL;
-	size_t i;
 
 	if (pthread_mutex_init(&st->mu, NULL) != 0)
 		fatal("state_new: pthread_mutex_init failed");
@@ -321,9 +330,7 @@ state_new(const struct conf *conf)
 	st->cap = conf->state_entries > 0 ? conf->state_entries : STATE_MEMORY_ENTRIES;
 	st->nbuckets = MEM_BUCKETS_MIN;
 	st->buckets = xcalloc(st->nbuckets, sizeof(*st->buckets));
-	if (getentropy(st->seed, sizeof(st->seed)) != 0)
-		for (i = 0; i < sizeof(st->seed); i++)
-			st->seed[i] = (uint8_t)((now_ms() >> (i % 8)) ^ (uintptr_t)st ^ (getpid() << 3));
+	siphash_seed(st->seed);
 	st->fail_open = conf->redis_on_error == NULL || strcmp(conf->redis_on_error, "open") == 0;
 	if (conf->redis_server != NULL) {
 		st->server = xstrdup(conf->redis_server);

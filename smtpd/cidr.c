@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cidr.h"
@@ -114,4 +115,15 @@ cidr_of(const struct sockaddr *sa, unsigned prefix4, unsigned prefix6, struct ci
 	if (bits != 0)
 		n->addr[full] = (unsigned char)(a[full] & (0xff << (8 - bits)));
 	return true;
+}
+
+/* cidr_text - n as "ADDR/PREFIX" ("192.0.2.0/24"); false if inet_ntop fails */
+bool
+cidr_text(const struct cidr *n, char *out, size_t size)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	if (inet_ntop(n->af, n->addr, a, sizeof(a)) == NULL)
+		return false;
+	return (size_t)snprintf(out, size, "%s/%u", a, n->prefix) < size;
 }

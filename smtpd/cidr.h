@@ -31,5 +31,7 @@ bool cidr_any(const struct cidr *v, size_t n, const struct sockaddr *sa);
  * results compare and hash by their octets; false for other families
  */
 bool cidr_of(const struct sockaddr *sa, unsigned prefix4, unsigned prefix6, struct cidr *n);
+/* cidr_text - n as "ADDR/PREFIX" ("192.0.2.0/24"); false if it does not fit */
+bool cidr_text(const struct cidr *n, char *out, size_t size);
 
 #endif

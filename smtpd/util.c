@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util.h"
 #include "log.h"
@@ -257,4 +258,18 @@ siphash24(const uint8_t seed[16], const void *in, size_t n)
 	for (i = 0; i < 4; i++)
 		SIPROUND(v0, v1, v2, v3);
 	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* siphash_seed - a random key for siphash24 (a fixed-pattern fallback without entropy) */
+void
+siphash_seed(uint8_t key[16])
+{
+	uint64_t x = (uint64_t)now_ms() ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)key;
+	size_t i;
+
+	if (getentropy(key, 16) == 0)
+		return;
+	/* No entropy source: still a working table, just a guessable key. */
+	for (i = 0; i < 16; i++, x = x * 6364136223846793005ULL + 1)
+		key[i] = (uint8_t)(x >> 56);
 }

@@ -47,5 +47,7 @@ unsigned sockaddr_port(const struct sockaddr *sa);
 unsigned long long now_ms(void);
 /* siphash24 - SipHash-2-4 of in[0..n) under key (tables keyed by what clients send) */
 uint64_t siphash24(const uint8_t key[16], const void *in, size_t n);
+/* siphash_seed - a random key for siphash24 */
+void siphash_seed(uint8_t key[16]);
 
 #endif
