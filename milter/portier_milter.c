@@ -33,6 +33,7 @@
 
 #include <event2/thread.h>
 #include <libmilter/mfapi.h>
+#include <openssl/crypto.h>
 
 #include "util.h"
 #include "conf.h"
@@ -226,6 +227,16 @@ main(int argc, char *argv[])
 	}
 	if (path == NULL || optind != argc)
 		usage();
+	/*
+	 * Before anything touches OpenSSL: no OPENSSL_cleanup at exit.
+	 * libmilter's workers are detached threads that run the chain (DKIM
+	 * on them) and end on their own, some while this process exits; the
+	 * exit handler would delete OpenSSL's thread-local keys under them (a
+	 * worker ending then never frees its OpenSSL state) and free what a
+	 * callback left running by the drain still uses.  The exit frees it.
+	 */
+	if (OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL) != 1)
+		fatal("OpenSSL initialisation failed");
 	if ((conf = cli_conf_load(path, debug)) == NULL)
 		return EXIT_CONFIG;
 	if ((chain = milter_check(conf)) == NULL) {
