@@ -56,6 +56,15 @@ def pytest_runtest_makereport(item, call):
         item.rep_call = rep
 
 
+def pytest_runtest_logreport(report):
+    """Each failed phase, one line in $PORTIER_FAILED_LIST: run.py prints them last, below
+    pytest's summary, whose messages (a server's whole log) can bury the names."""
+    path = os.environ.get("PORTIER_FAILED_LIST")
+    if path and report.failed:
+        with open(path, "a") as f:
+            f.write("%s %s\n" % (report.nodeid, report.when))
+
+
 def _failed(request):
     rep = getattr(request.node, "rep_call", None)
     return rep is not None and rep.failed
