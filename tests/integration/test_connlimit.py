@@ -86,13 +86,13 @@ def test_refused_before_dns(portier):
     event=rdns line names it."""
     dead = peers.free_port()
     p = portier(peers.portier_config(
-        server={"resolver": "127.0.0.1@%d" % dead, "resolver_timeout": "1"},
+        server={"resolver": "127.0.0.1@%d" % dead, "resolver_timeout": "3"},
         listener={"client_limit": "1", "reverse_lookup": "yes"}))
     a = session(p, "127.0.0.2")
     assert p.wait_log(r"event=rdns client=127\.0\.0\.2 ")
     t0 = time.monotonic()
     refused(p, "127.0.0.2", "client")
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 1.5, "the refusal waited for the lookup"
     m = p.wait_log(r"id=(\S+) event=client_limit client=127\.0\.0\.2 count=1 limit=1$")
     assert m
     assert not re.search(r"id=%s event=(rdns|connect_refused)" % re.escape(m.group(1)),
@@ -205,16 +205,16 @@ def test_flood(portier, sink):
 def test_greet_pause_exempt(portier):
     """greet_pause_exempt clients get the banner at once; others wait for the pause and are
     refused if they talk before it."""
-    p = start(portier, {"greet_pause": "1", "greet_pause_exempt": "127.0.0.2 fd00::/8"})
+    p = start(portier, {"greet_pause": "2", "greet_pause_exempt": "127.0.0.2 fd00::/8"})
     t0 = time.monotonic()
     a = session(p, "127.0.0.2")
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 1.5
     a.ehlo()
     quit_(a)
     b = peers.SmtpClient(p.port, source="127.0.0.3")
     t0 = time.monotonic()
     b.greeting()
-    assert time.monotonic() - t0 >= 0.8
+    assert time.monotonic() - t0 >= 1.8
     quit_(b)
     c = peers.SmtpClient(p.port, source="127.0.0.4")
     c.sendline("EHLO early.test")
@@ -245,7 +245,7 @@ def test_greet_pause_exempt_proxy(portier):
     t0 = time.monotonic()
     a.send(v2_tcp4("192.0.2.7", 4000))
     a.greeting()
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 1.5
     b = peers.SmtpClient(pport)
     b.send(v2_tcp4("192.0.2.8", 4001))
     b.sendline("EHLO early.test")
