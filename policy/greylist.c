@@ -43,8 +43,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
 #include "cidr.h"
 #include "log.h"
 #include "util.h"
@@ -86,11 +84,8 @@ void
 greylist_triplet_key(const char *client, const char *sender, const char *rcpt,
     char key[GREYLIST_KEY_BUF])
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned mdlen = 0;
 	char *in, *s, *r;
-	size_t nc = strlen(client), ns = strlen(sender), nr = strlen(rcpt), i;
+	size_t nc = strlen(client), ns = strlen(sender), nr = strlen(rcpt);
 
 	in = xmalloc(nc + ns + nr + 3);	/* three strings and their NULs */
 	memcpy(in, client, nc + 1);
@@ -100,15 +95,9 @@ greylist_triplet_key(const char *client, const char *sender, const char *rcpt,
 	r = s + ns + 1;
 	memcpy(r, rcpt, nr + 1);
 	str_lower(r);
-	if (EVP_Digest(in, nc + ns + nr + 2, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 16)
-		fatal("greylist: SHA-256 failed");
-	free(in);
 	memcpy(key, "gl:t:", 5);
-	for (i = 0; i < 16; i++) {
-		key[5 + 2 * i] = hex[md[i] >> 4];
-		key[5 + 2 * i + 1] = hex[md[i] & 0xf];
-	}
-	key[GREYLIST_KEY_BUF - 1] = '\0';
+	state_key_digest(in, nc + ns + nr + 2, 16, key + 5);
+	free(in);
 }
 
 /* greylist_network - the client's network as text ("192.0.2.0/24"); false if not IP */

@@ -41,8 +41,6 @@
 #include <sys/socket.h>
 #include <arpa/inet.h>
 
-#include <openssl/evp.h>
-
 #include "cidr.h"
 #include "conf.h"
 #include "log.h"
@@ -384,18 +382,13 @@ static bool
 rl_store_key(const struct ratelimit *rl, enum rl_subject j, enum rl_event ev, const char *what,
     char *out, size_t size)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	char hex[2 * EVP_MAX_MD_SIZE + 2], name[48];
-	unsigned mdlen = 0, i;
+	char hex[1 + 2 * 32 + 1], name[48];
 	int n;
 
 	rl_limit_name(j, ev, name, sizeof(name));
 	if (strlen(what) > RATELIMIT_WHAT_MAX) {
-		if (EVP_Digest(what, strlen(what), md, &mdlen, EVP_sha256(), NULL) != 1)
-			return false;
 		hex[0] = '#';
-		for (i = 0; i < mdlen; i++)
-			snprintf(hex + 1 + 2 * i, 3, "%02x", md[i]);
+		state_key_digest(what, strlen(what), 32, hex + 1);
 		what = hex;
 	}
 	n = snprintf(out, size, "%s%s:%s", rl->prefix, name, what);

@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "conf.h"
 #include "log.h"
 #include "util.h"
@@ -315,6 +317,24 @@ state_client_key(const char *ip, char *key, size_t size)
 			return;
 	}
 	str_copy(key, ip, size);	/* truncation is fine for odd keys */
+}
+
+/* state_key_digest - the first nbytes of data's SHA-256 in hex (state.h) */
+void
+state_key_digest(const void *data, size_t len, size_t nbytes, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	size_t i;
+
+	if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || nbytes > mdlen)
+		fatal("state_key_digest: SHA-256 failed");
+	for (i = 0; i < nbytes; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 0xf];
+	}
+	out[2 * nbytes] = '\0';
 }
 
 /* state_new - the store conf asks for; a Redis one whose address fails falls back to memory */

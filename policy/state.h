@@ -124,6 +124,13 @@ struct state_op *state_grey(struct state *st, struct event_base *base, const cha
  */
 void state_client_key(const char *ip, char *key, size_t size);
 
+/*
+ * state_key_digest - how a policy shortens what it keys on: the first
+ * nbytes (at most 32) of the SHA-256 of data, as 2 * nbytes lowercase hex
+ * digits and a NUL in out
+ */
+void state_key_digest(const void *data, size_t len, size_t nbytes, char *out);
+
 /* state_cancel - done will not run for op; a late reply is dropped.  NULL is fine. */
 void state_cancel(struct state_op *op);
 

@@ -695,12 +695,43 @@ START_TEST(test_redis_auth)
 }
 END_TEST
 
+/* The counting key: IPv4 as it is, IPv6 by its /64, IPv4-mapped as IPv4. */
+START_TEST(test_client_key)
+{
+	char key[STATE_KEY_MAX];
+
+	state_client_key("192.0.2.7", key, sizeof(key));
+	ck_assert_str_eq(key, "192.0.2.7");
+	state_client_key("2001:db8:1:2:3:4:5:6", key, sizeof(key));
+	ck_assert_str_eq(key, "2001:db8:1:2::/64");
+	state_client_key("::ffff:198.51.100.1", key, sizeof(key));
+	ck_assert_str_eq(key, "198.51.100.1");
+	state_client_key("unknown", key, sizeof(key));
+	ck_assert_str_eq(key, "unknown");
+}
+END_TEST
+
+/* FIPS 180-2's "abc": the whole digest, and its first 16 octets. */
+START_TEST(test_key_digest)
+{
+	char out[65];
+
+	state_key_digest("abc", 3, 32, out);
+	ck_assert_str_eq(out, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	memset(out, 'x', sizeof(out));
+	state_key_digest("abc", 3, 16, out);
+	ck_assert_str_eq(out, "ba7816bf8f01cfea414140de5dae2223");
+}
+END_TEST
+
 static Suite *
 state_suite(void)
 {
 	Suite *s = suite_create("state");
 	TCase *mem = tcase_create("memory"), *red = tcase_create("redis");
 
+	tcase_add_test(mem, test_client_key);
+	tcase_add_test(mem, test_key_digest);
 	tcase_add_test(mem, test_memory_count);
 	tcase_add_test(mem, test_memory_slide);
 	tcase_add_test(mem, test_memory_cap);
