@@ -11,9 +11,9 @@
  * message (client, network, login when authenticated, sender domain unless
  * the null sender), RCPT a recipient (all four).  Every attempt counts,
  * refused ones too (a client that keeps hammering stays limited, as anvil
- * counts).  At one stage every counter that applies is asked at once (the
- * memory store answers inline, Redis in one round trip for all); when all
- * have answered, the first limit over, in the fixed order client, network,
+ * counts).  At one stage every counter that applies is asked in one
+ * state_count_many (the memory store answers inline, Redis in one script
+ * call for all); then the first limit over, in the fixed order client, network,
  * login, sender domain, gives the refusal: 421 4.7.0 at CONNECT (the
  * session ends), else 451 4.7.0 (at RCPT that recipient only), with the
  * store's reset as a retry hint.  A store that failed: [redis] on_error =
@@ -77,8 +77,6 @@ struct ratelimit {
 
 /* One counter asked at a stage. */
 struct rl_call {
-	struct rl_sess *s;
-	struct state_op *op;	/* in flight, or NULL */
 	bool asked;
 	struct state_count count;
 	char error[128];	/* "" or why the store did not answer */
@@ -90,7 +88,9 @@ struct rl_sess {
 	uint64_t id;
 	enum rl_event ev;
 	struct filter_wait *w;	/* the pending stage, or NULL */
-	size_t npending;
+	struct state_op *op;	/* the stage's counts in flight (one call), or NULL */
+	size_t nsent;		/* counters in that call: sent[0..nsent) */
+	enum rl_subject sent[RL_NSUBJECTS];
 	struct rl_call calls[RL_NSUBJECTS];
 	char what[RL_NSUBJECTS][RL_SHOW];	/* each subject as shown ("" none) */
 };
@@ -230,12 +230,10 @@ static void
 rl_sess_free(struct rl_sess *s)
 {
 	struct filter_wait *w;
-	size_t j;
 
 	if (s == NULL)
 		return;
-	for (j = 0; j < RL_NSUBJECTS; j++)
-		state_cancel(s->calls[j].op);
+	state_cancel(s->op);
 	w = s->w;
 	free(s);
 	if (w != NULL)
@@ -309,31 +307,34 @@ rl_decide(const struct rl_sess *s, struct filter_reply *r)
 	return FILTER_TEMPFAIL;
 }
 
-/* rl_record - one count's answer (or failure) into c */
+/* rl_record - the stage's answer (or failure) into the calls sent */
 static void
-rl_record(struct rl_call *c, const struct state_reply *rep)
+rl_record(struct rl_sess *s, const struct state_reply *rep)
 {
-	c->op = NULL;
-	if (rep->error != NULL)
-		str_copy(c->error, rep->error, sizeof(c->error));
-	else
-		c->count = rep->count;
+	struct rl_call *c;
+	size_t k;
+
+	s->op = NULL;
+	for (k = 0; k < s->nsent; k++) {
+		c = &s->calls[s->sent[k]];
+		if (rep->error != NULL)
+			str_copy(c->error, rep->error, sizeof(c->error));
+		else
+			c->count = rep->counts[k];
+	}
 }
 
-/* rl_answered - a count's answer on the loop; the decision after the last */
+/* rl_answered - the stage's counts on the loop, and the decision */
 static void
 rl_answered(void *arg, const struct state_reply *rep)
 {
-	struct rl_call *c = arg;
-	struct rl_sess *s = c->s;
+	struct rl_sess *s = arg;
 	struct filter_wait *w;
 	struct filter_ctx *ctx;
 	struct filter_reply r;
 	enum filter_verdict v;
 
-	rl_record(c, rep);
-	if (--s->npending > 0)
-		return;
+	rl_record(s, rep);
 	w = s->w;
 	s->w = NULL;
 	if ((ctx = filter_wait_ctx(w)) == NULL) {
@@ -435,6 +436,8 @@ rl_stage(const struct ratelimit *rl, struct filter_ctx *ctx, enum rl_event ev, c
     struct filter_reply *r)
 {
 	char keys[RL_NSUBJECTS][STATE_KEY_MAX + 1];
+	const char *sent[RL_NSUBJECTS];
+	unsigned windows[RL_NSUBJECTS];
 	struct state_reply rep;
 	struct rl_sess *s;
 	enum filter_verdict v;
@@ -450,29 +453,31 @@ rl_stage(const struct ratelimit *rl, struct filter_ctx *ctx, enum rl_event ev, c
 	for (j = 0; j < RL_NSUBJECTS; j++) {
 		struct rl_call *c = &s->calls[j];
 
-		c->s = s;
 		if (keys[j][0] == '\0' && c->error[0] == '\0')
 			continue;
 		c->asked = true;
 		if (c->error[0] != '\0')
 			continue;
-		c->op = state_count(rl->st, ctx->base, keys[j], 1, rl->lim[ev][j].window, &rep,
-		    rl_answered, c);
-		if (c->op != NULL)
-			s->npending++;
-		else
-			rl_record(c, &rep);
+		sent[s->nsent] = keys[j];
+		windows[s->nsent] = rl->lim[ev][j].window;
+		s->sent[s->nsent++] = (enum rl_subject)j;
 	}
-	if (s->npending > 0 && (s->w = filter_wait_begin(ctx)) != NULL) {
+	if (s->nsent > 0) {
+		s->op = state_count_many(rl->st, ctx->base, s->nsent, sent, windows, 1, &rep,
+		    rl_answered, s);
+		if (s->op == NULL)
+			rl_record(s, &rep);
+	}
+	if (s->op != NULL && (s->w = filter_wait_begin(ctx)) != NULL) {
 		*ctx->priv = s;
 		return FILTER_PENDING;
 	}
-	for (j = 0; j < RL_NSUBJECTS; j++) {
-		if (s->calls[j].op == NULL)
-			continue;
-		state_cancel(s->calls[j].op);	/* no loop to wait on */
-		s->calls[j].op = NULL;
-		str_copy(s->calls[j].error, "no event loop", sizeof(s->calls[j].error));
+	if (s->op != NULL) {
+		state_cancel(s->op);	/* no loop to wait on */
+		s->op = NULL;
+		for (j = 0; j < s->nsent; j++)
+			str_copy(s->calls[s->sent[j]].error, "no event loop",
+			    sizeof(s->calls[s->sent[j]].error));
 	}
 	v = rl_decide(s, r);
 	rl_sess_free(s);

@@ -410,19 +410,39 @@ struct state_op *
 state_count(struct state *st, struct event_base *base, const char *key, unsigned add,
     unsigned window, struct state_reply *rep, state_done_fn done, void *arg)
 {
-	unsigned args[2] = { add, window > 0 ? window : 1 };
+	return state_count_many(st, base, 1, &key, &window, add, rep, done, arg);
+}
+
+/* state_count_many - n sliding-window counters in one call (state.h) */
+struct state_op *
+state_count_many(struct state *st, struct event_base *base, size_t n, const char *const *keys,
+    const unsigned *windows, unsigned add, struct state_reply *rep, state_done_fn done,
+    void *arg)
+{
+	unsigned args[1 + STATE_COUNT_MAX];
+	size_t i;
 
 	memset(rep, 0, sizeof(*rep));
-	if (strlen(key) > STATE_KEY_MAX) {
-		rep->error = "key too long";
+	if (n < 1 || n > STATE_COUNT_MAX) {
+		rep->error = "bad number of counters";
 		return NULL;
+	}
+	args[0] = add;
+	for (i = 0; i < n; i++) {
+		if (strlen(keys[i]) > STATE_KEY_MAX) {
+			rep->error = "key too long";
+			return NULL;
+		}
+		args[1 + i] = windows[i] > 0 ? windows[i] : 1;
 	}
 	if (st->redis == NULL) {
-		mem_count(st, key, add, args[1], &rep->count);
+		for (i = 0; i < n; i++)
+			mem_count(st, keys[i], add, args[1 + i], &rep->counts[i]);
+		rep->count = rep->counts[0];
 		return NULL;
 	}
-	return state_redis_call(st->redis, base, STATE_CALL_COUNT, &key, 1, args, 2, rep, done,
-	    arg);
+	return state_redis_call(st->redis, base, STATE_CALL_COUNT, keys, n, args, 1 + n, rep,
+	    done, arg);
 }
 
 /* state_grey - a greylisting triplet (state.h) */

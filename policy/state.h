@@ -71,9 +71,12 @@ struct state_grey_params {
 	unsigned auto_allow;	/* passed triplets after which the client skips greylisting; 0: never */
 };
 
+#define STATE_COUNT_MAX	4	/* counters one state_count_many adds to */
+
 struct state_reply {
 	const char *error;	/* NULL: answered; else why not ("redis: timeout") */
-	struct state_count count;	/* state_count */
+	struct state_count count;	/* state_count (state_count_many: counts[0]) */
+	struct state_count counts[STATE_COUNT_MAX];	/* state_count_many, in keys' order */
 	struct state_grey grey;	/* state_grey */
 };
 
@@ -104,6 +107,17 @@ bool state_fail_open(const struct state *st);
  */
 struct state_op *state_count(struct state *st, struct event_base *base, const char *key,
     unsigned add, unsigned window, struct state_reply *rep, state_done_fn done, void *arg);
+
+/*
+ * state_count_many - state_count on n (1 to STATE_COUNT_MAX) counters at
+ * once, keys[i] over windows[i], each given `add`: one call (in Redis one
+ * script, so a stage that counts a client, its network, its login and its
+ * sender domain costs one round trip), rep->counts[i] for keys[i].  All
+ * answered or all failed.
+ */
+struct state_op *state_count_many(struct state *st, struct event_base *base, size_t n,
+    const char *const *keys, const unsigned *windows, unsigned add, struct state_reply *rep,
+    state_done_fn done, void *arg);
 
 /*
  * state_grey - look up a greylisting triplet (key) for a client (client_key,

@@ -11,7 +11,7 @@
 struct state_redis;
 
 enum state_call {
-	STATE_CALL_COUNT,	/* KEYS: counter base; ARGV: add, window */
+	STATE_CALL_COUNT,	/* KEYS: counter bases (1 to STATE_COUNT_MAX); ARGV: add, their windows */
 	STATE_CALL_GREY,	/* KEYS: triplet, client; ARGV: delay, retry_window, lifetime, auto_allow */
 };
 

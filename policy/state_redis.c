@@ -48,36 +48,42 @@
 #define REDIS_ERROR_MAX		120	/* octets of a server's error kept for the caller */
 
 /*
- * state_count: returns {the adds of the steps whose last second is within
- * the window, seconds until the oldest of them leaves it}; state.c's
- * mem_count does the same in memory.  One hash per counter, a field per
- * step; steps that left the window are deleted as they are seen.
+ * state_count: for each key, the adds of the steps whose last second is
+ * within its window and the seconds until the oldest of them leaves it:
+ * {sum1, reset1, sum2, reset2, ...}; state.c's mem_count does the same in
+ * memory.  One hash per counter, a field per step; steps that left the
+ * window are deleted as they are seen.
  */
 static const char redis_count_script[] =
 	"redis.replicate_commands() "
 	"local now = tonumber(redis.call('TIME')[1]) "
-	"local w, add = tonumber(ARGV[2]), tonumber(ARGV[1]) "
-	"local width = math.ceil(w / 16) "
-	"local step = math.floor(now / width) "
-	"local h = KEYS[1] .. '#' .. w "
-	"if add > 0 then "
-	" redis.call('HINCRBY', h, step, add) "
-	" redis.call('EXPIREAT', h, (step + 1) * width + w) "
-	"end "
-	"local f = redis.call('HGETALL', h) "
-	"local sum, oldest, old = 0, -1, {} "
-	"for i = 1, #f, 2 do "
-	" local st, v = tonumber(f[i]), tonumber(f[i + 1]) "
-	" if (st + 1) * width - 1 <= now - w then old[#old + 1] = f[i] "
-	" elseif st <= step then "
-	"  sum = sum + v "
-	"  if oldest < 0 or st < oldest then oldest = st end "
+	"local add, out = tonumber(ARGV[1]), {} "
+	"for k = 1, #KEYS do "
+	" local w = tonumber(ARGV[k + 1]) "
+	" local width = math.ceil(w / 16) "
+	" local step = math.floor(now / width) "
+	" local h = KEYS[k] .. '#' .. w "
+	" if add > 0 then "
+	"  redis.call('HINCRBY', h, step, add) "
+	"  redis.call('EXPIREAT', h, (step + 1) * width + w) "
 	" end "
+	" local f = redis.call('HGETALL', h) "
+	" local sum, oldest, old = 0, -1, {} "
+	" for i = 1, #f, 2 do "
+	"  local st, v = tonumber(f[i]), tonumber(f[i + 1]) "
+	"  if (st + 1) * width - 1 <= now - w then old[#old + 1] = f[i] "
+	"  elseif st <= step then "
+	"   sum = sum + v "
+	"   if oldest < 0 or st < oldest then oldest = st end "
+	"  end "
+	" end "
+	" if #old > 0 then redis.call('HDEL', h, unpack(old)) end "
+	" local reset = 1 "
+	" if oldest >= 0 then reset = math.max((oldest + 1) * width - 1 + w - now, 1) end "
+	" out[#out + 1] = sum "
+	" out[#out + 1] = reset "
 	"end "
-	"if #old > 0 then redis.call('HDEL', h, unpack(old)) end "
-	"local reset = 1 "
-	"if oldest >= 0 then reset = math.max((oldest + 1) * width - 1 + w - now, 1) end "
-	"return {sum, reset}";
+	"return out";
 
 /*
  * state_grey: returns {verdict, wait}; a triplet's value is its first-seen
@@ -110,7 +116,8 @@ struct redis_conn {
 	struct redis_conn *next;
 };
 
-#define REDIS_ARGV_MAX	(3 + 2 + 4)	/* EVALSHA sha nkeys, 2 keys, 4 arguments */
+/* EVALSHA sha nkeys, then state_count_many's keys, add and windows (more than state_grey's) */
+#define REDIS_ARGV_MAX	(3 + STATE_COUNT_MAX + 1 + STATE_COUNT_MAX)
 
 struct state_op {
 	struct redis_conn *c;
@@ -118,7 +125,8 @@ struct state_op {
 	const char *argv[REDIS_ARGV_MAX];	/* [3..] owned: the keys and arguments */
 	size_t argc;
 	bool retried;			/* sent again with EVAL after NOSCRIPT */
-	unsigned window;		/* STATE_CALL_COUNT: for the estimate */
+	size_t nkeys;
+	unsigned windows[STATE_COUNT_MAX];	/* STATE_CALL_COUNT: to check the replies */
 	state_done_fn done;		/* NULL once cancelled or answered */
 	void *arg;
 	struct event *timer;
@@ -358,12 +366,20 @@ static bool
 redis_parse(const struct state_op *op, const redisReply *rep, struct state_reply *out)
 {
 	long long a = redis_int(rep, 0), b = redis_int(rep, 1);
+	size_t i;
 
 	if (op->call == STATE_CALL_COUNT) {
-		if (a < 0 || b < 1 || b > 2 * (long long)op->window + 1)
+		if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 * op->nkeys)
 			return false;
-		out->count.count = (uint64_t)a;
-		out->count.reset = (unsigned)b;
+		for (i = 0; i < op->nkeys; i++) {
+			a = redis_int(rep, 2 * i);
+			b = redis_int(rep, 2 * i + 1);
+			if (a < 0 || b < 1 || b > 2 * (long long)op->windows[i] + 1)
+				return false;
+			out->counts[i].count = (uint64_t)a;
+			out->counts[i].reset = (unsigned)b;
+		}
+		out->count = out->counts[0];
 		return true;
 	}
 	if (a < STATE_GREY_NEW || a > STATE_GREY_ALLOWED || b < 0 || b > (long long)UINT32_MAX)
@@ -422,6 +438,9 @@ redis_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	redis_drop(op->c, "timeout");	/* runs redis_reply_cb for op, which frees it */
 }
 
+/* EVALSHA's numkeys, by the number of keys */
+static const char *const redis_nkeys[STATE_COUNT_MAX + 1] = { "0", "1", "2", "3", "4" };
+
 /* state_redis_call - one EVALSHA on base's connection (state_priv.h) */
 struct state_op *
 state_redis_call(struct state_redis *r, struct event_base *base, enum state_call call,
@@ -437,6 +456,10 @@ state_redis_call(struct state_redis *r, struct event_base *base, enum state_call
 		rep->error = "redis: no event loop";
 		return NULL;
 	}
+	if (nkeys > STATE_COUNT_MAX || 3 + nkeys + nargs > REDIS_ARGV_MAX) {
+		rep->error = "redis: too many arguments";
+		return NULL;
+	}
 	c = redis_conn_of(r, base);
 	if (c->ac == NULL) {
 		if (now_ms() < c->retry_at) {
@@ -449,12 +472,14 @@ state_redis_call(struct state_redis *r, struct event_base *base, enum state_call
 	op = xcalloc(1, sizeof(*op));
 	op->c = c;
 	op->call = call;
-	op->window = nargs >= 2 ? args[1] : 0;
+	op->nkeys = nkeys;
+	for (i = 0; call == STATE_CALL_COUNT && i < nkeys && i + 1 < nargs; i++)
+		op->windows[i] = args[1 + i];
 	op->done = done;
 	op->arg = arg;
 	op->argv[op->argc++] = "EVALSHA";
 	op->argv[op->argc++] = r->sha[call];
-	op->argv[op->argc++] = nkeys == 1 ? "1" : "2";
+	op->argv[op->argc++] = redis_nkeys[nkeys];
 	for (i = 0; i < nkeys; i++)
 		op->argv[op->argc++] = xasprintf("%s%s", r->prefix, keys[i]);
 	for (i = 0; i < nargs; i++)

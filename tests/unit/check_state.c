@@ -156,6 +156,21 @@ count_on(struct state *st, struct event_base *base, const char *key, unsigned ad
 	ck_assert_int_eq(a->calls, 1);
 }
 
+/* count_many_on - one state_count_many on base, answered inline or through the loop */
+static void
+count_many_on(struct state *st, struct event_base *base, size_t n, const char *const *keys,
+    const unsigned *windows, unsigned add, struct answer *a)
+{
+	struct state_reply rep;
+
+	memset(a, 0, sizeof(*a));
+	if (state_count_many(st, base, n, keys, windows, add, &rep, answer_cb, a) == NULL)
+		answer_cb(a, &rep);
+	else
+		wait_answer(base, a, 5);
+	ck_assert_int_eq(a->calls, 1);
+}
+
 /* grey_on - one state_grey on base */
 static void
 grey_on(struct state *st, struct event_base *base, const char *key, const char *client,
@@ -724,6 +739,90 @@ START_TEST(test_key_digest)
 }
 END_TEST
 
+/*
+ * Several counters in one call, each over its own window, are the counters
+ * state_count sees; a bad count of keys, or one key too long, counts none.
+ */
+START_TEST(test_memory_count_many)
+{
+	struct state *st = memory_store(1000);
+	const char *keys[3] = { "rl:a", "rl:b", "rl:c" }, *five[5] = { "1", "2", "3", "4", "5" };
+	const char *bad[2] = { "rl:a", NULL };
+	const unsigned windows[5] = { 60, 3600, 10, 1, 1 };
+	char longkey[STATE_KEY_MAX + 2];
+	struct answer a;
+	int i;
+
+	for (i = 1; i <= 3; i++) {
+		count_many_on(st, NULL, 3, keys, windows, 1, &a);
+		ck_assert_str_eq(a.error, "");
+		ck_assert_uint_eq(a.rep.counts[0].count, (uint64_t)i);
+		ck_assert_uint_eq(a.rep.counts[1].count, (uint64_t)i);
+		ck_assert_uint_eq(a.rep.counts[2].count, (uint64_t)i);
+		ck_assert_uint_eq(a.rep.count.count, (uint64_t)i);	/* counts[0] */
+		ck_assert_uint_le(a.rep.counts[2].reset, 10 + 1);
+		ck_assert_uint_gt(a.rep.counts[1].reset, 60);
+	}
+	count_on(st, NULL, "rl:b", 0, 3600, &a);
+	ck_assert_uint_eq(a.rep.count.count, 3);
+	fake_now += 12;				/* past c's window, within a's and b's */
+	count_many_on(st, NULL, 3, keys, windows, 1, &a);
+	ck_assert_uint_eq(a.rep.counts[0].count, 4);
+	ck_assert_uint_eq(a.rep.counts[1].count, 4);
+	ck_assert_uint_eq(a.rep.counts[2].count, 1);
+
+	count_many_on(st, NULL, 0, keys, windows, 1, &a);
+	ck_assert_str_eq(a.error, "bad number of counters");
+	count_many_on(st, NULL, 5, five, windows, 1, &a);
+	ck_assert_str_eq(a.error, "bad number of counters");
+	memset(longkey, 'k', sizeof(longkey) - 1);
+	longkey[sizeof(longkey) - 1] = '\0';
+	bad[1] = longkey;
+	count_many_on(st, NULL, 2, bad, windows, 1, &a);
+	ck_assert_str_eq(a.error, "key too long");
+	count_on(st, NULL, "rl:a", 0, 60, &a);	/* the refused call counted nothing */
+	ck_assert_uint_eq(a.rep.count.count, 4);
+}
+END_TEST
+
+/* The same in Redis, in one script call, with a counter state_count started. */
+START_TEST(test_redis_count_many)
+{
+	struct state *st = redis_store(redis_port, 2, NULL, NULL);
+	struct event_base *b = event_base_new();
+	char k0[64], k1[64], k2[64], k3[64];
+	const char *keys[4] = { k0, k1, k2, k3 };
+	const unsigned windows[4] = { 3600, 60, 600, 3600 };
+	struct answer a;
+	size_t i;
+
+	snprintf(k0, sizeof(k0), "%s", unique("m0"));
+	snprintf(k1, sizeof(k1), "%s", unique("m1"));
+	snprintf(k2, sizeof(k2), "%s", unique("m2"));
+	snprintf(k3, sizeof(k3), "%s", unique("m3"));
+	count_on(st, b, k2, 5, 600, &a);
+	ck_assert_str_eq(a.error, "");
+	count_many_on(st, b, 4, keys, windows, 1, &a);
+	ck_assert_str_eq(a.error, "");
+	for (i = 0; i < 4; i++) {
+		ck_assert_uint_eq(a.rep.counts[i].count, i == 2 ? 6 : 1);
+		ck_assert_uint_ge(a.rep.counts[i].reset, 1);
+		ck_assert_uint_le(a.rep.counts[i].reset, windows[i] + windows[i] / 16 + 1);
+	}
+	ck_assert_uint_eq(a.rep.count.count, 1);
+	count_many_on(st, b, 2, keys + 2, windows + 2, 2, &a);
+	ck_assert_uint_eq(a.rep.counts[0].count, 8);
+	ck_assert_uint_eq(a.rep.counts[1].count, 3);
+	count_on(st, b, k3, 0, 3600, &a);
+	ck_assert_uint_eq(a.rep.count.count, 3);
+	count_on(st, b, k3, 0, 60, &a);		/* another window is another counter */
+	ck_assert_uint_eq(a.rep.count.count, 0);
+	state_base_gone(b);
+	event_base_free(b);
+	state_shutdown();
+}
+END_TEST
+
 static Suite *
 state_suite(void)
 {
@@ -733,6 +832,7 @@ state_suite(void)
 	tcase_add_test(mem, test_client_key);
 	tcase_add_test(mem, test_key_digest);
 	tcase_add_test(mem, test_memory_count);
+	tcase_add_test(mem, test_memory_count_many);
 	tcase_add_test(mem, test_memory_slide);
 	tcase_add_test(mem, test_memory_cap);
 	tcase_add_test(mem, test_key_too_long);
@@ -743,6 +843,7 @@ state_suite(void)
 	suite_add_tcase(s, mem);
 	tcase_set_timeout(red, 30);
 	tcase_add_test(red, test_redis_count_two_loops);
+	tcase_add_test(red, test_redis_count_many);
 	tcase_add_test(red, test_redis_grey);
 	tcase_add_test(red, test_redis_error_reply);
 	tcase_add_test(red, test_redis_script_flushed);
