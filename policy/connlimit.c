@@ -9,7 +9,9 @@
  * more than two entries per live session, so max_sessions bounds it.  Keys
  * come from clients (an attacker picks its IPv6 addresses): they are hashed
  * with SipHash under a per-table random key.  One mutex per table; every
- * call does O(1) work under it, and nothing else (no logging, no I/O).
+ * call does O(1) work under it, and nothing else (no logging, no I/O: a
+ * refusal only says whether the caller logs it, at most once every
+ * CONNLIMIT_LOG_MS per entry, so that a flood writes a line a second).
  *
  * Must never: count a session twice, free an entry a hold points to, or
  * count anything for an exempt client.  The counts are this process's:
@@ -40,6 +42,8 @@ struct connlimit_entry {
 	struct connlimit_entry *next;	/* hash chain */
 	uint64_t hash;
 	unsigned count;			/* holds; the entry goes with the last */
+	unsigned quiet;			/* refusals not logged since logged_ms */
+	unsigned long long logged_ms;	/* now_ms() of the last refusal logged, 0 none */
 	struct connlimit_key key;
 };
 
@@ -191,10 +195,27 @@ connlimit_key(const struct sockaddr *sa, enum connlimit_kind kind, unsigned pref
 	return cidr_of(sa, prefix4, prefix6, &key->net);
 }
 
+/* connlimit_refused - e refused a session: *ref, and whether this one is logged */
+static void
+connlimit_refused(struct connlimit_entry *e, struct connlimit_refusal *ref)
+{
+	unsigned long long now = now_ms();
+
+	ref->count = e->count;
+	if (e->logged_ms != 0 && now - e->logged_ms < CONNLIMIT_LOG_MS) {
+		e->quiet++;
+		return;
+	}
+	ref->log = true;
+	ref->suppressed = e->quiet;
+	e->quiet = 0;
+	e->logged_ms = now;
+}
+
 /* connlimit_acquire - count a new session from sa, or say which limit it passes */
 enum connlimit_result
 connlimit_acquire(struct connlimit *t, const struct connlimit_policy *p,
-    const struct sockaddr *sa, struct connlimit_hold *h, unsigned *count_r)
+    const struct sockaddr *sa, struct connlimit_hold *h, struct connlimit_refusal *ref)
 {
 	struct connlimit_key ck, nk;
 	struct connlimit_entry *ce, *ne;
@@ -202,7 +223,7 @@ connlimit_acquire(struct connlimit *t, const struct connlimit_policy *p,
 	bool client = p->client_limit > 0, network = p->network_limit > 0;
 
 	assert(h->table == NULL && h->client == NULL && h->network == NULL);
-	*count_r = 0;
+	memset(ref, 0, sizeof(*ref));
 	if (!client && !network)
 		return CONNLIMIT_OK;
 	if (cidr_any(p->exempt, p->nexempt, sa))
@@ -216,12 +237,12 @@ connlimit_acquire(struct connlimit *t, const struct connlimit_policy *p,
 	ce = client ? connlimit_find(t, &ck, chash) : NULL;
 	ne = network ? connlimit_find(t, &nk, nhash) : NULL;
 	if (ce != NULL && ce->count >= p->client_limit) {
-		*count_r = ce->count;
+		connlimit_refused(ce, ref);
 		pthread_mutex_unlock(&t->lock);
 		return CONNLIMIT_CLIENT;
 	}
 	if (ne != NULL && ne->count >= p->network_limit) {
-		*count_r = ne->count;
+		connlimit_refused(ne, ref);
 		pthread_mutex_unlock(&t->lock);
 		return CONNLIMIT_NETWORK;
 	}

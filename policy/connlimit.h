@@ -36,6 +36,18 @@ struct connlimit_hold {
 	struct connlimit_entry *client, *network;
 };
 
+/*
+ * A refusal, and whether to log it: a flood from one address or network is
+ * logged at most once every CONNLIMIT_LOG_MS, the line after a quiet spell
+ * carrying the refusals left out since the one before.
+ */
+#define CONNLIMIT_LOG_MS	1000
+struct connlimit_refusal {
+	unsigned count;		/* sessions already live there */
+	bool log;		/* log this one */
+	unsigned suppressed;	/* with log: refusals of that entry not logged since its last line */
+};
+
 enum connlimit_result {
 	CONNLIMIT_OK,		/* counted (or nothing to count: no limit, not IP) */
 	CONNLIMIT_EXEMPT,	/* inside exempt: not counted */
@@ -56,12 +68,11 @@ struct connlimit *connlimit_listener(const char *name);
 
 /*
  * connlimit_acquire - a new session from sa: OK or EXEMPT, its slots in *h
- * (to release), or the limit it would pass and *count_r, the sessions
- * already live there (nothing held).  An IPv4-mapped IPv6 address counts
- * as the IPv4 address it carries.
+ * (to release), or the limit it would pass and *ref (nothing held).  An
+ * IPv4-mapped IPv6 address counts as the IPv4 address it carries.
  */
 enum connlimit_result connlimit_acquire(struct connlimit *t, const struct connlimit_policy *p,
-    const struct sockaddr *sa, struct connlimit_hold *h, unsigned *count_r);
+    const struct sockaddr *sa, struct connlimit_hold *h, struct connlimit_refusal *ref);
 /* connlimit_release - give back what h holds (nothing if nothing); h is empty after */
 void connlimit_release(struct connlimit_hold *h);
 /* connlimit_count - live sessions counted for sa's address (tests, logs) */

@@ -1494,21 +1494,25 @@ session_limit(struct session *s)
 		.prefix4 = lc->network_prefix4, .prefix6 = lc->network_prefix6,
 		.exempt = lc->limit_exempt.v, .nexempt = lc->limit_exempt.n,
 	};
+	struct connlimit_refusal ref;
 	enum connlimit_result r;
-	char text[128];
-	unsigned count;
+	char text[128], more[32] = "";
 	bool client;
 
 	if (p.client_limit == 0 && p.network_limit == 0)
 		return true;
 	r = connlimit_acquire(connlimit_listener(lc->name), &p,
-	    (const struct sockaddr *)&s->fsess.client_sa, &s->climit, &count);
+	    (const struct sockaddr *)&s->fsess.client_sa, &s->climit, &ref);
 	if (r == CONNLIMIT_OK || r == CONNLIMIT_EXEMPT)
 		return true;
 	client = r == CONNLIMIT_CLIENT;
-	log_info("id=%s event=%s client=%s count=%u limit=%u", s->idstr,
-	    client ? "client_limit" : "network_limit", s->addr, count,
-	    client ? p.client_limit : p.network_limit);
+	/* A flood logs a line a second, counting the refusals left out. */
+	if (ref.suppressed > 0)
+		snprintf(more, sizeof(more), " suppressed=%u", ref.suppressed);
+	if (ref.log)
+		log_info("id=%s event=%s client=%s count=%u limit=%u%s", s->idstr,
+		    client ? "client_limit" : "network_limit", s->addr, ref.count,
+		    client ? p.client_limit : p.network_limit, more);
 	if (client)
 		snprintf(text, sizeof(text), "Too many connections from [%s]", s->addr);
 	else

@@ -192,12 +192,38 @@ def test_flood(portier, sink):
         c.sock.close()
     elapsed = time.monotonic() - t0
     assert elapsed < 20, elapsed
-    assert len(limit_lines(p, "client_limit", "127.0.0.2")) == 200
+    # A line a second at most, not one per refusal.
+    lines = limit_lines(p, "client_limit", "127.0.0.2")
+    assert 1 <= len(lines) <= elapsed + 1, "%d lines in %.1fs" % (len(lines), elapsed)
     assert any(tag.encode() in m.raw for m in s.wait_messages(1))
     quit_(other)
     for c in held:
         quit_(c)
     held = [session(p, "127.0.0.2"), session(p, "127.0.0.2")]
+    for c in held:
+        quit_(c)
+
+
+def test_flood_log_summary(portier):
+    """Refusals of one address are logged once a second: the first, then the first after a
+    quiet second with suppressed= counting those left out, so that the lines still add up to
+    every refusal; another address has its own line."""
+    p = start(portier, {"client_limit": "1"})
+    held = [session(p, "127.0.0.2"), session(p, "127.0.0.3")]
+    t0 = time.monotonic()
+    for _ in range(30):
+        refused(p, "127.0.0.2", "client")
+    refused(p, "127.0.0.3", "client")
+    time.sleep(1.2)
+    refused(p, "127.0.0.2", "client")
+    elapsed = time.monotonic() - t0
+    assert p.wait_log(r"event=client_limit client=127\.0\.0\.2 count=1 limit=1 suppressed=\d+$")
+    lines = limit_lines(p, "client_limit", "127.0.0.2")
+    assert lines[0].endswith(" count=1 limit=1"), lines
+    assert 2 <= len(lines) <= elapsed + 2, "%d lines in %.1fs" % (len(lines), elapsed)
+    told = sum(1 + int(re.search(r"(?: suppressed=(\d+))?$", l).group(1) or 0) for l in lines)
+    assert told == 31, lines
+    assert len(limit_lines(p, "client_limit", "127.0.0.3")) == 1
     for c in held:
         quit_(c)
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cidr.h"
 #include "util.h"
@@ -28,10 +29,14 @@ acquire(struct connlimit *t, const struct connlimit_policy *p, const char *text,
     struct connlimit_hold *h, unsigned *count_r)
 {
 	struct sockaddr_storage ss;
-	unsigned ignored;
+	struct connlimit_refusal ref;
+	enum connlimit_result r;
 
 	memset(h, 0, sizeof(*h));
-	return connlimit_acquire(t, p, unit_sockaddr(text, &ss), h, count_r ? count_r : &ignored);
+	r = connlimit_acquire(t, p, unit_sockaddr(text, &ss), h, &ref);
+	if (count_r != NULL)
+		*count_r = ref.count;
+	return r;
 }
 
 /*
@@ -177,14 +182,63 @@ START_TEST(test_not_ip)
 	struct connlimit_policy p = { 1, 1, 24, 64, NULL, 0 };
 	struct sockaddr_storage ss;
 	struct connlimit_hold h;
-	unsigned count;
+	struct connlimit_refusal ref;
 
 	memset(&ss, 0, sizeof(ss));
 	ss.ss_family = AF_UNIX;
 	memset(&h, 0, sizeof(h));
-	ck_assert_int_eq(connlimit_acquire(t, &p, (struct sockaddr *)&ss, &h, &count),
+	ck_assert_int_eq(connlimit_acquire(t, &p, (struct sockaddr *)&ss, &h, &ref),
 	    CONNLIMIT_OK);
 	ck_assert_ptr_null(h.table);
+	ck_assert_uint_eq(connlimit_entries(t), 0);
+	connlimit_free(t);
+}
+END_TEST
+
+/*
+ * test_refusal_log - a flood is logged once a second per entry: the first
+ * refusal, then the first after CONNLIMIT_LOG_MS, counting those left out;
+ * the network's entry keeps its own account
+ */
+START_TEST(test_refusal_log)
+{
+	struct connlimit *t = connlimit_new();
+	struct connlimit_policy p = { 1, 2, 24, 64, NULL, 0 };
+	struct connlimit_hold held[2], h;
+	struct connlimit_refusal ref;
+	struct sockaddr_storage ss;
+	int i;
+
+	ck_assert_int_eq(acquire(t, &p, "192.0.2.1", &held[0], NULL), CONNLIMIT_OK);
+	memset(&h, 0, sizeof(h));
+	ck_assert_int_eq(connlimit_acquire(t, &p, unit_sockaddr("192.0.2.1", &ss), &h, &ref),
+	    CONNLIMIT_CLIENT);
+	ck_assert(ref.log);
+	ck_assert_uint_eq(ref.suppressed, 0);
+	ck_assert_uint_eq(ref.count, 1);
+	for (i = 0; i < 5; i++) {
+		ck_assert_int_eq(connlimit_acquire(t, &p, unit_sockaddr("192.0.2.1", &ss), &h,
+		    &ref), CONNLIMIT_CLIENT);
+		ck_assert(!ref.log);
+		ck_assert_uint_eq(ref.count, 1);
+	}
+	/* the network's first refusal is its own entry's: logged */
+	ck_assert_int_eq(acquire(t, &p, "192.0.2.2", &held[1], NULL), CONNLIMIT_OK);
+	ck_assert_int_eq(connlimit_acquire(t, &p, unit_sockaddr("192.0.2.3", &ss), &h, &ref),
+	    CONNLIMIT_NETWORK);
+	ck_assert(ref.log);
+	ck_assert_uint_eq(ref.count, 2);
+	usleep((CONNLIMIT_LOG_MS + 100) * 1000);
+	ck_assert_int_eq(connlimit_acquire(t, &p, unit_sockaddr("192.0.2.1", &ss), &h, &ref),
+	    CONNLIMIT_CLIENT);
+	ck_assert(ref.log);
+	ck_assert_uint_eq(ref.suppressed, 5);
+	ck_assert_int_eq(connlimit_acquire(t, &p, unit_sockaddr("192.0.2.1", &ss), &h, &ref),
+	    CONNLIMIT_CLIENT);
+	ck_assert(!ref.log);
+	ck_assert_ptr_null(h.table);		/* a refusal holds nothing */
+	connlimit_release(&held[0]);
+	connlimit_release(&held[1]);
 	ck_assert_uint_eq(connlimit_entries(t), 0);
 	connlimit_free(t);
 }
@@ -223,7 +277,7 @@ thread_run(void *arg)
 	struct connlimit_policy p = { 1000, 0, 24, 64, NULL, 0 };
 	struct sockaddr_storage a, b;
 	struct connlimit_hold ha, hb;
-	unsigned count;
+	struct connlimit_refusal ref;
 	int i;
 
 	unit_sockaddr("203.0.113.1", &a);
@@ -231,8 +285,8 @@ thread_run(void *arg)
 	for (i = 0; i < 20000; i++) {
 		memset(&ha, 0, sizeof(ha));
 		memset(&hb, 0, sizeof(hb));
-		if (connlimit_acquire(t, &p, (struct sockaddr *)&a, &ha, &count) != CONNLIMIT_OK ||
-		    connlimit_acquire(t, &p, (struct sockaddr *)&b, &hb, &count) != CONNLIMIT_OK)
+		if (connlimit_acquire(t, &p, (struct sockaddr *)&a, &ha, &ref) != CONNLIMIT_OK ||
+		    connlimit_acquire(t, &p, (struct sockaddr *)&b, &hb, &ref) != CONNLIMIT_OK)
 			return (void *)1;
 		connlimit_release(&hb);
 		connlimit_release(&ha);
@@ -301,6 +355,7 @@ connlimit_suite(void)
 	tcase_add_test(tc, test_release);
 	tcase_add_test(tc, test_exempt);
 	tcase_add_test(tc, test_not_ip);
+	tcase_add_test(tc, test_refusal_log);
 	tcase_add_test(tc, test_many);
 	tcase_add_test(tc, test_threads);
 	tcase_add_test(tc, test_listener);
