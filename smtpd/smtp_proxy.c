@@ -85,9 +85,10 @@ smtp_proxy_apply(struct session *s, const struct proxy_result *r)
 		    sizeof(s->local_addr));
 		s->fsess.local_port = sockaddr_port((const struct sockaddr *)&r->dst);
 	}
-	log_info("id=%s event=connect client=%s listener=%s proxy=%s proxy_version=%d "
-	    "proxy_kind=%s%s", s->idstr, s->addr, s->lconf->name, s->proxy_addr, r->version,
-	    r->kind, r->has_addr ? "" : " address=kept");
+	/* logged by session_connected, once the concurrency limits let the client in */
+	snprintf(s->connect_extra, sizeof(s->connect_extra),
+	    " proxy=%s proxy_version=%d proxy_kind=%s%s", s->proxy_addr, r->version, r->kind,
+	    r->has_addr ? "" : " address=kept");
 }
 
 /*

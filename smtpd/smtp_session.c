@@ -226,8 +226,9 @@ session_free(struct session *s)
 
 		filter_state_free(s->fstate, &ctx);
 	}
-	log_info("id=%s event=disconnect client=%s transactions=%u errors=%u", s->idstr,
-	    s->addr, s->ntxn, s->errors);
+	if (!s->quiet)
+		log_info("id=%s event=disconnect client=%s transactions=%u errors=%u", s->idstr,
+		    s->addr, s->ntxn, s->errors);
 	loop_session_remove(s->loop, s, s->id);
 	connlimit_release(&s->climit);
 	if (s->bev) {
@@ -1481,6 +1482,21 @@ session_local_addr(struct session *s, evutil_socket_t fd)
 }
 
 /*
+ * session_log_connect - the event=connect line, once: when the client is
+ * known and the concurrency limits let it in, or with the refusal that a
+ * flood's summary logs (a refusal left out leaves no line at all)
+ */
+void
+session_log_connect(struct session *s)
+{
+	if (s->connect_logged)
+		return;
+	s->connect_logged = true;
+	log_info("id=%s event=connect client=%s listener=%s%s", s->idstr, s->addr,
+	    s->lconf->name, s->connect_extra);
+}
+
+/*
  * session_limit - the listener's client_limit and network_limit: count the
  * session (session_free gives the slots back), or 421 and close at once,
  * before any DNS or filter, so that a flood from one address costs little
@@ -1499,20 +1515,28 @@ session_limit(struct session *s)
 	char text[128], more[32] = "";
 	bool client;
 
-	if (p.client_limit == 0 && p.network_limit == 0)
+	if (p.client_limit == 0 && p.network_limit == 0) {
+		session_log_connect(s);
 		return true;
+	}
 	r = connlimit_acquire(connlimit_listener(lc->name), &p,
 	    (const struct sockaddr *)&s->fsess.client_sa, &s->climit, &ref);
-	if (r == CONNLIMIT_OK || r == CONNLIMIT_EXEMPT)
+	if (r == CONNLIMIT_OK || r == CONNLIMIT_EXEMPT) {
+		session_log_connect(s);
 		return true;
+	}
 	client = r == CONNLIMIT_CLIENT;
-	/* A flood logs a line a second, counting the refusals left out. */
+	/* A flood logs a refusal a second, counting those left out, which log nothing. */
 	if (ref.suppressed > 0)
 		snprintf(more, sizeof(more), " suppressed=%u", ref.suppressed);
-	if (ref.log)
+	if (ref.log) {
+		session_log_connect(s);
 		log_info("id=%s event=%s client=%s count=%u limit=%u%s", s->idstr,
 		    client ? "client_limit" : "network_limit", s->addr, ref.count,
 		    client ? p.client_limit : p.network_limit, more);
+	} else {
+		s->quiet = true;
+	}
 	if (client)
 		snprintf(text, sizeof(text), "Too many connections from [%s]", s->addr);
 	else
@@ -1583,11 +1607,9 @@ session_start(struct loop *loop, struct snapshot *snap, size_t li, struct buffer
 	session_tls_watermark(s);
 	session_rearm(s);
 	loop_session_add(loop, s, s->id);
-	if (!s->lconf->proxy_protocol)	/* else once the header named the client */
-		log_info("id=%s event=connect client=%s listener=%s", s->idstr, s->addr,
-		    s->lconf->name);
-
 	if (!server_session_begin(loop, s->id, snap, li)) {
+		if (!s->lconf->proxy_protocol)	/* else no client is known yet */
+			session_log_connect(s);
 		log_warn("id=%s event=too_many_sessions client=%s max=%u", s->idstr, s->addr,
 		    s->lim->max_sessions);
 		bufferevent_enable(s->bev, EV_WRITE);

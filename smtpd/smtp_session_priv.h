@@ -150,6 +150,9 @@ struct session {
 	char addr[INET6_ADDRSTRLEN];
 	char local_addr[INET6_ADDRSTRLEN];	/* "" unless the socket is IP */
 	char proxy_addr[INET6_ADDRSTRLEN];	/* the balancer's, once a PROXY header came */
+	char connect_extra[128];	/* the PROXY header's part of the connect line, or "" */
+	bool connect_logged;	/* event=connect said (session_log_connect) */
+	bool quiet;		/* a refusal a flood's summary left out: no disconnect line */
 	struct rdns *rdns;	/* the reverse lookup in progress (SESSION_WAIT_RDNS) */
 	unsigned long long rdns_start_ms;
 	char client_name[RDNS_NAME_MAX];	/* verified reverse name, or "unknown" */
@@ -209,6 +212,7 @@ void session_read_cb(struct bufferevent *bev, void *arg);
 void session_write_cb(struct bufferevent *bev, void *arg);
 void session_event_cb(struct bufferevent *bev, short what, void *arg);
 void session_connected(struct session *s);
+void session_log_connect(struct session *s);
 
 /* smtp_proxy.c: the PROXY protocol header before the greeting */
 void smtp_proxy_start(struct session *s);

@@ -226,6 +226,12 @@ def test_flood_log_summary(portier):
     assert len(limit_lines(p, "client_limit", "127.0.0.3")) == 1
     for c in held:
         quit_(c)
+    # A refusal left out writes no connect or disconnect line either: the held session's
+    # and the logged refusals' only.
+    for event in ("connect", "disconnect"):
+        peers.wait_until(lambda: len(limit_lines(p, event, "127.0.0.2")) > len(lines), 5)
+        said = limit_lines(p, event, "127.0.0.2")
+        assert len(said) == 1 + len(lines), (event, said)
 
 
 def test_greet_pause_exempt(portier):
