@@ -439,7 +439,9 @@ redis_timeout_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* EVALSHA's numkeys, by the number of keys */
-static const char *const redis_nkeys[STATE_COUNT_MAX + 1] = { "0", "1", "2", "3", "4" };
+static const char *const redis_nkeys[] = { "0", "1", "2", "3", "4" };
+_Static_assert(sizeof(redis_nkeys) / sizeof(redis_nkeys[0]) == STATE_COUNT_MAX + 1,
+    "redis_nkeys names every count of keys up to STATE_COUNT_MAX");
 
 /* state_redis_call - one EVALSHA on base's connection (state_priv.h) */
 struct state_op *
