@@ -470,13 +470,14 @@ kill -0 "$fpid" 2>/dev/null || flooding=no
 wait "$fpid" || die "the flood client failed"
 flood=$(cat "$tmp/flood.out")
 refusals=$(grep -c "event=client_limit client=127.0.1.2 " "$tmp/on.log" || true)
+flooder_lines=$(grep -c " client=127.0.1.2 " "$tmp/on.log" || true)
 echo "127.0.0.3 alone:       $quiet"
 echo "127.0.0.3 under flood: $loaded$([ $flooding = no ] && echo "  (the flood ended before the measure did)")"
 echo "flooder 127.0.1.2:     $flood"
-awk -v r="$(field "$flood" refused)" -v s="$(field "$flood" secs)" -v l="$refusals" \
+awk -v r="$(field "$flood" refused)" -v s="$(field "$flood" secs)" -v l="$refusals" -v a="$flooder_lines" \
 	-v q="$(field "$quiet" p99_ms)" -v f="$(field "$loaded" p99_ms)" \
 	-v q5="$(field "$quiet" p50_ms)" -v f5="$(field "$loaded" p50_ms)" 'BEGIN {
-	printf "flood refused:       %6d connections/s with 421 4.7.0 (%d event=client_limit lines logged)\n", r / s, l
+	printf "flood refused:       %6d connections/s with 421 4.7.0 (%d event=client_limit lines logged, %d lines naming the flooder in all)\n", r / s, l, a
 	printf "127.0.0.3 latency:   p50 %.2f -> %.2f ms, p99 %.2f -> %.2f ms (alone -> under flood)\n", q5, f5, q, f
 }'
 [ "$(field "$loaded" errors)" = 0 ] && [ "$(field "$quiet" errors)" = 0 ] ||
