@@ -438,7 +438,6 @@ state_count_many(struct state *st, struct event_base *base, size_t n, const char
 	if (st->redis == NULL) {
 		for (i = 0; i < n; i++)
 			mem_count(st, keys[i], add, args[1 + i], &rep->counts[i]);
-		rep->count = rep->counts[0];
 		return NULL;
 	}
 	return state_redis_call(st->redis, base, STATE_CALL_COUNT, keys, n, args, 1 + n, rep,

@@ -75,8 +75,7 @@ struct state_grey_params {
 
 struct state_reply {
 	const char *error;	/* NULL: answered; else why not ("redis: timeout") */
-	struct state_count count;	/* state_count (state_count_many: counts[0]) */
-	struct state_count counts[STATE_COUNT_MAX];	/* state_count_many, in keys' order */
+	struct state_count counts[STATE_COUNT_MAX];	/* state_count: [0]; state_count_many: in keys' order */
 	struct state_grey grey;	/* state_grey */
 };
 
@@ -102,7 +101,7 @@ bool state_fail_open(const struct state *st);
 
 /*
  * state_count - add `add` (0 reads) to key's counter and read its count over
- * the last window (>= 1) seconds.  base: the caller's loop (a Redis call
+ * the last window (>= 1) seconds, in rep->counts[0].  base: the caller's loop (a Redis call
  * answers there).  NULL and *rep now, or a handle and done later.
  */
 struct state_op *state_count(struct state *st, struct event_base *base, const char *key,

@@ -379,7 +379,6 @@ redis_parse(const struct state_op *op, const redisReply *rep, struct state_reply
 			out->counts[i].count = (uint64_t)a;
 			out->counts[i].reset = (unsigned)b;
 		}
-		out->count = out->counts[0];
 		return true;
 	}
 	if (a < STATE_GREY_NEW || a > STATE_GREY_ALLOWED || b < 0 || b > (long long)UINT32_MAX)

@@ -198,7 +198,7 @@ auth_counted(struct session *s, const struct auth_count *c, const struct state_r
 {
 	const struct conf *conf = s->snap->conf;
 	struct state *st = state_get(conf);
-	bool over = rep->error == NULL && rep->count.count >= conf->auth_max_failures;
+	bool over = rep->error == NULL && rep->counts[0].count >= conf->auth_max_failures;
 
 	if (rep->error != NULL)
 		log_warn("id=%s event=auth_store_error client=%s store=\"%s\" error=\"%s\" action=%s",
@@ -207,7 +207,7 @@ auth_counted(struct session *s, const struct auth_count *c, const struct state_r
 	if (c->failure) {
 		log_info("id=%s event=auth result=failed client=%s failures=%llu reason=\"%s\"",
 		    s->idstr, s->addr, rep->error != NULL ? 0ULL :
-		    (unsigned long long)rep->count.count, c->why);
+		    (unsigned long long)rep->counts[0].count, c->why);
 		session_client_error(s, R_AUTH_FAILED);
 		if (over && s->state != S_CLOSING)
 			session_reply_close(s, R_AUTH_BLOCKED);
@@ -215,7 +215,7 @@ auth_counted(struct session *s, const struct auth_count *c, const struct state_r
 	}
 	if (over) {
 		log_info("id=%s event=auth result=blocked client=%s failures=%llu", s->idstr, s->addr,
-		    (unsigned long long)rep->count.count);
+		    (unsigned long long)rep->counts[0].count);
 		auth_abort(s);
 		session_reply_close(s, R_AUTH_BLOCKED);
 		return;

@@ -245,16 +245,16 @@ START_TEST(test_memory_count)
 	for (i = 1; i <= 5; i++) {
 		count_on(st, NULL, "rl:c:192.0.2.1", 1, 60, &a);
 		ck_assert_str_eq(a.error, "");
-		ck_assert_uint_eq(a.rep.count.count, (uint64_t)i);
-		ck_assert_uint_ge(a.rep.count.reset, 1);
-		ck_assert_uint_le(a.rep.count.reset, 60 + 4);	/* one step more at most */
+		ck_assert_uint_eq(a.rep.counts[0].count, (uint64_t)i);
+		ck_assert_uint_ge(a.rep.counts[0].reset, 1);
+		ck_assert_uint_le(a.rep.counts[0].reset, 60 + 4);	/* one step more at most */
 	}
 	count_on(st, NULL, "rl:c:192.0.2.1", 0, 60, &a);	/* a read adds nothing */
-	ck_assert_uint_eq(a.rep.count.count, 5);
+	ck_assert_uint_eq(a.rep.counts[0].count, 5);
 	count_on(st, NULL, "rl:c:192.0.2.2", 1, 60, &a);	/* another key */
-	ck_assert_uint_eq(a.rep.count.count, 1);
+	ck_assert_uint_eq(a.rep.counts[0].count, 1);
 	count_on(st, NULL, "rl:c:192.0.2.1", 0, 30, &a);	/* another window is another counter */
-	ck_assert_uint_eq(a.rep.count.count, 0);
+	ck_assert_uint_eq(a.rep.counts[0].count, 0);
 	state_shutdown();
 }
 END_TEST
@@ -267,39 +267,39 @@ START_TEST(test_memory_slide)
 	/* window <= STATE_STEPS: exact, an add at t counts while now - t < window */
 	fake_now = 100;
 	count_on(st, NULL, "k", 4, 10, &a);
-	ck_assert_uint_eq(a.rep.count.count, 4);
-	ck_assert_uint_eq(a.rep.count.reset, 10);
+	ck_assert_uint_eq(a.rep.counts[0].count, 4);
+	ck_assert_uint_eq(a.rep.counts[0].reset, 10);
 	fake_now = 105;
 	count_on(st, NULL, "k", 1, 10, &a);
-	ck_assert_uint_eq(a.rep.count.count, 5);
-	ck_assert_uint_eq(a.rep.count.reset, 5);	/* the oldest leaves first */
+	ck_assert_uint_eq(a.rep.counts[0].count, 5);
+	ck_assert_uint_eq(a.rep.counts[0].reset, 5);	/* the oldest leaves first */
 	fake_now = 109;
 	count_on(st, NULL, "k", 0, 10, &a);
-	ck_assert_uint_eq(a.rep.count.count, 5);
+	ck_assert_uint_eq(a.rep.counts[0].count, 5);
 	fake_now = 110;
 	count_on(st, NULL, "k", 0, 10, &a);
-	ck_assert_uint_eq(a.rep.count.count, 1);
-	ck_assert_uint_eq(a.rep.count.reset, 5);
+	ck_assert_uint_eq(a.rep.counts[0].count, 1);
+	ck_assert_uint_eq(a.rep.counts[0].reset, 5);
 	fake_now = 115;
 	count_on(st, NULL, "k", 0, 10, &a);
-	ck_assert_uint_eq(a.rep.count.count, 0);
-	ck_assert_uint_eq(a.rep.count.reset, 1);
+	ck_assert_uint_eq(a.rep.counts[0].count, 0);
+	ck_assert_uint_eq(a.rep.counts[0].reset, 1);
 
 	/* 60 s in steps of 4 s: an add at 1000 counts 60 s at least, one step more at most */
 	fake_now = 1000;
 	count_on(st, NULL, "m", 1, 60, &a);
-	ck_assert_uint_eq(a.rep.count.count, 1);
-	ck_assert_uint_eq(a.rep.count.reset, 63);
+	ck_assert_uint_eq(a.rep.counts[0].count, 1);
+	ck_assert_uint_eq(a.rep.counts[0].reset, 63);
 	fake_now = 1059;
 	count_on(st, NULL, "m", 0, 60, &a);
-	ck_assert_uint_eq(a.rep.count.count, 1);
+	ck_assert_uint_eq(a.rep.counts[0].count, 1);
 	fake_now = 1062;
 	count_on(st, NULL, "m", 0, 60, &a);
-	ck_assert_uint_eq(a.rep.count.count, 1);
-	ck_assert_uint_eq(a.rep.count.reset, 1);
+	ck_assert_uint_eq(a.rep.counts[0].count, 1);
+	ck_assert_uint_eq(a.rep.counts[0].reset, 1);
 	fake_now = 1063;
 	count_on(st, NULL, "m", 0, 60, &a);
-	ck_assert_uint_eq(a.rep.count.count, 0);
+	ck_assert_uint_eq(a.rep.counts[0].count, 0);
 	state_shutdown();
 }
 END_TEST
@@ -317,9 +317,9 @@ START_TEST(test_memory_cap)
 	}
 	ck_assert_uint_le(state_memory_entries(st), 1000);
 	count_on(st, NULL, "k4999", 0, 60, &a);		/* the newest stay */
-	ck_assert_uint_eq(a.rep.count.count, 1);
+	ck_assert_uint_eq(a.rep.counts[0].count, 1);
 	count_on(st, NULL, "k0", 0, 60, &a);		/* the stalest went */
-	ck_assert_uint_eq(a.rep.count.count, 0);
+	ck_assert_uint_eq(a.rep.counts[0].count, 0);
 	fake_now += 1000;				/* all expired: dropped as new ones come */
 	for (i = 0; i < 20; i++) {
 		snprintf(key, sizeof(key), "n%d", i);
@@ -458,13 +458,13 @@ START_TEST(test_redis_count_two_loops)
 	for (i = 1; i <= 3; i++) {
 		count_on(st, i % 2 ? b1 : b2, key, 1, 3600, &a);
 		ck_assert_str_eq(a.error, "");
-		ck_assert_uint_ge(a.rep.count.count, (uint64_t)i);	/* a step may have just turned */
-		ck_assert_uint_le(a.rep.count.count, 3);
-		ck_assert_uint_ge(a.rep.count.reset, 1);
-		ck_assert_uint_le(a.rep.count.reset, 3600 + 225);
+		ck_assert_uint_ge(a.rep.counts[0].count, (uint64_t)i);	/* a step may have just turned */
+		ck_assert_uint_le(a.rep.counts[0].count, 3);
+		ck_assert_uint_ge(a.rep.counts[0].reset, 1);
+		ck_assert_uint_le(a.rep.counts[0].reset, 3600 + 225);
 	}
 	count_on(st, b2, key, 0, 3600, &a);
-	ck_assert_uint_eq(a.rep.count.count, 3);
+	ck_assert_uint_eq(a.rep.counts[0].count, 3);
 	state_base_gone(b1);
 	state_base_gone(b2);
 	event_base_free(b1);
@@ -527,7 +527,7 @@ START_TEST(test_redis_error_reply)
 	/* the connection stays usable */
 	count_on(st, b, unique("after"), 1, 60, &a);
 	ck_assert_str_eq(a.error, "");
-	ck_assert_uint_eq(a.rep.count.count, 1);
+	ck_assert_uint_eq(a.rep.counts[0].count, 1);
 	state_base_gone(b);
 	event_base_free(b);
 	state_shutdown();
@@ -548,9 +548,9 @@ START_TEST(test_redis_script_flushed)
 	ck_assert_int_eq(system(cmd), 0);
 	count_on(st, b, key, 1, 60, &a);	/* NOSCRIPT: sent again whole */
 	ck_assert_str_eq(a.error, "");
-	ck_assert_uint_eq(a.rep.count.count, 2);
+	ck_assert_uint_eq(a.rep.counts[0].count, 2);
 	count_on(st, b, key, 1, 60, &a);	/* and EVALSHA works again */
-	ck_assert_uint_eq(a.rep.count.count, 3);
+	ck_assert_uint_eq(a.rep.counts[0].count, 3);
 	state_base_gone(b);
 	event_base_free(b);
 	state_shutdown();
@@ -574,7 +574,7 @@ START_TEST(test_redis_down_then_up)
 	usleep(1100000);			/* the retry pause passes: it connects again */
 	count_on(st, b, "k", 1, 60, &a);
 	ck_assert_str_eq(a.error, "");
-	ck_assert_uint_eq(a.rep.count.count, 1);
+	ck_assert_uint_eq(a.rep.counts[0].count, 1);
 	redis_kill(pid);			/* gone under an open connection */
 	count_on(st, b, "k", 1, 60, &a);
 	ck_assert_msg(strncmp(a.error, "redis: ", 7) == 0, "error \"%s\"", a.error);
@@ -583,7 +583,7 @@ START_TEST(test_redis_down_then_up)
 	usleep(1100000);
 	count_on(st, b, "k", 1, 60, &a);
 	ck_assert_str_eq(a.error, "");
-	ck_assert_uint_eq(a.rep.count.count, 1);	/* a fresh server: counting starts over */
+	ck_assert_uint_eq(a.rep.counts[0].count, 1);	/* a fresh server: counting starts over */
 	redis_kill(pid);
 	state_base_gone(b);
 	event_base_free(b);
@@ -668,7 +668,7 @@ START_TEST(test_redis_unix_database_prefix)
 	}
 	count_on(st, b, key, 7, 60, &a);
 	ck_assert_str_eq(a.error, "");
-	ck_assert_uint_eq(a.rep.count.count, 7);
+	ck_assert_uint_eq(a.rep.counts[0].count, 7);
 	/* the key went into database 2, under the prefix */
 	snprintf(cmd, sizeof(cmd), "redis-cli -p %u -n 2 --scan --pattern 'p1:%s#60' | grep -q .",
 	    redis_port, key);
@@ -694,7 +694,7 @@ START_TEST(test_redis_auth)
 	st = redis_store(port, 2, "s3cret", NULL);
 	count_on(st, b, "k", 1, 60, &a);
 	ck_assert_str_eq(a.error, "");
-	ck_assert_uint_eq(a.rep.count.count, 1);
+	ck_assert_uint_eq(a.rep.counts[0].count, 1);
 	state_base_gone(b);
 	event_base_free(b);
 	state_shutdown();
@@ -759,12 +759,11 @@ START_TEST(test_memory_count_many)
 		ck_assert_uint_eq(a.rep.counts[0].count, (uint64_t)i);
 		ck_assert_uint_eq(a.rep.counts[1].count, (uint64_t)i);
 		ck_assert_uint_eq(a.rep.counts[2].count, (uint64_t)i);
-		ck_assert_uint_eq(a.rep.count.count, (uint64_t)i);	/* counts[0] */
 		ck_assert_uint_le(a.rep.counts[2].reset, 10 + 1);
 		ck_assert_uint_gt(a.rep.counts[1].reset, 60);
 	}
 	count_on(st, NULL, "rl:b", 0, 3600, &a);
-	ck_assert_uint_eq(a.rep.count.count, 3);
+	ck_assert_uint_eq(a.rep.counts[0].count, 3);
 	fake_now += 12;				/* past c's window, within a's and b's */
 	count_many_on(st, NULL, 3, keys, windows, 1, &a);
 	ck_assert_uint_eq(a.rep.counts[0].count, 4);
@@ -781,7 +780,7 @@ START_TEST(test_memory_count_many)
 	count_many_on(st, NULL, 2, bad, windows, 1, &a);
 	ck_assert_str_eq(a.error, "key too long");
 	count_on(st, NULL, "rl:a", 0, 60, &a);	/* the refused call counted nothing */
-	ck_assert_uint_eq(a.rep.count.count, 4);
+	ck_assert_uint_eq(a.rep.counts[0].count, 4);
 }
 END_TEST
 
@@ -809,14 +808,13 @@ START_TEST(test_redis_count_many)
 		ck_assert_uint_ge(a.rep.counts[i].reset, 1);
 		ck_assert_uint_le(a.rep.counts[i].reset, windows[i] + windows[i] / 16 + 1);
 	}
-	ck_assert_uint_eq(a.rep.count.count, 1);
 	count_many_on(st, b, 2, keys + 2, windows + 2, 2, &a);
 	ck_assert_uint_eq(a.rep.counts[0].count, 8);
 	ck_assert_uint_eq(a.rep.counts[1].count, 3);
 	count_on(st, b, k3, 0, 3600, &a);
-	ck_assert_uint_eq(a.rep.count.count, 3);
+	ck_assert_uint_eq(a.rep.counts[0].count, 3);
 	count_on(st, b, k3, 0, 60, &a);		/* another window is another counter */
-	ck_assert_uint_eq(a.rep.count.count, 0);
+	ck_assert_uint_eq(a.rep.counts[0].count, 0);
 	state_base_gone(b);
 	event_base_free(b);
 	state_shutdown();
